@@ -1,0 +1,1 @@
+"""The HTTP API: Resend- and Inbound-compatible routes, ingesters, /metrics and /healthz."""

@@ -1,0 +1,1 @@
+"""The SMTP edge: the MX listener, its protocol and handler, and the composition root."""

@@ -1,0 +1,316 @@
+"""The `opensend` command: the composition root, where settings, storage and listeners meet.
+
+It is the one module that knows every part (it starts the API beside the MX), so it may import
+`api`; nothing else in `mta/` does. Exit codes: 0 done, 1 the operation failed (the message says
+why), 2 bad configuration or usage (systemd does not restart on 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import asdict, is_dataclass
+from typing import Any
+from uuid import UUID
+
+from mta.logs import configure_logging
+from policy.settings import Settings, SettingsError, load_settings
+from storage import directory
+from storage.database import Pool, open_pool
+from storage.embedded import embedded_database_url, stop_embedded
+from storage.errors import StorageError
+from storage.migrate import MigrationError, migrate
+
+log = logging.getLogger("opensend")
+
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+
+class CommandError(Exception):
+    """The operation cannot be done as asked; the message tells the operator what to change."""
+
+
+def database_url(settings: Settings) -> str:
+    if settings.database_url:
+        return settings.database_url
+    return embedded_database_url(settings.data_dir)
+
+
+def _jsonable(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return {k: _jsonable(v) for k, v in asdict(value).items()}
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, UUID):
+        return str(value)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(_jsonable(payload), indent=2))
+    else:
+        print(text)
+
+
+async def _with_pool(settings: Settings, work: Callable[[Pool], Coroutine[Any, Any, None]]) -> None:
+    url = database_url(settings)
+    await migrate(url)
+    pool = await open_pool(url, min_size=1, max_size=2)
+    try:
+        await work(pool)
+    finally:
+        await pool.close()
+
+
+async def _tenant_id(pool: Pool, name_or_id: str) -> UUID:
+    tenant = await directory.find_tenant(pool, name_or_id)
+    if tenant is None:
+        raise CommandError(
+            f"no tenant named {name_or_id!r}; create it with `opensend tenant create`"
+        )
+    return tenant.id
+
+
+# -- administration ---------------------------------------------------------------------------
+
+
+def dns_records(settings: Settings, domain: directory.Domain) -> list[dict[str, Any]]:
+    """What the operator publishes so mail for the domain reaches this server (RFC 5321 5.1)."""
+    records: list[dict[str, Any]] = []
+    if domain.receiving_enabled:
+        records.append(
+            {
+                "record": "MX",
+                "name": domain.effective_reply_domain,
+                "value": settings.hostname,
+                "priority": 10,
+                "purpose": "receiving",
+            }
+        )
+    records.append(
+        {
+            "record": "TXT",
+            "name": domain.name,
+            "value": f"v=spf1 a:{settings.hostname} -all",
+            "purpose": "SPF (RFC 7208)",
+        }
+    )
+    records.append(
+        {
+            "record": "TXT",
+            "name": f"_dmarc.{domain.name}",
+            "value": f"v=DMARC1; p=none; rua=mailto:dmarc@{domain.name}",
+            "purpose": "DMARC suggestion (RFC 7489)",
+        }
+    )
+    return records
+
+
+async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
+    applied = await migrate(database_url(settings))
+    emit(
+        args,
+        {"applied": applied},
+        "applied: " + ", ".join(applied) if applied else "schema is up to date",
+    )
+
+
+async def cmd_tenant_create(settings: Settings, args: argparse.Namespace) -> None:
+    async def work(pool: Pool) -> None:
+        try:
+            tenant = await directory.create_tenant(pool, args.name)
+        except StorageError as error:
+            raise CommandError(f"tenant {args.name!r} not created: {error}") from error
+        emit(args, asdict(tenant), f"tenant {tenant.name} created: {tenant.id}")
+
+    await _with_pool(settings, work)
+
+
+async def cmd_domain_add(settings: Settings, args: argparse.Namespace) -> None:
+    name = args.domain.lower().rstrip(".")
+    reply_domain = args.reply_domain.lower().rstrip(".") if args.reply_domain else None
+    if reply_domain and not args.receiving:
+        raise CommandError("--reply-domain needs --receiving: replies arrive by receiving mail")
+
+    async def work(pool: Pool) -> None:
+        tenant_id = await _tenant_id(pool, args.tenant)
+        try:
+            domain = await directory.add_domain(
+                pool,
+                tenant_id,
+                name,
+                receiving=args.receiving,
+                reply_domain=reply_domain,
+                verified=args.verified,
+            )
+        except StorageError as error:
+            raise CommandError(f"domain {name} not added: {error}") from error
+        records = dns_records(settings, domain)
+        lines = [f"domain {domain.name} added: {domain.id}"]
+        if not domain.verified:
+            lines.append("not verified yet: publish these records, then verify the domain")
+        lines += [f"  {r['record']:<4} {r['name']}  {r['value']}" for r in records]
+        emit(args, {**asdict(domain), "records": records}, "\n".join(lines))
+
+    await _with_pool(settings, work)
+
+
+async def cmd_route_add(settings: Settings, args: argparse.Namespace) -> None:
+    address = args.address.lower()
+    local, at, domain_name = address.rpartition("@")
+    if not at or not local or not domain_name:
+        raise CommandError(f"{args.address!r} is not local@domain or *@domain")
+
+    async def work(pool: Pool) -> None:
+        tenant_id = await _tenant_id(pool, args.tenant)
+        try:
+            route = await directory.add_route(pool, tenant_id, address, args.to)
+        except StorageError as error:
+            raise CommandError(f"route {address} not added: {error}") from error
+        target = f" -> {route.target}" if route.target else ""
+        emit(args, asdict(route), f"route {route.address}{target} added ({route.kind})")
+
+    await _with_pool(settings, work)
+
+
+async def cmd_apikey_create(settings: Settings, args: argparse.Namespace) -> None:
+    async def work(pool: Pool) -> None:
+        tenant_id = await _tenant_id(pool, args.tenant)
+        key, secret = await directory.create_api_key(pool, tenant_id, args.name)
+        emit(
+            args,
+            {**asdict(key), "token": secret},
+            f"API key {key.name} created: {secret}\n(shown once; only its hash is stored)",
+        )
+
+    await _with_pool(settings, work)
+
+
+async def cmd_db_url(settings: Settings, args: argparse.Namespace) -> None:
+    print(database_url(settings))
+
+
+async def cmd_db_stop(settings: Settings, args: argparse.Namespace) -> None:
+    if settings.database_url:
+        raise CommandError("OPENSEND_DATABASE_URL is set: that database is not ours to stop")
+    stopped = stop_embedded(settings.data_dir)
+    print("embedded PostgreSQL stopped" if stopped else "embedded PostgreSQL was not running")
+
+
+async def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
+    raise AssertionError("serve runs through run_server(), on its own event loop")
+
+
+def run_server(settings: Settings, only: str | None) -> None:
+    if settings.mx_processes > 1 and only in (None, "mta"):
+        # Must be set before prometheus_client is imported (it picks its value store then), so
+        # every MX process writes samples where /metrics can merge them.
+        metrics_dir = settings.data_dir / "metrics"
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        for stale in metrics_dir.glob("*.db"):
+            stale.unlink()
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    from mta.serve import run_in_loop, serve
+
+    url = database_url(settings)
+    run_in_loop(lambda: serve(settings, only, url))
+
+
+# -- argument parsing ------------------------------------------------------------------------
+
+Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, None]]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="opensend", description="OpenSend MTA: a mail server with reply threading built in."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Command, help_text: str, parent: Any = commands) -> Any:
+        sub = parent.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(func=func)
+        sub.add_argument("--json", action="store_true", help="print JSON for scripts")
+        return sub
+
+    serve = add("serve", cmd_serve, "run the server (MX, API, metrics)")
+    serve.add_argument("--only", choices=["mta", "api"], help="run one part only")
+    add("migrate", cmd_migrate, "apply database migrations")
+
+    tenant = commands.add_parser("tenant", help="manage tenants").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    add("create", cmd_tenant_create, "create a tenant", tenant).add_argument("name")
+
+    domain = commands.add_parser("domain", help="manage domains").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    domain_add = add("add", cmd_domain_add, "add a domain to a tenant", domain)
+    domain_add.add_argument("domain")
+    domain_add.add_argument("--tenant", required=True, help="tenant name or id")
+    domain_add.add_argument("--receiving", action="store_true", help="receive mail for it here")
+    domain_add.add_argument("--reply-domain", help="subdomain for reply addresses")
+    domain_add.add_argument(
+        "--verified", action="store_true", help="skip the DNS check (development and tests only)"
+    )
+
+    route = commands.add_parser("route", help="manage receiving routes").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    route_add = add("add", cmd_route_add, "route an address (or *@domain) to a tenant", route)
+    route_add.add_argument("address", help="local@domain, or *@domain for a catch-all")
+    route_add.add_argument("--tenant", required=True, help="tenant name or id")
+    route_add.add_argument("--to", help="make it an alias: store its mail under this address")
+
+    apikey = commands.add_parser("apikey", help="manage API keys").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    apikey_create = add("create", cmd_apikey_create, "create an API key", apikey)
+    apikey_create.add_argument("--tenant", required=True, help="tenant name or id")
+    apikey_create.add_argument("--name", default="default", help="a name to recognise it by")
+
+    db = commands.add_parser("db", help="the database").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    add("url", cmd_db_url, "print the database URL (for psql)", db)
+    add("stop", cmd_db_stop, "stop the embedded development database", db)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        print(f"opensend: configuration error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        if args.command == "serve":
+            run_server(settings, args.only)
+        else:
+            asyncio.run(args.func(settings, args))
+    except (CommandError, MigrationError) as error:
+        print(f"opensend: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except StorageError as error:
+        print(f"opensend: database error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Prometheus metrics of the MX, named opensend_<area>_<thing>_<unit>."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+CONNECTIONS = Counter(
+    "opensend_mx_connections_total",
+    "SMTP connections to the MX, by whether they were served or refused at the cap",
+    ["result"],
+)
+CONNECTIONS_ACTIVE = Gauge(
+    "opensend_mx_connections_active", "SMTP connections open now", multiprocess_mode="livesum"
+)
+RCPT_VERDICTS = Counter(
+    "opensend_mx_rcpt_verdicts_total",
+    "RCPT TO decisions, by verdict (accept, defer, reject) and reason",
+    ["verdict", "reason"],
+)
+MESSAGES_STORED = Counter(
+    "opensend_mx_messages_stored_total",
+    "Received messages committed, one per recipient tenant, by reply match status",
+    ["match_status"],
+)
+MESSAGES_REFUSED = Counter(
+    "opensend_mx_messages_refused_total",
+    "Messages refused or deferred after DATA, by reason",
+    ["reason"],
+)
+MESSAGE_BYTES = Counter(
+    "opensend_mx_message_bytes_total", "Bytes of message content accepted by the MX"
+)
+STORAGE_FAILURES = Counter(
+    "opensend_mx_storage_failures_total",
+    "Storage failures answered with a temporary error, by stage",
+    ["stage"],
+)
+DATA_TO_COMMIT = Histogram(
+    "opensend_mx_data_to_commit_seconds",
+    "Time from the end of DATA to the commit of the message",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
+)

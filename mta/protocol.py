@@ -1,0 +1,234 @@
+"""The SMTP protocol engine of the MX: aiosmtpd's state machine with a modern MX's edges.
+
+aiosmtpd (pinned in pyproject.toml: this subclass relies on its internals) keeps RFC order and
+parsing. This subclass adds what an internet-facing MX needs: a connection cap answered with 421,
+an EHLO that advertises PIPELINING and ENHANCEDSTATUSCODES, enhanced codes on every reply, a
+DATA reader that takes the message in blocks instead of line by line, and refusal of bare CR/LF.
+Decisions stay with the handler (`mta.inbound`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, AnyStr
+
+from aiosmtpd.smtp import SMTP, syntax
+
+from mta import metrics
+from policy import replies
+
+log = logging.getLogger(__name__)
+
+_END_OF_DATA = b"\r\n.\r\n"
+
+
+@dataclass
+class ConnectionGate:
+    """Counts open connections across one listener; past `limit` new ones get 421 4.7.0."""
+
+    limit: int
+    active: int = 0
+    draining: bool = False
+
+    def enter(self) -> bool:
+        if self.draining or self.active >= self.limit:
+            return False
+        self.active += 1
+        return True
+
+    def leave(self) -> None:
+        self.active -= 1
+
+
+def has_bare_line_ending(content: bytes) -> bool:
+    """True when a CR or LF appears outside a CRLF pair.
+
+    RFC 5321 section 2.3.8 allows line endings only as CRLF; a bare LF or CR before a dot is how
+    SMTP smuggling hides a second message from a server that reads them as line ends.
+    """
+    pairs = content.count(b"\r\n")
+    return content.count(b"\n") != pairs or content.count(b"\r") != pairs
+
+
+class MXProtocol(SMTP):
+    """One SMTP connection. Keyword arguments beyond aiosmtpd's are ours, typed."""
+
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        gate: ConnectionGate,
+        registry: set[MXProtocol],
+        data_timeout: float,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(handler, **kwargs)
+        self._gate = gate
+        self._registry = registry
+        self._data_timeout = data_timeout
+        self._admitted = False
+        self.in_data = False  # between DATA and its final reply: never cut off in a drain
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        starting = self._original_transport is None and self.transport is None
+        if starting:
+            self._admitted = self._gate.enter()
+            metrics.CONNECTIONS.labels("served" if self._admitted else "refused").inc()
+            if self._admitted:
+                metrics.CONNECTIONS_ACTIVE.inc()
+                self._registry.add(self)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._admitted:
+            self._admitted = False
+            self._gate.leave()
+            metrics.CONNECTIONS_ACTIVE.dec()
+            self._registry.discard(self)
+        super().connection_lost(error)
+
+    async def _handle_client(self) -> None:
+        if not self._admitted:
+            # RFC 5321 section 3.1: a server may answer the connection with 421 and close it.
+            reply = (
+                replies.S421_SHUTTING_DOWN
+                if self._gate.draining
+                else replies.S421_TOO_MANY_CONNECTIONS
+            )
+            await self.push(f"{reply.code} {reply.enhanced} {self.hostname} {reply.text}")
+            assert self.transport is not None
+            self.transport.close()
+            return
+        await super()._handle_client()
+
+    def _timeout_cb(self) -> None:
+        # RFC 5321 section 4.5.3.2: tell the client why before closing an idle connection.
+        transport: Any = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(f"{replies.S421_TIMEOUT}\r\n".encode())
+        super()._timeout_cb()
+
+    def close_for_shutdown(self) -> None:
+        transport: Any = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(f"{replies.S421_SHUTTING_DOWN}\r\n".encode())
+            transport.close()
+
+    async def push(self, status: AnyStr) -> None:
+        text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
+        await super().push(replies.with_enhanced_code(text))
+
+    # -- commands -----------------------------------------------------------------------------
+
+    @syntax("EHLO hostname")
+    async def smtp_EHLO(self, hostname: str) -> None:
+        if not hostname:
+            await self.push("501 5.5.4 Syntax: EHLO hostname")
+            return
+        self._set_rset_state()
+        assert self.session is not None
+        self.session.extended_smtp = True
+        self.session.host_name = hostname
+        lines = [self.hostname, "PIPELINING"]
+        if self.data_size_limit:
+            lines.append(f"SIZE {self.data_size_limit}")  # RFC 1870
+            self.command_size_limits["MAIL"] = 512 + 26
+        lines.append("8BITMIME")  # RFC 6152
+        if self.enable_SMTPUTF8:
+            lines.append("SMTPUTF8")  # RFC 6531
+            self.command_size_limits["MAIL"] += 10
+        lines.append("ENHANCEDSTATUSCODES")  # RFC 2034
+        if self.tls_context and not self._tls_protocol:
+            lines.append("STARTTLS")  # RFC 3207
+        # One write for the whole multiline reply (RFC 5321 section 4.2.1).
+        text = "".join(f"250-{line}\r\n" for line in lines[:-1]) + f"250 {lines[-1]}\r\n"
+        self._writer.write(text.encode("ascii"))
+        await self._writer.drain()
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        if await self.check_helo_needed():
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            # RFC 2920 section 3.1: with pipelining, DATA after every RCPT failed gets 554 or 503.
+            await self.push(str(replies.S554_NO_VALID_RECIPIENTS))
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        await self.push(str(replies.S354_DATA).replace(" 2.0.0", "", 1))
+        self._reset_timeout(self._data_timeout)
+        self.in_data = True
+        try:
+            await self._receive_message()
+        finally:
+            self.in_data = False
+
+    async def _receive_message(self) -> None:
+        assert self.envelope is not None
+        content, too_big = await self._read_data()
+        if content is None:
+            return  # the connection closed mid-DATA; nothing was accepted
+        if too_big:
+            metrics.MESSAGES_REFUSED.labels("size").inc()
+            self._set_post_data_state()
+            await self.push(str(replies.S552_TOO_BIG))
+            return
+        if has_bare_line_ending(content):
+            metrics.MESSAGES_REFUSED.labels("bare_line_ending").inc()
+            log.warning(
+                "refused message with bare CR or LF",
+                extra={"peer": self.session.peer if self.session else None},
+            )
+            self._set_post_data_state()
+            await self.push(str(replies.S550_BARE_LF))
+            return
+        self.envelope.content = content
+        self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push(status)
+
+    @syntax("AUTH <mechanism>")
+    async def smtp_AUTH(self, arg: str) -> None:
+        # Port 25 takes mail for our domains only; authenticated sending is on the submission
+        # ports (RFC 6409), so the MX neither offers nor accepts AUTH.
+        await self.push("502 5.5.1 AUTH not available here; use the submission port")
+
+    async def _read_data(self) -> tuple[bytes | None, bool]:
+        """Read up to CRLF.CRLF in blocks; undo dot-stuffing (RFC 5321 section 4.5.2).
+
+        Returns (content, too_big). Content ends with CRLF unless empty. An oversized message is
+        read to its end and discarded, so the 552 answers the right command (RFC 5321 4.2.5).
+        """
+        reader: Any = self._reader  # StreamReader internals: aiosmtpd is pinned
+        limit = self.data_size_limit or 0
+        # A leading CRLF lets the terminator match a message that is empty (".\r\n" at once).
+        reader._buffer[0:0] = b"\r\n"
+        saved_limit = reader._limit
+        reader._limit = (limit or 1 << 30) + len(_END_OF_DATA) + 2
+        too_big = False
+        try:
+            while True:
+                try:
+                    block = await reader.readuntil(_END_OF_DATA)
+                    break
+                except asyncio.LimitOverrunError as overrun:
+                    too_big = True
+                    await reader.readexactly(overrun.consumed)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return None, False
+        finally:
+            reader._limit = saved_limit
+        if too_big:
+            return b"", True
+        body = block[: -len(_END_OF_DATA) + 2]  # keep the final CRLF, drop ".\r\n"
+        content = body.replace(b"\r\n.", b"\r\n")[2:]
+        if limit and len(content) > limit:
+            return b"", True
+        return content, False

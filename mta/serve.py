@@ -1,0 +1,136 @@
+"""`opensend serve`: every part in one event loop per process, and a graceful stop on SIGTERM.
+
+With OPENSEND_MX_PROCESSES above 1, extra processes share the MX port (SO_REUSEPORT) so the SMTP
+protocol work uses more than one core; each has its own loop and pool, and Postgres is the only
+thing they share. Prometheus samples from all of them are merged through a shared directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from aiohttp import web
+
+from api.app import make_app, make_ops_app
+from mta.logs import configure_logging
+from mta.server import MXListener, start_mx
+from policy.settings import ListenAddress, Settings
+from policy.tokens import ReplyTokens
+from storage.database import open_pool
+from storage.local_secret import load_or_create_secret
+from storage.migrate import migrate
+
+log = logging.getLogger(__name__)
+
+# How long in-flight SMTP transactions may take to finish after SIGTERM; systemd's
+# TimeoutStopSec must be longer.
+DRAIN_GRACE_SECONDS = 30.0
+
+
+def reply_tokens(settings: Settings) -> ReplyTokens:
+    # Production has an explicit secret (policy.settings refuses to start without one).
+    secret = settings.reply_token_secret or load_or_create_secret(settings.data_dir)
+    return ReplyTokens(secret, settings.reply_token_secrets_previous)
+
+
+def run_in_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run on uvloop where available: the SMTP protocol loop is the MX's bottleneck."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported OS
+        asyncio.run(main())
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+
+async def _start_http(app: web.Application, listen: ListenAddress) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, listen.host, listen.port).start()
+    log.info("HTTP listening", extra={"address": str(listen)})
+    return runner
+
+
+def _pool_size(settings: Settings) -> int:
+    # Each RCPT and DATA holds a connection only for one query or one commit.
+    return max(4, min(20, settings.max_connections // 20))
+
+
+async def serve(settings: Settings, only: str | None, url: str) -> None:
+    await migrate(url)
+    pool = await open_pool(url, max_size=_pool_size(settings))
+    tokens = reply_tokens(settings)
+    runners: list[web.AppRunner] = []
+    listener: MXListener | None = None
+    workers: list[multiprocessing.process.BaseProcess] = []
+    try:
+        if only in (None, "mta"):
+            shared = settings.mx_processes > 1
+            listener = await start_mx(settings, pool, tokens, reuse_port=shared)
+            workers = _start_mx_workers(settings, url)
+        if only in (None, "api"):
+            runners.append(await _start_http(make_app(pool), settings.api_listen))
+        else:
+            runners.append(await _start_http(make_ops_app(pool), settings.metrics_listen))
+        log.info("OpenSend ready", extra={"parts": only or "all", "env": settings.env.value})
+        await _until_signalled()
+        log.info("stopping: finishing transactions in flight")
+    finally:
+        for worker in workers:
+            if worker.pid is not None and worker.is_alive():
+                os.kill(worker.pid, signal.SIGTERM)
+        if listener is not None:
+            await listener.drain(DRAIN_GRACE_SECONDS)
+        for runner in runners:
+            await runner.cleanup()
+        for worker in workers:
+            await asyncio.get_running_loop().run_in_executor(
+                None, worker.join, DRAIN_GRACE_SECONDS + 5
+            )
+        await pool.close()
+
+
+def _start_mx_workers(settings: Settings, url: str) -> list[multiprocessing.process.BaseProcess]:
+    context = multiprocessing.get_context("spawn")
+    workers: list[multiprocessing.process.BaseProcess] = []
+    for number in range(1, settings.mx_processes):
+        worker = context.Process(
+            target=mx_worker_main, args=(settings, url, os.getpid()), name=f"opensend-mx-{number}"
+        )
+        worker.start()
+        workers.append(worker)
+    return workers
+
+
+def mx_worker_main(settings: Settings, url: str, parent_pid: int) -> None:
+    """An extra MX process: the listener only, on the shared port, until SIGTERM or orphaned."""
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def main() -> None:
+        pool = await open_pool(url, max_size=_pool_size(settings))
+        listener = await start_mx(settings, pool, reply_tokens(settings), reuse_port=True)
+        stop = asyncio.create_task(_until_signalled())
+        try:
+            while not stop.done() and os.getppid() == parent_pid:
+                await asyncio.wait({stop}, timeout=1.0)
+        finally:
+            stop.cancel()
+            await listener.drain(DRAIN_GRACE_SECONDS)
+            await pool.close()
+
+    run_in_loop(main)

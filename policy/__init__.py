@@ -1,0 +1,1 @@
+"""Pure decisions: routing verdicts, reply tokens, reply matching, limits. No sockets, no SQL."""

@@ -1,0 +1,45 @@
+"""Mailbox addresses as the MX sees them: split, normalised, and checked for relay tricks.
+
+RFC 5321 section 2.4 makes local parts case-sensitive in principle; in practice every mail system
+folds them, and so do we for routing. Domains compare in lowercase without a trailing dot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Mailbox:
+    local: str
+    domain: str
+
+    @property
+    def address(self) -> str:
+        return f"{self.local}@{self.domain}"
+
+    @property
+    def base_local(self) -> str:
+        """The local part without a `+detail` subaddress (RFC 5233), for routing."""
+        return self.local.split("+", 1)[0]
+
+
+def split_mailbox(address: str) -> Mailbox | None:
+    """A routable mailbox, or None for anything an open-relay probe would try.
+
+    Source routes (`@a:user@b`, RFC 5321 section 4.1.2, to be ignored but never honoured), quoted
+    local parts holding `@`, `%` hacks and `!` paths are refused here rather than interpreted,
+    so no form of address can name a domain other than the one after the last `@`.
+    """
+    text = address.strip()
+    if text.startswith("<") and text.endswith(">"):
+        text = text[1:-1]
+    if not text or text.startswith("@") or any(c in text for c in '%!"\\ \t\r\n'):
+        return None
+    local, at, domain = text.rpartition("@")
+    if not at or not local or not domain or "@" in local:
+        return None
+    domain = domain.rstrip(".").lower()
+    if not domain or domain.startswith(".") or ".." in domain or domain.startswith("["):
+        return None
+    return Mailbox(local.lower(), domain)

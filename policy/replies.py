@@ -1,0 +1,113 @@
+"""The one catalogue of SMTP replies, shared by the handlers and the tests.
+
+Each reply carries its basic code (RFC 5321 section 4.2) and enhanced status code (RFC 3463);
+the two must agree in class, which `tests/policy/test_replies.py` holds for every entry. Public
+texts are generic and actionable: they never name a mechanism, a setting or an internal reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    code: int
+    enhanced: str
+    text: str
+
+    @property
+    def temporary(self) -> bool:
+        return 400 <= self.code < 500
+
+    def with_text(self, text: str) -> Reply:
+        return Reply(self.code, self.enhanced, text)
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.enhanced} {self.text}"
+
+
+# Greeting and session. 220/221 carry no enhanced code on the wire (RFC 2034 section 3 applies
+# them to replies after EHLO); "2.0.0" is kept here so the catalogue has one shape.
+S220_READY = Reply(220, "2.0.0", "ESMTP OpenSend ready")
+S221_BYE = Reply(221, "2.0.0", "Bye")
+S250_OK = Reply(250, "2.0.0", "OK")
+S250_SENDER_OK = Reply(250, "2.1.0", "Sender OK")
+S250_RECIPIENT_OK = Reply(250, "2.1.5", "Recipient OK")
+S250_QUEUED = Reply(250, "2.0.0", "Ok: queued as {id}")
+S354_DATA = Reply(354, "2.0.0", "End data with <CR><LF>.<CR><LF>")
+
+# Temporary failures: the sender keeps the message and tries again (RFC 5321 section 4.2.1).
+S421_TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later")
+S421_TIMEOUT = Reply(421, "4.4.2", "Timeout waiting for input, closing connection")
+S421_SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
+S451_TEMP_STORAGE = Reply(451, "4.3.0", "Temporary problem storing the message, try again later")
+S451_TEMP_LOOKUP = Reply(
+    451, "4.4.3", "Temporary problem looking up the recipient, try again later"
+)
+S452_TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients in this message")
+
+# Permanent failures.
+S500_LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long")
+S501_SYNTAX_ADDRESS = Reply(501, "5.1.3", "Bad address syntax")
+S503_BAD_SEQUENCE = Reply(503, "5.5.1", "Bad sequence of commands")
+S503_NO_RECIPIENTS = Reply(503, "5.5.1", "No valid recipients")
+S550_NO_SUCH_USER = Reply(550, "5.1.1", "No such user here")
+S550_RELAY_DENIED = Reply(
+    550, "5.7.1", "Relaying denied: this server only accepts mail for its own domains"
+)
+S550_BARE_LF = Reply(550, "5.5.2", "Message refused: bare LF or CR found; lines must end with CRLF")
+S554_LOOP = Reply(554, "5.4.6", "Message refused: too many Received headers, probable mail loop")
+S552_TOO_BIG = Reply(552, "5.3.4", "Message too big for this server")
+S554_NO_VALID_RECIPIENTS = Reply(554, "5.5.1", "No valid recipients")
+
+# Every entry above, for the class-agreement test and for documentation.
+CATALOGUE: dict[str, Reply] = {
+    name: value for name, value in globals().items() if isinstance(value, Reply)
+}
+
+# The protocol engine (aiosmtpd) writes some replies of its own without an enhanced code. Since
+# we advertise ENHANCEDSTATUSCODES, RFC 2034 section 3 asks for one on every reply after EHLO;
+# these are the codes RFC 3463 gives each basic code in the situations aiosmtpd uses them.
+ENHANCED_FOR_ENGINE_REPLY: dict[int, str] = {
+    211: "2.0.0",
+    214: "2.0.0",
+    220: "2.0.0",  # "Ready to start TLS" (RFC 3207)
+    221: "2.0.0",
+    235: "2.7.0",
+    250: "2.0.0",
+    252: "2.0.0",
+    334: "",  # AUTH challenges carry no status code (RFC 4954 section 4)
+    354: "",  # RFC 2034: no enhanced code on 354
+    421: "4.7.0",
+    451: "4.3.0",
+    454: "4.7.0",
+    500: "5.5.2",
+    501: "5.5.4",
+    502: "5.5.1",
+    503: "5.5.1",
+    504: "5.5.4",
+    530: "5.7.0",
+    535: "5.7.8",
+    538: "5.7.11",
+    550: "5.0.0",
+    552: "5.3.4",
+    553: "5.1.3",
+    554: "5.0.0",
+    555: "5.5.4",
+}
+
+
+def with_enhanced_code(line: str) -> str:
+    """Give an engine reply an enhanced code when it lacks one; ours already carry theirs."""
+    code_text, sep, rest = line[:3], line[3:4], line[4:]
+    if not code_text.isdigit() or sep not in (" ", "-"):
+        return line
+    if rest[:1].isdigit() and rest[1:2] == ".":
+        return line  # already has one
+    enhanced = ENHANCED_FOR_ENGINE_REPLY.get(int(code_text), "")
+    if not enhanced:
+        return line
+    # Drop aiosmtpd's "Error: " prefix: the code already says it is an error.
+    rest = rest.removeprefix("Error: ")
+    return f"{code_text}{sep}{enhanced} {rest}"

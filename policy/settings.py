@@ -1,0 +1,287 @@
+"""Typed settings, read once from the environment and passed explicitly.
+
+Every name here is part of the operator contract (DESIGN.md section 5);
+`deploy/opensend.env.example` comments each one. A bad value raises `SettingsError`, which the
+command line turns into exit code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable and what was wrong."""
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    env: Environment
+    data_dir: Path
+    database_url: str | None
+    hostname: str
+
+    mx_listen: ListenAddress
+    submission_listen: ListenAddress
+    submissions_listen: ListenAddress
+    api_listen: ListenAddress
+    metrics_listen: ListenAddress
+
+    tls_cert: Path | None
+    tls_key: Path | None
+
+    dns_servers: tuple[HostPort, ...]
+    relay: str | None
+    transports: Mapping[str, HostPort]
+    retry_schedule: tuple[int, ...]
+    max_queue_age: int
+
+    reply_token_secret: bytes | None
+    reply_token_secrets_previous: tuple[bytes, ...]
+    ingester_inbound_token: str | None
+
+    max_message_size: int
+    max_recipients: int
+    max_connections: int
+    command_timeout: float
+    data_timeout: float
+    max_received_headers: int
+    mx_processes: int
+
+    log_level: str
+    log_format: str
+
+    # Not settings an operator writes, but facts the composition root needs.
+    env_names: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def production(self) -> bool:
+        return self.env is Environment.PRODUCTION
+
+    @property
+    def tls_configured(self) -> bool:
+        return self.tls_cert is not None and self.tls_key is not None
+
+
+# Development listens on loopback and unprivileged ports so `opensend serve` runs without root;
+# production listens on the standard ports (RFC 5321 section 4.5.4 port 25, RFC 6409 port 587,
+# RFC 8314 port 465). The API stays on loopback in both, behind the operator's reverse proxy.
+_DEFAULT_LISTEN = {
+    Environment.DEVELOPMENT: {
+        "OPENSEND_MX_LISTEN": "127.0.0.1:2525",
+        "OPENSEND_SUBMISSION_LISTEN": "127.0.0.1:2587",
+        "OPENSEND_SUBMISSIONS_LISTEN": "127.0.0.1:2465",
+        "OPENSEND_API_LISTEN": "127.0.0.1:8025",
+        "OPENSEND_METRICS_LISTEN": "127.0.0.1:9025",
+    },
+    Environment.PRODUCTION: {
+        "OPENSEND_MX_LISTEN": "0.0.0.0:25",
+        "OPENSEND_SUBMISSION_LISTEN": "0.0.0.0:587",
+        "OPENSEND_SUBMISSIONS_LISTEN": "0.0.0.0:465",
+        "OPENSEND_API_LISTEN": "127.0.0.1:8025",
+        "OPENSEND_METRICS_LISTEN": "127.0.0.1:9025",
+    },
+}
+
+DEFAULT_RETRY_SCHEDULE = "1m,5m,15m,1h,4h,12h"
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_host_port(name: str, raw: str, default_port: int | None = None) -> HostPort:
+    text = raw.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep:
+            raise SettingsError(f"{name}: {raw!r} opens '[' without closing it")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        host, port_text = text, ""
+    if not host:
+        raise SettingsError(f"{name}: {raw!r} has no host")
+    if not port_text:
+        if default_port is None:
+            raise SettingsError(f"{name}: {raw!r} needs a port, as host:port")
+        return HostPort(host, default_port)
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise SettingsError(f"{name}: {raw!r} has port {port_text!r}; expected 0 to 65535")
+    return HostPort(host, int(port_text))
+
+
+def parse_duration(name: str, raw: str) -> int:
+    """'90s', '5m', '4h', '5d' or plain seconds, as whole seconds."""
+    text = raw.strip().lower()
+    unit = text[-1:] if text[-1:] in _DURATION_UNITS else "s"
+    number = text[:-1] if text[-1:] in _DURATION_UNITS else text
+    if not number.isdigit() or int(number) <= 0:
+        raise SettingsError(f"{name}: {raw!r} is not a duration such as 90s, 5m, 4h or 5d")
+    return int(number) * _DURATION_UNITS[unit]
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < minimum:
+        raise SettingsError(f"{name}: {raw!r} must be a whole number of at least {minimum}")
+    return int(raw)
+
+
+def _listen(env: Mapping[str, str], name: str, environment: Environment) -> ListenAddress:
+    raw = env.get(name, "").strip() or _DEFAULT_LISTEN[environment][name]
+    hp = parse_host_port(name, raw)
+    return ListenAddress(hp.host, hp.port)
+
+
+def _optional_path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    path = Path(raw)
+    if not path.is_file():
+        raise SettingsError(f"{name}: {raw!r} is not a readable file")
+    return path
+
+
+def _transports(raw: str) -> dict[str, HostPort]:
+    routes: dict[str, HostPort] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        domain, sep, target = item.partition("=")
+        if not sep or not domain.strip() or not target.strip():
+            raise SettingsError(
+                f"OPENSEND_TRANSPORTS: {item!r} is not domain=host:port "
+                "(for example example.net=127.0.0.1:2526)"
+            )
+        routes[domain.strip().lower().rstrip(".")] = parse_host_port(
+            "OPENSEND_TRANSPORTS", target, default_port=25
+        )
+    return routes
+
+
+def _secret(name: str, raw: str) -> bytes:
+    value = raw.strip()
+    if len(value) < 32:
+        raise SettingsError(f"{name}: must be at least 32 characters (use `openssl rand -hex 32`)")
+    return value.encode()
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every setting once; raise SettingsError naming the first bad one."""
+    env = os.environ if env is None else env
+
+    raw_env = env.get("OPENSEND_ENV", "development").strip().lower() or "development"
+    try:
+        environment = Environment(raw_env)
+    except ValueError:
+        raise SettingsError(
+            f"OPENSEND_ENV: {raw_env!r} is not one of development, production"
+        ) from None
+
+    secret_raw = env.get("OPENSEND_REPLY_TOKEN_SECRET", "")
+    secret = _secret("OPENSEND_REPLY_TOKEN_SECRET", secret_raw) if secret_raw.strip() else None
+    if secret is None and environment is Environment.PRODUCTION:
+        # DESIGN.md section 4: no built-in default in production, or tokens would be forgeable
+        # by anyone who read the source and would die with every deploy.
+        raise SettingsError(
+            "OPENSEND_REPLY_TOKEN_SECRET: required when OPENSEND_ENV=production "
+            "(generate one with `openssl rand -hex 32`)"
+        )
+    previous = tuple(
+        _secret("OPENSEND_REPLY_TOKEN_SECRET_PREVIOUS", item)
+        for item in env.get("OPENSEND_REPLY_TOKEN_SECRET_PREVIOUS", "").split(",")
+        if item.strip()
+    )
+
+    tls_cert = _optional_path(env, "OPENSEND_TLS_CERT")
+    tls_key = _optional_path(env, "OPENSEND_TLS_KEY")
+    if (tls_cert is None) != (tls_key is None):
+        raise SettingsError("OPENSEND_TLS_CERT and OPENSEND_TLS_KEY must be set together")
+
+    dns_servers = tuple(
+        parse_host_port("OPENSEND_DNS_SERVERS", item, default_port=53)
+        for item in env.get("OPENSEND_DNS_SERVERS", "").split(",")
+        if item.strip()
+    )
+
+    schedule_raw = env.get("OPENSEND_RETRY_SCHEDULE", "").strip() or DEFAULT_RETRY_SCHEDULE
+    retry_schedule = tuple(
+        parse_duration("OPENSEND_RETRY_SCHEDULE", step) for step in schedule_raw.split(",")
+    )
+
+    log_format = env.get("OPENSEND_LOG_FORMAT", "").strip().lower() or (
+        "json" if environment is Environment.PRODUCTION else "text"
+    )
+    if log_format not in ("json", "text"):
+        raise SettingsError(f"OPENSEND_LOG_FORMAT: {log_format!r} is not one of json, text")
+    log_level = env.get("OPENSEND_LOG_LEVEL", "").strip().upper() or "INFO"
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise SettingsError(
+            f"OPENSEND_LOG_LEVEL: {log_level!r} is not one of DEBUG, INFO, WARNING, ERROR"
+        )
+
+    ingester_token = env.get("INGESTER_INBOUND_TOKEN", "").strip() or None
+
+    return Settings(
+        env=environment,
+        data_dir=Path(env.get("OPENSEND_DATA_DIR", "").strip() or ".opensend").resolve(),
+        database_url=env.get("OPENSEND_DATABASE_URL", "").strip() or None,
+        hostname=env.get("OPENSEND_HOSTNAME", "").strip() or socket.getfqdn(),
+        mx_listen=_listen(env, "OPENSEND_MX_LISTEN", environment),
+        submission_listen=_listen(env, "OPENSEND_SUBMISSION_LISTEN", environment),
+        submissions_listen=_listen(env, "OPENSEND_SUBMISSIONS_LISTEN", environment),
+        api_listen=_listen(env, "OPENSEND_API_LISTEN", environment),
+        # `serve --only mta` has no API; it serves /metrics and /healthz here instead.
+        metrics_listen=_listen(env, "OPENSEND_METRICS_LISTEN", environment),
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        dns_servers=dns_servers,
+        relay=env.get("OPENSEND_RELAY", "").strip() or None,
+        transports=_transports(env.get("OPENSEND_TRANSPORTS", "")),
+        retry_schedule=retry_schedule,
+        max_queue_age=parse_duration(
+            "OPENSEND_MAX_QUEUE_AGE", env.get("OPENSEND_MAX_QUEUE_AGE", "").strip() or "5d"
+        ),
+        reply_token_secret=secret,
+        reply_token_secrets_previous=previous,
+        ingester_inbound_token=ingester_token,
+        # 25 MiB, a common MX ceiling; advertised in EHLO SIZE (RFC 1870).
+        max_message_size=_int(env, "OPENSEND_MAX_MESSAGE_SIZE", 26_214_400),
+        # RFC 5321 section 4.5.3.1.8: a server must accept at least 100 recipients.
+        max_recipients=_int(env, "OPENSEND_MAX_RECIPIENTS", 100),
+        max_connections=_int(env, "OPENSEND_MAX_CONNECTIONS", 500),
+        # RFC 5321 section 4.5.3.2: 5 minutes for commands, 10 minutes between DATA blocks.
+        command_timeout=float(_int(env, "OPENSEND_COMMAND_TIMEOUT", 300)),
+        data_timeout=float(_int(env, "OPENSEND_DATA_TIMEOUT", 600)),
+        # Postfix's hopcount_limit is 50; RFC 5321 section 6.3 asks for loop detection by count.
+        max_received_headers=_int(env, "OPENSEND_MAX_RECEIVED_HEADERS", 50),
+        mx_processes=_int(env, "OPENSEND_MX_PROCESSES", 1),
+        log_level=log_level,
+        log_format=log_format,
+        env_names=tuple(sorted(name for name in env if name.startswith("OPENSEND_"))),
+    )

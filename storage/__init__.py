@@ -1,0 +1,1 @@
+"""PostgreSQL through asyncpg: migrations, named queries, repositories, the embedded server."""

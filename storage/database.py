@@ -1,0 +1,46 @@
+"""The connection pool: one per process, opened in the event loop that uses it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeAlias
+
+import asyncpg
+
+from storage.errors import storage_errors
+
+Pool: TypeAlias = asyncpg.Pool
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # jsonb in and out as Python values, so repositories pass dicts and lists.
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def open_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> Pool:
+    async with storage_errors():
+        pool: Pool = await asyncpg.create_pool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            init=_init_connection,
+            # Statements are short; a stuck one must not hold an SMTP client for minutes.
+            command_timeout=30,
+            # A connection that dies while idle is replaced instead of failing the next user.
+            max_inactive_connection_lifetime=300,
+        )
+    return pool
+
+
+def record(row: Any) -> dict[str, Any]:
+    return dict(row) if row is not None else {}
+
+
+async def ping(pool: Pool, seconds: float = 2.0) -> bool:
+    """True when the database answers a trivial query in time."""
+    try:
+        async with storage_errors():
+            await pool.fetchval("SELECT 1", timeout=seconds)
+    except Exception:
+        return False
+    return True

@@ -1,0 +1,215 @@
+"""Tenants, domains, receiving routes and API keys: administration and the RCPT-time lookup."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+
+from storage.database import Pool
+from storage.errors import Conflict, StorageError, storage_errors
+from storage.ids import uuid7
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    id: UUID
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Domain:
+    id: UUID
+    tenant_id: UUID
+    name: str
+    verified: bool
+    receiving_enabled: bool
+    reply_domain: str | None
+    created_at: datetime
+
+    @property
+    def effective_reply_domain(self) -> str:
+        """Where reply addresses live: the reply subdomain when set, else the domain itself."""
+        return self.reply_domain or self.name
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    id: UUID
+    tenant_id: UUID
+    domain_id: UUID
+    kind: str
+    address: str
+    target: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: UUID
+    tenant_id: UUID
+    name: str
+    key_prefix: str
+    permission: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientRoute:
+    """The RCPT-time answer: the domain that takes the recipient and its best route, if any."""
+
+    tenant_id: UUID
+    domain_id: UUID
+    domain: str
+    reply_domain: str | None
+    route_kind: str | None
+    route_address: str | None
+    route_target: str | None
+
+
+INSERT_TENANT = "INSERT INTO tenants (id, name) VALUES ($1, $2) RETURNING id, name, created_at"
+SELECT_TENANT = """
+SELECT id, name, created_at FROM tenants
+WHERE name = $1 OR id::text = lower($1)
+"""
+DOMAIN_COLUMNS = "id, tenant_id, name, verified, receiving_enabled, reply_domain, created_at"
+# A name may be one tenant's domain or one tenant's reply domain, never both and never twice.
+SELECT_NAME_TAKEN = """
+SELECT 1 FROM domains WHERE name = ANY($1::text[]) OR reply_domain = ANY($1::text[])
+"""
+INSERT_DOMAIN = f"""
+INSERT INTO domains (id, tenant_id, name, verified, verified_at, receiving_enabled, reply_domain)
+VALUES ($1, $2, $3, $4, CASE WHEN $4 THEN now() END, $5, $6)
+RETURNING {DOMAIN_COLUMNS}
+"""
+SELECT_DOMAIN_BY_NAME = f"SELECT {DOMAIN_COLUMNS} FROM domains WHERE name = $1"
+SELECT_DOMAIN_FOR_ADDRESS = f"""
+SELECT {DOMAIN_COLUMNS} FROM domains
+WHERE tenant_id = $1 AND (name = $2 OR reply_domain = $2)
+"""
+SELECT_TENANT_DOMAINS = f"SELECT {DOMAIN_COLUMNS} FROM domains WHERE tenant_id = $1 ORDER BY name"
+INSERT_ROUTE = """
+INSERT INTO routes (id, tenant_id, domain_id, kind, address, target)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING id, tenant_id, domain_id, kind, address, target
+"""
+INSERT_API_KEY = """
+INSERT INTO api_keys (id, tenant_id, name, key_hash, key_prefix, permission)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING id, tenant_id, name, key_prefix, permission, created_at
+"""
+
+# The recipient's domain (or reply domain) if it takes mail, with the best route among the
+# candidates ($2, best first: exact address, address without +detail, the catch-all).
+SELECT_RECIPIENT_ROUTE = """
+SELECT d.tenant_id, d.id AS domain_id, d.name AS domain, d.reply_domain,
+       r.kind AS route_kind, r.address AS route_address, r.target AS route_target
+FROM domains d
+LEFT JOIN LATERAL (
+    SELECT kind, address, target FROM routes
+    WHERE routes.domain_id = d.id AND routes.address = ANY($2::text[])
+    ORDER BY array_position($2::text[], routes.address)
+    LIMIT 1
+) r ON true
+WHERE (d.name = $1 OR d.reply_domain = $1) AND d.verified AND d.receiving_enabled
+"""
+
+
+def hash_api_key(key: str) -> bytes:
+    # Keys are 256-bit random values, so a fast hash is enough; no password stretching needed.
+    return hashlib.sha256(key.encode()).digest()
+
+
+async def create_tenant(pool: Pool, name: str) -> Tenant:
+    async with storage_errors():
+        row = await pool.fetchrow(INSERT_TENANT, uuid7(), name)
+    return Tenant(**dict(row))
+
+
+async def find_tenant(pool: Pool, name_or_id: str) -> Tenant | None:
+    async with storage_errors():
+        row = await pool.fetchrow(SELECT_TENANT, name_or_id)
+    return Tenant(**dict(row)) if row else None
+
+
+async def add_domain(
+    pool: Pool,
+    tenant_id: UUID,
+    name: str,
+    *,
+    receiving: bool,
+    reply_domain: str | None,
+    verified: bool,
+) -> Domain:
+    names = [n for n in (name, reply_domain) if n]
+    if len(set(names)) != len(names):
+        raise Conflict("the reply domain must differ from the domain")
+    async with storage_errors(), pool.acquire() as conn, conn.transaction():
+        # Serialise domain claims so two tenants cannot take the same name at once.
+        await conn.execute("LOCK TABLE domains IN SHARE ROW EXCLUSIVE MODE")
+        if await conn.fetchval(SELECT_NAME_TAKEN, names):
+            raise Conflict(f"{' or '.join(names)} is already in use")
+        row = await conn.fetchrow(
+            INSERT_DOMAIN, uuid7(), tenant_id, name, verified, receiving, reply_domain
+        )
+    return Domain(**dict(row))
+
+
+async def find_domain(pool: Pool, name: str) -> Domain | None:
+    async with storage_errors():
+        row = await pool.fetchrow(SELECT_DOMAIN_BY_NAME, name.lower())
+    return Domain(**dict(row)) if row else None
+
+
+async def list_domains(pool: Pool, tenant_id: UUID) -> list[Domain]:
+    async with storage_errors():
+        rows = await pool.fetch(SELECT_TENANT_DOMAINS, tenant_id)
+    return [Domain(**dict(r)) for r in rows]
+
+
+async def add_route(pool: Pool, tenant_id: UUID, address: str, target: str | None) -> Route:
+    """Route `local@domain`, or `*@domain` for a catch-all; with `target`, an alias."""
+    address = address.lower()
+    local, _, domain_name = address.rpartition("@")
+    async with storage_errors():
+        domain = await pool.fetchrow(SELECT_DOMAIN_FOR_ADDRESS, tenant_id, domain_name)
+        if domain is None:
+            raise StorageError(
+                f"{domain_name} is not a domain of this tenant; add it first", temporary=False
+            )
+        kind = "catch_all" if local == "*" else ("alias" if target else "exact")
+        row = await pool.fetchrow(
+            INSERT_ROUTE,
+            uuid7(),
+            tenant_id,
+            domain["id"],
+            kind,
+            address,
+            target.lower() if target else None,
+        )
+    return Route(**dict(row))
+
+
+async def create_api_key(
+    pool: Pool, tenant_id: UUID, name: str, permission: str = "full_access"
+) -> tuple[ApiKey, str]:
+    """A new key; the key itself is returned once and only its hash is kept."""
+    key = "re_" + secrets.token_urlsafe(32)
+    async with storage_errors():
+        row = await pool.fetchrow(
+            INSERT_API_KEY, uuid7(), tenant_id, name, hash_api_key(key), key[:8], permission
+        )
+    return ApiKey(**dict(row)), key
+
+
+async def lookup_recipient(
+    conn: Pool | asyncpg.Connection, domain: str, candidates: Sequence[str]
+) -> RecipientRoute | None:
+    async with storage_errors():
+        row = await conn.fetchrow(SELECT_RECIPIENT_ROUTE, domain, list(candidates))
+    return RecipientRoute(**dict(row)) if row else None

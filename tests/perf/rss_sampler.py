@@ -1,0 +1,86 @@
+"""Peak resident memory of groups of process trees, sampled from /proc in a background thread.
+
+Each group is a function returning its root pids (looked up again at every sample, so processes
+that start later, such as a pre-forked worker or PostgreSQL's backends, are counted). A group's
+figure is the sum of RSS over its roots and all their descendants; a process already counted in an
+earlier group is not counted again. RSS counts shared pages (the Python interpreter, PostgreSQL's
+shared buffers) once per process, so a sum over processes overstates what they use together.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
+
+import psutil  # type: ignore[import-untyped]  # comes with pgserver; no stubs installed
+
+RootPids = Callable[[], Iterable[int]]
+
+
+def tree(pid: int) -> list[psutil.Process]:
+    """The process `pid` and every descendant that exists right now."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+class RssSampler:
+    """`with RssSampler({"server": lambda: [pid]}) as sampler: ...` then read `sampler.peaks`."""
+
+    def __init__(self, groups: Mapping[str, RootPids], interval: float = 0.1) -> None:
+        self._groups = dict(groups)
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.peaks: dict[str, int] = dict.fromkeys(self._groups, 0)  # bytes
+        self.peak_total = 0  # bytes, the largest sum over all groups at one instant
+        self.samples = 0
+
+    def sample(self) -> dict[str, int]:
+        seen: set[int] = set()
+        now: dict[str, int] = {}
+        for name, roots in self._groups.items():
+            total = 0
+            try:
+                root_pids = list(roots())
+            except Exception:  # a root that vanished between listing and reading
+                root_pids = []
+            for root in root_pids:
+                for proc in tree(root):
+                    if proc.pid in seen:
+                        continue
+                    seen.add(proc.pid)
+                    try:
+                        total += proc.memory_info().rss
+                    except psutil.Error:
+                        continue
+            now[name] = total
+            self.peaks[name] = max(self.peaks[name], total)
+        self.peak_total = max(self.peak_total, sum(now.values()))
+        self.samples += 1
+        return now
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> RssSampler:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+        self.sample()
