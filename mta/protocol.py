@@ -120,7 +120,9 @@ class MXProtocol(SMTP):
 
     async def push(self, status: AnyStr) -> None:
         text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
-        await super().push(replies.with_enhanced_code(text))
+        if not text.startswith(f"220 {self.hostname} "):  # RFC 2034 section 3: not the greeting
+            text = replies.with_enhanced_code(text)
+        await super().push(text)
 
     # -- commands -----------------------------------------------------------------------------
 
