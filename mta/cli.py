@@ -28,6 +28,8 @@ from storage.migrate import MigrationError, migrate
 
 log = logging.getLogger("opensend")
 
+MIGRATE_WAIT_SECONDS = 60.0
+
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
 
@@ -118,7 +120,9 @@ def dns_records(settings: Settings, domain: directory.Domain) -> list[dict[str, 
 
 
 async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
-    applied = await migrate(database_url(settings))
+    # `opensend migrate` runs first at boot (systemd's migrate unit): wait for the database
+    # rather than fail, for a bounded time.
+    applied = await migrate(database_url(settings), wait=MIGRATE_WAIT_SECONDS)
     emit(
         args,
         {"applied": applied},

@@ -46,7 +46,7 @@ from storage import directory, inbox
 from storage.database import Pool
 from storage.errors import StorageError
 from storage.ids import uuid7
-from storage.inbox import MatchEvidence, ReceivedRecord
+from storage.inbox import ReceivedRecord
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +250,7 @@ class MXHandler:
         now = datetime.now(UTC)
         records = []
         for tenant_id, decisions in by_tenant.items():
-            match, evidence = await self._match(tenant_id, decisions, parsed)
+            match = await self._match(tenant_id, decisions, parsed)
             recipients = [d.delivered_to for d in decisions if d.delivered_to]
             record_id = uuid7()
             records.append(
@@ -291,7 +291,7 @@ class MXHandler:
                     reply_match_status=match.status.value,
                     reply_to_email_id=match.reply_to_email_id,
                     thread_id=match.thread_id,
-                    contact_id=evidence.contact_id,
+                    contact_email=parsed.from_address,
                     match_source=match.source.value if match.source else None,
                     token_failure=match.token_failure.value if match.token_failure else None,
                     token_failure_source=(
@@ -303,7 +303,7 @@ class MXHandler:
 
     async def _match(
         self, tenant_id: UUID, decisions: list[RcptDecision], parsed: ParsedMessage
-    ) -> tuple[Match, MatchEvidence]:
+    ) -> Match:
         offered = candidates(
             [d.token for d in decisions if d.token is not None],
             parsed.reply_token_header,
@@ -312,9 +312,7 @@ class MXHandler:
         )
         email_ids = sorted({c.token.email_id for c in offered if c.token is not None})
         message_ids = [c.message_id for c in offered if c.message_id is not None]
-        evidence = await inbox.match_evidence(
-            self._pool, tenant_id, email_ids, message_ids, parsed.from_address
-        )
+        evidence = await inbox.match_evidence(self._pool, tenant_id, email_ids, message_ids)
         match = decide(
             offered,
             self._tokens,
@@ -325,4 +323,4 @@ class MXHandler:
             },
             {k: KnownMessage(v.reply_to_email_id, v.thread_id) for k, v in evidence.known.items()},
         )
-        return match, evidence
+        return match

@@ -72,7 +72,7 @@ def _pool_size(settings: Settings) -> int:
 
 
 async def serve(settings: Settings, only: str | None, url: str) -> None:
-    await migrate(url)
+    await migrate(url, wait=60.0)  # the database may still be starting at boot
     pool = await open_pool(url, max_size=_pool_size(settings))
     tokens = reply_tokens(settings)
     runners: list[web.AppRunner] = []

@@ -93,8 +93,6 @@ async def start_mx(
             registry=protocols,
             data_timeout=settings.data_timeout,
             data_size_limit=settings.max_message_size,
-            enable_SMTPUTF8=True,
-            decode_data=False,
             hostname=settings.hostname,
             ident=BANNER_IDENT,
             tls_context=tls_context,

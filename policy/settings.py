@@ -164,8 +164,10 @@ def _optional_path(env: Mapping[str, str], name: str) -> Path | None:
     if not raw:
         return None
     path = Path(raw)
-    if not path.is_file():
-        raise SettingsError(f"{name}: {raw!r} is not a readable file")
+    # Checked now, as the user the server runs as: a key only root can read (certbot's default)
+    # must stop the start with a clear message, not fail at the first STARTTLS.
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise SettingsError(f"{name}: {raw!r} is not a file this user can read")
     return path
 
 
@@ -218,6 +220,21 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         if item.strip()
     )
 
+    database_url = env.get("OPENSEND_DATABASE_URL", "").strip() or None
+    if database_url is None and environment is Environment.PRODUCTION:
+        # The embedded cluster is a development convenience, not a place for customers' mail.
+        raise SettingsError(
+            "OPENSEND_DATABASE_URL: required when OPENSEND_ENV=production "
+            "(postgresql://user:password@host/dbname)"
+        )
+    hostname = env.get("OPENSEND_HOSTNAME", "").strip()
+    if not hostname and environment is Environment.PRODUCTION:
+        # It names us in the banner, in Received fields and in HELO (RFC 5321 section 4.1.4);
+        # a guessed "localhost" or container id breaks forward-confirmed reverse DNS checks.
+        raise SettingsError(
+            "OPENSEND_HOSTNAME: required when OPENSEND_ENV=production (the MX's public name)"
+        )
+
     tls_cert = _optional_path(env, "OPENSEND_TLS_CERT")
     tls_key = _optional_path(env, "OPENSEND_TLS_KEY")
     if (tls_cert is None) != (tls_key is None):
@@ -250,8 +267,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     return Settings(
         env=environment,
         data_dir=Path(env.get("OPENSEND_DATA_DIR", "").strip() or ".opensend").resolve(),
-        database_url=env.get("OPENSEND_DATABASE_URL", "").strip() or None,
-        hostname=env.get("OPENSEND_HOSTNAME", "").strip() or socket.getfqdn(),
+        database_url=database_url,
+        hostname=hostname or socket.getfqdn(),
         mx_listen=_listen(env, "OPENSEND_MX_LISTEN", environment),
         submission_listen=_listen(env, "OPENSEND_SUBMISSION_LISTEN", environment),
         submissions_listen=_listen(env, "OPENSEND_SUBMISSIONS_LISTEN", environment),
@@ -276,8 +293,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_recipients=_int(env, "OPENSEND_MAX_RECIPIENTS", 100),
         max_connections=_int(env, "OPENSEND_MAX_CONNECTIONS", 500),
         # RFC 5321 section 4.5.3.2: 5 minutes for commands, 10 minutes between DATA blocks.
-        command_timeout=float(_int(env, "OPENSEND_COMMAND_TIMEOUT", 300)),
-        data_timeout=float(_int(env, "OPENSEND_DATA_TIMEOUT", 600)),
+        command_timeout=float(
+            parse_duration("OPENSEND_COMMAND_TIMEOUT", env.get("OPENSEND_COMMAND_TIMEOUT") or "5m")
+        ),
+        data_timeout=float(
+            parse_duration("OPENSEND_DATA_TIMEOUT", env.get("OPENSEND_DATA_TIMEOUT") or "10m")
+        ),
         # Postfix's hopcount_limit is 50; RFC 5321 section 6.3 asks for loop detection by count.
         max_received_headers=_int(env, "OPENSEND_MAX_RECEIVED_HEADERS", 50),
         mx_processes=_int(env, "OPENSEND_MX_PROCESSES", 1),

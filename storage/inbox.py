@@ -34,7 +34,6 @@ class KnownMessageRow:
 class MatchEvidence:
     outbound: dict[UUID, OutboundRow] = field(default_factory=dict)
     known: dict[str, KnownMessageRow] = field(default_factory=dict)
-    contact_id: UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,15 +66,14 @@ class ReceivedRecord:
     reply_match_status: str
     reply_to_email_id: UUID | None
     thread_id: UUID | None
-    contact_id: UUID | None
+    contact_email: str | None  # the sender; linked to the tenant's contact of that address, if any
     match_source: str | None
     token_failure: str | None
     token_failure_source: str | None
 
 
 # Everything matching needs for one tenant, in one round trip: the outbound emails that tokens
-# name ($2), stored messages (sent or received) with the Message-IDs offered ($3), and the sender
-# among the tenant's contacts ($4).
+# name ($2) and stored messages (sent or received) with the Message-IDs offered ($3).
 SELECT_MATCH_EVIDENCE = """
 SELECT 'outbound' AS kind, e.id::text AS key, e.id AS email_id, e.thread_id,
        e.reply_token, e.reply_domain
@@ -87,9 +85,6 @@ UNION ALL
 SELECT 'known', r.message_id, r.reply_to_email_id, r.thread_id, NULL, NULL
 FROM received_emails r
 WHERE r.tenant_id = $1 AND r.message_id = ANY($3::text[]) AND r.thread_id IS NOT NULL
-UNION ALL
-SELECT 'contact', c.email, c.id, NULL, NULL, NULL
-FROM contacts c WHERE c.tenant_id = $1 AND c.email = $4
 """
 
 SELECT_TOKEN_EVIDENCE = """
@@ -132,9 +127,16 @@ RECEIVED_COLUMNS = (
     "token_failure",
     "token_failure_source",
 )
+# The contact is looked up inside the INSERT: one round trip fewer for every message.
+_CONTACT_PARAM = RECEIVED_COLUMNS.index("contact_id") + 1
 INSERT_RECEIVED = "INSERT INTO received_emails ({}) VALUES ({})".format(
     ", ".join(f'"{c}"' for c in RECEIVED_COLUMNS),
-    ", ".join(f"${i}" for i in range(1, len(RECEIVED_COLUMNS) + 1)),
+    ", ".join(
+        f"(SELECT id FROM contacts WHERE tenant_id = $2 AND email = lower(${i}::text))"
+        if i == _CONTACT_PARAM
+        else f"${i}"
+        for i in range(1, len(RECEIVED_COLUMNS) + 1)
+    ),
 )
 TOUCH_THREADS = """
 UPDATE threads SET last_message_at = now() WHERE id = ANY($1::uuid[])
@@ -154,29 +156,24 @@ async def match_evidence(
     tenant_id: UUID,
     email_ids: Sequence[UUID],
     message_ids: Sequence[str],
-    sender: str | None,
 ) -> MatchEvidence:
     evidence = MatchEvidence()
+    if not email_ids and not message_ids:
+        return evidence  # most mail offers nothing to match: no query at all
     async with storage_errors():
         rows = await conn.fetch(
-            SELECT_MATCH_EVIDENCE,
-            tenant_id,
-            list(email_ids),
-            list(message_ids),
-            sender.lower() if sender else None,
+            SELECT_MATCH_EVIDENCE, tenant_id, list(email_ids), list(message_ids)
         )
     for row in rows:
         if row["kind"] == "outbound":
             evidence.outbound[row["email_id"]] = OutboundRow(
                 row["email_id"], row["thread_id"], row["reply_token"], row["reply_domain"]
             )
-        elif row["kind"] == "known":
+        else:
             # A sent message and a received copy may share an id; either leads to the thread.
             evidence.known.setdefault(
                 row["key"], KnownMessageRow(row["key"], row["email_id"], row["thread_id"])
             )
-        else:
-            evidence.contact_id = row["email_id"]
     return evidence
 
 
@@ -187,6 +184,8 @@ def _values(record: ReceivedRecord) -> tuple[Any, ...]:
             values.append(len(record.raw))
         elif column == "headers":
             values.append([list(pair) for pair in record.headers])
+        elif column == "contact_id":
+            values.append(record.contact_email)
         else:
             values.append(getattr(record, column))
     return tuple(values)

@@ -6,13 +6,14 @@ lock serialises them; the loser finds the work done). Each file applies in its o
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from importlib import resources
 
 import asyncpg
 
-from storage.errors import storage_errors
+from storage.errors import StorageError, storage_errors
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +45,28 @@ def migration_files() -> list[tuple[str, str]]:
     return files
 
 
-async def migrate(url: str) -> list[str]:
+async def _connect(url: str, wait: float) -> asyncpg.Connection:
+    """Connect, retrying for up to `wait` seconds: at boot the database may still be starting."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    delay = 0.5
+    while True:
+        try:
+            async with storage_errors():
+                return await asyncpg.connect(url, timeout=10)
+        except StorageError as error:
+            if not error.temporary or loop.time() + delay > deadline:
+                raise
+            log.warning("database not reachable yet, retrying", extra={"error": str(error)})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def migrate(url: str, *, wait: float = 0.0) -> list[str]:
     """Apply pending migrations; return the names applied by this call."""
     applied_now: list[str] = []
+    conn = await _connect(url, wait)
     async with storage_errors():
-        conn: asyncpg.Connection = await asyncpg.connect(url)
         try:
             await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
             try:
