@@ -226,7 +226,7 @@ class MXProtocol(SMTP):
         if arg:
             await self.push("501 5.5.4 Syntax: DATA")
             return
-        await self.push(str(replies.S354_DATA).replace(" 2.0.0", "", 1))
+        await self.push(str(replies.S354_DATA))
         self._reset_timeout(self._data_timeout)
         self.in_data = True
         try:

@@ -7,11 +7,13 @@ alone would cap the MX near 1,000 messages/s; compat32 plus explicit decoding co
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import message_from_bytes
 from email.header import decode_header, make_header
 from email.message import Message
+from email.parser import BytesParser
 from email.policy import compat32
 from email.utils import getaddresses, parseaddr, parsedate_to_datetime
 from typing import Any
@@ -88,19 +90,39 @@ def _payload_text(part: Message) -> str | None:
     charset = part.get_content_charset() or "utf-8"
     try:
         text = payload.decode(charset, "replace")
-    except LookupError:  # an unknown charset name
+    except (LookupError, UnicodeError):  # an unknown charset, or one that cannot "replace"
         text = payload.decode("utf-8", "replace")
     return clean_text(text.replace("\r\n", "\n"))
 
 
-def _walk(part: Message, index: str, out: dict[str, Any]) -> None:
-    if part.is_multipart():
-        children = part.get_payload()
-        if isinstance(children, list):
-            for number, child in enumerate(children, 1):
-                if isinstance(child, Message):
-                    _walk(child, f"{index}.{number}" if index else str(number), out)
-        return
+# Deeper nesting than this is not mail but an attack on the parser; the raw message is kept.
+MAX_MIME_DEPTH = 50
+
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+
+
+def _walk(root: Message, out: dict[str, Any], defects: list[str]) -> None:
+    """Collect the first text and html parts and every attachment, depth-first, iteratively."""
+    stack: list[tuple[Message, str, int]] = [(root, "", 0)]
+    while stack:
+        part, index, depth = stack.pop()
+        if part.is_multipart():
+            children = part.get_payload()
+            if depth >= MAX_MIME_DEPTH:
+                defects.append("MimeTooDeep")
+                continue
+            if isinstance(children, list):
+                numbered = [
+                    (child, f"{index}.{n}" if index else str(n), depth + 1)
+                    for n, child in enumerate(children, 1)
+                    if isinstance(child, Message)
+                ]
+                stack.extend(reversed(numbered))
+            continue
+        _leaf(part, index, out)
+
+
+def _leaf(part: Message, index: str, out: dict[str, Any]) -> None:
     content_type = part.get_content_type()
     disposition = part.get_content_disposition()
     filename = part.get_filename()
@@ -114,65 +136,126 @@ def _walk(part: Message, index: str, out: dict[str, Any]) -> None:
     if content_type.startswith("text/") and disposition is None and filename is None:
         return  # further inline text parts are kept in the raw message only
     payload = part.get_payload(decode=True)
-    content_id = part.get("Content-ID")
+    raw_cid = part.get("Content-ID")
+    content_id = clean_text(str(raw_cid)).strip().strip("<>") if raw_cid is not None else None
     out["attachments"].append(
         Attachment(
-            filename=decode_words(filename) if filename else None,
+            filename=decode_words(clean_text(str(filename))) if filename else None,
             content_type=content_type,
             size=len(payload) if isinstance(payload, bytes) else 0,
-            content_id=content_id.strip().strip("<>") if content_id else None,
+            content_id=content_id or None,
             disposition=disposition,
             part=index or "1",
         )
     )
 
 
+def _fields(message: Message) -> list[tuple[str, str]]:
+    """Header fields as text, unfolded (RFC 5322 section 2.2.3).
+
+    Raw values are read, not `message.get()`: compat32 turns 8-bit values into Header objects
+    whose text loses the bytes, and raw UTF-8 headers are legitimate mail (RFC 6532).
+    """
+    return [
+        (clean_text(name), clean_text(_FOLD.sub("", str(value))).strip())
+        for name, value in message.raw_items()
+    ]
+
+
+def _date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        date = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    # RFC 5322 3.3 "-0000": no zone known, so no instant either; do not guess.
+    return date if date.tzinfo is not None else None
+
+
+def _message_id(value: str | None) -> str | None:
+    if not value:
+        return None
+    return value.strip().strip("<>").strip() or None
+
+
 def parse_message(raw: bytes) -> ParsedMessage:
-    message = message_from_bytes(raw, policy=compat32)
-    headers = [(clean_text(k), clean_text(str(v))) for k, v in message.items()]
+    """Never raises: a message the parser cannot read is described by its defects instead."""
+    defects: list[str] = []
+    try:
+        message = message_from_bytes(raw, policy=compat32)
+    except RecursionError:
+        # The standard parser recurses per MIME level; read the header block only.
+        defects.append("MimeTooDeep")
+        message = BytesParser(policy=compat32).parsebytes(raw, headersonly=True)
+    except Exception as error:  # the last line of defence: a parser bug must not lose mail
+        return _unparseable(type(error).__name__)
+    try:
+        return _describe(message, defects)
+    except Exception as error:
+        return _unparseable(type(error).__name__)
+
+
+def _unparseable(reason: str) -> ParsedMessage:
+    return ParsedMessage(
+        headers=[],
+        message_id=None,
+        in_reply_to=None,
+        references=None,
+        reply_token_header=None,
+        subject=None,
+        from_address=None,
+        from_name=None,
+        to=[],
+        cc=[],
+        reply_to=[],
+        date=None,
+        auto_submitted=None,
+        received_count=0,
+        text=None,
+        html=None,
+        attachments=[],
+        defects=[f"Unparseable:{reason}"],
+    )
+
+
+def _describe(message: Message, defects: list[str]) -> ParsedMessage:
+    headers = _fields(message)
+    by_name: dict[str, list[str]] = {}
+    for name, value in headers:
+        by_name.setdefault(name.lower(), []).append(value)
 
     def first(name: str) -> str | None:
-        value = message.get(name)
-        return clean_text(str(value)) if value is not None else None
+        values = by_name.get(name)
+        return values[0] if values else None
 
     def every(name: str) -> list[str]:
-        return [clean_text(str(v)) for v in message.get_all(name, [])]
+        return by_name.get(name, [])
 
-    from_name, from_address = parseaddr(first("From") or "")
-    date: datetime | None = None
-    date_header = first("Date")
-    if date_header:
-        try:
-            date = parsedate_to_datetime(date_header)
-            if date.tzinfo is None:
-                date = None  # RFC 5322 3.3 "-0000": no zone known, do not guess
-        except (TypeError, ValueError, IndexError):
-            date = None
-
+    from_name, from_address = parseaddr(first("from") or "")
     body: dict[str, Any] = {"text": None, "html": None, "attachments": []}
     try:
-        _walk(message, "", body)
-    except (LookupError, ValueError, AssertionError) as error:
-        message.defects.append(error)  # type: ignore[arg-type]
+        _walk(message, body, defects)
+    except (LookupError, ValueError, AssertionError, UnicodeError) as error:
+        defects.append(type(error).__name__)
 
-    message_id = first("Message-ID")
     return ParsedMessage(
         headers=headers,
-        message_id=(message_id.strip().strip("<>").strip() or None) if message_id else None,
-        in_reply_to=first("In-Reply-To"),
-        references=first("References"),
-        reply_token_header=first("X-OpenSend-Reply-Token"),
-        subject=decode_words(first("Subject")),
+        message_id=_message_id(first("message-id")),
+        in_reply_to=first("in-reply-to"),
+        references=first("references"),
+        reply_token_header=first("x-opensend-reply-token"),
+        subject=decode_words(first("subject")),
         from_address=clean_text(from_address) if "@" in from_address else None,
         from_name=decode_words(from_name) or None,
-        to=_addresses(every("To")),
-        cc=_addresses(every("Cc")),
-        reply_to=_addresses(every("Reply-To")),
-        date=date,
-        auto_submitted=first("Auto-Submitted"),
-        received_count=len(message.get_all("Received", [])),
+        to=_addresses(every("to")),
+        cc=_addresses(every("cc")),
+        reply_to=_addresses(every("reply-to")),
+        date=_date(first("date")),
+        auto_submitted=first("auto-submitted"),
+        received_count=len(every("received")),
         text=body["text"],
         html=body["html"],
         attachments=body["attachments"],
-        defects=[type(d).__name__ for d in message.defects],
+        defects=[type(d).__name__ for d in message.defects] + defects,
     )

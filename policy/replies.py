@@ -24,6 +24,8 @@ class Reply:
         return Reply(self.code, self.enhanced, text)
 
     def __str__(self) -> str:
+        if not self.enhanced:
+            return f"{self.code} {self.text}"
         return f"{self.code} {self.enhanced} {self.text}"
 
 
@@ -35,7 +37,8 @@ S250_OK = Reply(250, "2.0.0", "OK")
 S250_SENDER_OK = Reply(250, "2.1.0", "Sender OK")
 S250_RECIPIENT_OK = Reply(250, "2.1.5", "Recipient OK")
 S250_QUEUED = Reply(250, "2.0.0", "Ok: queued as {id}")
-S354_DATA = Reply(354, "2.0.0", "End data with <CR><LF>.<CR><LF>")
+# RFC 2034 section 3: 354 is an intermediate reply and carries no enhanced code.
+S354_DATA = Reply(354, "", "End data with <CR><LF>.<CR><LF>")
 
 # Temporary failures: the sender keeps the message and tries again (RFC 5321 section 4.2.1).
 S421_TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later")

@@ -112,13 +112,20 @@ DEFAULT_RETRY_SCHEDULE = "1m,5m,15m,1h,4h,12h"
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+def _is_number(text: str) -> bool:
+    # str.isdigit() is true for "¹⁰⁰" too, which int() then refuses.
+    return text.isascii() and text.isdecimal()
+
+
 def parse_host_port(name: str, raw: str, default_port: int | None = None) -> HostPort:
     text = raw.strip()
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")
         if not sep:
             raise SettingsError(f"{name}: {raw!r} opens '[' without closing it")
-        port_text = rest[1:] if rest.startswith(":") else ""
+        if rest and not rest.startswith(":"):
+            raise SettingsError(f"{name}: {raw!r} has {rest!r} after ']'; expected [host]:port")
+        port_text = rest[1:]
     elif text.count(":") == 1:
         host, _, port_text = text.partition(":")
     else:
@@ -129,7 +136,7 @@ def parse_host_port(name: str, raw: str, default_port: int | None = None) -> Hos
         if default_port is None:
             raise SettingsError(f"{name}: {raw!r} needs a port, as host:port")
         return HostPort(host, default_port)
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    if not _is_number(port_text) or not 0 <= int(port_text) <= 65535:
         raise SettingsError(f"{name}: {raw!r} has port {port_text!r}; expected 0 to 65535")
     return HostPort(host, int(port_text))
 
@@ -139,7 +146,7 @@ def parse_duration(name: str, raw: str) -> int:
     text = raw.strip().lower()
     unit = text[-1:] if text[-1:] in _DURATION_UNITS else "s"
     number = text[:-1] if text[-1:] in _DURATION_UNITS else text
-    if not number.isdigit() or int(number) <= 0:
+    if not _is_number(number) or int(number) <= 0:
         raise SettingsError(f"{name}: {raw!r} is not a duration such as 90s, 5m, 4h or 5d")
     return int(number) * _DURATION_UNITS[unit]
 
@@ -148,7 +155,7 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     raw = env.get(name, "").strip()
     if not raw:
         return default
-    if not raw.isdigit() or int(raw) < minimum:
+    if not _is_number(raw) or int(raw) < minimum:
         raise SettingsError(f"{name}: {raw!r} must be a whole number of at least {minimum}")
     return int(raw)
 
@@ -294,10 +301,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_connections=_int(env, "OPENSEND_MAX_CONNECTIONS", 500),
         # RFC 5321 section 4.5.3.2: 5 minutes for commands, 10 minutes between DATA blocks.
         command_timeout=float(
-            parse_duration("OPENSEND_COMMAND_TIMEOUT", env.get("OPENSEND_COMMAND_TIMEOUT") or "5m")
+            parse_duration(
+                "OPENSEND_COMMAND_TIMEOUT", env.get("OPENSEND_COMMAND_TIMEOUT", "").strip() or "5m"
+            )
         ),
         data_timeout=float(
-            parse_duration("OPENSEND_DATA_TIMEOUT", env.get("OPENSEND_DATA_TIMEOUT") or "10m")
+            parse_duration(
+                "OPENSEND_DATA_TIMEOUT", env.get("OPENSEND_DATA_TIMEOUT", "").strip() or "10m"
+            )
         ),
         # Postfix's hopcount_limit is 50; RFC 5321 section 6.3 asks for loop detection by count.
         max_received_headers=_int(env, "OPENSEND_MAX_RECEIVED_HEADERS", 50),

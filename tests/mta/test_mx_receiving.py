@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from uuid import UUID
 
+import pytest
+
 from mta.server import MXListener
 from policy import replies
 from storage.database import Pool
@@ -339,7 +341,7 @@ async def test_sender_who_is_a_contact_is_linked(
     mx: MXListener, pool: Pool, make_tenant: MakeTenant
 ) -> None:
     acme = await make_tenant()
-    email, token = await acme.sent_email()
+    _email, token = await acme.sent_email()
     contact_id: UUID = await pool.fetchval(
         "INSERT INTO contacts (id, tenant_id, email) VALUES (gen_random_uuid(), $1, $2) "
         "RETURNING id",
@@ -422,3 +424,42 @@ async def test_null_reverse_path_bounces_are_accepted(
     sent = await smtp_send(mx.port, "", [f"postmaster@{acme.name}"], message())
     [row] = await received_rows(pool, sent.stored_ids)
     assert row["mail_from"] in ("", "<>")
+
+
+def _deeply_nested(levels: int) -> bytes:
+    head = b"".join(
+        b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (n, n)
+        for n in range(levels)
+    )
+    tail = b"".join(b"\r\n--b%d--\r\n" % n for n in reversed(range(levels)))
+    return b"Subject: nest\r\n" + head + b"Content-Type: text/plain\r\n\r\ndeep" + tail
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(
+            b"Subject: x\r\nDate: 1 Jan 99999999999 00:00 +0000\r\n\r\nbody\r\n",
+            id="overflowing_date",
+        ),
+        pytest.param(
+            b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+            b"Content-Type: image/png\r\nContent-ID: <\xff\xfe@x>\r\n\r\nAAAA\r\n--b--\r\n",
+            id="eight_bit_content_id",
+        ),
+        pytest.param(_deeply_nested(1200), id="mime_nested_1200_deep"),
+        pytest.param(
+            b"Subject: Caf\xc3\xa9 \xff\r\n"
+            b"Content-Type: text/plain; charset=idna\r\n\r\n\xc3\xa9\r\n",
+            id="utf8_header_and_unreplaceable_charset",
+        ),
+    ],
+)
+async def test_hostile_mime_is_stored_never_deferred(
+    mx: MXListener, pool: Pool, make_tenant: MakeTenant, content: bytes
+) -> None:
+    # A parser failure must not turn into a 451 that the sender retries forever.
+    acme = await make_tenant(catch_all=True)
+    sent = await smtp_send(mx.port, "c@example.net", [f"x@{acme.name}"], content)
+    [row] = await received_rows(pool, sent.stored_ids)
+    assert bytes(row["raw"]) == content

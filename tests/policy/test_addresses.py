@@ -1,0 +1,80 @@
+"""Mailbox splitting: normalised for routing, and closed to every relay trick (RFC 5321 2.4)."""
+
+from __future__ import annotations
+
+import pytest
+
+from policy.addresses import Mailbox, split_mailbox
+
+
+@pytest.mark.parametrize(
+    ("address", "local", "domain"),
+    [
+        pytest.param("alice@example.com", "alice", "example.com", id="plain"),
+        pytest.param("<alice@example.com>", "alice", "example.com", id="angle_brackets"),
+        pytest.param("  alice@example.com  ", "alice", "example.com", id="surrounding_space"),
+        pytest.param("Alice@Example.COM", "alice", "example.com", id="mixed_case"),
+        pytest.param("alice@example.com.", "alice", "example.com", id="trailing_dot"),
+        pytest.param("alice+news@example.com", "alice+news", "example.com", id="subaddress"),
+        pytest.param("a.b-c_d@mail.example.com", "a.b-c_d", "mail.example.com", id="dotted"),
+    ],
+)
+def test_split_mailbox_normalises_a_routable_address(address: str, local: str, domain: str) -> None:
+    assert split_mailbox(address) == Mailbox(local, domain)
+
+
+def test_mailbox_address_joins_local_part_and_domain() -> None:
+    mailbox = split_mailbox("Alice@Example.COM.")
+    assert mailbox is not None
+    assert mailbox.address == "alice@example.com"
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        pytest.param("@relay.example.net:alice@example.com", id="source_route"),
+        pytest.param("<@relay.example.net:alice@example.com>", id="source_route_bracketed"),
+        pytest.param("<@a.example,@b.example:alice@example.com>", id="source_route_two_hops"),
+        pytest.param('"alice@victim.example"@example.com', id="quoted_local_with_at"),
+        pytest.param('"alice"@example.com', id="quoted_local"),
+        pytest.param("alice%victim.example@example.com", id="percent_hack"),
+        pytest.param("victim.example!alice@example.com", id="bang_path"),
+        pytest.param("alice@[192.0.2.1]", id="ip_literal"),
+        pytest.param("alice@[IPv6:2001:db8::1]", id="ipv6_literal"),
+        pytest.param("alice@victim.example@example.com", id="two_ats"),
+        pytest.param("alice\\@victim.example@example.com", id="escaped_at"),
+        pytest.param("alice @example.com", id="space_in_local"),
+    ],
+)
+def test_split_mailbox_refuses_relay_tricks(address: str) -> None:
+    assert split_mailbox(address) is None
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("<>", id="null_path"),
+        pytest.param("alice", id="no_at"),
+        pytest.param("@example.com", id="no_local"),
+        pytest.param("alice@", id="no_domain"),
+        pytest.param("alice@.", id="domain_only_dot"),
+        pytest.param("alice@.example.com", id="leading_dot"),
+        pytest.param("alice@example..com", id="empty_label"),
+    ],
+)
+def test_split_mailbox_refuses_empty_parts(address: str) -> None:
+    assert split_mailbox(address) is None
+
+
+@pytest.mark.parametrize(
+    ("local", "base"),
+    [
+        pytest.param("alice+news", "alice", id="detail"),
+        pytest.param("alice+news+more", "alice", id="two_details"),
+        pytest.param("alice", "alice", id="no_detail"),
+        pytest.param("reply+osr_abc_def", "reply", id="reply_address"),
+    ],
+)
+def test_base_local_strips_the_subaddress(local: str, base: str) -> None:
+    assert Mailbox(local, "example.com").base_local == base
