@@ -219,6 +219,9 @@ class MXProtocol(SMTP):
         if await self.check_helo_needed():
             return
         assert self.envelope is not None
+        if not self.envelope.mail_from:
+            await self.push(str(replies.S503_BAD_SEQUENCE.with_text("Send MAIL first")))
+            return
         if not self.envelope.rcpt_tos:
             # RFC 2920 section 3.1: with pipelining, DATA after every RCPT failed gets 554 or 503.
             await self.push(str(replies.S554_NO_VALID_RECIPIENTS))
@@ -259,8 +262,7 @@ class MXProtocol(SMTP):
         self._set_post_data_state()
         await self.push(status)
 
-    @syntax("AUTH <mechanism>")
-    async def smtp_AUTH(self, arg: str) -> None:
+    async def smtp_AUTH(self, arg: str) -> None:  # no @syntax: HELP must not list it
         # Port 25 takes mail for our domains only; authenticated sending is on the submission
         # ports (RFC 6409), so the MX neither offers nor accepts AUTH.
         await self.push("502 5.5.1 AUTH not available here; use the submission port")
@@ -276,7 +278,10 @@ class MXProtocol(SMTP):
         # A leading CRLF lets the terminator match a message that is empty (".\r\n" at once).
         reader._buffer[0:0] = b"\r\n"
         saved_limit = reader._limit
-        reader._limit = (limit or 1 << 30) + len(_END_OF_DATA) + 2
+        # The cap is on bytes as sent, where dot-stuffing adds up to one byte per 3 (a line of
+        # just "." is sent as ".." + CRLF). RFC 1870 section 3 counts the size without those
+        # dots, so allow for them here; the exact check below runs on the unstuffed content.
+        reader._limit = (limit + limit // 3 if limit else 1 << 30) + len(_END_OF_DATA) + 2
         too_big = False
         try:
             while True:

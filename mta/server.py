@@ -38,11 +38,7 @@ class MXListener:
     server: asyncio.Server
     gate: ConnectionGate
     protocols: set[MXProtocol] = field(default_factory=set)
-
-    @property
-    def port(self) -> int:
-        port: int = self.server.sockets[0].getsockname()[1]
-        return port
+    port: int = 0  # the bound port, kept after the listener closes
 
     async def drain(self, grace: float) -> None:
         """Stop accepting; let transactions in DATA finish; say 421 to the rest and close."""
@@ -103,7 +99,7 @@ async def start_mx(
     server = await loop.create_server(
         factory, host=listen.host, port=listen.port, reuse_port=reuse_port or None, backlog=1024
     )
-    listener = MXListener(server, gate, protocols)
+    listener = MXListener(server, gate, protocols, port=server.sockets[0].getsockname()[1])
     log.info(
         "MX listening",
         extra={"address": f"{listen.host}:{listener.port}", "tls": tls_context is not None},

@@ -107,7 +107,8 @@ def with_enhanced_code(line: str) -> str:
     if not code_text.isdigit() or sep not in (" ", "-"):
         return line
     if rest[:1].isdigit() and rest[1:2] == ".":
-        return line  # already has one
+        enhanced, space, text = rest.partition(" ")
+        return f"{code_text}{sep}{enhanced}{space}{text.removeprefix('Error: ')}"
     enhanced = ENHANCED_FOR_ENGINE_REPLY.get(int(code_text), "")
     if not enhanced:
         return line

@@ -7,6 +7,7 @@ still answer them correctly, so tests speak the protocol byte for byte here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from dataclasses import dataclass
 
@@ -39,7 +40,7 @@ class RawSMTP:
         client = cls(reader, writer)
         return client, await client.read_reply()
 
-    async def read_reply(self, timeout: float = 30.0) -> SMTPReply:
+    async def read_reply(self, timeout: float = 30.0) -> SMTPReply:  # noqa: ASYNC109
         lines: list[str] = []
         while True:
             raw = await asyncio.wait_for(self.reader.readline(), timeout)
@@ -62,7 +63,5 @@ class RawSMTP:
 
     async def close(self) -> None:
         self.writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, OSError):
             await self.writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass

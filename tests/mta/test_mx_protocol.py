@@ -1,0 +1,661 @@
+"""The MX's SMTP protocol edges, spoken over loopback by real clients and a byte-level one.
+
+What an internet-facing MX must do whatever the client sends: advertise its extensions, enforce
+its limits with the right replies, refuse bare line endings and relay probes, and shut down cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from uuid import UUID
+
+import aiosmtplib
+import pytest
+
+from mta.server import MXListener
+from policy import replies
+from policy.replies import Reply
+from storage.database import Pool
+from tests.conftest import MakeTenant, StartMX, TenantWorld, message, received_rows, smtp_send
+from tests.support.smtp import RawSMTP, SMTPReply
+from tests.support.tls import ServerCertificate, server_certificate
+
+HOST = "127.0.0.1"
+MX_NAME = "mx.opensend.test"  # the hostname conftest gives every test MX
+CLIENT_NAME = "client.example.net"
+REPLY_TIMEOUT = 10.0  # a bound on every wait, so a broken server fails the test instead of hanging
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def assert_reply(reply: SMTPReply, expected: Reply) -> None:
+    assert (reply.code, reply.enhanced) == (expected.code, expected.enhanced), reply
+
+
+def assert_refusal(error: aiosmtplib.SMTPResponseException, expected: Reply) -> None:
+    assert (error.code, error.message.split(" ", 1)[0]) == (expected.code, expected.enhanced), (
+        error.code,
+        error.message,
+    )
+
+
+def queued_ids(reply: SMTPReply) -> list[UUID]:
+    assert reply.code == replies.S250_QUEUED.code, reply
+    return [UUID(part) for part in reply.text.split("queued as ", 1)[1].split()]
+
+
+async def stored_count(pool: Pool, world: TenantWorld) -> int:
+    count: int = await pool.fetchval(
+        "SELECT count(*) FROM received_emails WHERE tenant_id = $1", world.id
+    )
+    return count
+
+
+@contextlib.asynccontextmanager
+async def raw_session(port: int, *, ehlo: bool = True) -> AsyncIterator[RawSMTP]:
+    """A byte-level client past the greeting (and EHLO unless told otherwise), always closed."""
+    client, greeting = await RawSMTP.connect(HOST, port)
+    try:
+        assert greeting.code == replies.S220_READY.code, greeting
+        if ehlo:
+            assert (await client.command(f"EHLO {CLIENT_NAME}")).code == 250
+        yield client
+    finally:
+        await client.close()
+
+
+async def closed_by_server(client: RawSMTP) -> bool:
+    """True when the server closes the connection without saying anything more."""
+    try:
+        rest = await asyncio.wait_for(client.reader.read(), REPLY_TIMEOUT)
+    except ConnectionResetError:
+        return True
+    return rest == b""
+
+
+async def open_transaction(client: RawSMTP, *recipients: str) -> None:
+    """MAIL, the RCPTs (each accepted) and DATA up to the 354."""
+    assert_reply(await client.command("MAIL FROM:<customer@example.net>"), replies.S250_SENDER_OK)
+    for rcpt in recipients:
+        assert_reply(await client.command(f"RCPT TO:<{rcpt}>"), replies.S250_RECIPIENT_OK)
+    assert (await client.command("DATA")).code == replies.S354_DATA.code
+
+
+def message_of_size(size: int, *, dotted_lines: bool = False) -> bytes:
+    """A message of exactly `size` octets, CRLF included; optionally every body line starts '.'."""
+    head = b"From: a@example.net\r\nSubject: sized\r\n\r\n"
+    line = (b"." if dotted_lines else b"x") + b"y" * 70 + b"\r\n"
+    lines = (size - len(head) - 2) // len(line)
+    body = line * lines
+    filler = size - len(head) - len(body) - 2
+    assert filler >= 0
+    content = head + body + b"z" * filler + b"\r\n"
+    assert len(content) == size
+    return content
+
+
+# -- EHLO and AUTH ----------------------------------------------------------------------------
+
+
+async def test_ehlo_advertises_the_mx_extensions_and_no_auth_or_starttls_without_a_certificate(
+    mx: MXListener,
+) -> None:
+    async with raw_session(mx.port, ehlo=False) as client:
+        reply = await client.command(f"EHLO {CLIENT_NAME}")
+
+    assert reply.code == 250
+    assert reply.lines[0] == MX_NAME
+    keywords = {line.split()[0] for line in reply.lines[1:]}
+    assert keywords == {"PIPELINING", "SIZE", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES"}
+
+
+async def test_ehlo_size_is_the_configured_message_size_limit(start_test_mx: StartMX) -> None:
+    listener = await start_test_mx(OPENSEND_MAX_MESSAGE_SIZE="123456")
+    async with raw_session(listener.port, ehlo=False) as client:
+        reply = await client.command(f"EHLO {CLIENT_NAME}")
+    assert "SIZE 123456" in reply.lines[1:]  # RFC 1870 section 4
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param("AUTH PLAIN AGFsaWNlAHNlY3JldA==", id="plain"),
+        pytest.param("AUTH LOGIN", id="login"),
+        pytest.param("AUTH CRAM-MD5", id="cram_md5"),
+    ],
+)
+async def test_auth_is_refused_on_the_mx_with_a_permanent_5xx(mx: MXListener, command: str) -> None:
+    async with raw_session(mx.port) as client:
+        reply = await client.command(command)
+        # The session goes on: a refused AUTH is not a reason to drop the client.
+        assert_reply(await client.command("NOOP"), replies.S250_OK)
+
+    assert 500 <= reply.code < 600, reply
+    assert reply.enhanced is not None and reply.enhanced.startswith("5."), reply
+
+
+# -- message size -----------------------------------------------------------------------------
+
+
+async def test_mail_from_with_size_over_the_limit_is_refused_552_and_at_the_limit_accepted(
+    start_test_mx: StartMX,
+) -> None:
+    listener = await start_test_mx(OPENSEND_MAX_MESSAGE_SIZE="10000")
+    async with raw_session(listener.port) as client:
+        refused = await client.command("MAIL FROM:<a@example.net> SIZE=10001")
+        accepted = await client.command("MAIL FROM:<a@example.net> SIZE=10000")
+
+    assert_reply(refused, replies.S552_TOO_BIG)
+    assert_reply(accepted, replies.S250_SENDER_OK)
+
+
+async def test_oversize_message_is_read_to_its_end_refused_552_and_the_connection_goes_on(
+    start_test_mx: StartMX, pool: Pool, make_tenant: MakeTenant
+) -> None:
+    listener = await start_test_mx(OPENSEND_MAX_MESSAGE_SIZE="10000")
+    acme = await make_tenant(catch_all=True)
+    rcpt = f"x@{acme.name}"
+    # Dot-led lines and lines that look like commands: if the server stopped reading at the
+    # limit, the rest would be taken as commands and the next transaction would go wrong.
+    oversize = message_of_size(40_000, dotted_lines=True) + b"RSET\r\nQUIT\r\n"
+
+    client = aiosmtplib.SMTP(hostname=HOST, port=listener.port, start_tls=False, timeout=30)
+    await client.connect()
+    try:
+        await client.ehlo(hostname=CLIENT_NAME)
+        await client.mail("a@example.net")  # no SIZE=, so only the data can tell
+        await client.rcpt(rcpt)
+        with pytest.raises(aiosmtplib.SMTPDataError) as refused:
+            await client.data(oversize)
+        assert_refusal(refused.value, replies.S552_TOO_BIG)
+
+        _errors, response = await client.sendmail(
+            "a@example.net", [rcpt], message(to=rcpt, subject="Normal size")
+        )
+    finally:
+        await client.quit()
+
+    ids = [UUID(part) for part in response.split("queued as ", 1)[1].split()]
+    [row] = await received_rows(pool, ids)
+    assert row["subject"] == "Normal size"
+    assert await stored_count(pool, acme) == 1
+
+
+@pytest.mark.parametrize(
+    "dotted_lines",
+    [
+        pytest.param(False, id="plain_lines"),
+        pytest.param(True, id="dot_stuffed_lines"),
+    ],
+)
+async def test_message_of_exactly_the_size_limit_is_accepted_byte_for_byte(
+    start_test_mx: StartMX, pool: Pool, make_tenant: MakeTenant, dotted_lines: bool
+) -> None:
+    listener = await start_test_mx(OPENSEND_MAX_MESSAGE_SIZE="10000")
+    acme = await make_tenant(catch_all=True)
+    content = message_of_size(10_000, dotted_lines=dotted_lines)
+
+    sent = await smtp_send(listener.port, "a@example.net", [f"x@{acme.name}"], content)
+
+    assert sent.data is not None and sent.data[0] == 250, sent.data
+    [row] = await received_rows(pool, sent.stored_ids)
+    assert bytes(row["raw"]) == content
+
+
+# -- recipient limit --------------------------------------------------------------------------
+
+
+async def test_rcpt_past_the_recipient_limit_is_deferred_452_and_the_first_ones_are_stored(
+    start_test_mx: StartMX, pool: Pool, make_tenant: MakeTenant
+) -> None:
+    listener = await start_test_mx(OPENSEND_MAX_RECIPIENTS="3")
+    acme = await make_tenant(catch_all=True)
+    recipients = [f"r{n}@{acme.name}" for n in range(1, 5)]
+
+    sent = await smtp_send(listener.port, "a@example.net", recipients, message())
+
+    assert [code for code, _ in sent.recipients.values()] == [250, 250, 250, 452]
+    code, text = sent.recipients[recipients[3]]
+    assert (code, text.split()[0]) == (
+        replies.S452_TOO_MANY_RECIPIENTS.code,
+        replies.S452_TOO_MANY_RECIPIENTS.enhanced,
+    )
+    [row] = await received_rows(pool, sent.stored_ids)
+    assert row["rcpt_to"] == recipients[:3]
+
+
+# -- bare CR and LF, SMTP smuggling -----------------------------------------------------------
+
+# The end-of-data look-alikes that SMTP smuggling relies on (SEC Consult, December 2023): a
+# server that took any of them for CRLF.CRLF would read what follows as a second message.
+FAKE_END_OF_DATA = [
+    pytest.param(b"\n.\r\n", id="bare_lf_before_dot"),
+    pytest.param(b"\r\n.\n", id="bare_lf_after_dot"),
+    pytest.param(b"\n.\n", id="bare_lf_around_dot"),
+    pytest.param(b"\r.\r\n", id="bare_cr_before_dot"),
+    pytest.param(b"\r\n.\r", id="bare_cr_after_dot"),
+    pytest.param(b"\r.\r", id="bare_cr_around_dot"),
+]
+
+
+@pytest.mark.parametrize("fake_end", FAKE_END_OF_DATA)
+async def test_smuggled_second_message_is_refused_550_and_never_stored(
+    mx: MXListener, pool: Pool, make_tenant: MakeTenant, fake_end: bytes
+) -> None:
+    acme = await make_tenant(catch_all=True)
+    victim = await make_tenant(catch_all=True)
+    smuggled = (
+        b"MAIL FROM:<ceo@" + victim.name.encode() + b">\r\n"
+        b"RCPT TO:<accounts@" + victim.name.encode() + b">\r\n"
+        b"DATA\r\n"
+        b"From: ceo@" + victim.name.encode() + b"\r\nSubject: smuggled\r\n\r\n"
+        b"Please pay the attached invoice.\r\n"
+    )
+    content = b"From: a@example.net\r\nSubject: innocent\r\n\r\nhello" + fake_end + smuggled
+
+    async with raw_session(mx.port) as client:
+        await open_transaction(client, f"x@{acme.name}")
+        await client.send_raw(content + b".\r\n")
+        reply = await client.read_reply(REPLY_TIMEOUT)
+        # The very next reply answers QUIT: no reply to a smuggled MAIL, RCPT or DATA is queued.
+        bye = await client.command("QUIT")
+
+    assert_reply(reply, replies.S550_BARE_LF)
+    assert await stored_count(pool, acme) == 0
+    assert bye.code == replies.S221_BYE.code, bye
+    assert await stored_count(pool, victim) == 0
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(b"Subject: a\nFrom: a@example.net\r\n\r\nbody\r\n", id="bare_lf_in_header"),
+        pytest.param(b"Subject: a\rFrom: a@example.net\r\n\r\nbody\r\n", id="bare_cr_in_header"),
+        pytest.param(b"Subject: a\r\n\r\nline one\nline two\r\n", id="bare_lf_in_body"),
+        pytest.param(b"Subject: a\r\n\r\nline one\n\rline two\r\n", id="lf_cr_in_body"),
+        pytest.param(b"Subject: a\r\n\r\nbody ends with a bare lf\n", id="bare_lf_at_end"),
+    ],
+)
+async def test_message_with_a_bare_line_ending_is_refused_550_and_not_stored(
+    mx: MXListener, pool: Pool, make_tenant: MakeTenant, content: bytes
+) -> None:
+    acme = await make_tenant(catch_all=True)
+    async with raw_session(mx.port) as client:
+        await open_transaction(client, f"x@{acme.name}")
+        await client.send_raw(content + (b"" if content.endswith(b"\r\n") else b"\r\n") + b".\r\n")
+        reply = await client.read_reply(REPLY_TIMEOUT)
+        # The refusal ends the transaction, not the session.
+        assert_reply(await client.command("NOOP"), replies.S250_OK)
+
+    assert_reply(reply, replies.S550_BARE_LF)
+    assert await stored_count(pool, acme) == 0
+
+
+# -- loop detection ---------------------------------------------------------------------------
+
+
+def with_received_headers(count: int) -> bytes:
+    trace = b"".join(
+        f"Received: from hop{n}.example.net by hop{n + 1}.example.net; "
+        f"Mon, 1 Jan 2024 00:00:{n:02d} +0000\r\n".encode()
+        for n in range(count)
+    )
+    return trace + message(subject=f"{count} hops")
+
+
+async def test_message_with_received_headers_at_the_limit_is_accepted(
+    start_test_mx: StartMX, pool: Pool, make_tenant: MakeTenant
+) -> None:
+    listener = await start_test_mx(OPENSEND_MAX_RECEIVED_HEADERS="5")
+    acme = await make_tenant(catch_all=True)
+    sent = await smtp_send(
+        listener.port, "a@example.net", [f"x@{acme.name}"], with_received_headers(5)
+    )
+    [row] = await received_rows(pool, sent.stored_ids)
+    assert row["subject"] == "5 hops"
+
+
+async def test_message_with_more_received_headers_than_the_limit_is_refused_554_as_a_loop(
+    start_test_mx: StartMX, pool: Pool, make_tenant: MakeTenant
+) -> None:
+    listener = await start_test_mx(OPENSEND_MAX_RECEIVED_HEADERS="5")
+    acme = await make_tenant(catch_all=True)
+    sent = await smtp_send(
+        listener.port, "a@example.net", [f"x@{acme.name}"], with_received_headers(6)
+    )
+    assert sent.data is not None
+    code, text = sent.data
+    assert (code, text.split()[0]) == (replies.S554_LOOP.code, replies.S554_LOOP.enhanced)
+    assert await stored_count(pool, acme) == 0
+
+
+# -- connection cap and idle timeout ----------------------------------------------------------
+
+
+async def test_connection_past_the_cap_gets_421_and_is_closed_until_a_slot_frees(
+    start_test_mx: StartMX,
+) -> None:
+    listener = await start_test_mx(OPENSEND_MAX_CONNECTIONS="2")
+    opened: list[RawSMTP] = []
+    try:
+        for _ in range(2):
+            client, greeting = await RawSMTP.connect(HOST, listener.port)
+            opened.append(client)
+            assert greeting.code == replies.S220_READY.code
+
+        # Past the cap, every attempt is turned away, and a turned-away one takes no slot.
+        for _ in range(2):
+            turned_away, refused = await RawSMTP.connect(HOST, listener.port)
+            opened.append(turned_away)
+            assert_reply(refused, replies.S421_TOO_MANY_CONNECTIONS)
+            assert await closed_by_server(turned_away)
+
+        first = opened[0]
+        assert (await first.command("QUIT")).code == replies.S221_BYE.code
+        assert await closed_by_server(first)
+
+        # The server let go of the slot before it closed the socket, so no wait is needed here.
+        newcomer, greeting = await RawSMTP.connect(HOST, listener.port)
+        opened.append(newcomer)
+        assert greeting.code == replies.S220_READY.code
+        assert (await newcomer.command(f"EHLO {CLIENT_NAME}")).code == 250
+    finally:
+        for client in opened:
+            await client.close()
+
+
+async def test_idle_connection_gets_421_4_4_2_and_is_closed(start_test_mx: StartMX) -> None:
+    listener = await start_test_mx(OPENSEND_COMMAND_TIMEOUT="1")
+    async with raw_session(listener.port, ehlo=False) as client:
+        # Say nothing after the greeting.
+        reply = await client.read_reply(REPLY_TIMEOUT)
+        assert_reply(reply, replies.S421_TIMEOUT)
+        assert await closed_by_server(client)
+
+
+# -- PIPELINING -------------------------------------------------------------------------------
+
+
+async def test_pipelined_envelope_gets_its_replies_in_order_and_stores_the_accepted_recipients(
+    mx: MXListener, pool: Pool, make_tenant: MakeTenant
+) -> None:
+    acme = await make_tenant()
+    await acme.route(f"support@{acme.name}")
+    await acme.route(f"sales@{acme.name}")
+    # RFC 2920 section 3.1: EHLO ends a group of its own; MAIL through DATA is the next group.
+    group = (
+        "MAIL FROM:<customer@example.net>\r\n"
+        f"RCPT TO:<support@{acme.name}>\r\n"
+        f"RCPT TO:<nobody@{acme.name}>\r\n"
+        f"RCPT TO:<sales@{acme.name}>\r\n"
+        "DATA\r\n"
+    ).encode()
+
+    async with raw_session(mx.port) as client:
+        await client.send_raw(group)
+        answers = [await client.read_reply(REPLY_TIMEOUT) for _ in range(5)]
+        # The end of data and the next command may share a write too.
+        await client.send_raw(message(subject="Pipelined") + b".\r\nQUIT\r\n")
+        stored = await client.read_reply(REPLY_TIMEOUT)
+        bye = await client.read_reply(REPLY_TIMEOUT)
+
+    expected = [
+        replies.S250_SENDER_OK,
+        replies.S250_RECIPIENT_OK,
+        replies.S550_NO_SUCH_USER,
+        replies.S250_RECIPIENT_OK,
+    ]
+    for answer, reply in zip(answers, expected, strict=False):
+        assert_reply(answer, reply)
+    assert answers[4].code == replies.S354_DATA.code
+    assert bye.code == replies.S221_BYE.code
+    [row] = await received_rows(pool, queued_ids(stored))
+    assert row["subject"] == "Pipelined"
+    assert row["rcpt_to"] == [f"support@{acme.name}", f"sales@{acme.name}"]
+
+
+# -- SMTPUTF8 and 8BITMIME --------------------------------------------------------------------
+
+
+async def test_smtputf8_addresses_and_8bit_body_are_accepted_and_stored_unchanged(
+    mx: MXListener, pool: Pool, make_tenant: MakeTenant
+) -> None:
+    acme = await make_tenant(catch_all=True)
+    sender = "jörg@bücher.example"
+    rcpt = f"ñandú@{acme.name}"
+    content = (
+        "From: Jörg <jörg@bücher.example>\r\n"
+        f"To: {rcpt}\r\n"
+        "Subject: Grüße\r\n"
+        "MIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        "Content-Transfer-Encoding: 8bit\r\n\r\n"
+        "Grüße aus Köln, 10 € pro Stück 📨\r\n"
+    ).encode()
+
+    client = aiosmtplib.SMTP(hostname=HOST, port=mx.port, start_tls=False, timeout=30)
+    await client.connect()
+    try:
+        await client.ehlo(hostname=CLIENT_NAME)
+        errors, response = await client.sendmail(
+            sender, [rcpt], content, mail_options=["SMTPUTF8", "BODY=8BITMIME"]
+        )
+    finally:
+        await client.quit()
+
+    assert errors == {}
+    ids = [UUID(part) for part in response.split("queued as ", 1)[1].split()]
+    [row] = await received_rows(pool, ids)
+    assert bytes(row["raw"]) == content
+    assert row["mail_from"] == sender
+    assert row["rcpt_to"] == [rcpt]
+    assert row["text_body"].strip() == "Grüße aus Köln, 10 € pro Stück 📨"
+
+
+# -- STARTTLS ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def tls_mx(start_test_mx: StartMX, tmp_path: Path) -> tuple[MXListener, ServerCertificate]:
+    directory = tmp_path / "tls"
+    directory.mkdir()
+    certificate = server_certificate(directory, MX_NAME)
+    listener = await start_test_mx(
+        OPENSEND_TLS_CERT=str(certificate.cert), OPENSEND_TLS_KEY=str(certificate.key)
+    )
+    return listener, certificate
+
+
+async def test_starttls_is_advertised_with_a_certificate_and_the_message_is_stored_as_tls(
+    tls_mx: tuple[MXListener, ServerCertificate], pool: Pool, make_tenant: MakeTenant
+) -> None:
+    listener, certificate = tls_mx
+    acme = await make_tenant(catch_all=True)
+    rcpt = f"x@{acme.name}"
+
+    client = aiosmtplib.SMTP(hostname=HOST, port=listener.port, start_tls=False, timeout=30)
+    await client.connect()
+    try:
+        await client.ehlo(hostname=CLIENT_NAME)
+        offered_in_clear = client.supports_extension("starttls")
+        await client.starttls(server_hostname=MX_NAME, tls_context=certificate.client_context())
+        negotiated = client.get_transport_info("ssl_object").version()
+        await client.ehlo(hostname=CLIENT_NAME)
+        offered_in_tls = client.supports_extension("starttls")
+        _errors, response = await client.sendmail("a@example.net", [rcpt], message(to=rcpt))
+    finally:
+        await client.quit()
+
+    assert offered_in_clear
+    assert not offered_in_tls  # RFC 3207 section 4.2: not offered again once in TLS
+    ids = [UUID(part) for part in response.split("queued as ", 1)[1].split()]
+    [row] = await received_rows(pool, ids)
+    assert row["tls"] is True
+    assert negotiated in ("TLSv1.2", "TLSv1.3")
+    assert row["tls_version"] == negotiated
+    assert f"with ESMTPS ({negotiated})" in row["received_header"]  # RFC 3848
+
+
+async def test_commands_pipelined_after_starttls_in_the_clear_are_discarded(
+    tls_mx: tuple[MXListener, ServerCertificate],
+) -> None:
+    listener, certificate = tls_mx
+    async with raw_session(listener.port) as client:
+        # RFC 3207 section 4.2 (CVE-2011-0411): nothing sent in the clear after STARTTLS counts.
+        await client.send_raw(b"STARTTLS\r\nNOOP\r\nMAIL FROM:<injected@example.net>\r\n")
+        ready = await client.read_reply(REPLY_TIMEOUT)
+        assert ready.code == 220, ready
+        await client.writer.start_tls(certificate.client_context(), server_hostname=MX_NAME)
+
+        # The first reply in TLS answers the first command sent in TLS, and the session is new.
+        mail_before_ehlo = await client.command("MAIL FROM:<a@example.net>")
+        ehlo = await client.command(f"EHLO {CLIENT_NAME}")
+
+    assert mail_before_ehlo.code == replies.S503_BAD_SEQUENCE.code, mail_before_ehlo
+    assert ehlo.code == 250
+    assert ehlo.lines[0] == MX_NAME
+    assert "STARTTLS" not in ehlo.lines[1:]
+
+
+# -- relay probes -----------------------------------------------------------------------------
+
+# What open-relay scanners send to an MX: every form names a domain other than ours, directly or
+# through an old routing convention, and every one must be refused even with a catch-all.
+RELAY_PROBES = [
+    pytest.param("user@other.example", id="foreign_domain"),
+    pytest.param("user@other.example.", id="foreign_domain_trailing_dot"),
+    pytest.param('"user@other.example"@{domain}', id="quoted_local_part"),
+    pytest.param("user%other.example@{domain}", id="percent_hack"),
+    pytest.param("@{domain}:user@other.example", id="source_route"),
+    pytest.param("user!other.example@{domain}", id="bang_path_user_first"),
+    pytest.param("other.example!user@{domain}", id="bang_path_host_first"),
+    pytest.param("user@other.example@{domain}", id="two_at_signs"),
+    pytest.param("user@[192.0.2.1]", id="address_literal"),
+]
+
+
+@pytest.mark.parametrize("probe", RELAY_PROBES)
+async def test_relay_probe_is_refused_5xx_even_with_a_catch_all(
+    mx: MXListener, pool: Pool, make_tenant: MakeTenant, probe: str
+) -> None:
+    acme = await make_tenant(catch_all=True)
+    address = probe.format(domain=acme.name)
+
+    async with raw_session(mx.port) as client:
+        assert_reply(await client.command("MAIL FROM:<a@example.net>"), replies.S250_SENDER_OK)
+        refused = await client.command(f"RCPT TO:<{address}>")
+        data = await client.command("DATA")
+        # The catch-all itself works: an ordinary address at the domain is accepted.
+        assert_reply(await client.command("RSET"), replies.S250_OK)
+        assert_reply(await client.command("MAIL FROM:<a@example.net>"), replies.S250_SENDER_OK)
+        assert_reply(await client.command(f"RCPT TO:<user@{acme.name}>"), replies.S250_RECIPIENT_OK)
+
+    assert 500 <= refused.code < 600, refused
+    assert refused.enhanced is not None and refused.enhanced.startswith("5."), refused
+    assert_reply(data, replies.S554_NO_VALID_RECIPIENTS)
+    assert await stored_count(pool, acme) == 0
+
+
+# -- every reply's two codes agree ------------------------------------------------------------
+
+# A session of good and bad commands, each with the basic code it must get. Every reply after
+# EHLO, 354 aside (RFC 2034 section 3), must carry an enhanced code of the same class.
+SESSION: list[tuple[bytes, int]] = [
+    (b"NOOP", 250),
+    (b"HELP", 250),
+    (b"HELP MAIL", 250),
+    (b"HELP FROB", 501),
+    (b"VRFY <someone@example.net>", 252),
+    (b"VRFY", 501),
+    (b"EXPN staff", 502),
+    (b"FROB", 500),
+    (b"", 500),
+    (b"NOOP " + b"x" * 600, 500),
+    (b"NOOP " + b"x" * 3000, 500),
+    (b"STARTTLS", 454),
+    (b"AUTH PLAIN", 502),
+    (b"RCPT TO:<x@{domain}>", 503),
+    (b"DATA", 503),  # no MAIL yet: a sequence error (RFC 5321 section 4.1.4)
+    (b"MAIL", 501),
+    (b"MAIL FROM <a@example.net>", 501),
+    (b"MAIL FROM:<a@example.net> SIZE=99999999999", 552),
+    (b"MAIL FROM:<a@example.net> FROB=1", 555),
+    (b"MAIL FROM:<a@example.net> BODY=9BIT", 501),
+    (b"MAIL FROM:<a@example.net>", 250),
+    (b"MAIL FROM:<b@example.net>", 503),
+    (b"DATA", 554),
+    (b"RCPT TO:", 501),
+    (b"RCPT TO:<x@other.example>", 550),
+    (b'RCPT TO:<"x@other.example"@{domain}>', 501),
+    (b"RCPT TO:<x@{domain}> NOTIFY=NEVER", 555),
+    (b"RCPT TO:<x@{domain}>", 250),
+    (b"DATA now", 501),
+    (b"DATA", 354),
+    (b"Subject: one\r\n\r\nfine\r\n.", 250),
+    (b"MAIL FROM:<a@example.net>", 250),
+    (b"RCPT TO:<x@{domain}>", 250),
+    (b"DATA", 354),
+    (b"Subject: two\r\n\r\nbare\nlf\r\n.", 550),
+    (b"RSET now", 501),
+    (b"RSET", 250),
+    (b"HELO client.example.net", 250),
+    (b"QUIT", 221),
+]
+
+
+async def test_every_reply_after_ehlo_has_an_enhanced_code_of_the_same_class(
+    mx: MXListener, make_tenant: MakeTenant
+) -> None:
+    acme = await make_tenant(catch_all=True)
+    seen: list[tuple[bytes, SMTPReply]] = []
+    async with raw_session(mx.port) as client:
+        for line, _code in SESSION:
+            await client.send_raw(line.replace(b"{domain}", acme.name.encode()) + b"\r\n")
+            seen.append((line, await client.read_reply(REPLY_TIMEOUT)))
+
+    assert [(line, reply.code) for line, reply in seen] == [(line, code) for line, code in SESSION]
+    disagreeing = [
+        (line, reply.lines[-1])
+        for line, reply in seen
+        if reply.code != replies.S354_DATA.code
+        and (reply.enhanced is None or reply.enhanced[0] != str(reply.code)[0])
+    ]
+    assert disagreeing == []
+
+
+# -- graceful drain ---------------------------------------------------------------------------
+
+
+async def test_drain_lets_the_message_in_data_finish_and_turns_new_connections_away(
+    start_test_mx: StartMX, pool: Pool, make_tenant: MakeTenant
+) -> None:
+    listener = await start_test_mx()
+    port = listener.port  # the listening socket is gone once the drain begins
+    acme = await make_tenant(catch_all=True)
+
+    async with raw_session(port) as client:
+        await open_transaction(client, f"x@{acme.name}")
+        # The server marks the transaction as in DATA before the client can read the 354.
+        drain = asyncio.create_task(listener.drain(grace=REPLY_TIMEOUT))
+        for _ in range(100):
+            if listener.gate.draining:
+                break
+            await asyncio.sleep(0)
+        assert listener.gate.draining
+
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection(HOST, port)
+
+        await client.send_raw(message(subject="In flight") + b".\r\n")
+        stored = await client.read_reply(REPLY_TIMEOUT)
+        goodbye = await client.read_reply(REPLY_TIMEOUT)
+        assert await closed_by_server(client)
+    await asyncio.wait_for(drain, REPLY_TIMEOUT)
+
+    [row] = await received_rows(pool, queued_ids(stored))
+    assert row["subject"] == "In flight"
+    assert_reply(goodbye, replies.S421_SHUTTING_DOWN)
