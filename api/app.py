@@ -1,13 +1,16 @@
-"""The aiohttp application: composed from route tables, resources passed in as typed AppKeys.
+"""The aiohttp application: route tables composed, resources passed in as typed AppKeys.
 
-This issue serves the operational endpoints; the Resend- and Inbound-compatible routes join the
-same application. Every response, success or not, is JSON (except the Prometheus exposition).
+Every response, success or not, is JSON (the Prometheus exposition excepted). Every route needs
+a bearer API key except those in `PUBLIC_PATHS`; handlers read the caller from `request[CALLER]`.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import (
@@ -18,11 +21,27 @@ from prometheus_client import (
     multiprocess,
 )
 
+from api import errors
+from api.auth import CALLER, authenticate
+from api.errors import ApiError
+from policy.dns import DnsLookup
+from policy.settings import Settings
+from policy.tokens import ReplyTokens
 from storage.database import Pool, ping
+from storage.errors import StorageError
+
+log = logging.getLogger(__name__)
 
 POOL = web.AppKey("pool", Pool)
+SETTINGS = web.AppKey("settings", Settings)
+TOKENS = web.AppKey("tokens", ReplyTokens)
+DNS = web.AppKey("dns", DnsLookup)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Paths served without an API key: operations endpoints (and, later, the ingesters, which have
+# their own token).
+PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json"})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -44,19 +63,63 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+def error_response(error: ApiError) -> web.Response:
+    return web.json_response(error.body(), status=error.kind.status)
+
+
+# aiohttp's own refusals, in the catalogue's words.
+_HTTP_ERRORS = {
+    404: errors.NOT_FOUND,
+    405: errors.METHOD_NOT_ALLOWED,
+    413: errors.PAYLOAD_TOO_LARGE,
+}
+
+
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn aiohttp's HTML error pages into Resend-shaped JSON errors."""
+    """Every failure as a Resend-shaped JSON error; never an HTML page, never a traceback."""
     try:
         return await handler(request)
+    except ApiError as error:
+        return error_response(error)
+    except StorageError as error:
+        log.warning("storage failure in API", extra={"path": request.path, "error": str(error)})
+        kind = errors.SERVICE_UNAVAILABLE if error.temporary else errors.APPLICATION_ERROR
+        return error_response(ApiError(kind))
     except web.HTTPException as error:
         if error.status < 400:
             raise
-        name = {404: "not_found", 405: "method_not_allowed"}.get(error.status, "application_error")
-        return web.json_response(
-            {"statusCode": error.status, "name": name, "message": error.reason},
-            status=error.status,
-        )
+        known = _HTTP_ERRORS.get(error.status)
+        if known is None:
+            return web.json_response(
+                {"statusCode": error.status, "name": "application_error", "message": error.reason},
+                status=error.status,
+            )
+        return error_response(ApiError(known))
+    except Exception:
+        log.exception("unexpected error in API", extra={"path": request.path})
+        return error_response(ApiError(errors.APPLICATION_ERROR))
+
+
+@web.middleware
+async def require_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
+    match = request.match_info
+    resource = match.route.resource
+    if match.http_exception is not None or resource is None or resource.canonical in PUBLIC_PATHS:
+        return await handler(request)  # public, or aiohttp's own 404/405 answer
+    request[CALLER] = await authenticate(request.app[POOL], request)
+    return await handler(request)
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 that says what is wrong with it."""
+    try:
+        body = await request.json(loads=json.loads)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ApiError(errors.VALIDATION_ERROR, "Invalid JSON in request body") from None
+    if not isinstance(body, dict):
+        raise ApiError(errors.VALIDATION_ERROR, "The request body must be a JSON object")
+    return body
 
 
 def make_ops_app(pool: Pool) -> web.Application:
@@ -68,6 +131,20 @@ def make_ops_app(pool: Pool) -> web.Application:
     return app
 
 
-def make_app(pool: Pool) -> web.Application:
+def make_app(
+    pool: Pool, settings: Settings, tokens: ReplyTokens, dns: DnsLookup
+) -> web.Application:
     """The full API application."""
-    return make_ops_app(pool)
+    from api import api_keys  # route modules import this one for its AppKeys
+
+    # Attachments arrive base64-encoded inside JSON: 4/3 of the message limit, plus the rest.
+    max_body = settings.max_message_size * 4 // 3 + 1024 * 1024
+    app = web.Application(middlewares=[json_errors, require_api_key], client_max_size=max_body)
+    app[POOL] = pool
+    app[SETTINGS] = settings
+    app[TOKENS] = tokens
+    app[DNS] = dns
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_routes(api_keys.routes)
+    return app

@@ -8,6 +8,7 @@ thing they share. Prometheus samples from all of them are merged through a share
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -18,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from api.app import make_app, make_ops_app
+from mta.dns import Resolver
 from mta.logs import configure_logging
 from mta.server import MXListener, start_mx
 from policy.settings import ListenAddress, Settings
@@ -50,12 +52,14 @@ def run_in_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
         runner.run(main())
 
 
-async def _until_signalled() -> None:
+def _stop_on_signals() -> asyncio.Event:
+    """Set on SIGTERM or SIGINT. Installed before any listener starts, so a signal that arrives
+    while starting still leads to a graceful drain instead of the default abrupt exit."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
+    return stop
 
 
 async def _start_http(app: web.Application, listen: ListenAddress) -> web.AppRunner:
@@ -72,6 +76,7 @@ def _pool_size(settings: Settings) -> int:
 
 
 async def serve(settings: Settings, only: str | None, url: str) -> None:
+    stop = _stop_on_signals()
     await migrate(url, wait=60.0)  # the database may still be starting at boot
     pool = await open_pool(url, max_size=_pool_size(settings))
     tokens = reply_tokens(settings)
@@ -84,11 +89,12 @@ async def serve(settings: Settings, only: str | None, url: str) -> None:
             listener = await start_mx(settings, pool, tokens, reuse_port=shared)
             workers = _start_mx_workers(settings, url)
         if only in (None, "api"):
-            runners.append(await _start_http(make_app(pool), settings.api_listen))
+            app = make_app(pool, settings, tokens, Resolver(settings.dns_servers))
+            runners.append(await _start_http(app, settings.api_listen))
         else:
             runners.append(await _start_http(make_ops_app(pool), settings.metrics_listen))
         log.info("OpenSend ready", extra={"parts": only or "all", "env": settings.env.value})
-        await _until_signalled()
+        await stop.wait()
         log.info("stopping: finishing transactions in flight")
     finally:
         for worker in workers:
@@ -122,14 +128,15 @@ def mx_worker_main(settings: Settings, url: str, parent_pid: int) -> None:
     configure_logging(settings.log_level, settings.log_format)
 
     async def main() -> None:
+        stop = _stop_on_signals()
         pool = await open_pool(url, max_size=_pool_size(settings))
         listener = await start_mx(settings, pool, reply_tokens(settings), reuse_port=True)
-        stop = asyncio.create_task(_until_signalled())
         try:
-            while not stop.done() and os.getppid() == parent_pid:
-                await asyncio.wait({stop}, timeout=1.0)
+            # Also stop when orphaned: the parent died without telling us.
+            while not stop.is_set() and os.getppid() == parent_pid:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=1.0)
         finally:
-            stop.cancel()
             await listener.drain(DRAIN_GRACE_SECONDS)
             await pool.close()
 

@@ -173,10 +173,19 @@ def _date(value: str | None) -> datetime | None:
     return date if date.tzinfo is not None else None
 
 
-def _message_id(value: str | None) -> str | None:
+# RFC 5322 section 2.1.1: no line exceeds 998 characters, so no valid msg-id does either. A
+# longer one is hostile or broken; it is kept in the raw message and the headers, not indexed.
+MAX_MESSAGE_ID_LENGTH = 998
+
+
+def _message_id(value: str | None, defects: list[str]) -> str | None:
     if not value:
         return None
-    return value.strip().strip("<>").strip() or None
+    message_id = value.strip().strip("<>").strip()
+    if len(message_id) > MAX_MESSAGE_ID_LENGTH:
+        defects.append("MessageIdTooLong")
+        return None
+    return message_id or None
 
 
 def parse_message(raw: bytes) -> ParsedMessage:
@@ -241,7 +250,7 @@ def _describe(message: Message, defects: list[str]) -> ParsedMessage:
 
     return ParsedMessage(
         headers=headers,
-        message_id=_message_id(first("message-id")),
+        message_id=_message_id(first("message-id"), defects),
         in_reply_to=first("in-reply-to"),
         references=first("references"),
         reply_token_header=first("x-opensend-reply-token"),

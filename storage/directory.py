@@ -57,6 +57,7 @@ class ApiKey:
     key_prefix: str
     permission: str
     created_at: datetime
+    domain_id: UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,10 +100,19 @@ VALUES ($1, $2, $3, $4, $5, $6)
 RETURNING id, tenant_id, domain_id, kind, address, target
 """
 INSERT_API_KEY = """
-INSERT INTO api_keys (id, tenant_id, name, key_hash, key_prefix, permission)
-VALUES ($1, $2, $3, $4, $5, $6)
-RETURNING id, tenant_id, name, key_prefix, permission, created_at
+INSERT INTO api_keys (id, tenant_id, name, key_hash, key_prefix, permission, domain_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+RETURNING id, tenant_id, name, key_prefix, permission, created_at, domain_id
 """
+SELECT_API_KEY_BY_HASH = """
+SELECT id, tenant_id, name, key_prefix, permission, created_at, domain_id
+FROM api_keys WHERE key_hash = $1
+"""
+SELECT_API_KEYS = """
+SELECT id, tenant_id, name, key_prefix, permission, created_at, domain_id
+FROM api_keys WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC
+"""
+DELETE_API_KEY = "DELETE FROM api_keys WHERE tenant_id = $1 AND id = $2"
 
 # The recipient's domain (or reply domain) if it takes mail, with the best route among the
 # candidates ($2, best first: exact address, address without +detail, the catch-all).
@@ -196,15 +206,44 @@ async def add_route(pool: Pool, tenant_id: UUID, address: str, target: str | Non
 
 
 async def create_api_key(
-    pool: Pool, tenant_id: UUID, name: str, permission: str = "full_access"
+    pool: Pool,
+    tenant_id: UUID,
+    name: str,
+    permission: str = "full_access",
+    domain_id: UUID | None = None,
 ) -> tuple[ApiKey, str]:
     """A new key; the key itself is returned once and only its hash is kept."""
     key = "re_" + secrets.token_urlsafe(32)
     async with storage_errors():
         row = await pool.fetchrow(
-            INSERT_API_KEY, uuid7(), tenant_id, name, hash_api_key(key), key[:8], permission
+            INSERT_API_KEY,
+            uuid7(),
+            tenant_id,
+            name,
+            hash_api_key(key),
+            key[:8],
+            permission,
+            domain_id,
         )
     return ApiKey(**dict(row)), key
+
+
+async def authenticate_api_key(pool: Pool, key: str) -> ApiKey | None:
+    async with storage_errors():
+        row = await pool.fetchrow(SELECT_API_KEY_BY_HASH, hash_api_key(key))
+    return ApiKey(**dict(row)) if row else None
+
+
+async def list_api_keys(pool: Pool, tenant_id: UUID) -> list[ApiKey]:
+    async with storage_errors():
+        rows = await pool.fetch(SELECT_API_KEYS, tenant_id)
+    return [ApiKey(**dict(r)) for r in rows]
+
+
+async def delete_api_key(pool: Pool, tenant_id: UUID, key_id: UUID) -> bool:
+    async with storage_errors():
+        status = await pool.execute(DELETE_API_KEY, tenant_id, key_id)
+    return bool(status == "DELETE 1")
 
 
 async def lookup_recipient(

@@ -14,7 +14,10 @@ from uuid import UUID
 
 import aiosmtplib
 import pytest
+from aiohttp import web
 
+from api.app import make_app
+from mta.dns import Resolver
 from mta.server import MXListener, start_mx
 from policy.settings import Settings, load_settings
 from policy.tokens import ReplyToken, ReplyTokens
@@ -91,6 +94,53 @@ async def mx(pool: Pool, tokens: ReplyTokens, session_tmp: Path) -> AsyncIterato
 
 
 @dataclass
+class ApiServer:
+    """The real HTTP API on an ephemeral loopback port."""
+
+    url: str
+    runner: web.AppRunner
+
+
+StartApi = Callable[..., Awaitable[ApiServer]]
+
+
+@pytest.fixture
+async def start_test_api(
+    pool: Pool, tokens: ReplyTokens, tmp_path: Path
+) -> AsyncIterator[StartApi]:
+    """Start the API with settings of the test's choosing (e.g. OPENSEND_DNS_SERVERS)."""
+    started: list[web.AppRunner] = []
+
+    async def start(**env: str) -> ApiServer:
+        settings = make_settings(tmp_path, **env)
+        app = make_app(pool, settings, tokens, Resolver(settings.dns_servers))
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        started.append(runner)
+        port = runner.addresses[0][1]
+        return ApiServer(f"http://127.0.0.1:{port}", runner)
+
+    yield start
+    for runner in started:
+        await runner.cleanup()
+
+
+@pytest.fixture(scope="session")
+async def api(pool: Pool, tokens: ReplyTokens, session_tmp: Path) -> AsyncIterator[ApiServer]:
+    """The API with default settings, shared by the tests that do not change them."""
+    settings = make_settings(session_tmp)
+    app = make_app(pool, settings, tokens, Resolver(settings.dns_servers))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield ApiServer(f"http://127.0.0.1:{runner.addresses[0][1]}", runner)
+    await runner.cleanup()
+
+
+@dataclass
 class TenantWorld:
     """A tenant with a verified receiving domain, made through the admin code paths."""
 
@@ -111,6 +161,11 @@ class TenantWorld:
     @property
     def reply_domain(self) -> str:
         return self.domain.effective_reply_domain
+
+    async def api_key(self, permission: str = "full_access") -> str:
+        """A real API key of this tenant, made by the same code as `opensend apikey create`."""
+        _key, token = await directory.create_api_key(self.pool, self.tenant.id, "test", permission)
+        return token
 
     async def route(self, address: str, to: str | None = None) -> None:
         await directory.add_route(self.pool, self.tenant.id, address, to)

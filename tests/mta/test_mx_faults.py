@@ -1,9 +1,10 @@
 """The MX under faults: 250 only after COMMIT; storage trouble is 451 4.x.x, never 5xx.
 
 The database is stopped in the middle of SMTP transactions (and once in the middle of the
-MX's own database transaction), the server process is killed right after a 250 and terminated
-during a DATA, and many sessions commit together. Whatever happens, a message is either stored
-exactly once or refused with a temporary reply, so the sender keeps it and tries again.
+MX's own database transaction); the server process is killed right after a 250 and before its
+commit, and terminated during a DATA; many sessions commit together. Whatever happens, a message
+is either stored exactly once or refused with a temporary reply, so the sender keeps it and
+tries again.
 """
 
 from __future__ import annotations
@@ -207,6 +208,23 @@ async def test_rcpt_while_the_database_is_down_is_deferred_451_4_4_3_and_the_ses
     assert row["rcpt_to"] == [f"x@{acme.name}"]
 
 
+async def test_first_message_after_a_quiet_database_restart_is_stored(
+    isolated: IsolatedMX,
+) -> None:
+    acme = await isolated.tenant(catch_all=True)
+    warm = await smtp_send(isolated.port, "c@example.net", [f"x@{acme.name}"], message())
+    assert warm.data is not None and warm.data[0] == 250
+
+    # Every pooled connection dies with the server while no mail arrives (a nightly restart).
+    await isolated.cluster.stop()
+    await isolated.cluster.start()
+    after = await smtp_send(isolated.port, "c@example.net", [f"x@{acme.name}"], message())
+
+    assert after.recipients[f"x@{acme.name}"][0] == 250
+    assert after.data is not None and after.data[0] == 250, after.data
+    assert len(await received_rows(isolated.pool, after.stored_ids)) == 1
+
+
 async def _backend_blocked_by(pool: Pool, holder: asyncpg.Connection) -> asyncpg.Record:
     """The session waiting for a lock `holder` holds, once there is one (polled, bounded).
 
@@ -403,3 +421,24 @@ async def test_concurrent_messages_are_each_stored_once_with_their_own_content(
         "SELECT count(*) FROM received_emails WHERE tenant_id = $1", acme.id
     )
     assert total == CONCURRENT_SESSIONS
+
+
+# -- a failure that is not temporary ---------------------------------------------------------
+
+
+async def test_message_with_an_over_long_message_id_is_stored_not_deferred_forever(
+    mx: MXListener, pool: Pool, make_tenant: MakeTenant
+) -> None:
+    acme = await make_tenant(catch_all=True)
+    # Past what one btree index row holds (2704 bytes); random hex, so it does not compress.
+    content = (
+        b"From: a@example.net\r\nSubject: long id\r\n"
+        b"Message-ID: <" + secrets.token_hex(1500).encode() + b"@example.net>\r\n\r\nbody\r\n"
+    )
+
+    sent = await smtp_send(mx.port, "a@example.net", [f"x@{acme.name}"], content)
+
+    # A 451 here would be answered again to every retry until the sender gives up.
+    assert sent.data is not None and sent.data[0] == 250, sent.data
+    [row] = await received_rows(pool, sent.stored_ids)
+    assert bytes(row["raw"]) == content

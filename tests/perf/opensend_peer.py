@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]  # no stubs installed
+import asyncpg
 from postfix_peer import free_loopback_port, wait_for_banner
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -69,7 +69,7 @@ class OpenSendPeer:
         self.dns_server = dns_server
         self.log_path = log_path or data_dir / f"serve-{processes}p.log"
         self.mx_port = free_loopback_port()
-        self.api_port = free_loopback_port()
+        self.metrics_port = free_loopback_port()
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: Any = None
         self._facts: DatabaseFacts | None = None
@@ -81,8 +81,10 @@ class OpenSendPeer:
         env.update(
             OPENSEND_DATA_DIR=str(self.data_dir),
             OPENSEND_MX_LISTEN=f"127.0.0.1:{self.mx_port}",
-            OPENSEND_API_LISTEN=f"127.0.0.1:{self.api_port}",
-            # Never used by --only mta, but kept off the defaults so nothing else is disturbed.
+            # `serve --only mta` serves /healthz and /metrics here.
+            OPENSEND_METRICS_LISTEN=f"127.0.0.1:{self.metrics_port}",
+            # Not used by --only mta, but kept off the defaults so nothing else is disturbed.
+            OPENSEND_API_LISTEN=f"127.0.0.1:{free_loopback_port()}",
             OPENSEND_SUBMISSION_LISTEN=f"127.0.0.1:{free_loopback_port()}",
             OPENSEND_SUBMISSIONS_LISTEN=f"127.0.0.1:{free_loopback_port()}",
             OPENSEND_HOSTNAME=self.hostname,
@@ -253,7 +255,15 @@ class OpenSendPeer:
         return None
 
     def stop_embedded_postgres(self, timeout: float = 30.0) -> None:
-        """Fast shutdown (SIGINT) of the embedded postmaster if the server left it running."""
+        """Stop the embedded PostgreSQL, which the server leaves running by design.
+
+        `opensend db stop` first; if the postmaster is still there, a fast shutdown (SIGINT) of
+        exactly that pid, read from its postmaster.pid.
+        """
+        if self.database_url or self.postmaster_pid() is None:
+            return
+        with contextlib.suppress(OpenSendError):
+            self.admin("db", "stop", check=False)
         pid = self.postmaster_pid()
         if pid is None:
             return
@@ -264,7 +274,7 @@ class OpenSendPeer:
             time.sleep(0.1)
 
     def metrics_text(self) -> str | None:
-        url = f"http://127.0.0.1:{self.api_port}/metrics"
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         try:
             with urllib.request.urlopen(url, timeout=10.0) as response:
                 body: bytes = response.read()
@@ -273,7 +283,7 @@ class OpenSendPeer:
             return None
 
     def healthz(self) -> int | None:
-        url = f"http://127.0.0.1:{self.api_port}/healthz"
+        url = f"http://127.0.0.1:{self.metrics_port}/healthz"
         try:
             with urllib.request.urlopen(url, timeout=10.0) as response:
                 status: int = response.status
@@ -286,19 +296,19 @@ class OpenSendPeer:
     def _candidate_urls(self) -> list[str]:
         if self.database_url:
             return [self.database_url]
-        urls: list[str] = []
-        proc = self.admin("db-url", check=False)
+        proc = self.admin("db", "url", check=False)
         if proc.returncode == 0 and proc.stdout.strip().startswith("postgres"):
-            urls.append(proc.stdout.strip().splitlines()[-1])
+            return [proc.stdout.strip().splitlines()[-1]]
+        # No `opensend db url`: read the embedded cluster's socket from its postmaster.pid.
+        urls: list[str] = []
         for pid_file in sorted(self.data_dir.rglob("postmaster.pid")):
             try:
-                from pgserver.utils import PostmasterInfo
-
-                info = PostmasterInfo.read_from_pgdata(pid_file.parent)
-            except Exception:
+                lines = pid_file.read_text().splitlines()
+                pid, socket_dir = int(lines[0]), lines[4].strip()
+            except (OSError, ValueError, IndexError):
                 continue
-            if info is not None and info.is_running():
-                urls.append(str(info.get_uri()))
+            if _alive(pid) and socket_dir:
+                urls.append(f"postgresql://postgres:@/postgres?host={socket_dir}")
         return urls
 
     async def _find_database_url(self) -> str:

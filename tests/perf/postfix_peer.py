@@ -60,6 +60,8 @@ STOCK_CONFIG_DIR = Path("/etc/postfix")
 _QUEUE_SUBDIRS = ("maildrop", "incoming", "active", "deferred", "hold")
 _COMMAND_TIMEOUT = 60.0
 _MASTER_LINE = re.compile(r"^(?P<name>\S+)\s+(?P<type>inet|unix|unix-dgram|fifo|pass)\s")
+_WARNING = re.compile(r"\bwarning:")
+_ERROR = re.compile(r"\b(error|fatal|panic):")
 # service type private unpriv CHROOT ...: the fifth column of a master.cf service line.
 _CHROOT_FIELD = re.compile(r"^((?:\S+\s+){4})(y)(\s)")
 
@@ -76,7 +78,8 @@ class LogCounts:
     discarded: int  # discard agent "status=sent": delivered to the bit bucket
     deferred: int
     bounced: int
-    problems: int  # lines with warning:, error:, fatal: or panic:
+    warnings: int  # lines with warning:
+    errors: int  # lines with error:, fatal: or panic:
 
 
 def free_loopback_port(host: str = "127.0.0.1") -> int:
@@ -315,7 +318,7 @@ class PostfixPeer:
         return self.queue_size() == 0
 
     def log_counts(self) -> LogCounts:
-        accepted = discarded = deferred = bounced = problems = 0
+        accepted = discarded = deferred = bounced = warnings = errors = 0
         try:
             text = self.maillog.read_text(errors="replace")
         except FileNotFoundError:
@@ -329,17 +332,20 @@ class PostfixPeer:
                 deferred += 1
             elif "status=bounced" in line:
                 bounced += 1
-            if re.search(r"\b(warning|error|fatal|panic):", line):
-                problems += 1
-        return LogCounts(accepted, discarded, deferred, bounced, problems)
+            if _WARNING.search(line):
+                warnings += 1
+            elif _ERROR.search(line):
+                errors += 1
+        return LogCounts(accepted, discarded, deferred, bounced, warnings, errors)
 
-    def problem_lines(self, limit: int = 20) -> list[str]:
+    def log_lines(self, *, errors: bool, limit: int = 20) -> list[str]:
+        """The last `limit` error (error:, fatal:, panic:) or warning: lines of the maillog."""
         try:
             lines = self.maillog.read_text(errors="replace").splitlines()
         except FileNotFoundError:
             return []
-        hits = [line for line in lines if re.search(r"\b(warning|error|fatal|panic):", line)]
-        return hits[-limit:]
+        pattern = _ERROR if errors else _WARNING
+        return [line for line in lines if pattern.search(line)][-limit:]
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:

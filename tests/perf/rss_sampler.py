@@ -2,9 +2,13 @@
 
 Each group is a function returning its root pids (looked up again at every sample, so processes
 that start later, such as a pre-forked worker or PostgreSQL's backends, are counted). A group's
-figure is the sum of RSS over its roots and all their descendants; a process already counted in an
-earlier group is not counted again. RSS counts shared pages (the Python interpreter, PostgreSQL's
-shared buffers) once per process, so a sum over processes overstates what they use together.
+figures are sums over its roots and all their descendants; a process already counted in an earlier
+group is not counted again. Two sums are kept: RSS, which counts a shared page (shared libraries,
+PostgreSQL's shared buffers) once in every process that maps it, so its sum overstates what a tree
+of many processes occupies; and PSS (proportional set size, from /proc/PID/smaps_rollup), which
+divides each shared page among the processes sharing it, so its sum is what the tree occupies.
+Reading PSS costs the kernel a page-table walk per process: keep the interval at a fraction of a
+second or more.
 """
 
 from __future__ import annotations
@@ -30,20 +34,19 @@ def tree(pid: int) -> list[psutil.Process]:
 class RssSampler:
     """`with RssSampler({"server": lambda: [pid]}) as sampler: ...` then read `sampler.peaks`."""
 
-    def __init__(self, groups: Mapping[str, RootPids], interval: float = 0.1) -> None:
+    def __init__(self, groups: Mapping[str, RootPids], interval: float = 0.25) -> None:
         self._groups = dict(groups)
         self._interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.peaks: dict[str, int] = dict.fromkeys(self._groups, 0)  # bytes
-        self.peak_total = 0  # bytes, the largest sum over all groups at one instant
+        self.peaks: dict[str, int] = dict.fromkeys(self._groups, 0)  # RSS bytes
+        self.peaks_pss: dict[str, int] = dict.fromkeys(self._groups, 0)  # PSS bytes
         self.samples = 0
 
-    def sample(self) -> dict[str, int]:
+    def sample(self) -> None:
         seen: set[int] = set()
-        now: dict[str, int] = {}
         for name, roots in self._groups.items():
-            total = 0
+            rss = pss = 0
             try:
                 root_pids = list(roots())
             except Exception:  # a root that vanished between listing and reading
@@ -54,14 +57,14 @@ class RssSampler:
                         continue
                     seen.add(proc.pid)
                     try:
-                        total += proc.memory_info().rss
+                        full = proc.memory_full_info()
                     except psutil.Error:
                         continue
-            now[name] = total
-            self.peaks[name] = max(self.peaks[name], total)
-        self.peak_total = max(self.peak_total, sum(now.values()))
+                    rss += full.rss
+                    pss += getattr(full, "pss", 0)
+            self.peaks[name] = max(self.peaks[name], rss)
+            self.peaks_pss[name] = max(self.peaks_pss[name], pss)
         self.samples += 1
-        return now
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -2,7 +2,8 @@
 
 smtp-source (Postfix's own SMTP load generator) sends the throughput load; it prints no latency,
 so a small asyncio client sends a second, separate load of the same shape (same sessions, size,
-headers, one command at a time as smtp-source does: no PIPELINING) and times every message.
+headers, one command at a time as smtp-source does: no PIPELINING) and times every message. It
+greets with EHLO, as real senders do, where smtp-source says HELO.
 """
 
 from __future__ import annotations

@@ -1,0 +1,52 @@
+"""Bearer API keys: who is calling, for which tenant, with which permission.
+
+Only a key's SHA-256 is stored; a request's key is hashed and looked up. Every handler reads the
+tenant from `request[CALLER]` and passes it to storage, so every query is scoped to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+from aiohttp import web
+
+from api import errors
+from api.errors import ApiError
+from storage import directory
+from storage.database import Pool
+from storage.errors import StorageError
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    tenant_id: UUID
+    api_key_id: UUID
+    permission: str  # full_access | sending_access
+    domain_id: UUID | None  # a sending_access key may be limited to one domain
+
+    def require_full_access(self) -> None:
+        if self.permission != "full_access":
+            raise ApiError(errors.RESTRICTED_API_KEY)
+
+
+CALLER = web.RequestKey("caller", Caller)
+
+
+def bearer_token(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(errors.MISSING_API_KEY)
+    return token.strip()
+
+
+async def authenticate(pool: Pool, request: web.Request) -> Caller:
+    token = bearer_token(request)
+    try:
+        key = await directory.authenticate_api_key(pool, token)
+    except StorageError as error:
+        raise ApiError(errors.SERVICE_UNAVAILABLE) from error
+    if key is None:
+        raise ApiError(errors.INVALID_API_KEY)
+    return Caller(key.tenant_id, key.id, key.permission, key.domain_id)

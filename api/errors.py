@@ -1,0 +1,89 @@
+"""The one catalogue of API errors, in Resend's shape: {"statusCode", "name", "message"}.
+
+Handlers raise `ApiError`; the middleware in `api.app` renders it. Every response, success or
+not, is JSON. Storage outages are 503 (retry later), never a 500 that reads like our bug.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorKind:
+    status: int
+    name: str
+    default_message: str
+
+
+# Resend's documented errors (resend.com/docs/api-reference/errors), by name and status.
+INVALID_IDEMPOTENCY_KEY = ErrorKind(
+    400, "invalid_idempotency_key", "The key must be between 1-256 chars."
+)
+VALIDATION_ERROR = ErrorKind(
+    400, "validation_error", "We found an error with one or more fields in the request."
+)
+MISSING_API_KEY = ErrorKind(401, "missing_api_key", "Missing API key in the authorization header.")
+RESTRICTED_API_KEY = ErrorKind(
+    401, "restricted_api_key", "This API key is restricted to only send emails."
+)
+INVALID_API_KEY = ErrorKind(403, "invalid_api_key", "API key is invalid.")
+FORBIDDEN = ErrorKind(403, "validation_error", "You do not have access to this resource.")
+NOT_FOUND = ErrorKind(404, "not_found", "The requested resource was not found.")
+METHOD_NOT_ALLOWED = ErrorKind(
+    405, "method_not_allowed", "Method is not allowed for the requested path."
+)
+INVALID_IDEMPOTENT_REQUEST = ErrorKind(
+    409, "invalid_idempotent_request", "Same idempotency key used with a different request payload."
+)
+CONCURRENT_IDEMPOTENT_REQUESTS = ErrorKind(
+    409,
+    "concurrent_idempotent_requests",
+    "Same idempotency key used while original request is still in progress.",
+)
+PAYLOAD_TOO_LARGE = ErrorKind(413, "validation_error", "The request body is too large.")
+INVALID_ATTACHMENT = ErrorKind(
+    422, "invalid_attachment", "Attachment must have either a content or path."
+)
+INVALID_FROM_ADDRESS = ErrorKind(422, "invalid_from_address", "Invalid `from` field.")
+INVALID_ACCESS = ErrorKind(
+    422, "invalid_access", 'Access must be "full_access" | "sending_access".'
+)
+INVALID_PARAMETER = ErrorKind(422, "invalid_parameter", "The parameter must be a valid UUID.")
+MISSING_REQUIRED_FIELD = ErrorKind(
+    422, "missing_required_field", "The request body is missing one or more required fields."
+)
+RATE_LIMIT_EXCEEDED = ErrorKind(
+    429, "rate_limit_exceeded", "Too many requests. Please limit the number of requests per second."
+)
+DAILY_QUOTA_EXCEEDED = ErrorKind(
+    429, "daily_quota_exceeded", "You have reached your daily email sending quota."
+)
+APPLICATION_ERROR = ErrorKind(500, "application_error", "An unexpected error occurred.")
+# Not Resend's: the database is out of reach, so the request did nothing; the client retries.
+SERVICE_UNAVAILABLE = ErrorKind(
+    503, "application_error", "Temporarily unable to process the request; try again shortly."
+)
+
+CATALOGUE: dict[str, ErrorKind] = {
+    name: value for name, value in globals().items() if isinstance(value, ErrorKind)
+}
+
+
+class ApiError(Exception):
+    def __init__(
+        self, kind: ErrorKind, message: str | None = None, *, extra: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message or kind.default_message)
+        self.kind = kind
+        self.message = message or kind.default_message
+        self.extra = extra or {}
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "statusCode": self.kind.status,
+            "name": self.kind.name,
+            "message": self.message,
+            **self.extra,
+        }
