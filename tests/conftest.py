@@ -25,6 +25,7 @@ from storage import directory
 from storage.database import Pool, open_pool
 from storage.migrate import migrate
 from storage.outbound import TrackedEmail, insert_tracked_email, new_email_id
+from tests.support.dns_server import LoopbackDNSServer, ZoneData
 from tests.support.postgres import session_database
 
 TEST_SECRET = "test-secret-" + "0123456789abcdef" * 3
@@ -91,6 +92,16 @@ async def mx(pool: Pool, tokens: ReplyTokens, session_tmp: Path) -> AsyncIterato
     listener = await start_mx(make_settings(session_tmp), pool, tokens)
     yield listener
     await listener.drain(grace=1.0)
+
+
+@pytest.fixture
+async def dns() -> AsyncIterator[LoopbackDNSServer]:
+    """A real authoritative DNS server on loopback; its `.zone` is the test's to fill.
+
+    Point the server under test at it with OPENSEND_DNS_SERVERS=dns.address.
+    """
+    async with LoopbackDNSServer(ZoneData()) as server:
+        yield server
 
 
 @dataclass
