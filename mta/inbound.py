@@ -17,6 +17,7 @@ from typing import Any
 from uuid import UUID
 
 from mta import metrics
+from mta.lookup_cache import TTLCache
 from policy import replies
 from policy.addresses import split_mailbox
 from policy.matching import (
@@ -132,6 +133,9 @@ class MXHandler:
         self._hostname = hostname
         self._limits = limits
         self._store = store
+        self._routes: TTLCache[directory.RecipientRoute | None] = TTLCache(
+            lambda domain, candidates: directory.lookup_recipient(pool, domain, candidates)
+        )
 
     # -- MAIL FROM ----------------------------------------------------------------------------
 
@@ -172,11 +176,7 @@ class MXHandler:
         if mailbox is None:
             return rcpt_syntax_rejected()
         try:
-            found = _routing(
-                await directory.lookup_recipient(
-                    self._pool, mailbox.domain, route_candidates(mailbox)
-                )
-            )
+            found = _routing(await self._routes.get(mailbox.domain, route_candidates(mailbox)))
             verdict = None
             token = token_from_local_part(mailbox.local)
             if found is not None and token is not None:
@@ -257,7 +257,8 @@ class MXHandler:
                 ReceivedRecord(
                     id=record_id,
                     tenant_id=tenant_id,
-                    mail_from=envelope.mail_from or "",
+                    # The null reverse-path of bounces (RFC 5321 section 4.5.5) is stored empty.
+                    mail_from="" if envelope.mail_from == "<>" else envelope.mail_from or "",
                     rcpt_to=recipients,
                     remote_ip=peer_ip,
                     helo=session.host_name,

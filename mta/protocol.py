@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import re
 import ssl
 from dataclasses import dataclass
 from typing import Any, AnyStr
@@ -24,6 +25,11 @@ from policy import replies
 log = logging.getLogger(__name__)
 
 _END_OF_DATA = b"\r\n.\r\n"
+
+# An RFC 5321 path in its everyday form: <local@domain> or the null path <>, where neither part
+# holds a space, quote, bracket, comma, colon, semicolon, parenthesis or backslash. Anything
+# else (quoted local parts, source routes, address literals) goes to aiosmtpd's full parser.
+_PLAIN_PATH = re.compile(r'<((?:[^\s<>"@()\[\]\\,;:]+@[^\s<>"@()\[\]\\,;:]+)?)>(.*)', re.DOTALL)
 
 
 @dataclass
@@ -180,6 +186,16 @@ class MXProtocol(SMTP):
         if transport is not None and not transport.is_closing():
             transport.write(f"{replies.S421_SHUTTING_DOWN}\r\n".encode())
             transport.close()
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        # aiosmtpd's version runs the RFC 5322 header grammar and declares a class on every
+        # call: about a tenth of the MX's CPU. Plain paths need neither.
+        found = _PLAIN_PATH.match(arg.lstrip())
+        if found is None:
+            address, rest = super()._getaddr(arg)
+            return address, rest
+        # aiosmtpd spells the null reverse-path "<>": an empty string would read as "no MAIL".
+        return found.group(1) or "<>", found.group(2)
 
     async def push(self, status: AnyStr) -> None:
         text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
