@@ -7,6 +7,7 @@ trouble is a 451, never a 5xx and never an exception that aiosmtpd would turn in
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -65,6 +66,9 @@ class Transaction:
 class MXLimits:
     max_recipients: int
     max_received_headers: int
+    # Refused recipients a session may try before it is closed (Postfix's smtpd_hard_error_limit
+    # is 20): enough for a typo or two, far too few to harvest a directory by guessing.
+    max_refused_recipients: int = 20
 
 
 def _transaction(envelope: Any) -> Transaction:
@@ -161,11 +165,18 @@ class MXHandler:
             envelope.rcpt_tos.append(address)
             envelope.rcpt_options.extend(rcpt_options)
             transaction.accepted.append(decision)
-        else:
-            log.info(
-                "recipient refused",
-                extra={"rcpt": address, "check": decision.check, "reason": decision.reason},
-            )
+            return str(decision.reply)
+        log.info(
+            "recipient refused",
+            extra={"rcpt": address, "check": decision.check, "reason": decision.reason},
+        )
+        refused = getattr(session, "opensend_refused", 0) + 1
+        session.opensend_refused = refused
+        if refused > self._limits.max_refused_recipients:
+            metrics.RCPT_VERDICTS.labels("disconnect", "too_many_refusals").inc()
+            # Close once the 421 is written (transport.close() flushes what is buffered).
+            asyncio.get_running_loop().call_soon(server.transport.close)
+            return str(replies.S421_TOO_MANY_ERRORS)
         return str(decision.reply)
 
     async def _decide_recipient(self, address: str, accepted_so_far: int) -> RcptDecision:
@@ -251,7 +262,8 @@ class MXHandler:
         records = []
         for tenant_id, decisions in by_tenant.items():
             match = await self._match(tenant_id, decisions, parsed)
-            recipients = [d.delivered_to for d in decisions if d.delivered_to]
+            # An address given twice (or two aliases of one target) is one recipient.
+            recipients = list(dict.fromkeys(d.delivered_to for d in decisions if d.delivered_to))
             record_id = uuid7()
             records.append(
                 ReceivedRecord(

@@ -42,6 +42,7 @@ S354_DATA = Reply(354, "", "End data with <CR><LF>.<CR><LF>")
 
 # Temporary failures: the sender keeps the message and tries again (RFC 5321 section 4.2.1).
 S421_TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later")
+S421_TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors in this session, closing connection")
 S421_TIMEOUT = Reply(421, "4.4.2", "Timeout waiting for input, closing connection")
 S421_SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
 S451_TEMP_STORAGE = Reply(451, "4.3.0", "Temporary problem storing the message, try again later")

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
 
 
 class SettingsError(ValueError):
@@ -39,6 +40,27 @@ class HostPort:
     port: int
 
 
+class RelayTls(StrEnum):
+    """How a relay (smarthost) session is protected."""
+
+    OPPORTUNISTIC = "opportunistic"  # STARTTLS when offered (RFC 3207), unverified, as MTAs do
+    STARTTLS = "starttls"  # STARTTLS or no delivery (RFC 3207 section 4)
+    IMPLICIT = "implicit"  # TLS from the first byte (RFC 8314 section 3.3), port 465
+
+
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """OPENSEND_RELAY, parsed: where all outbound mail goes when no transport route applies."""
+
+    host: str
+    port: int
+    tls: RelayTls
+    verify: bool  # check the relay's certificate and name (always, unless verify=no)
+    cafile: Path | None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     env: Environment
@@ -60,6 +82,10 @@ class Settings:
     transports: Mapping[str, HostPort]
     retry_schedule: tuple[int, ...]
     max_queue_age: int
+    # The port of MX hosts (RFC 5321 section 4.5.4: 25); tests point it at loopback sinks.
+    smtp_port: int
+    # How long a worker owns the deliveries it claimed before another may take them over.
+    delivery_lease: int
 
     reply_token_secret: bytes | None
     reply_token_secrets_previous: tuple[bytes, ...]
@@ -82,6 +108,10 @@ class Settings:
     @property
     def production(self) -> bool:
         return self.env is Environment.PRODUCTION
+
+    @property
+    def relay_route(self) -> Relay | None:
+        return parse_relay("OPENSEND_RELAY", self.relay) if self.relay else None
 
     @property
     def tls_configured(self) -> bool:
@@ -193,6 +223,63 @@ def _transports(raw: str) -> dict[str, HostPort]:
     return routes
 
 
+# OPENSEND_RELAY schemes: how the session is protected, and the port when none is given.
+_RELAY_SCHEMES = {
+    "smtp": (RelayTls.OPPORTUNISTIC, 25),
+    "smtp+starttls": (RelayTls.STARTTLS, 587),
+    "smtps": (RelayTls.IMPLICIT, 465),
+}
+_RELAY_OPTIONS = ("verify", "cafile")
+
+
+def parse_relay(name: str, raw: str) -> Relay:
+    """`smtp://[user:pass@]host[:port]`, `smtp+starttls://...`, `smtps://...`, or a bare
+    `host[:port]` (Postfix's relayhost form, read as smtp://). Options: `?verify=no` (do not
+    check the certificate), `?cafile=/path.pem` (trust this CA for it).
+
+    Credentials are only ever sent inside TLS (RFC 4954 section 4), so a plain `smtp://` URL
+    with credentials requires STARTTLS; a relay that checks credentials gets a verified TLS
+    session unless verify=no says otherwise.
+    """
+    text = raw.strip()
+    if "://" not in text:
+        text = "smtp://" + text
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme not in _RELAY_SCHEMES:
+        raise SettingsError(
+            f"{name}: scheme {parts.scheme!r} is not one of {', '.join(_RELAY_SCHEMES)} "
+            "(for example smtp+starttls://USER:PASSWORD@smtp.example.net:587)"
+        )
+    tls, default_port = _RELAY_SCHEMES[scheme]
+    hostport = parse_host_port(name, parts.netloc.rpartition("@")[2], default_port=default_port)
+    if parts.path not in ("", "/") or parts.fragment:
+        raise SettingsError(f"{name}: {raw!r} has a path; expected scheme://host:port")
+    options = parse_qs(parts.query, keep_blank_values=True)
+    for option in options:
+        if option not in _RELAY_OPTIONS:
+            raise SettingsError(f"{name}: unknown option {option!r}; known: verify, cafile")
+    verify_text = options.get("verify", ["yes"])[-1].lower()
+    if verify_text not in ("yes", "no"):
+        raise SettingsError(f"{name}: verify={verify_text!r} must be yes or no")
+    cafile = Path(options["cafile"][-1]) if options.get("cafile") else None
+    if cafile is not None and not cafile.is_file():
+        raise SettingsError(f"{name}: cafile {str(cafile)!r} is not a readable file")
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    if username is not None and tls is RelayTls.OPPORTUNISTIC:
+        tls = RelayTls.STARTTLS
+    return Relay(
+        host=hostport.host,
+        port=hostport.port,
+        tls=tls,
+        verify=verify_text == "yes",
+        cafile=cafile,
+        username=username,
+        password=password,
+    )
+
+
 def _secret(name: str, raw: str) -> bytes:
     value = raw.strip()
     if len(value) < 32:
@@ -258,6 +345,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         parse_duration("OPENSEND_RETRY_SCHEDULE", step) for step in schedule_raw.split(",")
     )
 
+    relay = env.get("OPENSEND_RELAY", "").strip() or None
+    if relay is not None:
+        parse_relay("OPENSEND_RELAY", relay)  # a bad URL stops the start, not the first delivery
+
     log_format = env.get("OPENSEND_LOG_FORMAT", "").strip().lower() or (
         "json" if environment is Environment.PRODUCTION else "text"
     )
@@ -285,11 +376,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         tls_cert=tls_cert,
         tls_key=tls_key,
         dns_servers=dns_servers,
-        relay=env.get("OPENSEND_RELAY", "").strip() or None,
+        relay=relay,
         transports=_transports(env.get("OPENSEND_TRANSPORTS", "")),
         retry_schedule=retry_schedule,
         max_queue_age=parse_duration(
             "OPENSEND_MAX_QUEUE_AGE", env.get("OPENSEND_MAX_QUEUE_AGE", "").strip() or "5d"
+        ),
+        smtp_port=parse_host_port(
+            "OPENSEND_SMTP_PORT", "mx:" + (env.get("OPENSEND_SMTP_PORT", "").strip() or "25")
+        ).port,
+        # How long a crashed worker's deliveries wait before another worker takes them over.
+        # A live worker renews its leases while it works, so a slow session never loses them.
+        delivery_lease=parse_duration(
+            "OPENSEND_DELIVERY_LEASE", env.get("OPENSEND_DELIVERY_LEASE", "").strip() or "2m"
         ),
         reply_token_secret=secret,
         reply_token_secrets_previous=previous,

@@ -659,3 +659,42 @@ async def test_drain_lets_the_message_in_data_finish_and_turns_new_connections_a
     [row] = await received_rows(pool, queued_ids(stored))
     assert row["subject"] == "In flight"
     assert_reply(goodbye, replies.S421_SHUTTING_DOWN)
+
+
+async def test_directory_harvest_is_cut_off_after_twenty_refused_recipients(
+    mx: MXListener, pool: Pool, make_tenant: MakeTenant
+) -> None:
+    acme = await make_tenant()
+    await acme.route(f"real@{acme.name}")
+    client, greeting = await RawSMTP.connect("127.0.0.1", mx.port)
+    try:
+        assert greeting.code == 220
+        await client.command("EHLO harvester.example")
+        await client.command("MAIL FROM:<h@example.net>")
+        for n in range(20):
+            reply = await client.command(f"RCPT TO:<guess{n}@{acme.name}>")
+            assert reply.code == replies.S550_NO_SUCH_USER.code
+        reply = await client.command(f"RCPT TO:<guess20@{acme.name}>")
+        assert (reply.code, reply.enhanced) == (
+            replies.S421_TOO_MANY_ERRORS.code,
+            replies.S421_TOO_MANY_ERRORS.enhanced,
+        )
+        assert await client.reader.read() == b""  # the server closed the connection
+    finally:
+        await client.close()
+
+
+async def test_the_same_recipient_twice_is_stored_once(
+    mx: MXListener, pool: Pool, make_tenant: MakeTenant
+) -> None:
+    acme = await make_tenant()
+    await acme.route(f"support@{acme.name}")
+    await acme.route(f"help@{acme.name}", to=f"support@{acme.name}")
+    sent = await smtp_send(
+        mx.port,
+        "c@example.net",
+        [f"support@{acme.name}", f"SUPPORT@{acme.name}", f"help@{acme.name}"],
+        message(),
+    )
+    [row] = await received_rows(pool, sent.stored_ids)
+    assert row["rcpt_to"] == [f"support@{acme.name}"]
