@@ -1,18 +1,41 @@
-"""Row identifiers: UUIDv7 (RFC 9562 section 5.7), time-ordered so new rows append to indexes."""
+"""Row identifiers: UUIDv7 (RFC 9562 section 5.7), time-ordered so new rows append to indexes.
+
+Within one process the ids are strictly increasing, even within a millisecond (RFC 9562 section
+6.2, method 1: a counter in rand_a, re-seeded each new millisecond), so keyset pagination by id
+lists rows in the order they were made.
+"""
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from uuid import UUID
 
+_lock = threading.Lock()
+_last_millis = 0
+_counter = 0
+_COUNTER_MAX = 0xFFF  # rand_a is 12 bits
+
 
 def uuid7() -> UUID:
-    millis = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
+    global _last_millis, _counter
+    with _lock:
+        millis = time.time_ns() // 1_000_000
+        if millis > _last_millis:
+            _last_millis = millis
+            # Start low in the counter space so a burst has room to count up.
+            _counter = int.from_bytes(os.urandom(1), "big")
+        else:
+            _counter += 1
+            if _counter > _COUNTER_MAX:  # more than ~3,800 ids in one millisecond
+                _last_millis += 1
+                _counter = 0
+        millis, counter = _last_millis, _counter
+    rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
     value = (millis & ((1 << 48) - 1)) << 80
     value |= 0x7 << 76  # version 7
-    value |= ((rand >> 62) & 0xFFF) << 64  # rand_a, 12 bits
+    value |= counter << 64  # rand_a: the monotonic counter
     value |= 0b10 << 62  # RFC 9562 variant
-    value |= rand & ((1 << 62) - 1)  # rand_b, 62 bits
+    value |= rand_b
     return UUID(int=value)
