@@ -11,8 +11,9 @@ from uuid import UUID
 
 import asyncpg
 
+from storage import domains
 from storage.database import Pool
-from storage.errors import Conflict, StorageError, storage_errors
+from storage.errors import StorageError, storage_errors
 from storage.ids import uuid7
 
 
@@ -79,15 +80,6 @@ SELECT id, name, created_at FROM tenants
 WHERE name = $1 OR id::text = lower($1)
 """
 DOMAIN_COLUMNS = "id, tenant_id, name, verified, receiving_enabled, reply_domain, created_at"
-# A name may be one tenant's domain or one tenant's reply domain, never both and never twice.
-SELECT_NAME_TAKEN = """
-SELECT 1 FROM domains WHERE name = ANY($1::text[]) OR reply_domain = ANY($1::text[])
-"""
-INSERT_DOMAIN = f"""
-INSERT INTO domains (id, tenant_id, name, verified, verified_at, receiving_enabled, reply_domain)
-VALUES ($1, $2, $3, $4, CASE WHEN $4 THEN now() END, $5, $6)
-RETURNING {DOMAIN_COLUMNS}
-"""
 SELECT_DOMAIN_BY_NAME = f"SELECT {DOMAIN_COLUMNS} FROM domains WHERE name = $1"
 SELECT_DOMAIN_FOR_ADDRESS = f"""
 SELECT {DOMAIN_COLUMNS} FROM domains
@@ -155,19 +147,27 @@ async def add_domain(
     receiving: bool,
     reply_domain: str | None,
     verified: bool,
+    dkim: domains.DkimKey | None = None,
 ) -> Domain:
-    names = [n for n in (name, reply_domain) if n]
-    if len(set(names)) != len(names):
-        raise Conflict("the reply domain must differ from the domain")
-    async with storage_errors(), pool.acquire() as conn, conn.transaction():
-        # Serialise domain claims so two tenants cannot take the same name at once.
-        await conn.execute("LOCK TABLE domains IN SHARE ROW EXCLUSIVE MODE")
-        if await conn.fetchval(SELECT_NAME_TAKEN, names):
-            raise Conflict(f"{' or '.join(names)} is already in use")
-        row = await conn.fetchrow(
-            INSERT_DOMAIN, uuid7(), tenant_id, name, verified, receiving, reply_domain
-        )
-    return Domain(**dict(row))
+    """Claim a domain for a tenant (storage.domains.insert_domain, in the MX's terms)."""
+    added = await domains.insert_domain(
+        pool,
+        tenant_id,
+        name,
+        receiving=receiving,
+        reply_domain=reply_domain,
+        verified=verified,
+        dkim=dkim,
+    )
+    return Domain(
+        id=added.id,
+        tenant_id=added.tenant_id,
+        name=added.name,
+        verified=added.verified,
+        receiving_enabled=added.receiving_enabled,
+        reply_domain=added.reply_domain,
+        created_at=added.created_at,
+    )
 
 
 async def find_domain(pool: Pool, name: str) -> Domain | None:
