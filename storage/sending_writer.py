@@ -1,0 +1,130 @@
+"""Group commit for the sending API: concurrent requests' emails in one transaction.
+
+Each request still waits for the COMMIT that holds its own emails, so its 2xx follows its
+COMMIT. Under no load a request is stored at once, alone, in one statement; groups form only
+while earlier groups are being committed, so grouping adds no latency. A group is one
+transaction: every email statement sent in one round trip (`executemany` pipelines them), then
+a count of what was stored and one NOTIFY, then the COMMIT: one WAL flush and one notification
+lock for the whole group instead of one per request (see storage.sending.INSERT_EMAIL).
+
+If any email of the group was not stored (its domain changed, its Idempotency-Key was taken
+over) or the group failed for a reason other than an outage, the group is rolled back and each
+request is stored on its own, so one request never decides another's fate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from storage.database import Pool
+from storage.errors import StorageError, StorageUnavailable, storage_errors
+from storage.sending import (
+    DELIVERY_CHANNEL,
+    INSERT_EMAIL_QUIET,
+    Completion,
+    NewEmail,
+    Stored,
+    arguments,
+    insert_emails,
+)
+
+COUNT_AND_NOTIFY = f"""
+SELECT (SELECT count(*) FROM emails WHERE id = ANY($1::uuid[])) AS stored,
+       pg_notify('{DELIVERY_CHANNEL}', '') AS notified
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    emails: Sequence[NewEmail]
+    completion: Completion | None
+    done: asyncio.Future[Stored]
+
+
+class _Regroup(Exception):
+    """Rolls back a group that cannot be stored whole."""
+
+
+class EmailWriter:
+    def __init__(self, pool: Pool, *, max_batch: int = 64, max_inflight: int = 2) -> None:
+        self._pool = pool
+        self._max_batch = max_batch  # requests per group
+        self._max_inflight = max_inflight  # groups being committed at once
+        self._pending: list[_Request] = []
+        self._inflight: set[asyncio.Task[None]] = set()
+
+    async def store(self, emails: Sequence[NewEmail], completion: Completion | None) -> Stored:
+        """Store one request's emails (all or none) with its Idempotency-Key completion."""
+        done: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Request(emails, completion, done))
+        self._start_flushes()
+        # Shielded: a client that goes away must not cancel a commit other requests share.
+        return await asyncio.shield(done)
+
+    def _start_flushes(self) -> None:
+        while self._pending and len(self._inflight) < self._max_inflight:
+            group = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            task = asyncio.get_running_loop().create_task(self._flush(group))
+            self._inflight.add(task)
+            task.add_done_callback(self._flush_done)
+
+    def _flush_done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._start_flushes()
+
+    async def _flush(self, group: list[_Request]) -> None:
+        try:
+            if len(group) == 1:
+                await self._alone(group[0])
+                return
+            try:
+                await self._together(group)
+            except StorageError as error:
+                if error.temporary:
+                    for request in group:
+                        _settle(request, error)
+                    return
+            except _Regroup:
+                pass
+            else:
+                for request in group:
+                    _settle(request, Stored.STORED)
+                return
+            for request in group:
+                await self._alone(request)
+        except BaseException as unexpected:  # never leave a request waiting forever
+            for request in group:
+                _settle(request, StorageUnavailable(f"unexpected: {unexpected!r}"))
+            raise
+
+    async def _together(self, group: list[_Request]) -> None:
+        rows = [
+            arguments(email, request.completion if email is request.emails[-1] else None)
+            for request in group
+            for email in request.emails
+        ]
+        ids = [email.id for request in group for email in request.emails]
+        async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
+            await conn.executemany(INSERT_EMAIL_QUIET, rows)
+            if await conn.fetchval(COUNT_AND_NOTIFY, ids) != len(ids):
+                raise _Regroup
+
+    async def _alone(self, request: _Request) -> None:
+        try:
+            outcome = await insert_emails(self._pool, request.emails, request.completion)
+        except StorageError as error:
+            _settle(request, error)
+        else:
+            _settle(request, outcome)
+
+
+def _settle(request: _Request, outcome: Stored | StorageError) -> None:
+    if request.done.done():
+        return
+    if isinstance(outcome, StorageError):
+        request.done.set_exception(outcome)
+    else:
+        request.done.set_result(outcome)

@@ -1,0 +1,324 @@
+"""API benchmark: POST /emails requests per second, every accepted email committed.
+
+    /work/venv/bin/python tests/perf/bench_api.py [--duration 30] [--connections 50]
+
+The issue's target: at least 1,000 requests/s with 50 concurrent keep-alive clients on the
+project's 2-core machine, every request committed.
+
+Server. `opensend serve --only api` from this working tree, started as a subprocess with its own
+`OPENSEND_DATA_DIR` (embedded PostgreSQL) in a temporary directory, or `--database-url`. The
+tenant, its domain (receiving on, so every email is reply-tracked: thread, token, reply address)
+and an API key are made with the `opensend` command, as an operator would. The delivery workers
+do not run in `--only api`, so the queued `deliveries` rows simply accumulate.
+
+Load. `wrk` (Debian's package; `apt-get install wrk`), with a Lua script that POSTs one JSON
+email (text and HTML, one recipient, one tag) with the bearer key, over `--connections`
+keep-alive connections from `--threads` threads for `--duration` seconds. requests/s is wrk's
+figure: responses received over the run time. A warm-up run (`--warmup` seconds) comes first
+and is not counted.
+
+Durability. `emails` rows are counted before and after the measured run. Every 200 must be a
+committed row, and a row may exist without a 200 only for requests still in flight when wrk
+stopped (at most one per connection); any non-200 answer fails the benchmark. The database's
+`fsync` and `synchronous_commit` are printed: with either off a COMMIT is not durable.
+
+Everything is on loopback and bounded: `--duration` per run (so the number of requests too),
+`--max-seconds` for the whole benchmark. The server (and the embedded database, unless `--keep`)
+is stopped and the temporary directory deleted on every exit. Results are printed and written
+as JSON to tests/perf/results/ (gitignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import asyncpg
+from bench_report import machine_facts
+from opensend_peer import OpenSendError, OpenSendPeer
+from postfix_peer import free_loopback_port
+from rss_sampler import tree
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGET_RPS = 1000.0
+DOMAIN, TENANT = "bench.test", "bench"
+
+LUA = """
+wrk.method = "POST"
+wrk.path = "/emails"
+wrk.body = os.getenv("BENCH_BODY")
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_KEY")
+"""
+
+EMAIL = {
+    "from": f"Bench <orders@{DOMAIN}>",
+    "to": ["customer@example.net"],
+    "subject": "Your order #12345 has shipped",
+    "text": "Hello,\n\nyour order is on its way. Reply to this email with any question.\n",
+    "html": "<p>Hello,</p><p>your order is on its way. Reply to this email with any question.</p>",
+    "tags": [{"name": "category", "value": "shipping"}],
+}
+
+
+def log(message: str) -> None:
+    print(f"[bench_api {datetime.now(UTC):%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+class ApiPeer(OpenSendPeer):
+    """`opensend serve --only api` on a loopback port of its own."""
+
+    def __init__(self, data_dir: Path, database_url: str | None) -> None:
+        super().__init__(data_dir, database_url=database_url, hostname="api.bench.test")
+        self.api_port = free_loopback_port()
+        self.log_path = data_dir / "serve-api.log"
+
+    def env(self) -> dict[str, str]:
+        env = super().env()
+        env["OPENSEND_API_LISTEN"] = f"127.0.0.1:{self.api_port}"
+        return env
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def setup(self) -> str:
+        """Tenant, verified receiving domain and a full-access key; returns the key."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.admin("migrate", check=False)
+        self.admin("tenant", "create", TENANT, "--json")
+        self.admin(
+            "domain", "add", DOMAIN, "--tenant", TENANT, "--receiving", "--verified", "--json"
+        )
+        created = json.loads(self.admin("apikey", "create", "--tenant", TENANT, "--json").stdout)
+        key = created.get("token") or created.get("key")
+        if not isinstance(key, str):
+            raise OpenSendError(f"no key in `opensend apikey create --json` output: {created}")
+        return key
+
+    def start(self, timeout: float = 180.0) -> None:
+        self._log = self.log_path.open("ab")
+        self._proc = subprocess.Popen(
+            [*self.command, "serve", "--only", "api"],
+            env=self.env(),
+            cwd=Path(__file__).resolve().parents[2],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._proc.poll() is not None:
+                raise OpenSendError(f"serve --only api exited:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2.0) as response:
+                    if response.status == 200:
+                        return
+            except (OSError, urllib.error.URLError):
+                pass
+            if time.monotonic() > deadline:
+                raise OpenSendError(f"no /healthz within {timeout:.0f}s:\n{self.log_tail()}")
+            time.sleep(0.2)
+
+    async def count_emails(self) -> int:
+        facts = await self.database_facts()
+        conn = await asyncpg.connect(facts.url, timeout=30.0)
+        try:
+            count: int = await conn.fetchval("SELECT count(*) FROM emails")
+            return count
+        finally:
+            await conn.close()
+
+
+def run_wrk(
+    args: argparse.Namespace, peer: ApiPeer, key: str, script: Path, seconds: int
+) -> dict[str, Any]:
+    env = {**os.environ, "BENCH_KEY": key, "BENCH_BODY": json.dumps(EMAIL)}
+    command = [
+        "wrk",
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "10s",
+        "--latency",
+        "-s",
+        str(script),
+        f"{peer.url}/emails",
+    ]
+    log(" ".join(command))
+    proc = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=seconds + 60, check=False
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk exited {proc.returncode}: {proc.stderr}\n{proc.stdout}")
+    return parse_wrk(proc.stdout) | {"command": " ".join(command), "output": proc.stdout}
+
+
+def parse_wrk(text: str) -> dict[str, Any]:
+    def number(pattern: str, default: float = 0.0) -> float:
+        found = re.search(pattern, text)
+        return float(found.group(1)) if found else default
+
+    def millis(label: str) -> float | None:
+        found = re.search(rf"{label}\s+([\d.]+)(us|ms|s)\b", text)
+        if not found:
+            return None
+        scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[found.group(2)]
+        return float(found.group(1)) * scale
+
+    return {
+        "responses": int(number(r"(\d+) requests in")),
+        "seconds": number(r"requests in ([\d.]+)s"),
+        "rps": number(r"Requests/sec:\s+([\d.]+)"),
+        "non_2xx": int(number(r"Non-2xx or 3xx responses: (\d+)")),
+        "socket_errors": re.search(r"Socket errors:.*", text) is not None,
+        "p50_ms": millis("50%"),
+        "p99_ms": millis("99%"),
+    }
+
+
+def cpu_seconds(peer: ApiPeer) -> dict[str, float]:
+    """User + system CPU time so far of the server and of PostgreSQL (postmaster and backends)."""
+    totals: dict[str, float] = {}
+    for name, pid in (("server", peer.pid), ("postgres", peer.postmaster_pid())):
+        total = 0.0
+        for proc in tree(pid) if pid else []:
+            with contextlib.suppress(Exception):
+                times = proc.cpu_times()
+                total += times.user + times.system
+        totals[name] = total
+    return totals
+
+
+def profile(args: argparse.Namespace, peer: ApiPeer) -> subprocess.Popen[bytes] | None:
+    """py-spy on the server for the measured run, when --profile names an output file."""
+    if not args.profile or peer.pid is None:
+        return None
+    py_spy = Path(sys.executable).parent / "py-spy"
+    command = [str(py_spy), "record", "--pid", str(peer.pid), "--duration", str(args.duration)]
+    return subprocess.Popen([*command, "--output", args.profile, "--format", args.profile_format])
+
+
+def bounded(seconds: int) -> None:
+    def on_alarm(signum: int, frame: FrameType | None) -> None:
+        raise TimeoutError(f"benchmark exceeded --max-seconds ({seconds}s)")
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.alarm(seconds)
+
+
+def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    peer = ApiPeer(workdir / "data", args.database_url)
+    script = workdir / "post_email.lua"
+    script.write_text(LUA)
+    try:
+        key = peer.setup()
+        peer.start()
+        facts = asyncio.run(peer.database_facts())
+        log(f"database fsync={facts.fsync} synchronous_commit={facts.synchronous_commit}")
+        if args.warmup:
+            run_wrk(args, peer, key, script, args.warmup)
+            time.sleep(1.0)  # the warm-up's last requests finish their COMMIT
+        before = asyncio.run(peer.count_emails())
+        cpu_before = cpu_seconds(peer)
+        profiler = profile(args, peer)
+        try:
+            run = run_wrk(args, peer, key, script, args.duration)
+        finally:
+            if profiler is not None:
+                profiler.wait(args.duration + 30)
+        cpu = {k: v - cpu_before[k] for k, v in cpu_seconds(peer).items()}
+        time.sleep(1.0)  # requests in flight when wrk stopped finish their COMMIT
+        stored = asyncio.run(peer.count_emails()) - before
+        ok = run["responses"] - run["non_2xx"]
+        durable = run["non_2xx"] == 0 and ok <= stored <= ok + args.connections
+        return {
+            "date": datetime.now(UTC).isoformat(),
+            "machine": machine_facts(Path(__file__).resolve().parents[2]),
+            "fsync": facts.fsync,
+            "synchronous_commit": facts.synchronous_commit,
+            "connections": args.connections,
+            "threads": args.threads,
+            **{k: v for k, v in run.items() if k != "output"},
+            "stored": stored,
+            # CPU seconds per 1,000 answered requests: comparable across runs on a busy machine.
+            "cpu_ms_per_request": {k: round(v * 1000 / max(1, ok), 3) for k, v in cpu.items()},
+            "durable": durable,
+            "target_rps": TARGET_RPS,
+            "met_target": durable and run["rps"] >= TARGET_RPS,
+            "wrk_output": run["output"],
+        }
+    finally:
+        peer.stop()
+        if not args.keep:
+            peer.stop_embedded_postgres()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--duration", type=int, default=30, help="seconds of the measured run")
+    add("--warmup", type=int, default=5, help="seconds of load before it, not counted (0: none)")
+    add("--connections", type=int, default=50, help="concurrent keep-alive connections")
+    add("--threads", type=int, default=1, help="wrk threads (the server needs the cores)")
+    add("--max-seconds", type=int, default=900, help="bound on the whole benchmark")
+    add("--database-url", help="a PostgreSQL to use instead of the embedded one")
+    add("--keep", action="store_true", help="keep the work directory and database")
+    add("--profile", help="record the server with py-spy into this file")
+    add("--profile-format", default="speedscope", help="py-spy's format: flamegraph, raw...")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk is not installed: apt-get install wrk", file=sys.stderr)
+        return 2
+    bounded(args.max_seconds)
+    workdir = Path(tempfile.mkdtemp(prefix="opensend-bench-api-"))
+    try:
+        result = benchmark(args, workdir)
+    finally:
+        if args.keep:
+            log(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(result.pop("wrk_output"))
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"api-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(
+        f"POST /emails: {result['rps']:.0f} requests/s with {result['connections']} connections "
+        f"(p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms); {result['responses']} "
+        f"responses, {result['non_2xx']} not 200, {result['stored']} emails committed; "
+        f"durable: {result['durable']}; target {TARGET_RPS:.0f}/s met: {result['met_target']}; "
+        f"CPU ms per request: {result['cpu_ms_per_request']}"
+    )
+    print(f"results: {path}")
+    return 0 if result["durable"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
