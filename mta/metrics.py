@@ -1,4 +1,4 @@
-"""Prometheus metrics of the MX, named opensend_<area>_<thing>_<unit>."""
+"""Prometheus metrics of the MX and of outbound delivery, named opensend_<area>_<thing>_<unit>."""
 
 from __future__ import annotations
 
@@ -39,4 +39,36 @@ DATA_TO_COMMIT = Histogram(
     "opensend_mx_data_to_commit_seconds",
     "Time from the end of DATA to the commit of the message",
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
+)
+
+# Outbound delivery (mta/delivery.py). The queue gauges are read from the database every
+# QUEUE_STATS_SECONDS by one task per process; every process sees the same shared queue, so the
+# most recent value is the one to show.
+DELIVERY_QUEUE_DEPTH = Gauge(
+    "opensend_delivery_queue_depth",
+    "Deliveries waiting in the queue, by state (queued, deferred, sending)",
+    ["state"],
+    multiprocess_mode="mostrecent",
+)
+DELIVERY_OLDEST_DUE_AGE = Gauge(
+    "opensend_delivery_oldest_due_age_seconds",
+    "How long the longest-waiting due delivery has been due; 0 when none is waiting",
+    multiprocess_mode="mostrecent",
+)
+DELIVERY_ATTEMPTS = Counter(
+    "opensend_delivery_attempts_total",
+    "Delivery attempts per recipient, by result (delivered, deferred, bounced)",
+    ["result"],
+)
+DELIVERY_LATENCY = Histogram(
+    "opensend_delivery_latency_seconds",
+    "From the start of an attempt to the remote's final answer, by destination class "
+    "(transport, relay, mx)",
+    ["destination"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+)
+DELIVERY_CONNECTIONS = Counter(
+    "opensend_delivery_connections_total",
+    "Outbound SMTP sessions, by result (opened, reused, failed)",
+    ["result"],
 )

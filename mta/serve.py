@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from api.app import make_app, make_ops_app
+from mta.delivery import DeliveryWorkers
 from mta.dns import Resolver
 from mta.logs import configure_logging
 from mta.server import MXListener, start_mx
@@ -82,12 +83,15 @@ async def serve(settings: Settings, only: str | None, url: str) -> None:
     tokens = reply_tokens(settings)
     runners: list[web.AppRunner] = []
     listener: MXListener | None = None
+    delivery: DeliveryWorkers | None = None
     workers: list[multiprocessing.process.BaseProcess] = []
     try:
         if only in (None, "mta"):
             shared = settings.mx_processes > 1
             listener = await start_mx(settings, pool, tokens, reuse_port=shared)
             workers = _start_mx_workers(settings, url)
+            delivery = DeliveryWorkers(pool, url, settings, Resolver(settings.dns_servers))
+            await delivery.start()
         if only in (None, "api"):
             app = make_app(pool, settings, tokens, Resolver(settings.dns_servers))
             runners.append(await _start_http(app, settings.api_listen))
@@ -100,8 +104,11 @@ async def serve(settings: Settings, only: str | None, url: str) -> None:
         for worker in workers:
             if worker.pid is not None and worker.is_alive():
                 os.kill(worker.pid, signal.SIGTERM)
-        if listener is not None:
-            await listener.drain(DRAIN_GRACE_SECONDS)
+        # Sessions in flight on both sides finish together within the one grace period.
+        await asyncio.gather(
+            *([listener.drain(DRAIN_GRACE_SECONDS)] if listener is not None else []),
+            *([delivery.stop(DRAIN_GRACE_SECONDS)] if delivery is not None else []),
+        )
         for runner in runners:
             await runner.cleanup()
         for worker in workers:

@@ -87,6 +87,7 @@ TIMED_OUT = Reply(451, "4.4.2", "Timed out waiting for the recipient's mail serv
 TLS_UNAVAILABLE = Reply(451, "4.7.0", "The mail server did not offer a required TLS session")
 PROTOCOL_ERROR = Reply(451, "4.5.0", "Unexpected reply from the recipient's mail server")
 EXPIRED = Reply(550, "5.4.7", "Delivery time expired")  # RFC 3463 X.4.7
+MESSAGE_MISSING = Reply(554, "5.6.0", "The message has no content")  # nothing to send, ever
 
 OWN_ANSWERS: Mapping[str, Reply] = {
     name: value for name, value in globals().items() if isinstance(value, Reply)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote
 
 
 class SettingsError(ValueError):
@@ -55,7 +55,7 @@ class Relay:
     host: str
     port: int
     tls: RelayTls
-    verify: bool  # check the relay's certificate and name (always, unless verify=no)
+    verify: bool  # check the relay's certificate and name (when TLS is required, by default)
     cafile: Path | None
     username: str | None = None
     password: str | None = field(default=None, repr=False)
@@ -242,33 +242,38 @@ def parse_relay(name: str, raw: str) -> Relay:
     session unless verify=no says otherwise.
     """
     text = raw.strip()
-    if "://" not in text:
-        text = "smtp://" + text
-    parts = urlsplit(text)
-    scheme = parts.scheme.lower()
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "smtp", text
+    scheme = scheme.lower()
     if scheme not in _RELAY_SCHEMES:
         raise SettingsError(
-            f"{name}: scheme {parts.scheme!r} is not one of {', '.join(_RELAY_SCHEMES)} "
+            f"{name}: scheme {scheme!r} is not one of {', '.join(_RELAY_SCHEMES)} "
             "(for example smtp+starttls://USER:PASSWORD@smtp.example.net:587)"
         )
     tls, default_port = _RELAY_SCHEMES[scheme]
-    hostport = parse_host_port(name, parts.netloc.rpartition("@")[2], default_port=default_port)
-    if parts.path not in ("", "/") or parts.fragment:
+    authority, _, query = rest.partition("?")
+    userinfo, at, hostport_text = authority.rpartition("@")
+    if "/" in hostport_text or "#" in hostport_text:
         raise SettingsError(f"{name}: {raw!r} has a path; expected scheme://host:port")
-    options = parse_qs(parts.query, keep_blank_values=True)
+    hostport = parse_host_port(name, hostport_text, default_port=default_port)
+    user_text, colon, password_text = userinfo.partition(":")
+    username = unquote(user_text) if at and user_text else None
+    password = unquote(password_text) if at and colon else None
+    options = parse_qs(query, keep_blank_values=True)
     for option in options:
         if option not in _RELAY_OPTIONS:
             raise SettingsError(f"{name}: unknown option {option!r}; known: verify, cafile")
-    verify_text = options.get("verify", ["yes"])[-1].lower()
+    if username is not None and tls is RelayTls.OPPORTUNISTIC:
+        tls = RelayTls.STARTTLS
+    # Opportunistic TLS is not verified, as between MTAs (RFC 7435); required TLS is.
+    default_verify = "no" if tls is RelayTls.OPPORTUNISTIC else "yes"
+    verify_text = options.get("verify", [default_verify])[-1].lower()
     if verify_text not in ("yes", "no"):
         raise SettingsError(f"{name}: verify={verify_text!r} must be yes or no")
     cafile = Path(options["cafile"][-1]) if options.get("cafile") else None
     if cafile is not None and not cafile.is_file():
         raise SettingsError(f"{name}: cafile {str(cafile)!r} is not a readable file")
-    username = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password is not None else None
-    if username is not None and tls is RelayTls.OPPORTUNISTIC:
-        tls = RelayTls.STARTTLS
     return Relay(
         host=hostport.host,
         port=hostport.port,
@@ -278,6 +283,13 @@ def parse_relay(name: str, raw: str) -> Relay:
         username=username,
         password=password,
     )
+
+
+def _smtp_port(env: Mapping[str, str]) -> int:
+    raw = env.get("OPENSEND_SMTP_PORT", "").strip() or "25"
+    if not _is_number(raw) or not 1 <= int(raw) <= 65535:
+        raise SettingsError(f"OPENSEND_SMTP_PORT: {raw!r} is not a port from 1 to 65535")
+    return int(raw)
 
 
 def _secret(name: str, raw: str) -> bytes:
@@ -382,9 +394,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_queue_age=parse_duration(
             "OPENSEND_MAX_QUEUE_AGE", env.get("OPENSEND_MAX_QUEUE_AGE", "").strip() or "5d"
         ),
-        smtp_port=parse_host_port(
-            "OPENSEND_SMTP_PORT", "mx:" + (env.get("OPENSEND_SMTP_PORT", "").strip() or "25")
-        ).port,
+        smtp_port=_smtp_port(env),
         # How long a crashed worker's deliveries wait before another worker takes them over.
         # A live worker renews its leases while it works, so a slow session never loses them.
         delivery_lease=parse_duration(

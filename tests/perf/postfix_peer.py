@@ -28,6 +28,13 @@ copied, then edited with `postconf -c DIR`), and why:
 Every performance setting (process limits, `in_flow_delay`, queue manager concurrency, smtpd
 limits) stays at Postfix's default.
 
+Relay mode (`relay_to=(host, port)`, used by the delivery benchmark `bench_delivery.py`):
+`relay_transport = smtp:[host]:port` instead of `discard:`, so mail for the domain is relayed by
+Postfix's own SMTP client to that host (an `smtp-sink`), with its stock connection caching and
+destination concurrency. `hold()` sets `defer_transports = smtp` so injected mail waits in the
+deferred queue untouched; `release()` clears it, reloads and flushes (`postqueue -f`), so the
+delivery can be timed on its own, from a full queue, as OpenSend's is.
+
 Running it needs root (Postfix's master runs as root and drops to the `postfix` user).
 
 Standalone use, for poking at it by hand::
@@ -80,6 +87,7 @@ class LogCounts:
     bounced: int
     warnings: int  # lines with warning:
     errors: int  # lines with error:, fatal: or panic:
+    relayed: int = 0  # smtp client "status=sent": handed to the relay host (relay mode)
 
 
 def free_loopback_port(host: str = "127.0.0.1") -> int:
@@ -124,8 +132,10 @@ class PostfixPeer:
         hostname: str = "postfix.bench.test",
         base_dir: Path | None = None,
         keep: bool = False,
+        relay_to: tuple[str, int] | None = None,
     ) -> None:
         self.port = port if port is not None else free_loopback_port()
+        self.relay_to = relay_to
         self.domain = domain
         self.hostname = hostname
         self._base_dir = base_dir
@@ -231,7 +241,11 @@ class PostfixPeer:
             "myorigin=$myhostname",
             "mydestination=",
             f"relay_domains={self.domain}",
-            "relay_transport=discard:",
+            (
+                f"relay_transport=smtp:[{self.relay_to[0]}]:{self.relay_to[1]}"
+                if self.relay_to
+                else "relay_transport=discard:"
+            ),
             "default_transport=discard:",
             "alias_maps=",
             "alias_database=",
@@ -298,6 +312,19 @@ class PostfixPeer:
             shutil.rmtree(self.root, ignore_errors=True)
             self.root = None
 
+    def hold(self) -> None:
+        """Relay mode: queue what arrives, deliver nothing (defer_transports = smtp)."""
+        self._postconf("-e", "defer_transports=smtp")
+        if self._started:
+            self._run(POSTFIX, "-c", str(self.config_dir), "reload")
+
+    def release(self) -> None:
+        """Relay mode: deliver the held mail now (clear defer_transports, reload, flush)."""
+        self._postconf("-e", "defer_transports=")
+        self._run(POSTFIX, "-c", str(self.config_dir), "reload")
+        postqueue = shutil.which("postqueue", path="/usr/sbin:/usr/bin") or "/usr/sbin/postqueue"
+        self._run(postqueue, "-c", str(self.config_dir), "-f")
+
     # ----------------------------------------------------------------------------- observation
 
     def queue_size(self) -> int:
@@ -318,7 +345,7 @@ class PostfixPeer:
         return self.queue_size() == 0
 
     def log_counts(self) -> LogCounts:
-        accepted = discarded = deferred = bounced = warnings = errors = 0
+        accepted = discarded = deferred = bounced = warnings = errors = relayed = 0
         try:
             text = self.maillog.read_text(errors="replace")
         except FileNotFoundError:
@@ -328,6 +355,8 @@ class PostfixPeer:
                 accepted += 1
             elif "/discard[" in line and "status=sent" in line:
                 discarded += 1
+            elif "/smtp[" in line and "status=sent" in line:
+                relayed += 1
             elif "status=deferred" in line:
                 deferred += 1
             elif "status=bounced" in line:
@@ -336,7 +365,7 @@ class PostfixPeer:
                 warnings += 1
             elif _ERROR.search(line):
                 errors += 1
-        return LogCounts(accepted, discarded, deferred, bounced, warnings, errors)
+        return LogCounts(accepted, discarded, deferred, bounced, warnings, errors, relayed)
 
     def log_lines(self, *, errors: bool, limit: int = 20) -> list[str]:
         """The last `limit` error (error:, fatal:, panic:) or warning: lines of the maillog."""

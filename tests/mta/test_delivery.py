@@ -1,0 +1,415 @@
+"""Delivery: queued mail reaches real SMTP hosts on loopback, found through a real DNS server.
+
+Every recipient ends delivered (2xx), bounced (5xx, null MX, no such domain, too old) or
+deferred (4xx, connection trouble, DNS trouble) and retried on the schedule; every transition is
+an event row, and the email's status follows its recipients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from mta import metrics
+from storage.database import Pool
+from tests.support.delivery_world import delivery_workers, queue_database, sinks_on_one_port
+from tests.support.dns_server import LoopbackDNSServer
+from tests.support.queued_mail import (
+    Sender,
+    email_row,
+    events,
+    make_sender,
+    poll_until,
+    wait_until_final,
+)
+from tests.support.smtp_sink import Sink
+
+Queue = tuple[str, Pool]
+
+
+@pytest.fixture(scope="module")
+async def queue(database_url: str) -> AsyncIterator[Queue]:
+    async with queue_database(database_url) as made:
+        yield made
+
+
+@pytest.fixture
+async def sender(queue: Queue) -> Sender:
+    return await make_sender(queue[1])
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[Sink]:
+    started = await Sink.start()
+    yield started
+    await started.stop()
+
+
+def transport(domain: str, sink: Sink) -> dict[str, str]:
+    return {"OPENSEND_TRANSPORTS": f"{domain}={sink.host}:{sink.port}"}
+
+
+def event_types(rows: list[dict[str, object]]) -> list[object]:
+    return [row["type"] for row in rows]
+
+
+# -- MX routing through DNS (RFC 5321 section 5.1, RFC 7505) --------------------------------
+
+
+async def test_mail_goes_to_the_most_preferred_mx_host(
+    queue: Queue, sender: Sender, dns: LoopbackDNSServer, tmp_path: Path
+) -> None:
+    url, pool = queue
+    async with sinks_on_one_port("127.0.0.2", "127.0.0.3") as (primary, backup):
+        dns.zone.add("example.net", "MX", "10 mx1.example.net.", "20 mx2.example.net.")
+        dns.zone.add("mx1.example.net", "A", "127.0.0.2")
+        dns.zone.add("mx2.example.net", "A", "127.0.0.3")
+        env = {"OPENSEND_DNS_SERVERS": dns.address, "OPENSEND_SMTP_PORT": str(primary.port)}
+        async with delivery_workers(pool, url, tmp_path, **env):
+            email_id = await sender.queue(["bob@example.net"])
+            rows = await wait_until_final(pool, email_id)
+        assert len(primary.received_by("bob@example.net")) == 1
+        assert backup.messages == []
+    row = rows["bob@example.net"]
+    assert (row["status"], row["attempts"], row["last_code"]) == ("delivered", 1, 250)
+    assert row["remote_host"] == f"mx1.example.net[127.0.0.2]:{primary.port}"
+    assert row["finished_at"] is not None
+    assert event_types(await events(pool, email_id)) == ["email.sent", "email.delivered"]
+    assert await email_row(pool, email_id) == {
+        "status": "delivered",
+        "last_event": "email.delivered",
+    }
+
+
+async def test_an_unreachable_primary_mx_falls_back_to_the_next_one(
+    queue: Queue, sender: Sender, dns: LoopbackDNSServer, tmp_path: Path
+) -> None:
+    url, pool = queue
+    async with sinks_on_one_port("127.0.0.3") as (backup,):
+        # Nothing listens on 127.0.0.4: the connection is refused.
+        dns.zone.add("example.org", "MX", "10 dead.example.org.", "20 alive.example.org.")
+        dns.zone.add("dead.example.org", "A", "127.0.0.4")
+        dns.zone.add("alive.example.org", "A", "127.0.0.3")
+        env = {"OPENSEND_DNS_SERVERS": dns.address, "OPENSEND_SMTP_PORT": str(backup.port)}
+        async with delivery_workers(pool, url, tmp_path, **env):
+            email_id = await sender.queue(["carol@example.org"])
+            rows = await wait_until_final(pool, email_id)
+        assert len(backup.messages) == 1
+    assert rows["carol@example.org"]["remote_host"].startswith("alive.example.org[127.0.0.3]")
+
+
+async def test_a_domain_without_mx_gets_mail_at_its_address_record(
+    queue: Queue, sender: Sender, dns: LoopbackDNSServer, tmp_path: Path
+) -> None:
+    url, pool = queue
+    async with sinks_on_one_port("127.0.0.5") as (host,):
+        dns.zone.add("a-only.example", "A", "127.0.0.5")
+        env = {"OPENSEND_DNS_SERVERS": dns.address, "OPENSEND_SMTP_PORT": str(host.port)}
+        async with delivery_workers(pool, url, tmp_path, **env):
+            email_id = await sender.queue(["dave@a-only.example"])
+            rows = await wait_until_final(pool, email_id)
+        assert len(host.messages) == 1
+    assert rows["dave@a-only.example"]["status"] == "delivered"
+    assert dns.queried("a-only.example", "MX") >= 1
+
+
+async def test_equal_preference_mx_hosts_share_the_mail(
+    queue: Queue, sender: Sender, dns: LoopbackDNSServer, tmp_path: Path
+) -> None:
+    """RFC 5321 section 5.1: hosts of equal preference are tried in random order."""
+    url, pool = queue
+    async with sinks_on_one_port("127.0.0.6", "127.0.0.7") as (one, two):
+        dns.zone.add("shared.example", "MX", "10 a.shared.example.", "10 b.shared.example.")
+        dns.zone.add("a.shared.example", "A", "127.0.0.6")
+        dns.zone.add("b.shared.example", "A", "127.0.0.7")
+        env = {"OPENSEND_DNS_SERVERS": dns.address, "OPENSEND_SMTP_PORT": str(one.port)}
+        async with delivery_workers(pool, url, tmp_path, **env):
+            ids = [await sender.queue([f"user{n}@shared.example"]) for n in range(30)]
+            for email_id in ids:
+                await wait_until_final(pool, email_id)
+        assert len(one.messages) + len(two.messages) == 30
+        assert one.messages and two.messages  # 2**-29 odds of a false failure
+
+
+async def test_null_mx_bounces_at_once_with_556_5_1_10(
+    queue: Queue, sender: Sender, dns: LoopbackDNSServer, tmp_path: Path
+) -> None:
+    url, pool = queue
+    dns.zone.add("nomail.example", "MX", "0 .")
+    dns.zone.add("nomail.example", "A", "127.0.0.8")  # never used: RFC 7505 section 3.2
+    async with delivery_workers(pool, url, tmp_path, OPENSEND_DNS_SERVERS=dns.address):
+        email_id = await sender.queue(["eve@nomail.example"])
+        rows = await wait_until_final(pool, email_id)
+    row = rows["eve@nomail.example"]
+    assert (row["status"], row["attempts"], row["last_code"], row["last_enhanced"]) == (
+        "bounced",
+        1,
+        556,
+        "5.1.10",
+    )
+    bounced = (await events(pool, email_id))[-1]
+    assert bounced["type"] == "email.bounced"
+    assert (bounced["data"]["code"], bounced["data"]["enhanced_code"]) == (556, "5.1.10")
+    assert not bounced["data"]["remote"]
+    assert (await email_row(pool, email_id))["status"] == "bounced"
+    assert dns.queried("nomail.example", "A") == 0
+
+
+async def test_a_domain_that_does_not_exist_bounces_5_1_2(
+    queue: Queue, sender: Sender, dns: LoopbackDNSServer, tmp_path: Path
+) -> None:
+    url, pool = queue
+    async with delivery_workers(pool, url, tmp_path, OPENSEND_DNS_SERVERS=dns.address):
+        email_id = await sender.queue(["frank@no-such-domain.example"])
+        rows = await wait_until_final(pool, email_id)
+    row = rows["frank@no-such-domain.example"]
+    assert (row["status"], row["last_code"], row["last_enhanced"]) == ("bounced", 550, "5.1.2")
+    assert "does not exist" in row["last_response"]
+
+
+async def test_a_dns_failure_defers_and_never_bounces(
+    queue: Queue, sender: Sender, dns: LoopbackDNSServer, tmp_path: Path
+) -> None:
+    url, pool = queue
+    dns.zone.fail("flaky.example")  # SERVFAIL
+    async with delivery_workers(pool, url, tmp_path, OPENSEND_DNS_SERVERS=dns.address):
+        email_id = await sender.queue(["gina@flaky.example"])
+        rows = await wait_until_final(pool, email_id, statuses=("deferred",))
+    row = rows["gina@flaky.example"]
+    assert (row["last_code"], row["last_enhanced"]) == (451, "4.4.3")
+    assert row["next_attempt_at"] > row["last_attempt_at"]
+    delayed = (await events(pool, email_id))[-1]
+    assert delayed["type"] == "email.delivery_delayed"
+    assert delayed["data"]["retry_in_seconds"] == 60
+    assert await email_row(pool, email_id) == {
+        "status": "delivery_delayed",
+        "last_event": "email.delivery_delayed",
+    }
+
+
+# -- what the remote host answers ------------------------------------------------------------
+
+
+async def test_greylisting_4xx_is_retried_on_the_schedule_then_delivered(
+    queue: Queue, sender: Sender, sink: Sink, tmp_path: Path
+) -> None:
+    url, pool = queue
+    sink.handler.data_replies = ["451 4.7.1 Greylisted, come back in a second"]
+    env = {**transport("grey.example", sink), "OPENSEND_RETRY_SCHEDULE": "1s"}
+    async with delivery_workers(pool, url, tmp_path, **env):
+        email_id = await sender.queue(["hank@grey.example"])
+        rows = await wait_until_final(pool, email_id)
+    row = rows["hank@grey.example"]
+    assert (row["status"], row["attempts"]) == ("delivered", 2)
+    assert len(sink.messages) == 1
+    trail = await events(pool, email_id)
+    assert event_types(trail) == ["email.sent", "email.delivery_delayed", "email.delivered"]
+    assert trail[1]["data"]["code"] == 451 and trail[1]["data"]["enhanced_code"] == "4.7.1"
+    assert trail[1]["data"]["response"] == "Greylisted, come back in a second"
+
+
+async def test_5xx_after_data_bounces_with_the_remotes_words(
+    queue: Queue, sender: Sender, sink: Sink, tmp_path: Path
+) -> None:
+    url, pool = queue
+    sink.handler.data_replies = ["554 5.7.1 Message rejected as spam"]
+    async with delivery_workers(pool, url, tmp_path, **transport("strict.example", sink)):
+        email_id = await sender.queue(["ivy@strict.example"])
+        rows = await wait_until_final(pool, email_id)
+    row = rows["ivy@strict.example"]
+    assert (row["status"], row["last_code"], row["last_enhanced"]) == ("bounced", 554, "5.7.1")
+    assert row["last_response"] == "Message rejected as spam"
+    bounced = (await events(pool, email_id))[-1]
+    assert bounced["data"]["remote"] and bounced["data"]["stage"] == "data"
+
+
+async def test_recipients_at_one_host_share_one_transaction_each_with_its_own_outcome(
+    queue: Queue, sender: Sender, sink: Sink, tmp_path: Path
+) -> None:
+    url, pool = queue
+    sink.handler.rcpt_replies = {"gone@team.example": "550 5.1.1 No such user"}
+    async with delivery_workers(pool, url, tmp_path, **transport("team.example", sink)):
+        email_id = await sender.queue(
+            ["amy@team.example", "gone@team.example"], cc=["ben@team.example"]
+        )
+        rows = await wait_until_final(pool, email_id)
+    assert {r: row["status"] for r, row in rows.items()} == {
+        "amy@team.example": "delivered",
+        "gone@team.example": "bounced",
+        "ben@team.example": "delivered",
+    }
+    assert rows["gone@team.example"]["last_enhanced"] == "5.1.1"
+    assert len(sink.messages) == 1
+    assert sorted(sink.messages[0].rcpt_tos) == ["amy@team.example", "ben@team.example"]
+    assert (await email_row(pool, email_id))["status"] == "partially_bounced"
+
+
+async def test_bcc_recipients_get_the_message_without_a_bcc_header(
+    queue: Queue, sender: Sender, sink: Sink, tmp_path: Path
+) -> None:
+    url, pool = queue
+    async with delivery_workers(pool, url, tmp_path, **transport("team.example", sink)):
+        email_id = await sender.queue(["amy@team.example"], bcc=["boss@team.example"])
+        await wait_until_final(pool, email_id)
+    assert sorted(sink.messages[0].rcpt_tos) == ["amy@team.example", "boss@team.example"]
+    assert b"\nbcc:" not in sink.messages[0].content.lower()
+
+
+async def test_an_email_without_content_bounces_554_5_6_0_and_nothing_is_sent(
+    queue: Queue, sender: Sender, sink: Sink, tmp_path: Path
+) -> None:
+    url, pool = queue
+    email_id = await sender.queue(["void@empty.example"])
+    await pool.execute("UPDATE emails SET raw = NULL WHERE id = $1", email_id)
+    async with delivery_workers(pool, url, tmp_path, **transport("empty.example", sink)):
+        rows = await wait_until_final(pool, email_id)
+    row = rows["void@empty.example"]
+    assert (row["status"], row["last_code"], row["last_enhanced"]) == ("bounced", 554, "5.6.0")
+    assert sink.connections == 0
+
+
+async def test_a_connection_dropped_mid_data_is_deferred_not_bounced(
+    queue: Queue, sender: Sender, sink: Sink, tmp_path: Path
+) -> None:
+    url, pool = queue
+    sink.handler.drop_on_data = True
+    async with delivery_workers(pool, url, tmp_path, **transport("drops.example", sink)):
+        email_id = await sender.queue(["jack@drops.example"])
+        rows = await wait_until_final(pool, email_id, statuses=("deferred",))
+    row = rows["jack@drops.example"]
+    assert (row["last_code"], row["last_enhanced"]) == (451, "4.4.2")
+    assert sink.messages == []
+    delayed = (await events(pool, email_id))[-1]
+    assert (delayed["type"], delayed["data"]["stage"]) == ("email.delivery_delayed", "data")
+
+
+async def test_a_host_nobody_answers_on_is_deferred_4_4_1(
+    queue: Queue, sender: Sender, tmp_path: Path
+) -> None:
+    url, pool = queue
+    async with sinks_on_one_port("127.0.0.9") as (closed,):
+        port = closed.port
+    # The sink is gone: its port refuses connections now.
+    env = {"OPENSEND_TRANSPORTS": f"down.example=127.0.0.9:{port}"}
+    async with delivery_workers(pool, url, tmp_path, **env):
+        email_id = await sender.queue(["kim@down.example"])
+        rows = await wait_until_final(pool, email_id, statuses=("deferred",))
+    assert (rows["kim@down.example"]["last_code"], rows["kim@down.example"]["last_enhanced"]) == (
+        451,
+        "4.4.1",
+    )
+
+
+async def test_a_host_that_greets_with_554_is_skipped_and_the_mail_deferred(
+    queue: Queue, sender: Sender, tmp_path: Path
+) -> None:
+    """Postfix's smtp_skip_5xx_greeting: a 5xx banner says nothing about the message."""
+    url, pool = queue
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"554 5.7.1 No SMTP service here\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        env = {"OPENSEND_TRANSPORTS": f"rude.example=127.0.0.1:{port}"}
+        async with delivery_workers(pool, url, tmp_path, **env):
+            email_id = await sender.queue(["ty@rude.example"])
+            rows = await wait_until_final(pool, email_id, statuses=("deferred",))
+    finally:
+        server.close()
+    row = rows["ty@rude.example"]
+    assert (row["last_code"], row["last_enhanced"]) == (554, "5.7.1")
+    delayed = (await events(pool, email_id))[-1]
+    assert (delayed["type"], delayed["data"]["stage"]) == ("email.delivery_delayed", "greeting")
+
+
+async def test_a_message_older_than_the_maximum_age_is_bounced_at_its_next_failure(
+    queue: Queue, sender: Sender, sink: Sink, tmp_path: Path
+) -> None:
+    url, pool = queue
+    sink.handler.data_replies = ["451 4.3.0 Try again"] * 10
+    env = {
+        **transport("slow.example", sink),
+        "OPENSEND_RETRY_SCHEDULE": "1s",
+        "OPENSEND_MAX_QUEUE_AGE": "1s",
+    }
+    async with delivery_workers(pool, url, tmp_path, **env):
+        email_id = await sender.queue(["lee@slow.example"])
+        rows = await wait_until_final(pool, email_id)
+    row = rows["lee@slow.example"]
+    assert (row["status"], row["attempts"], row["last_code"]) == ("bounced", 2, 451)
+    trail = await events(pool, email_id)
+    assert event_types(trail) == ["email.sent", "email.delivery_delayed", "email.bounced"]
+    assert trail[-1]["data"]["expired"] is True
+    assert trail[-1]["data"]["response"] == "Try again"
+
+
+async def test_a_static_transport_wins_over_the_relay_and_dns(
+    queue: Queue, sender: Sender, sink: Sink, dns: LoopbackDNSServer, tmp_path: Path
+) -> None:
+    url, pool = queue
+    dns.zone.add("routed.example", "MX", "10 mx.elsewhere.example.")
+    env = {
+        **transport("routed.example", sink),
+        "OPENSEND_RELAY": "smtp://127.0.0.1:1",  # would refuse every connection
+        "OPENSEND_DNS_SERVERS": dns.address,
+    }
+    async with delivery_workers(pool, url, tmp_path, **env):
+        email_id = await sender.queue(["mo@routed.example"])
+        rows = await wait_until_final(pool, email_id)
+    assert rows["mo@routed.example"]["status"] == "delivered"
+    assert dns.queried("routed.example", "MX") == 0
+
+
+async def test_the_relay_takes_mail_for_every_other_domain(
+    queue: Queue, sender: Sender, sink: Sink, dns: LoopbackDNSServer, tmp_path: Path
+) -> None:
+    url, pool = queue
+    env = {"OPENSEND_RELAY": f"smtp://{sink.host}:{sink.port}", "OPENSEND_DNS_SERVERS": dns.address}
+    async with delivery_workers(pool, url, tmp_path, **env):
+        email_id = await sender.queue(["ned@one.example", "ola@two.example"])
+        rows = await wait_until_final(pool, email_id)
+    assert {row["status"] for row in rows.values()} == {"delivered"}
+    assert len(sink.messages) == 1  # one route, one transaction
+    assert sorted(sink.messages[0].rcpt_tos) == ["ned@one.example", "ola@two.example"]
+    assert dns.queries == []
+
+
+async def test_a_scheduled_email_waits_and_its_first_claim_emits_email_sent_once(
+    queue: Queue, sender: Sender, sink: Sink, tmp_path: Path
+) -> None:
+    url, pool = queue
+    when = await pool.fetchval("SELECT now() + interval '1 second'")
+    async with delivery_workers(pool, url, tmp_path, **transport("later.example", sink)):
+        email_id = await sender.queue(
+            ["pat@later.example", "quinn@later.example"], scheduled_at=when
+        )
+        assert (await email_row(pool, email_id))["status"] == "scheduled"
+        rows = await wait_until_final(pool, email_id)
+    assert min(row["last_attempt_at"] for row in rows.values()) >= when
+    assert event_types(await events(pool, email_id)) == [
+        "email.scheduled",
+        "email.sent",
+        "email.delivered",
+        "email.delivered",
+    ]
+
+
+async def test_queue_gauges_show_depth_and_attempts_count_by_result(
+    queue: Queue, sender: Sender, tmp_path: Path
+) -> None:
+    url, pool = queue
+    env = {"OPENSEND_TRANSPORTS": "stuck.example=127.0.0.1:1"}
+    deferred_before = metrics.DELIVERY_ATTEMPTS.labels("deferred")._value.get()
+    async with delivery_workers(pool, url, tmp_path, **env):
+        email_id = await sender.queue(["rae@stuck.example"])
+        await wait_until_final(pool, email_id, statuses=("deferred",))
+        await poll_until(lambda: metrics.DELIVERY_QUEUE_DEPTH.labels("deferred")._value.get() >= 1)
+    assert metrics.DELIVERY_ATTEMPTS.labels("deferred")._value.get() == deferred_before + 1
+    assert metrics.DELIVERY_LATENCY.labels("transport")._sum.get() > 0
