@@ -7,8 +7,8 @@ from uuid import UUID
 from aiohttp import web
 
 from api import errors
-from api.app import POOL, read_json
 from api.auth import CALLER
+from api.context import POOL, read_json
 from api.errors import ApiError
 from storage import directory
 
