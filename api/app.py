@@ -6,11 +6,9 @@ a bearer API key except those in `PUBLIC_PATHS`; handlers read the caller from `
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
 from prometheus_client import (
@@ -21,8 +19,9 @@ from prometheus_client import (
     multiprocess,
 )
 
-from api import errors
+from api import api_keys, contacts, domains, emails, errors, receiving, replies, threads
 from api.auth import CALLER, authenticate
+from api.context import DNS, POOL, SETTINGS, TOKENS
 from api.errors import ApiError
 from policy.dns import DnsLookup
 from policy.settings import Settings
@@ -32,10 +31,6 @@ from storage.errors import StorageError
 
 log = logging.getLogger(__name__)
 
-POOL = web.AppKey("pool", Pool)
-SETTINGS = web.AppKey("settings", Settings)
-TOKENS = web.AppKey("tokens", ReplyTokens)
-DNS = web.AppKey("dns", DnsLookup)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -111,17 +106,6 @@ async def require_api_key(request: web.Request, handler: Handler) -> web.StreamR
     return await handler(request)
 
 
-async def read_json(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400 that says what is wrong with it."""
-    try:
-        body = await request.json(loads=json.loads)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(errors.VALIDATION_ERROR, "Invalid JSON in request body") from None
-    if not isinstance(body, dict):
-        raise ApiError(errors.VALIDATION_ERROR, "The request body must be a JSON object")
-    return body
-
-
 def make_ops_app(pool: Pool) -> web.Application:
     """Only /healthz and /metrics: what `opensend serve --only mta` exposes."""
     app = web.Application(middlewares=[json_errors])
@@ -135,7 +119,6 @@ def make_app(
     pool: Pool, settings: Settings, tokens: ReplyTokens, dns: DnsLookup
 ) -> web.Application:
     """The full API application."""
-    from api import api_keys  # route modules import this one for its AppKeys
 
     # Attachments arrive base64-encoded inside JSON: 4/3 of the message limit, plus the rest.
     max_body = settings.max_message_size * 4 // 3 + 1024 * 1024
@@ -147,4 +130,10 @@ def make_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_routes(api_keys.routes)
+    app.router.add_routes(receiving.routes)
+    app.router.add_routes(threads.routes)
+    app.router.add_routes(contacts.routes)
+    app.router.add_routes(emails.routes)
+    replies.install(app)  # POST /emails/{id}/reply and its Inbound-worded errors
+    app.router.add_routes(domains.routes)
     return app

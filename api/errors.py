@@ -66,6 +66,32 @@ SERVICE_UNAVAILABLE = ErrorKind(
     503, "application_error", "Temporarily unable to process the request; try again shortly."
 )
 
+# POST /emails/{id}/reply, in the texts of Inbound's reply API (its error table), with Resend's
+# names beside them; api.replies adds Inbound's `"error": <message>` to every body. Inbound's
+# 500 "Email service not configured" row has no counterpart: there is no outside provider here.
+REPLY_INVALID_EMAIL_ID = ErrorKind(400, "validation_error", "Valid email ID is required")
+REPLY_FROM_REQUIRED = ErrorKind(400, "validation_error", "From address is required")
+REPLY_CONTENT_REQUIRED = ErrorKind(
+    400, "validation_error", "Either html or text content must be provided"
+)
+REPLY_NO_RECIPIENT = ErrorKind(400, "validation_error", "Cannot determine recipient email address")
+REPLY_INVALID_EMAIL_FORMAT = ErrorKind(400, "validation_error", "Invalid email format: ")
+REPLY_INVALID_JSON = ErrorKind(400, "validation_error", "Invalid JSON in request body")
+REPLY_UNAUTHORIZED = ErrorKind(401, "unauthorized", "Unauthorized")
+REPLY_FORBIDDEN_DOMAIN = ErrorKind(
+    403, "validation_error", "You don't have permission to send from domain: "
+)
+REPLY_NOT_FOUND = ErrorKind(404, "not_found", "Email not found")
+REPLY_LIMIT_REACHED = ErrorKind(
+    429,
+    "monthly_quota_exceeded",
+    "Email sending limit reached. Please upgrade your plan to send more emails.",
+)
+REPLY_INTERNAL_ERROR = ErrorKind(500, "application_error", "Internal server error")
+# Inbound answers 500 here; a storage outage is temporary, so it is 503 (retry later), as for
+# every other route (see SERVICE_UNAVAILABLE), with Inbound's text.
+REPLY_FAILED = ErrorKind(503, "application_error", "Failed to send reply. Please try again later.")
+
 CATALOGUE: dict[str, ErrorKind] = {
     name: value for name, value in globals().items() if isinstance(value, ErrorKind)
 }

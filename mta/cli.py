@@ -18,10 +18,15 @@ from dataclasses import asdict, is_dataclass
 from typing import Any
 from uuid import UUID
 
+from mta.dns import Resolver
 from mta.logs import configure_logging
+from policy import dkim_keys
+from policy.domain_names import DomainNameError, normalize_domain
+from policy.domain_records import Status, records_to_publish, setup_of, with_last_results
 from policy.settings import Settings, SettingsError, load_settings
-from storage import directory
+from storage import directory, domains, replies
 from storage.database import Pool, open_pool
+from storage.domains import DomainDetails
 from storage.embedded import embedded_database_url, stop_embedded
 from storage.errors import StorageError
 from storage.migrate import MigrationError, migrate
@@ -87,38 +92,6 @@ async def _tenant_id(pool: Pool, name_or_id: str) -> UUID:
 # -- administration ---------------------------------------------------------------------------
 
 
-def dns_records(settings: Settings, domain: directory.Domain) -> list[dict[str, Any]]:
-    """What the operator publishes so mail for the domain reaches this server (RFC 5321 5.1)."""
-    records: list[dict[str, Any]] = []
-    if domain.receiving_enabled:
-        records.append(
-            {
-                "record": "MX",
-                "name": domain.effective_reply_domain,
-                "value": settings.hostname,
-                "priority": 10,
-                "purpose": "receiving",
-            }
-        )
-    records.append(
-        {
-            "record": "TXT",
-            "name": domain.name,
-            "value": f"v=spf1 a:{settings.hostname} -all",
-            "purpose": "SPF (RFC 7208)",
-        }
-    )
-    records.append(
-        {
-            "record": "TXT",
-            "name": f"_dmarc.{domain.name}",
-            "value": f"v=DMARC1; p=none; rua=mailto:dmarc@{domain.name}",
-            "purpose": "DMARC suggestion (RFC 7489)",
-        }
-    )
-    return records
-
-
 async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
     # `opensend migrate` runs first at boot (systemd's migrate unit): wait for the database
     # rather than fail, for a bounded time.
@@ -141,31 +114,114 @@ async def cmd_tenant_create(settings: Settings, args: argparse.Namespace) -> Non
     await _with_pool(settings, work)
 
 
+async def cmd_tenant_set_limit(settings: Settings, args: argparse.Namespace) -> None:
+    limit = None if args.limit == "none" else int(args.limit)
+    if limit is not None and limit < 0:
+        raise CommandError("the limit is a number of emails (0 or more), or `none`")
+
+    async def work(pool: Pool) -> None:
+        tenant_id = await _tenant_id(pool, args.name)
+        await replies.set_sending_limit(pool, tenant_id, limit)
+        shown = "unlimited" if limit is None else f"{limit} emails a month (UTC calendar month)"
+        emit(args, {"tenant_id": tenant_id, "monthly_send_limit": limit}, f"{args.name}: {shown}")
+
+    await _with_pool(settings, work)
+
+
+def _limit(text: str) -> str:
+    if text != "none" and not text.isdigit():
+        raise argparse.ArgumentTypeError("a number of emails, or `none` for no limit")
+    return text
+
+
+def records_payload(settings: Settings, domain: DomainDetails) -> list[dict[str, Any]]:
+    """The records to publish, with the last check's result for each (policy.domain_records)."""
+    specs = records_to_publish(setup_of(domain), settings.hostname)
+    return [check.as_json() for check in with_last_results(specs, domain.records)]
+
+
+def record_lines(records: list[dict[str, Any]]) -> list[str]:
+    """One line per record, marked by its status, and what was wrong under it."""
+    marks = {"verified": "ok", "failed": "FAIL", "temporary_failure": "TEMP"}
+    lines = []
+    for record in records:
+        optional = " (suggested)" if record["record"] == "DMARC" else ""
+        priority = f"{record['priority']} " if "priority" in record else ""
+        mark = marks.get(record["status"], "")
+        value = f"{priority}{record['value']}{optional}"
+        lines.append(f"  {mark:<4} {record['type']:<4} {record['name']}  {value}")
+        lines += [f"         found: {value}" for value in record.get("found", [])]
+        if record.get("reason"):
+            lines.append(f"         {record['reason']}")
+    return lines
+
+
+def _domain_name(text: str, what: str = "domain") -> str:
+    try:
+        return normalize_domain(text)
+    except DomainNameError as error:
+        raise CommandError(f"bad {what}: {error}") from None
+
+
 async def cmd_domain_add(settings: Settings, args: argparse.Namespace) -> None:
-    name = args.domain.lower().rstrip(".")
-    reply_domain = args.reply_domain.lower().rstrip(".") if args.reply_domain else None
+    name = _domain_name(args.domain)
+    reply_domain = _domain_name(args.reply_domain, "reply domain") if args.reply_domain else None
     if reply_domain and not args.receiving:
         raise CommandError("--reply-domain needs --receiving: replies arrive by receiving mail")
 
     async def work(pool: Pool) -> None:
         tenant_id = await _tenant_id(pool, args.tenant)
         try:
-            domain = await directory.add_domain(
+            domain = await domains.insert_domain(
                 pool,
                 tenant_id,
                 name,
                 receiving=args.receiving,
                 reply_domain=reply_domain,
                 verified=args.verified,
+                dkim=dkim_keys.generate_key_pair(),  # the private key stays in the database
             )
         except StorageError as error:
             raise CommandError(f"domain {name} not added: {error}") from error
-        records = dns_records(settings, domain)
+        records = records_payload(settings, domain)
         lines = [f"domain {domain.name} added: {domain.id}"]
         if not domain.verified:
-            lines.append("not verified yet: publish these records, then verify the domain")
-        lines += [f"  {r['record']:<4} {r['name']}  {r['value']}" for r in records]
+            lines.append(
+                f"not verified yet: publish these records, then `opensend domain verify {name}`"
+            )
+        lines += record_lines(records)
         emit(args, {**asdict(domain), "records": records}, "\n".join(lines))
+
+    await _with_pool(settings, work)
+
+
+async def cmd_domain_verify(settings: Settings, args: argparse.Namespace) -> None:
+    # Imported here: api.app imports prometheus_client, which must not load before `serve`
+    # has chosen its multiprocess directory (see run_server).
+    from api.domains import verify_domain
+
+    name = _domain_name(args.domain)
+
+    async def work(pool: Pool) -> None:
+        domain = await domains.find_domain_by_name(pool, name)
+        if domain is None:
+            raise CommandError(f"no domain named {name}; add it with `opensend domain add`")
+        resolver = Resolver(settings.dns_servers)
+        domain, check = await verify_domain(pool, resolver, settings.hostname, domain)
+        records = [record.as_json() for record in check.records]
+        payload = {
+            "id": domain.id,
+            "name": domain.name,
+            "status": check.status.value,
+            "verified": domain.verified,
+            "records": records,
+        }
+        emit(args, payload, "\n".join([f"{name}: {check.status.value}", *record_lines(records)]))
+        if check.status is Status.TEMPORARY_FAILURE:
+            raise CommandError(f"{name}: DNS did not answer every lookup; try again later")
+        if check.status is not Status.VERIFIED:
+            wrong = ", ".join(f"{c.spec.purpose.value} at {c.spec.name}" for c in check.problems)
+            raise CommandError(f"{name} is not verified: fix {wrong}")
 
     await _with_pool(settings, work)
 
@@ -256,6 +312,14 @@ def build_parser() -> argparse.ArgumentParser:
         dest="action", required=True, metavar="ACTION"
     )
     add("create", cmd_tenant_create, "create a tenant", tenant).add_argument("name")
+    set_limit = add(
+        "set-limit",
+        cmd_tenant_set_limit,
+        "set the plan's monthly sending limit (replies over it answer 429)",
+        tenant,
+    )
+    set_limit.add_argument("name", help="tenant name or id")
+    set_limit.add_argument("limit", type=_limit, help="emails per calendar month, or `none`")
 
     domain = commands.add_parser("domain", help="manage domains").add_subparsers(
         dest="action", required=True, metavar="ACTION"
@@ -268,6 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     domain_add.add_argument(
         "--verified", action="store_true", help="skip the DNS check (development and tests only)"
     )
+    domain_verify = add(
+        "verify", cmd_domain_verify, "check a domain's DNS records; exit 1 unless verified", domain
+    )
+    domain_verify.add_argument("domain")
 
     route = commands.add_parser("route", help="manage receiving routes").add_subparsers(
         dest="action", required=True, metavar="ACTION"

@@ -19,6 +19,7 @@ from aiohttp import web
 from api.app import make_app
 from mta.dns import Resolver
 from mta.server import MXListener, start_mx
+from policy.dkim_keys import DkimKeyPair, generate_key_pair
 from policy.settings import Settings, load_settings
 from policy.tokens import ReplyToken, ReplyTokens
 from storage import directory
@@ -207,8 +208,14 @@ class TenantWorld:
 MakeTenant = Callable[..., Awaitable[TenantWorld]]
 
 
+@pytest.fixture(scope="session")
+def dkim_key() -> DkimKeyPair:
+    """One DKIM key pair for every test tenant: real keys, generated once (about 45 ms each)."""
+    return generate_key_pair()
+
+
 @pytest.fixture
-def make_tenant(pool: Pool, tokens: ReplyTokens) -> MakeTenant:
+def make_tenant(pool: Pool, tokens: ReplyTokens, dkim_key: DkimKeyPair) -> MakeTenant:
     async def make(
         *,
         receiving: bool = True,
@@ -226,6 +233,7 @@ def make_tenant(pool: Pool, tokens: ReplyTokens) -> MakeTenant:
             receiving=receiving,
             reply_domain=f"inbound.{name}" if reply_subdomain else None,
             verified=verified,
+            dkim=dkim_key,
         )
         world = TenantWorld(pool, tokens, tenant, domain)
         if catch_all:
