@@ -99,6 +99,18 @@ def _outbound(row: inbox.OutboundRow | None) -> OutboundEvidence | None:
     return OutboundEvidence(row.email_id, row.thread_id, row.reply_token, row.reply_domain)
 
 
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _trace_date(when: datetime) -> str:
+    """RFC 5322 date-time of a Received field; formatted once per second, not per message."""
+    global _date_cache
+    second = int(when.timestamp())
+    if _date_cache[0] != second:
+        _date_cache = (second, format_datetime(when.replace(microsecond=0)))
+    return _date_cache[1]
+
+
 def received_header(
     *,
     record_id: UUID,
@@ -116,7 +128,7 @@ def received_header(
     return (
         f"Received: from {helo or 'unknown'} ([{peer_ip or 'unknown'}])\r\n"
         f"\tby {hostname} (OpenSend) with {protocol}{tls} id {record_id.hex}"
-        f"{for_clause}; {format_datetime(when)}"
+        f"{for_clause}; {_trace_date(when)}"
     )
 
 

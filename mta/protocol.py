@@ -14,6 +14,7 @@ import collections
 import logging
 import re
 import ssl
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, AnyStr
 
@@ -60,20 +61,40 @@ def has_bare_line_ending(content: bytes) -> bool:
     return content.count(b"\n") != pairs or content.count(b"\r") != pairs
 
 
-_HOOK_NAMES: dict[type, tuple[str, ...]] = {}
+def _handler_hooks(handler: Any) -> dict[str, Any]:
+    """The handler's `handle_*` hooks, bound once per handler (one handler serves a listener).
 
-
-def _hook_names(handler_class: type) -> tuple[str, ...]:
-    """The handler's `handle_*` hooks (EHLO excepted: this class answers EHLO itself)."""
-    names = _HOOK_NAMES.get(handler_class)
-    if names is None:
-        names = tuple(
-            name.removeprefix("handle_")
-            for name in dir(handler_class)
+    EHLO is left out: this class answers EHLO itself. aiosmtpd only reads this table.
+    """
+    hooks: dict[str, Any] | None = getattr(handler, "_opensend_hooks", None)
+    if hooks is None:
+        hooks = {
+            name.removeprefix("handle_"): getattr(handler, name)
+            for name in dir(handler)
             if name.startswith("handle_") and name != "handle_EHLO"
-        )
-        _HOOK_NAMES[handler_class] = names
-    return names
+        }
+        handler._opensend_hooks = hooks
+    return hooks
+
+
+class _BoundCommands(Mapping[str, Any]):
+    """aiosmtpd's table of `smtp_*` methods, bound on lookup instead of built per connection."""
+
+    __slots__ = ("_protocol",)
+
+    def __init__(self, protocol: MXProtocol) -> None:
+        self._protocol = protocol
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in _COMMAND_SET:
+            raise KeyError(name)
+        return getattr(self._protocol, f"smtp_{name}")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_COMMANDS)
+
+    def __len__(self) -> int:
+        return len(_COMMANDS)
 
 
 class MXProtocol(SMTP):
@@ -127,11 +148,9 @@ class MXProtocol(SMTP):
         self._auth_callback = None
         self._auth_required = False
         self._auth_methods = {}  # the MX offers no AUTH (RFC 6409: that is submission's job)
-        self._handle_hooks = {
-            name: getattr(handler, f"handle_{name}") for name in _hook_names(type(handler))
-        }
+        self._handle_hooks = _handler_hooks(handler)
         self._ehlo_hook_ver = None
-        self._smtp_methods = {name: getattr(self, f"smtp_{name}") for name in _COMMANDS}
+        self._smtp_methods = _BoundCommands(self)  # type: ignore[assignment]  # read-only use
         self._enforce_call_limit = False
 
         self._gate = gate
@@ -324,3 +343,4 @@ class MXProtocol(SMTP):
 _COMMANDS = tuple(
     name.removeprefix("smtp_") for name in dir(MXProtocol) if name.startswith("smtp_")
 )
+_COMMAND_SET = frozenset(_COMMANDS)
