@@ -205,15 +205,21 @@ async def get_received(request: web.Request) -> web.Response:
     return web.json_response(detail_json(email, _origin(request), thread or _lone_thread(email)))
 
 
-@routes.get("/emails/receiving/{id}/attachments")
-async def list_attachments(request: web.Request) -> web.Response:
-    """Every attachment at once: a message holds few, so `has_more` is always false."""
+async def _attachments_of(request: web.Request) -> tuple[UUID, list[dict[str, Any]]]:
+    """The received email named in the path and its attachments, or the caller's 404."""
     caller = request[CALLER]
     caller.require_full_access()
     email_id = path_uuid(request)
     entries = await received.get_attachments(request.app[POOL], caller.tenant_id, email_id)
     if entries is None:
         raise ApiError(errors.NOT_FOUND, "Email not found.")
+    return email_id, entries
+
+
+@routes.get("/emails/receiving/{id}/attachments")
+async def list_attachments(request: web.Request) -> web.Response:
+    """Every attachment at once: a message holds few, so `has_more` is always false."""
+    email_id, entries = await _attachments_of(request)
     origin = _origin(request)
     data = [_linked(attachment_json(e, i), email_id, origin) for i, e in enumerate(entries)]
     return web.json_response(list_body(data, False))
@@ -222,12 +228,7 @@ async def list_attachments(request: web.Request) -> web.Response:
 @routes.get("/emails/receiving/{id}/attachments/{attachment_id}")
 async def get_attachment(request: web.Request) -> web.Response:
     """Resend's attachment object, whose `download_url` serves the bytes."""
-    caller = request[CALLER]
-    caller.require_full_access()
-    email_id = path_uuid(request)
-    entries = await received.get_attachments(request.app[POOL], caller.tenant_id, email_id)
-    if entries is None:
-        raise ApiError(errors.NOT_FOUND, "Email not found.")
+    email_id, entries = await _attachments_of(request)
     index = _find_attachment(entries, request.match_info["attachment_id"])
     body = _linked(attachment_json(entries[index], index), email_id, _origin(request))
     return web.json_response({"object": "attachment", **body})
