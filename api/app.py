@@ -6,9 +6,11 @@ a bearer API key except those in `PUBLIC_PATHS`; handlers read the caller from `
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import (
@@ -26,6 +28,7 @@ from api.errors import ApiError
 from policy.dns import DnsLookup
 from policy.settings import Settings
 from policy.tokens import ReplyTokens
+from storage import idempotency
 from storage.database import Pool, ping
 from storage.errors import StorageError
 
@@ -106,6 +109,30 @@ async def require_api_key(request: web.Request, handler: Handler) -> web.StreamR
     return await handler(request)
 
 
+# Idempotency keys older than 24 hours are already ignored; this reclaims their rows.
+IDEMPOTENCY_SWEEP_SECONDS = 3600.0
+
+
+async def sweep_idempotency_keys(app: web.Application) -> AsyncIterator[None]:
+    """A background task for the application's lifetime (aiohttp's cleanup_ctx)."""
+
+    async def sweep() -> None:
+        while True:
+            try:
+                removed = await idempotency.delete_expired(app[POOL])
+                if removed:
+                    log.info("expired idempotency keys removed", extra={"count": removed})
+            except StorageError as error:  # the next sweep tries again
+                log.warning("idempotency sweep failed", extra={"error": str(error)})
+            await asyncio.sleep(IDEMPOTENCY_SWEEP_SECONDS)
+
+    task = asyncio.create_task(sweep())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def make_ops_app(pool: Pool) -> web.Application:
     """Only /healthz and /metrics: what `opensend serve --only mta` exposes."""
     app = web.Application(middlewares=[json_errors])
@@ -127,6 +154,7 @@ def make_app(
     app[SETTINGS] = settings
     app[TOKENS] = tokens
     app[DNS] = dns
+    app.cleanup_ctx.append(sweep_idempotency_keys)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_routes(api_keys.routes)

@@ -19,7 +19,7 @@ import asyncpg
 from storage import idempotency
 from storage.database import Pool
 from tests.api.emails_client import Answer, EmailsApi, count_emails, email, emails_api
-from tests.conftest import ApiServer, MakeTenant
+from tests.conftest import ApiServer, MakeTenant, StartApi
 
 POLL_ATTEMPTS = 500  # only stops a hung test
 
@@ -224,3 +224,24 @@ async def test_expired_keys_can_be_swept(
     assert await idempotency.delete_expired(pool) >= 1
     keys = await pool.fetch("SELECT key FROM idempotency_keys WHERE tenant_id = $1", acme.id)
     assert [r["key"] for r in keys] == ["new"]
+
+
+async def test_expired_idempotency_keys_are_swept_when_the_api_starts(
+    pool: Pool, start_test_api: StartApi, make_tenant: MakeTenant
+) -> None:
+    acme = await make_tenant()
+    await pool.execute(
+        "INSERT INTO idempotency_keys (tenant_id, key, endpoint, request_hash, state, created_at)"
+        " VALUES ($1, 'old', 'POST /emails', 'h', 'done', now() - interval '25 hours'),"
+        "        ($1, 'new', 'POST /emails', 'h', 'done', now())",
+        acme.id,
+    )
+    await start_test_api()  # the sweep runs once at start, then hourly
+    for _ in range(200):
+        left = await pool.fetch(
+            "SELECT key FROM idempotency_keys WHERE tenant_id = $1 ORDER BY key", acme.id
+        )
+        if [r["key"] for r in left] == ["new"]:
+            break
+        await asyncio.sleep(0.02)
+    assert [r["key"] for r in left] == ["new"]
