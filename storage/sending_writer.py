@@ -101,11 +101,15 @@ class EmailWriter:
             raise
 
     async def _together(self, group: list[_Request]) -> None:
-        rows = [
-            arguments(email, request.completion if email is request.emails[-1] else None)
+        pairs = [
+            (email, request.completion if email is request.emails[-1] else None)
             for request in group
             for email in request.emails
         ]
+        # Replies update their existing thread's row. Two groups locking the same threads in
+        # different orders could deadlock, so every group takes thread rows in id order.
+        pairs.sort(key=lambda pair: str(pair[0].thread_id) if pair[0].thread_exists else "")
+        rows = [arguments(email, completion) for email, completion in pairs]
         ids = [email.id for request in group for email in request.emails]
         async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
             await conn.executemany(INSERT_EMAIL_QUIET, rows)
