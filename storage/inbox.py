@@ -13,6 +13,7 @@ import asyncpg
 
 from storage.database import Pool
 from storage.errors import StorageError, StorageUnavailable, storage_errors
+from storage.group_commit import GroupCommit
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,28 +212,14 @@ class GroupCommitWriter:
 
     def __init__(self, pool: Pool, *, max_batch: int = 64, max_inflight: int = 2) -> None:
         self._pool = pool
-        self._max_batch = max_batch
-        self._max_inflight = max_inflight
-        self._pending: list[tuple[Sequence[ReceivedRecord], asyncio.Future[None]]] = []
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._group: GroupCommit[tuple[Sequence[ReceivedRecord], asyncio.Future[None]]] = (
+            GroupCommit(self._flush, max_batch=max_batch, max_inflight=max_inflight)
+        )
 
     async def store(self, records: Sequence[ReceivedRecord]) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((records, future))
-        self._start_flushes()
+        self._group.submit((records, future))
         await future
-
-    def _start_flushes(self) -> None:
-        while self._pending and len(self._inflight) < self._max_inflight:
-            batch = self._pending[: self._max_batch]
-            del self._pending[: self._max_batch]
-            task = asyncio.get_running_loop().create_task(self._flush(batch))
-            self._inflight.add(task)
-            task.add_done_callback(self._flush_done)
-
-    def _flush_done(self, task: asyncio.Task[None]) -> None:
-        self._inflight.discard(task)
-        self._start_flushes()
 
     async def _flush(
         self, batch: list[tuple[Sequence[ReceivedRecord], asyncio.Future[None]]]

@@ -16,6 +16,7 @@ from uuid import UUID
 
 from storage.database import Pool
 from storage.errors import StorageError
+from storage.group_commit import GroupCommit
 from storage.queue import Outcome, RollUp, record_outcomes
 
 log = logging.getLogger(__name__)
@@ -32,49 +33,33 @@ class OutcomeWriter:
     ) -> None:
         self._pool = pool
         self._roll_up = roll_up
-        self._max_batch = max_batch
-        self._max_inflight = max_inflight
-        self._pending: list[_Pending] = []
-        self._inflight: set[asyncio.Task[None]] = set()
+        # Batches are weighed in outcomes, not callers: max_batch outcomes per transaction.
+        self._group: GroupCommit[_Pending] = GroupCommit(
+            self._flush,
+            max_batch=max_batch,
+            max_inflight=max_inflight,
+            weight=lambda item: len(item[0]),
+        )
         self._stragglers: set[asyncio.Task[None]] = set()
         self.retries = 0
 
     async def write(self, outcomes: Sequence[Outcome]) -> set[UUID]:
         """Return once `outcomes` are committed: the ids applied (a lost lease applies none)."""
         future: asyncio.Future[set[UUID]] = asyncio.get_running_loop().create_future()
-        self._pending.append((outcomes, future))
-        self._start_flushes()
+        self._group.submit((outcomes, future))
         # Shielded: a caller cancelled while waiting (a stopping worker) must not cancel the
         # commit of outcomes other callers share.
         return await asyncio.shield(future)
 
     @property
     def busy(self) -> bool:
-        return bool(self._pending or self._inflight or self._stragglers)
+        return self._group.busy or bool(self._stragglers)
 
     async def drain(self) -> None:
         """Until every outcome handed in so far is committed."""
         while self.busy:
-            await asyncio.gather(*self._inflight, *self._stragglers, return_exceptions=True)
+            await asyncio.gather(*self._group.inflight, *self._stragglers, return_exceptions=True)
             await asyncio.sleep(0)
-
-    def _start_flushes(self) -> None:
-        while self._pending and len(self._inflight) < self._max_inflight:
-            batch: list[_Pending] = []
-            size = 0
-            while self._pending and (
-                not batch or size + len(self._pending[0][0]) <= self._max_batch
-            ):
-                item = self._pending.pop(0)
-                batch.append(item)
-                size += len(item[0])
-            task = asyncio.get_running_loop().create_task(self._flush(batch))
-            self._inflight.add(task)
-            task.add_done_callback(self._flush_done)
-
-    def _flush_done(self, task: asyncio.Task[None]) -> None:
-        self._inflight.discard(task)
-        self._start_flushes()
 
     async def _flush(self, batch: list[_Pending]) -> None:
         delay = RETRY_FIRST_SECONDS

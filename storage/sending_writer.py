@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from storage.database import Pool
 from storage.errors import StorageError, StorageUnavailable, storage_errors
+from storage.group_commit import GroupCommit
 from storage.sending import (
     DELIVERY_CHANNEL,
     INSERT_EMAIL_QUIET,
@@ -50,30 +51,17 @@ class _Regroup(Exception):
 class EmailWriter:
     def __init__(self, pool: Pool, *, max_batch: int = 64, max_inflight: int = 2) -> None:
         self._pool = pool
-        self._max_batch = max_batch  # requests per group
-        self._max_inflight = max_inflight  # groups being committed at once
-        self._pending: list[_Request] = []
-        self._inflight: set[asyncio.Task[None]] = set()
+        # max_batch: requests per group; max_inflight: groups being committed at once.
+        self._group: GroupCommit[_Request] = GroupCommit(
+            self._flush, max_batch=max_batch, max_inflight=max_inflight
+        )
 
     async def store(self, emails: Sequence[NewEmail], completion: Completion | None) -> Stored:
         """Store one request's emails (all or none) with its Idempotency-Key completion."""
         done: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Request(emails, completion, done))
-        self._start_flushes()
+        self._group.submit(_Request(emails, completion, done))
         # Shielded: a client that goes away must not cancel a commit other requests share.
         return await asyncio.shield(done)
-
-    def _start_flushes(self) -> None:
-        while self._pending and len(self._inflight) < self._max_inflight:
-            group = self._pending[: self._max_batch]
-            del self._pending[: self._max_batch]
-            task = asyncio.get_running_loop().create_task(self._flush(group))
-            self._inflight.add(task)
-            task.add_done_callback(self._flush_done)
-
-    def _flush_done(self, task: asyncio.Task[None]) -> None:
-        self._inflight.discard(task)
-        self._start_flushes()
 
     async def _flush(self, group: list[_Request]) -> None:
         try:
