@@ -19,7 +19,7 @@ from api.errors import ApiError
 from api.pagination import list_body, page_request, query_datetime, query_uuid, unknown_cursor
 from api.threads import display_address, thread_object
 from storage import received
-from storage.received import ReceivedEmail, ReceivedFilters, ReceivedSummary
+from storage.received import RawMessage, ReceivedEmail, ReceivedFilters, ReceivedSummary
 
 routes = web.RouteTableDef()
 
@@ -234,15 +234,21 @@ async def get_attachment(request: web.Request) -> web.Response:
     return web.json_response({"object": "attachment", **body})
 
 
-@routes.get("/emails/receiving/{id}/attachments/{attachment_id}/content")
-async def download_attachment(request: web.Request) -> web.Response:
-    """The decoded bytes of one attachment, read again from the stored raw message."""
+async def _raw_of(request: web.Request) -> tuple[UUID, RawMessage]:
+    """The received email named in the path, with its raw bytes, or the caller's 404."""
     caller = request[CALLER]
     caller.require_full_access()
     email_id = path_uuid(request)
     stored = await received.get_raw(request.app[POOL], caller.tenant_id, email_id)
     if stored is None:
         raise ApiError(errors.NOT_FOUND, "Email not found.")
+    return email_id, stored
+
+
+@routes.get("/emails/receiving/{id}/attachments/{attachment_id}/content")
+async def download_attachment(request: web.Request) -> web.Response:
+    """The decoded bytes of one attachment, read again from the stored raw message."""
+    email_id, stored = await _raw_of(request)
     index = _find_attachment(stored.attachments, request.match_info["attachment_id"])
     entry = attachment_json(stored.attachments[index], index)
     part = await mime_parts.extract(stored.raw, entry["id"])
@@ -264,12 +270,7 @@ async def download_attachment(request: web.Request) -> web.Response:
 @routes.get("/emails/receiving/{id}/raw")
 async def get_raw(request: web.Request) -> web.Response:
     """The message as received, with our Received trace field on top (RFC 5321 section 4.4)."""
-    caller = request[CALLER]
-    caller.require_full_access()
-    email_id = path_uuid(request)
-    stored = await received.get_raw(request.app[POOL], caller.tenant_id, email_id)
-    if stored is None:
-        raise ApiError(errors.NOT_FOUND, "Email not found.")
+    email_id, stored = await _raw_of(request)
     trace = stored.received_header.encode("utf-8") + b"\r\n" if stored.received_header else b""
     return web.Response(
         body=trace + stored.raw,
