@@ -248,7 +248,7 @@ async def _raw_of(request: web.Request) -> tuple[UUID, RawMessage]:
 @routes.get("/emails/receiving/{id}/attachments/{attachment_id}/content")
 async def download_attachment(request: web.Request) -> web.Response:
     """The decoded bytes of one attachment, read again from the stored raw message."""
-    email_id, stored = await _raw_of(request)
+    _email_id, stored = await _raw_of(request)
     index = _find_attachment(stored.attachments, request.match_info["attachment_id"])
     entry = attachment_json(stored.attachments[index], index)
     part = await mime_parts.extract(stored.raw, entry["id"])
