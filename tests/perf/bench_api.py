@@ -148,9 +148,10 @@ class ApiPeer(OpenSendPeer):
 
 
 def run_wrk(
-    args: argparse.Namespace, peer: ApiPeer, key: str, script: Path, seconds: int
+    args: argparse.Namespace, url: str, script_env: dict[str, str], script: Path, seconds: int
 ) -> dict[str, Any]:
-    env = {**os.environ, "BENCH_KEY": key, "BENCH_BODY": json.dumps(EMAIL)}
+    """wrk with the shared settings; `script_env` feeds the Lua script (key, body, ids)."""
+    env = {**os.environ, **script_env}
     command = [
         "wrk",
         f"-t{args.threads}",
@@ -161,7 +162,7 @@ def run_wrk(
         "--latency",
         "-s",
         str(script),
-        f"{peer.url}/emails",
+        url,
     ]
     log(" ".join(command))
     proc = subprocess.run(
@@ -235,17 +236,18 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     script.write_text(LUA)
     try:
         key = peer.setup()
+        script_env = {"BENCH_KEY": key, "BENCH_BODY": json.dumps(EMAIL)}
         peer.start()
         facts = asyncio.run(peer.database_facts())
         log(f"database fsync={facts.fsync} synchronous_commit={facts.synchronous_commit}")
         if args.warmup:
-            run_wrk(args, peer, key, script, args.warmup)
+            run_wrk(args, f"{peer.url}/emails", script_env, script, args.warmup)
             time.sleep(1.0)  # the warm-up's last requests finish their COMMIT
         before = asyncio.run(peer.count_emails())
         cpu_before = cpu_seconds(peer)
         profiler = profile(args, peer)
         try:
-            run = run_wrk(args, peer, key, script, args.duration)
+            run = run_wrk(args, f"{peer.url}/emails", script_env, script, args.duration)
         finally:
             if profiler is not None:
                 profiler.wait(args.duration + 30)

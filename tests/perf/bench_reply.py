@@ -34,11 +34,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import secrets
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,7 +48,7 @@ from typing import Any
 
 import aiohttp
 import aiosmtplib
-from bench_api import ApiPeer, bounded, cpu_seconds, parse_wrk
+from bench_api import ApiPeer, bounded, cpu_seconds, run_wrk
 from bench_report import machine_facts
 from opensend_peer import OpenSendError, OpenSendPeer
 
@@ -162,36 +160,6 @@ async def latency(args: argparse.Namespace, api_url: str, key: str, mx_port: int
     return timings
 
 
-def run_wrk(
-    args: argparse.Namespace, url: str, key: str, ids: list[str], script: Path, seconds: int
-) -> dict[str, Any]:
-    env = {
-        **os.environ,
-        "BENCH_KEY": key,
-        "BENCH_BODY": json.dumps(REPLY),
-        "BENCH_IDS": ",".join(ids),
-    }
-    command = [
-        "wrk",
-        f"-t{args.threads}",
-        f"-c{args.connections}",
-        f"-d{seconds}s",
-        "--timeout",
-        "10s",
-        "--latency",
-        "-s",
-        str(script),
-        url,
-    ]
-    log(" ".join(command))
-    proc = subprocess.run(
-        command, env=env, capture_output=True, text=True, timeout=seconds + 60, check=False
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"wrk exited {proc.returncode}: {proc.stderr}\n{proc.stdout}")
-    return parse_wrk(proc.stdout) | {"command": " ".join(command), "output": proc.stdout}
-
-
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -212,6 +180,11 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         mx.start()
         ids = asyncio.run(send_received(mx.mx_port, args.received))
         log(f"{len(ids)} received emails to answer")
+        script_env = {
+            "BENCH_KEY": key,
+            "BENCH_BODY": json.dumps(REPLY),
+            "BENCH_IDS": ",".join(ids),
+        }
         result: dict[str, Any] = {
             "date": datetime.now(UTC).isoformat(),
             "machine": machine_facts(Path(__file__).resolve().parents[2]),
@@ -222,11 +195,11 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         }
         if args.duration:
             if args.warmup:
-                run_wrk(args, api.url, key, ids, script, args.warmup)
+                run_wrk(args, api.url, script_env, script, args.warmup)
                 time.sleep(1.0)
             before = asyncio.run(api.count_emails())
             cpu_before = cpu_seconds(api)
-            run = run_wrk(args, api.url, key, ids, script, args.duration)
+            run = run_wrk(args, api.url, script_env, script, args.duration)
             cpu = {k: v - cpu_before[k] for k, v in cpu_seconds(api).items()}
             time.sleep(1.0)  # requests in flight when wrk stopped finish their COMMIT
             stored = asyncio.run(api.count_emails()) - before
