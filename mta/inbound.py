@@ -1,8 +1,9 @@
 """The MX handler: turns RCPT and DATA into policy inputs and storage calls, and renders replies.
 
-It decides nothing itself: `policy.routing` judges recipients, `policy.matching` finds the
-conversation, `storage` looks up and commits. 250 is sent only after the commit; any storage
-trouble is a 451, never a 5xx and never an exception that aiosmtpd would turn into 500.
+It decides nothing itself: `policy.inbound` (shared with the ingester endpoints) judges
+recipients and matches the conversation, `storage` looks up and commits. 250 is sent only after
+the commit; any storage trouble is a 451, never a 5xx and never an exception that aiosmtpd would
+turn into 500.
 """
 
 from __future__ import annotations
@@ -13,39 +14,14 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import format_datetime
 from typing import Any
-from uuid import UUID
 
 from mta import metrics
-from mta.lookup_cache import TTLCache
 from policy import replies
-from policy.addresses import split_mailbox
-from policy.matching import (
-    KnownMessage,
-    Match,
-    OutboundEvidence,
-    candidates,
-    decide,
-    verify_token,
-)
-from policy.message import ParsedMessage, parse_message
-from policy.routing import (
-    Action,
-    DomainRouting,
-    RcptDecision,
-    RcptInput,
-    RouteKind,
-    TokenVerdict,
-    decide_rcpt,
-    rcpt_lookup_failed,
-    rcpt_over_limit,
-    rcpt_syntax_rejected,
-    route_candidates,
-)
-from policy.tokens import ReplyTokens, TokenFailure, token_from_local_part
-from storage import directory, inbox
-from storage.database import Pool
+from policy.inbound import Arrival, InboundLookups, judge_recipient, received_messages
+from policy.message import parse_message
+from policy.routing import Action, RcptDecision, rcpt_lookup_failed
+from policy.tokens import ReplyTokens
 from storage.errors import StorageError
 from storage.ids import uuid7
 from storage.inbox import ReceivedRecord
@@ -79,79 +55,23 @@ def _transaction(envelope: Any) -> Transaction:
     return state
 
 
-def _routing(found: directory.RecipientRoute | None) -> DomainRouting | None:
-    if found is None:
-        return None
-    return DomainRouting(
-        tenant_id=found.tenant_id,
-        domain_id=found.domain_id,
-        domain=found.domain,
-        reply_domain=found.reply_domain,
-        route_kind=RouteKind(found.route_kind) if found.route_kind else None,
-        route_address=found.route_address,
-        route_target=found.route_target,
-    )
-
-
-def _outbound(row: inbox.OutboundRow | None) -> OutboundEvidence | None:
-    if row is None:
-        return None
-    return OutboundEvidence(row.email_id, row.thread_id, row.reply_token, row.reply_domain)
-
-
-_date_cache: tuple[int, str] = (0, "")
-
-
-def _trace_date(when: datetime) -> str:
-    """RFC 5322 date-time of a Received field; formatted once per second, not per message."""
-    global _date_cache
-    second = int(when.timestamp())
-    if _date_cache[0] != second:
-        _date_cache = (second, format_datetime(when.replace(microsecond=0)))
-    return _date_cache[1]
-
-
-def received_header(
-    *,
-    record_id: UUID,
-    helo: str | None,
-    peer_ip: str | None,
-    hostname: str,
-    tls_version: str | None,
-    recipient: str | None,
-    when: datetime,
-) -> str:
-    """The trace field of RFC 5321 section 4.4, with the protocol keyword of RFC 3848."""
-    protocol = "ESMTPS" if tls_version else "ESMTP"
-    tls = f" ({tls_version})" if tls_version else ""
-    for_clause = f"\r\n\tfor <{recipient}>" if recipient else ""
-    return (
-        f"Received: from {helo or 'unknown'} ([{peer_ip or 'unknown'}])\r\n"
-        f"\tby {hostname} (OpenSend) with {protocol}{tls} id {record_id.hex}"
-        f"{for_clause}; {_trace_date(when)}"
-    )
-
-
 class MXHandler:
     """aiosmtpd hooks for port 25."""
 
     def __init__(
         self,
         *,
-        pool: Pool,
+        lookups: InboundLookups,
         tokens: ReplyTokens,
         hostname: str,
         limits: MXLimits,
         store: StoreFunction,
     ) -> None:
-        self._pool = pool
+        self._lookups = lookups
         self._tokens = tokens
         self._hostname = hostname
         self._limits = limits
         self._store = store
-        self._routes: TTLCache[directory.RecipientRoute | None] = TTLCache(
-            lambda domain, candidates: directory.lookup_recipient(pool, domain, candidates)
-        )
 
     # -- MAIL FROM ----------------------------------------------------------------------------
 
@@ -192,33 +112,18 @@ class MXHandler:
         return str(decision.reply)
 
     async def _decide_recipient(self, address: str, accepted_so_far: int) -> RcptDecision:
-        if accepted_so_far >= self._limits.max_recipients:
-            # RFC 5321 section 4.5.3.1.10: 452 lets the client send the rest in a new message.
-            return rcpt_over_limit()
-        mailbox = split_mailbox(address)
-        if mailbox is None:
-            return rcpt_syntax_rejected()
         try:
-            found = _routing(await self._routes.get(mailbox.domain, route_candidates(mailbox)))
-            verdict = None
-            token = token_from_local_part(mailbox.local)
-            if found is not None and token is not None:
-                verdict = await self._verify_recipient_token(token, found, mailbox.domain)
+            return await judge_recipient(
+                address,
+                accepted_so_far,
+                max_recipients=self._limits.max_recipients,
+                lookups=self._lookups,
+                tokens=self._tokens,
+            )
         except StorageError as error:
             metrics.STORAGE_FAILURES.labels("rcpt").inc()
             log.warning("recipient lookup failed", extra={"rcpt": address, "error": str(error)})
             return rcpt_lookup_failed()
-        return decide_rcpt(RcptInput(mailbox, found, verdict))
-
-    async def _verify_recipient_token(
-        self, token: Any, routing: DomainRouting, domain: str
-    ) -> TokenVerdict:
-        if isinstance(token, TokenFailure):
-            return TokenVerdict(None, token)
-        evidence = await inbox.token_evidence(self._pool, routing.tenant_id, token.email_id)
-        return verify_token(
-            self._tokens, token, routing.tenant_id, _outbound(evidence), recipient_domain=domain
-        )
 
     # -- DATA ---------------------------------------------------------------------------------
 
@@ -254,98 +159,25 @@ class MXHandler:
         return str(replies.S451_TEMP_STORAGE)
 
     async def _records(
-        self,
-        session: Any,
-        envelope: Any,
-        transaction: Transaction,
-        parsed: ParsedMessage,
-        raw: bytes,
-    ) -> list[ReceivedRecord]:
-        by_tenant: dict[UUID, list[RcptDecision]] = {}
-        for decision in transaction.accepted:
-            assert decision.tenant_id is not None
-            by_tenant.setdefault(decision.tenant_id, []).append(decision)
-
-        peer_ip = session.peer[0] if isinstance(session.peer, tuple) else None
+        self, session: Any, envelope: Any, transaction: Transaction, parsed: Any, raw: bytes
+    ) -> Sequence[ReceivedRecord]:
         # aiosmtpd keeps the TLS layer's extra info (with the ssl_object) once STARTTLS is done.
         ssl_object = session.ssl.get("ssl_object") if isinstance(session.ssl, dict) else None
-        tls_version = ssl_object.version() if ssl_object is not None else None
-        now = datetime.now(UTC)
-        records = []
-        for tenant_id, decisions in by_tenant.items():
-            match = await self._match(tenant_id, decisions, parsed)
-            # An address given twice (or two aliases of one target) is one recipient.
-            recipients = list(dict.fromkeys(d.delivered_to for d in decisions if d.delivered_to))
-            record_id = uuid7()
-            records.append(
-                ReceivedRecord(
-                    id=record_id,
-                    tenant_id=tenant_id,
-                    # The null reverse-path of bounces (RFC 5321 section 4.5.5) is stored empty.
-                    mail_from="" if envelope.mail_from == "<>" else envelope.mail_from or "",
-                    rcpt_to=recipients,
-                    remote_ip=peer_ip,
-                    helo=session.host_name,
-                    tls=tls_version is not None,
-                    tls_version=tls_version,
-                    received_header=received_header(
-                        record_id=record_id,
-                        helo=session.host_name,
-                        peer_ip=peer_ip,
-                        hostname=self._hostname,
-                        tls_version=tls_version,
-                        recipient=recipients[0] if len(recipients) == 1 else None,
-                        when=now,
-                    ),
-                    raw=raw,
-                    headers=parsed.headers,
-                    message_id=parsed.message_id,
-                    in_reply_to=parsed.in_reply_to,
-                    references=parsed.references,
-                    subject=parsed.subject,
-                    from_address=parsed.from_address,
-                    from_name=parsed.from_name,
-                    to_addresses=parsed.to,
-                    cc_addresses=parsed.cc,
-                    reply_to_addresses=parsed.reply_to,
-                    sent_at=parsed.date,
-                    text_body=parsed.text,
-                    html_body=parsed.html,
-                    attachments=[a.as_json() for a in parsed.attachments],
-                    parse_defects=parsed.defects,
-                    reply_match_status=match.status.value,
-                    reply_to_email_id=match.reply_to_email_id,
-                    thread_id=match.thread_id,
-                    contact_email=parsed.from_address,
-                    match_source=match.source.value if match.source else None,
-                    token_failure=match.token_failure.value if match.token_failure else None,
-                    token_failure_source=(
-                        match.failure_source.value if match.failure_source else None
-                    ),
-                )
-            )
-        return records
-
-    async def _match(
-        self, tenant_id: UUID, decisions: list[RcptDecision], parsed: ParsedMessage
-    ) -> Match:
-        offered = candidates(
-            [d.token for d in decisions if d.token is not None],
-            parsed.reply_token_header,
-            parsed.in_reply_to,
-            parsed.references,
+        arrival = Arrival(
+            # The null reverse-path of bounces (RFC 5321 section 4.5.5) is stored empty.
+            mail_from="" if envelope.mail_from == "<>" else envelope.mail_from or "",
+            peer_ip=session.peer[0] if isinstance(session.peer, tuple) else None,
+            helo=session.host_name,
+            tls_version=ssl_object.version() if ssl_object is not None else None,
+            hostname=self._hostname,
+            received_at=datetime.now(UTC),
         )
-        email_ids = sorted({c.token.email_id for c in offered if c.token is not None})
-        message_ids = [c.message_id for c in offered if c.message_id is not None]
-        evidence = await inbox.match_evidence(self._pool, tenant_id, email_ids, message_ids)
-        match = decide(
-            offered,
-            self._tokens,
-            tenant_id,
-            {
-                k: OutboundEvidence(v.email_id, v.thread_id, v.reply_token, v.reply_domain)
-                for k, v in evidence.outbound.items()
-            },
-            {k: KnownMessage(v.reply_to_email_id, v.thread_id) for k, v in evidence.known.items()},
+        return await received_messages(
+            transaction.accepted,
+            parsed,
+            raw,
+            arrival,
+            lookups=self._lookups,
+            tokens=self._tokens,
+            new_id=uuid7,
         )
-        return match

@@ -17,7 +17,7 @@ from mta.protocol import ConnectionGate, MXProtocol
 from policy.settings import ListenAddress, Settings
 from policy.tokens import ReplyTokens
 from storage.database import Pool
-from storage.inbox import GroupCommitWriter
+from storage.inbox import GroupCommitWriter, InboxLookups
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ async def start_mx(
     listen = listen or settings.mx_listen
     writer = GroupCommitWriter(pool)
     handler = MXHandler(
-        pool=pool,
+        lookups=InboxLookups(pool),
         tokens=tokens,
         hostname=settings.hostname,
         limits=MXLimits(settings.max_recipients, settings.max_received_headers),

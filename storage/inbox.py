@@ -6,14 +6,16 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import asyncpg
 
 from storage.database import Pool
+from storage.directory import RecipientRoute, lookup_recipient
 from storage.errors import StorageError, StorageUnavailable, storage_errors
 from storage.group_commit import GroupCommit
+from storage.lookup_cache import TTLCache
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,40 +39,77 @@ class MatchEvidence:
     known: dict[str, KnownMessageRow] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class ReceivedRecord:
-    id: UUID
-    tenant_id: UUID
-    mail_from: str
-    rcpt_to: list[str]
-    remote_ip: str | None
-    helo: str | None
-    tls: bool
-    tls_version: str | None
-    received_header: str
-    raw: bytes
-    headers: list[tuple[str, str]]
-    message_id: str | None
-    in_reply_to: str | None
-    references: str | None
-    subject: str | None
-    from_address: str | None
-    from_name: str | None
-    to_addresses: list[str]
-    cc_addresses: list[str]
-    reply_to_addresses: list[str]
-    sent_at: datetime | None
-    text_body: str | None
-    html_body: str | None
-    attachments: list[dict[str, Any]]
-    parse_defects: list[str]
-    reply_match_status: str
-    reply_to_email_id: UUID | None
-    thread_id: UUID | None
-    contact_email: str | None  # the sender; linked to the tenant's contact of that address, if any
-    match_source: str | None
-    token_failure: str | None
-    token_failure_source: str | None
+class ReceivedRecord(Protocol):
+    """One stored copy of a received message for one tenant (policy.inbound.ReceivedMessage)."""
+
+    @property
+    def id(self) -> UUID: ...
+    @property
+    def tenant_id(self) -> UUID: ...
+    @property
+    def mail_from(self) -> str: ...
+    @property
+    def rcpt_to(self) -> list[str]: ...
+    @property
+    def remote_ip(self) -> str | None: ...
+    @property
+    def helo(self) -> str | None: ...
+    @property
+    def tls(self) -> bool: ...
+    @property
+    def tls_version(self) -> str | None: ...
+    @property
+    def received_header(self) -> str: ...
+    @property
+    def raw(self) -> bytes: ...
+    @property
+    def headers(self) -> list[tuple[str, str]]: ...
+    @property
+    def message_id(self) -> str | None: ...
+    @property
+    def in_reply_to(self) -> str | None: ...
+    @property
+    def references(self) -> str | None: ...
+    @property
+    def subject(self) -> str | None: ...
+    @property
+    def from_address(self) -> str | None: ...
+    @property
+    def from_name(self) -> str | None: ...
+    @property
+    def to_addresses(self) -> list[str]: ...
+    @property
+    def cc_addresses(self) -> list[str]: ...
+    @property
+    def reply_to_addresses(self) -> list[str]: ...
+    @property
+    def sent_at(self) -> datetime | None: ...
+    @property
+    def text_body(self) -> str | None: ...
+    @property
+    def html_body(self) -> str | None: ...
+    @property
+    def attachments(self) -> list[dict[str, Any]]: ...
+    @property
+    def parse_defects(self) -> list[str]: ...
+    @property
+    def reply_match_status(self) -> str: ...
+    @property
+    def reply_to_email_id(self) -> UUID | None: ...
+    @property
+    def thread_id(self) -> UUID | None: ...
+    @property
+    def contact_email(self) -> str | None: ...
+    @property
+    def match_source(self) -> str | None: ...
+    @property
+    def token_failure(self) -> str | None: ...
+    @property
+    def token_failure_source(self) -> str | None: ...
+    @property
+    def ingest_source(self) -> str | None: ...
+    @property
+    def ingest_event_id(self) -> str | None: ...
 
 
 # Everything matching needs for one tenant, in one round trip: the outbound emails that tokens
@@ -127,6 +166,8 @@ RECEIVED_COLUMNS = (
     "match_source",
     "token_failure",
     "token_failure_source",
+    "ingest_source",
+    "ingest_event_id",
 )
 # The contact is looked up inside the INSERT: one round trip fewer for every message.
 _CONTACT_PARAM = RECEIVED_COLUMNS.index("contact_id") + 1
@@ -199,6 +240,67 @@ async def store_received(pool: Pool, records: Sequence[ReceivedRecord]) -> None:
         await conn.executemany(INSERT_RECEIVED, [_values(r) for r in records])
         if threads:
             await conn.execute(TOUCH_THREADS, threads)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCopy:
+    id: UUID
+    tenant_id: UUID
+    reply_match_status: str
+
+
+# Serialises concurrent retries of one provider event, so the check below cannot race itself.
+LOCK_INGEST_EVENT = "SELECT pg_advisory_xact_lock(hashtextextended($1 || ':' || $2, 0))"
+SELECT_INGEST_EVENT = """
+SELECT id, tenant_id, reply_match_status FROM received_emails
+WHERE ingest_source = $1 AND ingest_event_id = $2 ORDER BY id
+"""
+
+
+async def store_ingested(
+    pool: Pool, records: Sequence[ReceivedRecord], *, source: str, event_id: str
+) -> tuple[list[StoredCopy], bool]:
+    """Store an ingester event's records unless that event is already stored.
+
+    Returns the stored copies and whether they were stored before (a provider's retry).
+    """
+    threads = sorted({r.thread_id for r in records if r.thread_id is not None})
+    async with storage_errors(), pool.acquire() as conn, conn.transaction():
+        await conn.execute(LOCK_INGEST_EVENT, source, event_id)
+        earlier = await conn.fetch(SELECT_INGEST_EVENT, source, event_id)
+        if earlier:
+            return [StoredCopy(**dict(row)) for row in earlier], True
+        await conn.executemany(INSERT_RECEIVED, [_values(r) for r in records])
+        if threads:
+            await conn.execute(TOUCH_THREADS, threads)
+    return [StoredCopy(r.id, r.tenant_id, r.reply_match_status) for r in records], False
+
+
+class InboxLookups:
+    """What the inbound pipeline looks up (policy.inbound.InboundLookups), on one pool.
+
+    Routing answers are cached for a few seconds (see `TTLCache`): RCPT asks for the same domain
+    again and again, and an administrator's change still applies within seconds.
+    """
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+        self._routes: TTLCache[RecipientRoute | None] = TTLCache(
+            lambda domain, candidates: lookup_recipient(pool, domain, candidates)
+        )
+
+    async def recipient_route(
+        self, domain: str, candidates: Sequence[str]
+    ) -> RecipientRoute | None:
+        return await self._routes.get(domain, candidates)
+
+    async def token_evidence(self, tenant_id: UUID, email_id: UUID) -> OutboundRow | None:
+        return await token_evidence(self._pool, tenant_id, email_id)
+
+    async def match_evidence(
+        self, tenant_id: UUID, email_ids: Sequence[UUID], message_ids: Sequence[str]
+    ) -> MatchEvidence:
+        return await match_evidence(self._pool, tenant_id, email_ids, message_ids)
 
 
 class GroupCommitWriter:
