@@ -21,7 +21,17 @@ from prometheus_client import (
     multiprocess,
 )
 
-from api import api_keys, contacts, domains, emails, errors, receiving, replies, threads
+from api import (
+    api_keys,
+    contacts,
+    domains,
+    emails,
+    errors,
+    ingest,
+    receiving,
+    replies,
+    threads,
+)
 from api.auth import CALLER, authenticate
 from api.context import DNS, POOL, SETTINGS, TOKENS
 from api.errors import ApiError
@@ -37,9 +47,11 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-# Paths served without an API key: operations endpoints (and, later, the ingesters, which have
-# their own token).
-PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json"})
+# Paths served without an API key: operations endpoints, and the ingesters, which have their own
+# token (api.ingest.check_ingester_token) or signature.
+PUBLIC_PATHS = frozenset(
+    {"/healthz", "/metrics", "/openapi.json", "/events/inbound", "/events/inbound/ses-s3"}
+)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -164,4 +176,5 @@ def make_app(
     app.router.add_routes(emails.routes)
     replies.install(app)  # POST /emails/{id}/reply and its Inbound-worded errors
     app.router.add_routes(domains.routes)
+    ingest.install(app)  # POST /events/inbound, with its own token
     return app

@@ -92,6 +92,22 @@ REPLY_INTERNAL_ERROR = ErrorKind(500, "application_error", "Internal server erro
 # every other route (see SERVICE_UNAVAILABLE), with Inbound's text.
 REPLY_FAILED = ErrorKind(503, "application_error", "Failed to send reply. Please try again later.")
 
+# The ingester endpoints (POST /events/inbound, .../ses-s3). A provider retries on 5xx only, so
+# every refusal that a retry cannot cure is a 4xx that says why.
+INGESTER_TOKEN_MISSING = ErrorKind(
+    401,
+    "missing_ingester_token",
+    "Missing ingester token: send INGESTER_INBOUND_TOKEN as a bearer token.",
+)
+INGESTER_TOKEN_INVALID = ErrorKind(403, "invalid_ingester_token", "Ingester token is invalid.")
+INGEST_RECIPIENTS_REFUSED = ErrorKind(
+    422, "recipients_refused", "No recipient is routed to a tenant here."
+)
+INGEST_TOO_MANY_RECIPIENTS = ErrorKind(
+    422, "too_many_recipients", "Too many recipients in this event."
+)
+INGEST_LOOP = ErrorKind(422, "mail_loop", "Too many Received header fields: probable mail loop.")
+
 CATALOGUE: dict[str, ErrorKind] = {
     name: value for name, value in globals().items() if isinstance(value, ErrorKind)
 }
