@@ -30,6 +30,7 @@ from api import (
     ingest,
     receiving,
     replies,
+    ses_s3,
     threads,
 )
 from api.auth import CALLER, authenticate
@@ -177,4 +178,5 @@ def make_app(
     replies.install(app)  # POST /emails/{id}/reply and its Inbound-worded errors
     app.router.add_routes(domains.routes)
     ingest.install(app)  # POST /events/inbound, with its own token
+    ses_s3.install(app)  # POST /events/inbound/ses-s3 and, when configured, its AWS clients
     return app

@@ -108,6 +108,30 @@ INGEST_TOO_MANY_RECIPIENTS = ErrorKind(
 )
 INGEST_LOOP = ErrorKind(422, "mail_loop", "Too many Received header fields: probable mail loop.")
 
+# POST /events/inbound/ses-s3. SNS retries an HTTPS delivery only after a 5xx or a timeout, and
+# any 4xx ends it: a 4xx answers only what no retry can mend; S3 or SNS out of reach is a 503.
+SNS_INVALID_MESSAGE = ErrorKind(
+    400, "invalid_sns_message", "The request body is not an Amazon SNS message this server takes."
+)
+SNS_UNTRUSTED = ErrorKind(
+    403, "untrusted_sns_message", "The SNS message could not be authenticated."
+)
+SES_NOTIFICATION_UNUSABLE = ErrorKind(
+    422, "unusable_ses_notification", "The SES notification does not name a stored email."
+)
+SES_OBJECT_MISSING = ErrorKind(
+    422, "s3_object_missing", "The S3 object named in the SES notification does not exist."
+)
+SES_OBJECT_TOO_LARGE = ErrorKind(
+    413, "message_too_large", "The email is larger than this server accepts."
+)
+SNS_CONFIRMATION_REFUSED = ErrorKind(
+    422, "sns_confirmation_refused", "Amazon SNS refused the subscription confirmation."
+)
+AWS_UNAVAILABLE = ErrorKind(
+    503, "application_error", "Amazon S3 or SNS could not be reached; try again shortly."
+)
+
 CATALOGUE: dict[str, ErrorKind] = {
     name: value for name, value in globals().items() if isinstance(value, ErrorKind)
 }

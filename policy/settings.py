@@ -8,12 +8,15 @@ command line turns into exit code 2.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from urllib.parse import parse_qs, unquote
+
+from policy.sns import DEFAULT_CERT_HOST_PATTERN
 
 
 class SettingsError(ValueError):
@@ -62,6 +65,26 @@ class Relay:
 
 
 @dataclass(frozen=True, slots=True)
+class SesIngester:
+    """The SES (S3 action, SNS notification) ingester. No topic: every notification is refused."""
+
+    topic_arns: frozenset[str]
+    # Full-matched against the host (with ":port" when not 443) of SigningCertURL and
+    # SubscribeURL, the only places a certificate is fetched from or a GET is sent to.
+    cert_host: re.Pattern[str]
+    # A PEM bundle trusted, besides the system's CAs, for those HTTPS fetches.
+    ca_file: Path | None
+    # Older notifications are refused as replays (seconds).
+    max_age: int
+    s3_region: str | None  # None: botocore's own (AWS_REGION, the config file)
+    s3_endpoint: str | None  # None: AWS's endpoint for the region
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.topic_arns)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     env: Environment
     data_dir: Path
@@ -90,6 +113,9 @@ class Settings:
     reply_token_secret: bytes | None
     reply_token_secrets_previous: tuple[bytes, ...]
     ingester_inbound_token: str | None
+
+    # POST /events/inbound/ses-s3: Amazon SES receipt rules with an S3 action, announced by SNS.
+    ses: SesIngester
 
     max_message_size: int
     max_recipients: int
@@ -299,6 +325,50 @@ def _secret(name: str, raw: str) -> bytes:
     return value.encode()
 
 
+# An SNS topic ARN (arn:aws:sns:us-east-1:123456789012:ses-inbound), in any AWS partition.
+_TOPIC_ARN = re.compile(r"arn:aws(-[a-z]+)*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}")
+DEFAULT_SES_MAX_AGE = "75m"
+
+
+def _ses_ingester(env: Mapping[str, str]) -> SesIngester:
+    topics = frozenset(
+        item.strip() for item in env.get("OPENSEND_SES_TOPIC_ARNS", "").split(",") if item.strip()
+    )
+    for topic in sorted(topics):
+        if _TOPIC_ARN.fullmatch(topic) is None:
+            raise SettingsError(
+                f"OPENSEND_SES_TOPIC_ARNS: {topic!r} is not an SNS topic ARN "
+                "(for example arn:aws:sns:eu-west-1:123456789012:ses-inbound)"
+            )
+    pattern = env.get("OPENSEND_SES_CERT_HOST_PATTERN", "").strip() or DEFAULT_CERT_HOST_PATTERN
+    try:
+        cert_host = re.compile(pattern)
+    except re.error as error:
+        raise SettingsError(
+            f"OPENSEND_SES_CERT_HOST_PATTERN: {pattern!r} is not a regular expression ({error})"
+        ) from None
+    region = env.get("OPENSEND_SES_S3_REGION", "").strip() or None
+    if region is not None and re.fullmatch(r"[a-z0-9-]+", region) is None:
+        raise SettingsError(f"OPENSEND_SES_S3_REGION: {region!r} is not a region name")
+    endpoint = env.get("OPENSEND_SES_S3_ENDPOINT", "").strip() or None
+    if endpoint is not None and re.fullmatch(r"https?://[^/?#@\s]+/?", endpoint) is None:
+        raise SettingsError(
+            f"OPENSEND_SES_S3_ENDPOINT: {endpoint!r} is not http(s)://host[:port] "
+            "(for example https://s3.eu-west-1.amazonaws.com)"
+        )
+    return SesIngester(
+        topic_arns=topics,
+        cert_host=cert_host,
+        ca_file=_optional_path(env, "OPENSEND_SES_CA_FILE"),
+        max_age=parse_duration(
+            "OPENSEND_SES_MAX_AGE",
+            env.get("OPENSEND_SES_MAX_AGE", "").strip() or DEFAULT_SES_MAX_AGE,
+        ),
+        s3_region=region,
+        s3_endpoint=endpoint,
+    )
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting once; raise SettingsError naming the first bad one."""
     env = os.environ if env is None else env
@@ -403,6 +473,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         reply_token_secret=secret,
         reply_token_secrets_previous=previous,
         ingester_inbound_token=ingester_token,
+        ses=_ses_ingester(env),
         # 25 MiB, a common MX ceiling; advertised in EHLO SIZE (RFC 1870).
         max_message_size=_int(env, "OPENSEND_MAX_MESSAGE_SIZE", 26_214_400),
         # RFC 5321 section 4.5.3.1.8: a server must accept at least 100 recipients.

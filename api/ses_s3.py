@@ -1,0 +1,142 @@
+"""POST /events/inbound/ses-s3: Amazon SES receipt rules with an S3 action, announced over SNS.
+
+SNS posts three kinds of message to the subscribed HTTPS endpoint. Each is checked and its
+signature verified first (`policy.sns`: topic allow-list, certificate host, age, then the
+signature with the certificate fetched from SNS). Then a SubscriptionConfirmation is confirmed
+by visiting its SubscribeURL; a Notification's SES receipt (`policy.ses`) names the S3 object
+holding the raw email, which is read and handed to `api.ingest.ingest_raw`, the pipeline that
+port 25 and POST /events/inbound share. Answers follow SNS's retry rule (see api.errors).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from aiohttp import web
+
+from api import errors
+from api.context import DNS, SETTINGS
+from api.errors import ApiError
+from api.http_client import LookupResolver, client_session
+from api.ingest import ingest_raw
+from api.s3_objects import S3Objects, s3_client
+from api.sns_peer import FETCH_TIMEOUT, SnsPeer
+from policy import ses, sns
+from policy.settings import SesIngester
+from policy.sns import MessageType, Problem
+
+log = logging.getLogger(__name__)
+
+PATH = "/events/inbound/ses-s3"
+SOURCE = "ses-s3"  # received_emails.ingest_source
+
+_REFUSED = {
+    Problem.MALFORMED: errors.SNS_INVALID_MESSAGE,
+    Problem.UNSUPPORTED: errors.SNS_INVALID_MESSAGE,
+    Problem.UNTRUSTED: errors.SNS_UNTRUSTED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SesClients:
+    """The ingester's connections to AWS, open for the application's lifetime."""
+
+    peer: SnsPeer
+    objects: S3Objects
+
+
+SES_CLIENTS = web.AppKey("ses_clients", SesClients)
+
+
+def trust(config: SesIngester) -> sns.Trust:
+    return sns.Trust(
+        topic_arns=config.topic_arns,
+        cert_host=config.cert_host,
+        max_age=timedelta(seconds=config.max_age),
+    )
+
+
+async def receive(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    body = await request.read()
+    try:
+        message = sns.parse_message(body, request.headers.get("x-amz-sns-message-type"))
+        certificate_url = sns.check_message(message, trust(settings.ses), datetime.now(UTC))
+        # Reached only with an allowed topic, so the ingester is configured and its clients open.
+        clients = request.app[SES_CLIENTS]
+        sns.verify_signature(message, await clients.peer.signing_key(certificate_url))
+    except sns.Refusal as refusal:
+        log.warning(
+            "SNS message refused",
+            extra={"problem": refusal.problem.value, "reason": refusal.message},
+        )
+        raise ApiError(_REFUSED[refusal.problem], refusal.message) from None
+
+    if message.type is MessageType.SUBSCRIPTION_CONFIRMATION:
+        confirm = sns.allowed_url(message.subscribe_url, trust(settings.ses), "SubscribeURL")
+        await clients.peer.confirm_subscription(confirm)
+        log.info("SNS subscription confirmed", extra={"topic": message.topic_arn})
+        return web.json_response(
+            {"object": "sns_subscription", "topic_arn": message.topic_arn, "confirmed": True}
+        )
+    if message.type is MessageType.UNSUBSCRIBE_CONFIRMATION:
+        # Someone unsubscribed this endpoint; nothing to do but tell the operator.
+        log.warning("SNS subscription ended", extra={"topic": message.topic_arn})
+        return web.json_response(
+            {"object": "sns_subscription", "topic_arn": message.topic_arn, "confirmed": False}
+        )
+
+    try:
+        receipt = ses.parse_receipt(message.message)
+    except ses.NotificationError as error:
+        log.warning("SES notification refused", extra={"reason": str(error)})
+        raise ApiError(errors.SES_NOTIFICATION_UNUSABLE, str(error)) from None
+    if isinstance(receipt, ses.OtherNotification):
+        # SES's test notification when a rule is created, or a topic shared with other events:
+        # nothing to store, and a 4xx would only fill SNS's failure metrics.
+        log.info("SES notification ignored", extra={"type": receipt.notification_type})
+        return web.json_response(
+            {
+                "object": "ses_notification",
+                "notification_type": receipt.notification_type,
+                "stored": False,
+            }
+        )
+    raw = await clients.objects.read(receipt.bucket, receipt.key, settings.max_message_size)
+    return await ingest_raw(
+        request.app, raw, receipt.recipients, event_id=receipt.event_id, source=SOURCE
+    )
+
+
+async def aws_clients(app: web.Application) -> AsyncIterator[None]:
+    """Open the SNS session and S3 client with the application (aiohttp's cleanup_ctx)."""
+    settings = app[SETTINGS]
+    session = client_session(
+        app[DNS],
+        servers_configured=bool(settings.dns_servers),
+        ca_file=settings.ses.ca_file,
+        timeout=FETCH_TIMEOUT,
+    )
+    connector_args: dict[str, object] = (
+        {"resolver": LookupResolver(app[DNS])} if settings.dns_servers else {}
+    )
+    try:
+        async with s3_client(
+            region=settings.ses.s3_region,
+            endpoint=settings.ses.s3_endpoint,
+            connector_args=connector_args,
+        ) as s3:
+            app[SES_CLIENTS] = SesClients(SnsPeer(session), S3Objects(s3))
+            yield
+    finally:
+        await session.close()
+
+
+def install(app: web.Application) -> None:
+    """The route, and the AWS clients when the ingester has a topic to accept."""
+    app.router.add_post(PATH, receive)
+    if app[SETTINGS].ses.enabled:
+        app.cleanup_ctx.append(aws_clients)
