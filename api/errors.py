@@ -122,9 +122,6 @@ SES_NOTIFICATION_UNUSABLE = ErrorKind(
 SES_OBJECT_MISSING = ErrorKind(
     422, "s3_object_missing", "The S3 object named in the SES notification does not exist."
 )
-SES_OBJECT_TOO_LARGE = ErrorKind(
-    413, "message_too_large", "The email is larger than this server accepts."
-)
 SNS_CONFIRMATION_REFUSED = ErrorKind(
     422, "sns_confirmation_refused", "Amazon SNS refused the subscription confirmation."
 )

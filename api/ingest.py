@@ -303,6 +303,8 @@ def _retry_later() -> ApiError:
 def install(app: web.Application) -> None:
     """Serve the ingester, unless production lacks its token (then refuse, loudly, at start)."""
     settings = app[SETTINGS]
+    # Every ingester route feeds `ingest_raw`, the SES one (signed by SNS, no token) included.
+    app[INBOX] = InboxLookups(app[POOL])
     if settings.production and settings.ingester_inbound_token is None:
         # The source document: production ingesters reject inbound MIME without the token. Not
         # serving the routes at all means no request is ever trusted by mistake.
@@ -317,5 +319,4 @@ def install(app: web.Application) -> None:
             "(development only)",
             extra={"path": INGESTER_PATH},
         )
-    app[INBOX] = InboxLookups(app[POOL])
     app.router.add_post(INGESTER_PATH, post_inbound)

@@ -46,7 +46,7 @@ class S3Objects:
             async with body:
                 if response["ContentLength"] > max_size:
                     raise ApiError(
-                        errors.SES_OBJECT_TOO_LARGE,
+                        errors.PAYLOAD_TOO_LARGE,
                         f"{where} has {response['ContentLength']} bytes; this server accepts "
                         f"at most {max_size}.",
                     )

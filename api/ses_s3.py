@@ -22,6 +22,7 @@ from api.context import DNS, SETTINGS
 from api.errors import ApiError
 from api.http_client import LookupResolver, client_session
 from api.ingest import ingest_raw
+from api.metrics import INGEST_EVENTS
 from api.s3_objects import S3Objects, s3_client
 from api.sns_peer import FETCH_TIMEOUT, SnsPeer
 from policy import ses, sns
@@ -37,6 +38,17 @@ _REFUSED = {
     Problem.MALFORMED: errors.SNS_INVALID_MESSAGE,
     Problem.UNSUPPORTED: errors.SNS_INVALID_MESSAGE,
     Problem.UNTRUSTED: errors.SNS_UNTRUSTED,
+}
+# opensend_ingest_events_total{source="ses-s3"} outcomes of what is answered before the pipeline
+# (which counts its own: stored, duplicate, refused, ...).
+_OUTCOMES = {
+    errors.SNS_INVALID_MESSAGE: "invalid",
+    errors.SNS_UNTRUSTED: "untrusted",
+    errors.SES_NOTIFICATION_UNUSABLE: "invalid",
+    errors.SNS_CONFIRMATION_REFUSED: "invalid",
+    errors.SES_OBJECT_MISSING: "s3_missing",
+    errors.PAYLOAD_TOO_LARGE: "too_large",
+    errors.AWS_UNAVAILABLE: "aws_unavailable",
 }
 
 
@@ -60,11 +72,47 @@ def trust(config: SesIngester) -> sns.Trust:
 
 
 async def receive(request: web.Request) -> web.StreamResponse:
-    settings = request.app[SETTINGS]
+    try:
+        message, clients = await _authentic(request)
+        if message.type is not MessageType.NOTIFICATION:
+            return await _subscription(request, message, clients)
+        receipt = _receipt(message)
+        if isinstance(receipt, ses.OtherNotification):
+            # SES's test notification when a rule is created, or a topic that also carries other
+            # events: nothing to store, and a 4xx would only fill SNS's failure metrics.
+            log.info("SES notification ignored", extra={"type": receipt.notification_type})
+            INGEST_EVENTS.labels(SOURCE, "ignored").inc()
+            return web.json_response(
+                {
+                    "object": "ses_notification",
+                    "notification_type": receipt.notification_type,
+                    "stored": False,
+                }
+            )
+        raw = await clients.objects.read(
+            receipt.bucket, receipt.key, request.app[SETTINGS].max_message_size
+        )
+    except ApiError as error:
+        INGEST_EVENTS.labels(SOURCE, _OUTCOMES.get(error.kind, "refused")).inc()
+        raise
+    return await ingest_raw(
+        request.app,
+        raw,
+        receipt.recipients,
+        event_id=receipt.event_id,
+        source=SOURCE,
+        mail_from=receipt.sender,
+    )
+
+
+async def _authentic(request: web.Request) -> tuple[sns.SnsMessage, SesClients]:
+    """The SNS message, once every check of `policy.sns` and its signature hold."""
     body = await request.read()
     try:
         message = sns.parse_message(body, request.headers.get("x-amz-sns-message-type"))
-        certificate_url = sns.check_message(message, trust(settings.ses), datetime.now(UTC))
+        certificate_url = sns.check_message(
+            message, trust(request.app[SETTINGS].ses), datetime.now(UTC)
+        )
         # Reached only with an allowed topic, so the ingester is configured and its clients open.
         clients = request.app[SES_CLIENTS]
         sns.verify_signature(message, await clients.peer.signing_key(certificate_url))
@@ -74,41 +122,34 @@ async def receive(request: web.Request) -> web.StreamResponse:
             extra={"problem": refusal.problem.value, "reason": refusal.message},
         )
         raise ApiError(_REFUSED[refusal.problem], refusal.message) from None
+    return message, clients
 
-    if message.type is MessageType.SUBSCRIPTION_CONFIRMATION:
-        confirm = sns.allowed_url(message.subscribe_url, trust(settings.ses), "SubscribeURL")
-        await clients.peer.confirm_subscription(confirm)
-        log.info("SNS subscription confirmed", extra={"topic": message.topic_arn})
-        return web.json_response(
-            {"object": "sns_subscription", "topic_arn": message.topic_arn, "confirmed": True}
-        )
+
+async def _subscription(
+    request: web.Request, message: sns.SnsMessage, clients: SesClients
+) -> web.Response:
     if message.type is MessageType.UNSUBSCRIBE_CONFIRMATION:
-        # Someone unsubscribed this endpoint; nothing to do but tell the operator.
+        # Someone unsubscribed this endpoint: nothing to do but tell the operator.
         log.warning("SNS subscription ended", extra={"topic": message.topic_arn})
         return web.json_response(
             {"object": "sns_subscription", "topic_arn": message.topic_arn, "confirmed": False}
         )
+    # An HTTPS endpoint confirms its subscription by visiting the SubscribeURL (already checked).
+    url = sns.allowed_url(message.subscribe_url, trust(request.app[SETTINGS].ses), "SubscribeURL")
+    await clients.peer.confirm_subscription(url)
+    log.info("SNS subscription confirmed", extra={"topic": message.topic_arn})
+    INGEST_EVENTS.labels(SOURCE, "confirmed").inc()
+    return web.json_response(
+        {"object": "sns_subscription", "topic_arn": message.topic_arn, "confirmed": True}
+    )
 
+
+def _receipt(message: sns.SnsMessage) -> ses.S3Receipt | ses.OtherNotification:
     try:
-        receipt = ses.parse_receipt(message.message)
+        return ses.parse_receipt(message.message)
     except ses.NotificationError as error:
         log.warning("SES notification refused", extra={"reason": str(error)})
         raise ApiError(errors.SES_NOTIFICATION_UNUSABLE, str(error)) from None
-    if isinstance(receipt, ses.OtherNotification):
-        # SES's test notification when a rule is created, or a topic shared with other events:
-        # nothing to store, and a 4xx would only fill SNS's failure metrics.
-        log.info("SES notification ignored", extra={"type": receipt.notification_type})
-        return web.json_response(
-            {
-                "object": "ses_notification",
-                "notification_type": receipt.notification_type,
-                "stored": False,
-            }
-        )
-    raw = await clients.objects.read(receipt.bucket, receipt.key, settings.max_message_size)
-    return await ingest_raw(
-        request.app, raw, receipt.recipients, event_id=receipt.event_id, source=SOURCE
-    )
 
 
 async def aws_clients(app: web.Application) -> AsyncIterator[None]:

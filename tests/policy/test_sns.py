@@ -128,7 +128,9 @@ def test_a_message_signed_by_the_certificate_key_verifies(signer: SnsSigner, ver
 def test_a_changed_signed_field_fails_verification(signer: SnsSigner, field: str) -> None:
     document = signer.notification("hello", cert_url=CERT_URL)
     document[field] = sns_timestamp(NOW) if field == "Timestamp" else document[field] + "x"
-    failure = refusal(sns.verify_signature, parsed(document), sns.signing_key(signer.certificate_pem))
+    failure = refusal(
+        sns.verify_signature, parsed(document), sns.signing_key(signer.certificate_pem)
+    )
     assert failure.problem is Problem.UNTRUSTED
     assert "signature does not match" in failure.message
 
