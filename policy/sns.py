@@ -48,26 +48,19 @@ class MessageType(StrEnum):
 
 # The name-value pairs of the string to sign, in the (byte-sorted) order AWS prescribes. Subject
 # takes part only when the message has one; the confirmations sign SubscribeURL and Token.
+_CONFIRMATION_FIELDS = (
+    "Message",
+    "MessageId",
+    "SubscribeURL",
+    "Timestamp",
+    "Token",
+    "TopicArn",
+    "Type",
+)
 SIGNED_FIELDS: dict[MessageType, tuple[str, ...]] = {
     MessageType.NOTIFICATION: ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
-    MessageType.SUBSCRIPTION_CONFIRMATION: (
-        "Message",
-        "MessageId",
-        "SubscribeURL",
-        "Timestamp",
-        "Token",
-        "TopicArn",
-        "Type",
-    ),
-    MessageType.UNSUBSCRIBE_CONFIRMATION: (
-        "Message",
-        "MessageId",
-        "SubscribeURL",
-        "Timestamp",
-        "Token",
-        "TopicArn",
-        "Type",
-    ),
+    MessageType.SUBSCRIPTION_CONFIRMATION: _CONFIRMATION_FIELDS,
+    MessageType.UNSUBSCRIBE_CONFIRMATION: _CONFIRMATION_FIELDS,
 }
 OPTIONAL_FIELDS = frozenset({"Subject"})
 
@@ -78,7 +71,7 @@ SIGNATURE_HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
 }
 
 # Where SNS's signing certificates and confirmation URLs live: sns.<region>.amazonaws.com, and
-# .com.cn in China. A region is letters-letters-digit (us-east-1, us-gov-west-1, ap-southeast-2):
+# .com.cn in China. A region is two letters, words, a number (us-east-1, us-gov-west-1, cn-north-1):
 # a looser "sns.<anything>.amazonaws.com" would also match S3 website and bucket hosts
 # (`sns.s3.amazonaws.com`, `sns.<bucket>.s3...`), where anyone can publish a certificate.
 DEFAULT_CERT_HOST_PATTERN = r"sns\.[a-z]{2}(-[a-z]+)+-[0-9]+\.amazonaws\.com(\.cn)?"

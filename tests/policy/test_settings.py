@@ -255,6 +255,21 @@ MALFORMED = [
     pytest.param("OPENSEND_TLS_CERT", "/nonexistent/cert.pem", id="tls_cert_missing"),
     pytest.param("OPENSEND_TLS_KEY", "/nonexistent/key.pem", id="tls_key_missing"),
     pytest.param("OPENSEND_TLS_CERT", "{tmp}", id="tls_cert_directory"),
+    # The SES ingester
+    pytest.param("OPENSEND_SES_TOPIC_ARNS", "ses-inbound", id="ses_topic_name_not_arn"),
+    pytest.param(
+        "OPENSEND_SES_TOPIC_ARNS",
+        "arn:aws:sqs:us-east-1:123456789012:queue",
+        id="ses_topic_of_another_service",
+    ),
+    pytest.param("OPENSEND_SES_CERT_HOST_PATTERN", "sns\\.(", id="ses_cert_pattern_unclosed"),
+    pytest.param("OPENSEND_SES_CA_FILE", "/nonexistent/ca.pem", id="ses_ca_file_missing"),
+    pytest.param("OPENSEND_SES_MAX_AGE", "forever", id="ses_max_age_word"),
+    pytest.param("OPENSEND_SES_S3_REGION", "US East", id="ses_region_words"),
+    pytest.param("OPENSEND_SES_S3_ENDPOINT", "s3.example.test", id="ses_endpoint_no_scheme"),
+    pytest.param(
+        "OPENSEND_SES_S3_ENDPOINT", "https://s3.example.test/bucket", id="ses_endpoint_path"
+    ),
     # Logging
     pytest.param("OPENSEND_LOG_LEVEL", "verbose", id="log_level_unknown"),
     pytest.param("OPENSEND_LOG_FORMAT", "xml", id="log_format_unknown"),
@@ -304,3 +319,40 @@ def test_tls_cert_and_key_must_be_set_together(tmp_path: Path, present: str, abs
 
 def test_settings_error_is_a_value_error() -> None:
     assert issubclass(SettingsError, ValueError)
+
+
+def test_the_ses_ingester_is_off_without_topics_and_tight_by_default(tmp_path: Path) -> None:
+    ses = load(tmp_path).ses
+    assert not ses.enabled
+    assert ses.topic_arns == frozenset()
+    assert ses.cert_host.fullmatch("sns.eu-west-1.amazonaws.com")
+    assert not ses.cert_host.fullmatch("sns.s3.amazonaws.com")
+    assert (ses.ca_file, ses.s3_region, ses.s3_endpoint) == (None, None, None)
+    assert ses.max_age == 75 * 60  # SNS retries for an hour at most, plus clock skew
+
+
+def test_the_ses_ingester_reads_its_topics_and_s3_endpoint(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("pem")
+    ses = load(
+        tmp_path,
+        OPENSEND_SES_TOPIC_ARNS=(
+            " arn:aws:sns:eu-west-1:123456789012:ses-inbound,"
+            "arn:aws-cn:sns:cn-north-1:123456789012:inbound_cn "
+        ),
+        OPENSEND_SES_CA_FILE=str(ca),
+        OPENSEND_SES_MAX_AGE="2h",
+        OPENSEND_SES_S3_REGION="eu-west-1",
+        OPENSEND_SES_S3_ENDPOINT="http://127.0.0.1:9000",
+    ).ses
+    assert ses.enabled
+    assert ses.topic_arns == {
+        "arn:aws:sns:eu-west-1:123456789012:ses-inbound",
+        "arn:aws-cn:sns:cn-north-1:123456789012:inbound_cn",
+    }
+    assert (ses.ca_file, ses.max_age, ses.s3_region, ses.s3_endpoint) == (
+        ca,
+        7200,
+        "eu-west-1",
+        "http://127.0.0.1:9000",
+    )
