@@ -16,6 +16,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from policy.dns import DnsLookup, DnsTemporaryError
+from policy.settings import HostPort
 
 
 class LookupResolver(AbstractResolver):
@@ -64,22 +65,14 @@ def tls_context(ca_file: Path | None) -> ssl.SSLContext:
     return context
 
 
-def resolver_for(dns: DnsLookup, *, servers_configured: bool) -> AbstractResolver | None:
-    """Our resolver when OPENSEND_DNS_SERVERS is set; else None, aiohttp's getaddrinfo, which
+def resolver(dns: DnsLookup, servers: tuple[HostPort, ...]) -> AbstractResolver | None:
+    """Our resolver when OPENSEND_DNS_SERVERS is set; else None: aiohttp's getaddrinfo, which
     also honours /etc/hosts as operators expect of an HTTP client."""
-    return LookupResolver(dns) if servers_configured else None
+    return LookupResolver(dns) if servers else None
 
 
 def client_session(
-    dns: DnsLookup,
-    *,
-    servers_configured: bool,
-    ca_file: Path | None,
-    timeout: aiohttp.ClientTimeout,
+    *, resolver: AbstractResolver | None, ca_file: Path | None, timeout: aiohttp.ClientTimeout
 ) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(
-        ssl=tls_context(ca_file),
-        resolver=resolver_for(dns, servers_configured=servers_configured),
-        limit=20,
-    )
+    connector = aiohttp.TCPConnector(ssl=tls_context(ca_file), resolver=resolver, limit=20)
     return aiohttp.ClientSession(connector=connector, timeout=timeout)

@@ -20,7 +20,7 @@ from aiohttp import web
 from api import errors
 from api.context import DNS, SETTINGS
 from api.errors import ApiError
-from api.http_client import LookupResolver, client_session
+from api.http_client import client_session, resolver
 from api.ingest import ingest_raw
 from api.metrics import INGEST_EVENTS
 from api.s3_objects import S3Objects, s3_client
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 PATH = "/events/inbound/ses-s3"
 SOURCE = "ses-s3"  # received_emails.ingest_source
+# An SNS message is at most 256 KiB; its JSON envelope, with escapes, stays well under this.
+MAX_SNS_BODY = 1024 * 1024
 
 _REFUSED = {
     Problem.MALFORMED: errors.SNS_INVALID_MESSAGE,
@@ -107,7 +109,7 @@ async def receive(request: web.Request) -> web.StreamResponse:
 
 async def _authentic(request: web.Request) -> tuple[sns.SnsMessage, SesClients]:
     """The SNS message, once every check of `policy.sns` and its signature hold."""
-    body = await request.read()
+    body = await _read_capped(request)
     try:
         message = sns.parse_message(body, request.headers.get("x-amz-sns-message-type"))
         certificate_url = sns.check_message(
@@ -123,6 +125,19 @@ async def _authentic(request: web.Request) -> tuple[sns.SnsMessage, SesClients]:
         )
         raise ApiError(_REFUSED[refusal.problem], refusal.message) from None
     return message, clients
+
+
+async def _read_capped(request: web.Request) -> bytes:
+    """The body, refused past what an SNS message can be before it is all read and parsed."""
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > MAX_SNS_BODY:
+            raise ApiError(
+                errors.SNS_INVALID_MESSAGE,
+                f"The body is over {MAX_SNS_BODY} bytes, larger than an SNS message can be.",
+            )
+    return bytes(body)
 
 
 async def _subscription(
@@ -155,20 +170,13 @@ def _receipt(message: sns.SnsMessage) -> ses.S3Receipt | ses.OtherNotification:
 async def aws_clients(app: web.Application) -> AsyncIterator[None]:
     """Open the SNS session and S3 client with the application (aiohttp's cleanup_ctx)."""
     settings = app[SETTINGS]
-    session = client_session(
-        app[DNS],
-        servers_configured=bool(settings.dns_servers),
-        ca_file=settings.ses.ca_file,
-        timeout=FETCH_TIMEOUT,
-    )
-    connector_args: dict[str, object] = (
-        {"resolver": LookupResolver(app[DNS])} if settings.dns_servers else {}
-    )
+    names = resolver(app[DNS], settings.dns_servers)
+    session = client_session(resolver=names, ca_file=settings.ses.ca_file, timeout=FETCH_TIMEOUT)
     try:
         async with s3_client(
             region=settings.ses.s3_region,
             endpoint=settings.ses.s3_endpoint,
-            connector_args=connector_args,
+            connector_args={"resolver": names} if names is not None else {},
         ) as s3:
             app[SES_CLIENTS] = SesClients(SnsPeer(session), S3Objects(s3))
             yield
@@ -179,5 +187,7 @@ async def aws_clients(app: web.Application) -> AsyncIterator[None]:
 def install(app: web.Application) -> None:
     """The route, and the AWS clients when the ingester has a topic to accept."""
     app.router.add_post(PATH, receive)
-    if app[SETTINGS].ses.enabled:
+    config = app[SETTINGS].ses
+    if config.enabled:
+        log.info("SES ingester accepts SNS topics", extra={"topics": sorted(config.topic_arns)})
         app.cleanup_ctx.append(aws_clients)

@@ -371,6 +371,16 @@ async def test_raw_message_delivery_is_refused_400_with_the_setting_to_change(sn
     assert "turn raw message delivery off" in body["message"]
 
 
+async def test_a_body_larger_than_any_sns_message_is_refused_400(sns: Sns) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{sns.url}/events/inbound/ses-s3", data=b"{" + b" " * 2_000_000) as reply,
+    ):
+        body = await reply.json()
+    assert (reply.status, body["name"]) == (400, "invalid_sns_message")
+    assert "larger than an SNS message can be" in body["message"]
+
+
 async def test_a_missing_s3_object_is_refused_422(sns: Sns) -> None:
     notification = sns.signer.notification(
         ses_receipt(bucket=BUCKET, key="mail/gone", recipients=["a@example.com"], message_id="m"),
