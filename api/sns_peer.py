@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 
 # SNS waits about 15 seconds for our answer; a fetch must leave time for the rest.
 FETCH_TIMEOUT = aiohttp.ClientTimeout(total=5)
-# A signing certificate is about 2 KB; anything much larger is not one.
-MAX_CERTIFICATE_BYTES = 64 * 1024
+# A signing certificate is about 2 KB, a confirmation's answer less; much more is neither.
+MAX_BODY_BYTES = 64 * 1024
 # SNS signs with a handful of certificates at a time (one per region and rotation).
 CACHED_KEYS = 32
 
@@ -72,12 +72,18 @@ class SnsPeer:
             async with self._session.get(
                 target, allow_redirects=False, timeout=FETCH_TIMEOUT
             ) as response:
-                body = await response.content.read(MAX_CERTIFICATE_BYTES)
                 status = response.status
+                body = bytearray()
+                async for chunk in response.content.iter_any():
+                    body += chunk
+                    if len(body) > MAX_BODY_BYTES:
+                        raise ApiError(
+                            errors.SNS_UNTRUSTED, f"{what} {url} served more than a certificate."
+                        )
         except (aiohttp.ClientError, TimeoutError) as error:
             log.warning("SNS fetch failed", extra={"url": str(url), "error": repr(error)})
             raise ApiError(errors.AWS_UNAVAILABLE, f"{what} {url} could not be fetched.") from None
         if status >= 500:
             log.warning("SNS fetch failed", extra={"url": str(url), "status": status})
             raise ApiError(errors.AWS_UNAVAILABLE, f"{what} {url} answered HTTP {status}.")
-        return status, body
+        return status, bytes(body)

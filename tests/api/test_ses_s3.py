@@ -319,6 +319,28 @@ async def test_a_certificate_url_off_the_sns_hosts_is_refused_403_without_any_fe
     assert sns.host.requests == []
 
 
+@pytest.mark.parametrize(
+    ("served", "reason"),
+    [
+        (b"<html>maintenance</html>", "did not serve a PEM certificate"),
+        (b"-" * 100_000, "served more than a certificate"),
+        (None, "answered HTTP 404"),
+    ],
+    ids=["not_a_certificate", "too_large", "not_found"],
+)
+async def test_a_certificate_url_serving_no_certificate_is_refused_403(
+    sns: Sns, served: bytes | None, reason: str
+) -> None:
+    if served is None:
+        del sns.host.certificates[CERT_PATH]
+    else:
+        sns.host.certificates[CERT_PATH] = served
+    notification = await sns.email_in_s3(message(), ["a@example.com"])
+    status, body = await sns.post(notification)
+    assert (status, body["name"]) == (403, "untrusted_sns_message")
+    assert reason in body["message"]
+
+
 async def test_a_topic_not_allowed_is_refused_403_without_any_fetch(sns: Sns) -> None:
     other = "arn:aws:sns:us-test-1:999999999999:someone-elses-topic"
     notification = sns.signer.notification(
