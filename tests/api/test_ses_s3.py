@@ -213,6 +213,36 @@ async def test_sns_retrying_a_notification_stores_it_once_and_fetches_the_certif
     assert sns.certificate_fetches() == 1
 
 
+async def test_production_without_the_ingester_token_still_takes_signed_sns_messages(
+    start_test_api: StartApi,
+    database_url: str,
+    dns: LoopbackDNSServer,
+    sns_host: SnsHost,
+    aws: MotoAws,
+    signer: SnsSigner,
+    aws_credentials: None,
+    make_tenant: MakeTenant,
+) -> None:
+    """INGESTER_INBOUND_TOKEN guards POST /events/inbound only; SNS's signature guards this."""
+    api = await start_test_api(
+        **ses_env(dns, sns_host, aws),
+        OPENSEND_ENV="production",
+        OPENSEND_DATABASE_URL=database_url,
+    )
+    acme = await make_tenant(catch_all=True)
+    production = Sns(api.url, signer, sns_host, aws)
+    notification = await production.email_in_s3(message(to=f"a@{acme.name}"), [f"a@{acme.name}"])
+
+    status, body = await production.post(notification)
+
+    assert status == 202, body
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{api.url}/events/inbound", data=b"x") as raw_ingester,
+    ):
+        assert raw_ingester.status == 404  # not served in production without its token
+
+
 async def test_signature_version_1_sha1_is_accepted(
     sns: Sns, pool: Pool, make_tenant: MakeTenant
 ) -> None:
