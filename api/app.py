@@ -75,7 +75,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def error_response(error: ApiError) -> web.Response:
-    return web.json_response(error.body(), status=error.kind.status)
+    return web.json_response(error.body(), status=error.kind.status, headers=error.headers)
 
 
 # aiohttp's own refusals, in the catalogue's words.

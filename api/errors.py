@@ -136,12 +136,18 @@ CATALOGUE: dict[str, ErrorKind] = {
 
 class ApiError(Exception):
     def __init__(
-        self, kind: ErrorKind, message: str | None = None, *, extra: dict[str, Any] | None = None
+        self,
+        kind: ErrorKind,
+        message: str | None = None,
+        *,
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message or kind.default_message)
         self.kind = kind
         self.message = message or kind.default_message
         self.extra = extra or {}
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         return {

@@ -51,7 +51,7 @@ class InboundEvent:
     mail_from: str
 
 
-def check_ingester_token(request: web.Request) -> None:
+def check_ingester_token(request: web.Request, source: str) -> None:
     """The provider's bearer token, compared in constant time.
 
     SNS and other providers that cannot set a header may put it in the endpoint URL's userinfo
@@ -62,8 +62,15 @@ def check_ingester_token(request: web.Request) -> None:
     if expected is None:
         return
     offered = _offered_token(request.headers.get("Authorization", ""))
+    if offered is None or not hmac.compare_digest(offered.encode(), expected.encode()):
+        INGEST_EVENTS.labels(source, "unauthorized").inc()
     if offered is None:
-        raise ApiError(errors.INGESTER_TOKEN_MISSING)
+        # RFC 9110 section 11.6.1: a 401 names the scheme. SNS, given credentials in its
+        # endpoint URL, posts without them first and sends them only when challenged.
+        raise ApiError(
+            errors.INGESTER_TOKEN_MISSING,
+            headers={"WWW-Authenticate": 'Basic realm="opensend-ingester", charset="UTF-8"'},
+        )
     if not hmac.compare_digest(offered.encode(), expected.encode()):
         raise ApiError(errors.INGESTER_TOKEN_INVALID)
 
@@ -83,7 +90,7 @@ def _offered_token(authorization: str) -> str | None:
 
 
 async def post_inbound(request: web.Request) -> web.Response:
-    check_ingester_token(request)
+    check_ingester_token(request, "inbound")
     event = await read_event(request)
     return await ingest_raw(
         request.app,
@@ -300,14 +307,20 @@ def _retry_later() -> ApiError:
     return ApiError(errors.SERVICE_UNAVAILABLE)
 
 
-def install(app: web.Application) -> None:
-    """Serve the ingester, unless production lacks its token (then refuse, loudly, at start)."""
+def ingester_served(app: web.Application) -> bool:
+    """Whether the ingester routes are served: always, except in production without the token.
+
+    The source document: production ingesters reject inbound MIME requests without
+    INGESTER_INBOUND_TOKEN. Not serving them at all means no request is trusted by mistake.
+    """
     settings = app[SETTINGS]
-    # Every ingester route feeds `ingest_raw`, the SES one (signed by SNS, no token) included.
-    app[INBOX] = InboxLookups(app[POOL])
-    if settings.production and settings.ingester_inbound_token is None:
-        # The source document: production ingesters reject inbound MIME without the token. Not
-        # serving the routes at all means no request is ever trusted by mistake.
+    return not (settings.production and settings.ingester_inbound_token is None)
+
+
+def install(app: web.Application) -> None:
+    """Serve POST /events/inbound, unless production lacks the token (then say so at start)."""
+    settings = app[SETTINGS]
+    if not ingester_served(app):
         log.warning(
             "ingester endpoints not served: INGESTER_INBOUND_TOKEN is unset in production",
             extra={"path": INGESTER_PATH},
@@ -319,4 +332,6 @@ def install(app: web.Application) -> None:
             "(development only)",
             extra={"path": INGESTER_PATH},
         )
+    # Every ingester route feeds `ingest_raw`, which uses these lookups.
+    app[INBOX] = InboxLookups(app[POOL])
     app.router.add_post(INGESTER_PATH, post_inbound)

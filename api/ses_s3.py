@@ -21,7 +21,7 @@ from api import errors
 from api.context import DNS, SETTINGS
 from api.errors import ApiError
 from api.http_client import client_session, resolver
-from api.ingest import ingest_raw
+from api.ingest import check_ingester_token, ingest_raw, ingester_served
 from api.metrics import INGEST_EVENTS
 from api.s3_objects import S3Objects, s3_client
 from api.sns_peer import FETCH_TIMEOUT, SnsPeer
@@ -75,6 +75,9 @@ def trust(config: SesIngester) -> sns.Trust:
 
 async def receive(request: web.Request) -> web.StreamResponse:
     try:
+        # The provider's token first (SNS sends it as HTTP Basic credentials from the endpoint
+        # URL), then SNS's own signature: both must hold.
+        check_ingester_token(request, SOURCE)
         message, clients = await _authentic(request)
         if message.type is not MessageType.NOTIFICATION:
             return await _subscription(request, message, clients)
@@ -186,6 +189,8 @@ async def aws_clients(app: web.Application) -> AsyncIterator[None]:
 
 def install(app: web.Application) -> None:
     """The route, and the AWS clients when the ingester has a topic to accept."""
+    if not ingester_served(app):
+        return  # production without INGESTER_INBOUND_TOKEN (api.ingest.install logs it)
     app.router.add_post(PATH, receive)
     config = app[SETTINGS].ses
     if config.enabled:

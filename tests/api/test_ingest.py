@@ -440,6 +440,17 @@ async def test_configured_token_is_required(
     assert await pool.fetchval("SELECT count(*) FROM received_emails") == before
 
 
+async def test_missing_token_is_challenged_for_http_basic(start_test_api: StartApi) -> None:
+    """RFC 9110 section 11.6.1; SNS sends the credentials of its endpoint URL only when asked."""
+    guarded = await start_test_api(INGESTER_INBOUND_TOKEN=TOKEN)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{guarded.url}/events/inbound", json={}) as response,
+    ):
+        assert response.status == 401
+        assert response.headers["WWW-Authenticate"].startswith('Basic realm="opensend-ingester"')
+
+
 @pytest.mark.parametrize(
     "authorization",
     [

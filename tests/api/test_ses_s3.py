@@ -8,6 +8,7 @@ signed with its key the way AWS documents. One test takes a message signed by mo
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import secrets
@@ -92,6 +93,11 @@ def ses_env(
     }
 
 
+def basic_auth(user: str, password: str) -> str:
+    """RFC 7617 credentials, as SNS builds them from the userinfo of its endpoint URL."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
 @dataclass
 class Sns:
     """SNS as the API sees it: signed messages posted to the endpoint."""
@@ -100,6 +106,8 @@ class Sns:
     signer: SnsSigner
     host: SnsHost
     aws: MotoAws
+    # The password of the endpoint URL's userinfo (https://sns:TOKEN@host/...), if any.
+    password: str | None = None
 
     async def post(self, document: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         headers = {
@@ -109,13 +117,21 @@ class Sns:
             "x-amz-sns-message-id": document["MessageId"],
             "x-amz-sns-topic-arn": document["TopicArn"],
         }
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(
+        async with aiohttp.ClientSession() as session:
+            async with session.post(
                 f"{self.url}/events/inbound/ses-s3", data=json.dumps(document), headers=headers
-            ) as response,
-        ):
-            return response.status, await response.json()
+            ) as response:
+                challenge = response.headers.get("WWW-Authenticate", "")
+                if response.status != 401 or self.password is None:
+                    return response.status, await response.json()
+            # As SNS does with credentials in the URL: only when challenged for Basic.
+            assert challenge.startswith("Basic "), challenge
+            async with session.post(
+                f"{self.url}/events/inbound/ses-s3",
+                data=json.dumps(document),
+                headers=headers | {"Authorization": basic_auth("sns", self.password)},
+            ) as response:
+                return response.status, await response.json()
 
     async def email_in_s3(self, raw: bytes, recipients: list[str], **signed: Any) -> dict[str, Any]:
         """Put the email where SES's S3 action would, and the signed notification about it."""
@@ -213,7 +229,7 @@ async def test_sns_retrying_a_notification_stores_it_once_and_fetches_the_certif
     assert sns.certificate_fetches() == 1
 
 
-async def test_production_without_the_ingester_token_still_takes_signed_sns_messages(
+async def test_production_without_the_ingester_token_serves_no_ingester(
     start_test_api: StartApi,
     database_url: str,
     dns: LoopbackDNSServer,
@@ -223,7 +239,7 @@ async def test_production_without_the_ingester_token_still_takes_signed_sns_mess
     aws_credentials: None,
     make_tenant: MakeTenant,
 ) -> None:
-    """INGESTER_INBOUND_TOKEN guards POST /events/inbound only; SNS's signature guards this."""
+    """The source document: production ingesters reject inbound mail without the token."""
     api = await start_test_api(
         **ses_env(dns, sns_host, aws),
         OPENSEND_ENV="production",
@@ -233,14 +249,42 @@ async def test_production_without_the_ingester_token_still_takes_signed_sns_mess
     production = Sns(api.url, signer, sns_host, aws)
     notification = await production.email_in_s3(message(to=f"a@{acme.name}"), [f"a@{acme.name}"])
 
-    status, body = await production.post(notification)
+    status, _body = await production.post(notification)
 
+    assert status == 404
+    assert production.certificate_fetches() == 0
+
+
+async def test_with_the_ingester_token_sns_is_challenged_and_its_url_credentials_accepted(
+    start_test_api: StartApi,
+    database_url: str,
+    dns: LoopbackDNSServer,
+    sns_host: SnsHost,
+    aws: MotoAws,
+    signer: SnsSigner,
+    aws_credentials: None,
+    make_tenant: MakeTenant,
+    pool: Pool,
+) -> None:
+    token = secrets.token_hex(32)
+    api = await start_test_api(
+        **ses_env(dns, sns_host, aws),
+        OPENSEND_ENV="production",
+        OPENSEND_DATABASE_URL=database_url,
+        INGESTER_INBOUND_TOKEN=token,
+    )
+    acme = await make_tenant(catch_all=True)
+    anonymous = Sns(api.url, signer, sns_host, aws)
+    notification = await anonymous.email_in_s3(message(to=f"a@{acme.name}"), [f"a@{acme.name}"])
+
+    refused_status, refused = await anonymous.post(notification)
+    wrong_status, wrong = await Sns(api.url, signer, sns_host, aws, "not-it").post(notification)
+    status, body = await Sns(api.url, signer, sns_host, aws, token).post(notification)
+
+    assert (refused_status, refused["name"]) == (401, "missing_ingester_token")
+    assert (wrong_status, wrong["name"]) == (403, "invalid_ingester_token")
     assert status == 202, body
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(f"{api.url}/events/inbound", data=b"x") as raw_ingester,
-    ):
-        assert raw_ingester.status == 404  # not served in production without its token
+    assert len(await rows_of_event(pool, event_id_of(notification))) == 1
 
 
 async def test_signature_version_1_sha1_is_accepted(
