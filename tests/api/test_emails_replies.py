@@ -3,29 +3,20 @@ stored matched to it; and when the database is away, sending is a 503 that store
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 
-from aiohttp import web
-
-from api.app import make_app
-from mta.dns import Resolver
 from mta.server import MXListener
 from policy.tokens import ReplyTokens
-from storage import directory
-from storage.database import Pool, open_pool
-from storage.migrate import migrate
+from storage.database import Pool
 from tests.api.emails_client import email, email_row, emails_api
 from tests.conftest import (
     ApiServer,
     MakeTenant,
-    TenantWorld,
-    make_settings,
     message,
     received_rows,
     smtp_send,
 )
-from tests.support.databases import disposable_cluster
+from tests.support.outage_api import api_on_own_cluster
 
 
 async def test_reply_to_the_reply_address_is_stored_matched_to_the_email_and_thread(
@@ -75,32 +66,16 @@ async def test_reply_to_the_callers_own_reply_to_still_matches_by_message_id(
 async def test_send_while_the_database_is_down_is_503_and_stores_nothing(
     tmp_path: Path, tokens: ReplyTokens
 ) -> None:
-    async with disposable_cluster() as cluster:
-        await migrate(cluster.url)
-        pool = await open_pool(cluster.url, min_size=1, max_size=4)
-        settings = make_settings(tmp_path)
-        runner = web.AppRunner(make_app(pool, settings, tokens, Resolver(settings.dns_servers)))
-        try:
-            await runner.setup()
-            await web.TCPSite(runner, "127.0.0.1", 0).start()
-            url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-            suffix = secrets.token_hex(4)
-            tenant = await directory.create_tenant(pool, f"t-{suffix}")
-            domain = await directory.add_domain(
-                pool, tenant.id, f"t{suffix}.test", receiving=True, reply_domain=None, verified=True
-            )
-            world = TenantWorld(pool, tokens, tenant, domain)
-            async with emails_api(url, await world.api_key()) as client:
-                assert (await client.send(email(world))).status == 200  # key and domain cached
-                await cluster.stop()
-                down = await client.send(email(world, subject="While down"))
-                await cluster.start()
-                up = await client.send(email(world, subject="After"))
-            assert (down.status, down.name) == (503, "application_error")
-            assert down.message == "Temporarily unable to process the request; try again shortly."
-            assert up.status == 200
-            subjects = await pool.fetch("SELECT subject FROM emails ORDER BY created_at")
-            assert [r["subject"] for r in subjects] == ["Your order has shipped", "After"]
-        finally:
-            await runner.cleanup()
-            pool.terminate()
+    async with api_on_own_cluster(tmp_path, tokens) as api:
+        world = api.world
+        async with emails_api(api.url, await world.api_key()) as client:
+            assert (await client.send(email(world))).status == 200  # key and domain cached
+            await api.cluster.stop()
+            down = await client.send(email(world, subject="While down"))
+            await api.cluster.start()
+            up = await client.send(email(world, subject="After"))
+        assert (down.status, down.name) == (503, "application_error")
+        assert down.message == "Temporarily unable to process the request; try again shortly."
+        assert up.status == 200
+        subjects = await api.pool.fetch("SELECT subject FROM emails ORDER BY created_at")
+        assert [r["subject"] for r in subjects] == ["Your order has shipped", "After"]

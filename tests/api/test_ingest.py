@@ -15,25 +15,21 @@ from uuid import UUID
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from api.app import make_app
 from mta.dns import Resolver
 from policy.tokens import ReplyTokens
-from storage import directory
-from storage.database import Pool, open_pool
-from storage.migrate import migrate
+from storage.database import Pool
 from tests.conftest import (
     TEST_SECRET,
     ApiServer,
     MakeTenant,
     StartApi,
-    TenantWorld,
     make_settings,
     message,
     received_rows,
 )
-from tests.support.databases import disposable_cluster
+from tests.support.outage_api import api_on_own_cluster
 
 TOKEN = "ingest-" + "x" * 32
 
@@ -507,36 +503,18 @@ async def test_production_without_a_token_does_not_serve_the_ingester(
 async def test_database_down_is_503_and_the_providers_retry_stores_it_once(
     tmp_path: Path, tokens: ReplyTokens
 ) -> None:
-    async with disposable_cluster() as cluster:
-        await migrate(cluster.url)
-        pool = await open_pool(cluster.url, min_size=1, max_size=4)
-        settings = make_settings(tmp_path)
-        runner = web.AppRunner(make_app(pool, settings, tokens, Resolver(settings.dns_servers)))
-        try:
-            await runner.setup()
-            await web.TCPSite(runner, "127.0.0.1", 0).start()
-            url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-            suffix = secrets.token_hex(4)
-            tenant = await directory.create_tenant(pool, f"t-{suffix}")
-            domain = await directory.add_domain(
-                pool, tenant.id, f"t{suffix}.test", receiving=True, reply_domain=None, verified=True
-            )
-            world = TenantWorld(pool, tokens, tenant, domain)
-            await world.route(f"*@{world.name}")
-            event = {
-                "raw_mime": message(to=f"x@{world.name}").decode(),
-                "recipients": [f"x@{world.name}"],
-                "event_id": "outage-1",
-            }
-            await cluster.stop()
-            down_status, down = await post(url, json=event)
-            await cluster.start()
-            up_status, up = await post(url, json=event)
-            again_status, again = await post(url, json=event)
-            count = await pool.fetchval("SELECT count(*) FROM received_emails")
-        finally:
-            await runner.cleanup()
-            pool.terminate()
+    async with api_on_own_cluster(tmp_path, tokens) as api:
+        event = {
+            "raw_mime": message(to=f"x@{api.world.name}").decode(),
+            "recipients": [f"x@{api.world.name}"],
+            "event_id": "outage-1",
+        }
+        await api.cluster.stop()
+        down_status, down = await post(api.url, json=event)
+        await api.cluster.start()
+        up_status, up = await post(api.url, json=event)
+        again_status, again = await post(api.url, json=event)
+        count = await api.pool.fetchval("SELECT count(*) FROM received_emails")
     assert (down_status, down["name"]) == (503, "application_error")
     assert (up_status, up["duplicate"]) == (202, False)
     assert (again_status, again["duplicate"]) == (202, True)

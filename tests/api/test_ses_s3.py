@@ -23,24 +23,18 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from api.app import make_app
-from mta.dns import Resolver
 from policy.ses import S3Receipt, parse_receipt
 from policy.tokens import ReplyTokens
-from storage import directory
-from storage.database import Pool, open_pool
-from storage.migrate import migrate
+from storage.database import Pool
 from tests.conftest import (
     MakeTenant,
     StartApi,
-    TenantWorld,
-    make_settings,
     message,
     received_rows,
 )
-from tests.support.databases import disposable_cluster
 from tests.support.dns_server import LoopbackDNSServer
 from tests.support.moto_aws import CREDENTIAL_ENV, MotoAws, moto_server
+from tests.support.outage_api import api_on_own_cluster
 from tests.support.sns import TOPIC, SnsHost, SnsSigner, ses_receipt, sns_timestamp
 
 SNS_HOST = "sns.us-test-1.amazonaws.test"
@@ -606,35 +600,18 @@ async def test_storage_down_is_503_and_the_retry_after_it_is_stored_once(
     signer: SnsSigner,
     aws_credentials: None,
 ) -> None:
-    async with disposable_cluster() as cluster:
-        await migrate(cluster.url)
-        pool = await open_pool(cluster.url, min_size=1, max_size=4)
-        settings = make_settings(tmp_path, **ses_env(dns, sns_host, aws))
-        runner = web.AppRunner(make_app(pool, settings, tokens, Resolver(settings.dns_servers)))
-        try:
-            await runner.setup()
-            await web.TCPSite(runner, "127.0.0.1", 0).start()
-            outage = Sns(f"http://127.0.0.1:{runner.addresses[0][1]}", signer, sns_host, aws)
-            suffix = secrets.token_hex(4)
-            tenant = await directory.create_tenant(pool, f"t-{suffix}")
-            domain = await directory.add_domain(
-                pool, tenant.id, f"t{suffix}.test", receiving=True, reply_domain=None, verified=True
-            )
-            world = TenantWorld(pool, tokens, tenant, domain)
-            await world.route(f"*@{world.name}")
-            notification = await outage.email_in_s3(
-                message(to=f"x@{world.name}"), [f"x@{world.name}"]
-            )
+    async with api_on_own_cluster(tmp_path, tokens, **ses_env(dns, sns_host, aws)) as api:
+        outage = Sns(api.url, signer, sns_host, aws)
+        notification = await outage.email_in_s3(
+            message(to=f"x@{api.world.name}"), [f"x@{api.world.name}"]
+        )
 
-            await cluster.stop()
-            down_status, down = await outage.post(notification)
-            await cluster.start()
-            retry_status, retry = await outage.post(notification)  # SNS's retry
+        await api.cluster.stop()
+        down_status, down = await outage.post(notification)
+        await api.cluster.start()
+        retry_status, retry = await outage.post(notification)  # SNS's retry
 
-            assert (down_status, down["name"]) == (503, "application_error")
-            assert retry_status == 202, retry
-            assert retry["duplicate"] is False
-            assert len(await rows_of_event(pool, event_id_of(notification))) == 1
-        finally:
-            await runner.cleanup()
-            pool.terminate()
+        assert (down_status, down["name"]) == (503, "application_error")
+        assert retry_status == 202, retry
+        assert retry["duplicate"] is False
+        assert len(await rows_of_event(api.pool, event_id_of(notification))) == 1
