@@ -1,12 +1,12 @@
 """Bearer API keys: who is calling, for which tenant, with which permission.
 
-Only a key's SHA-256 is stored; a request's key is hashed and looked up. Every handler reads the
-tenant from `request[CALLER]` and passes it to storage, so every query is scoped to it.
+Only a key's SHA-256 is stored; a request's key is hashed and looked up (through the short cache
+the submission ports use too, storage.lookup_caches). Every handler reads the tenant from
+`request[CALLER]` and passes it to storage, so every query is scoped to it.
 """
 
 from __future__ import annotations
 
-import time
 import weakref
 from dataclasses import dataclass
 from uuid import UUID
@@ -15,9 +15,9 @@ from aiohttp import web
 
 from api import errors
 from api.errors import ApiError
-from storage import directory
 from storage.database import Pool
 from storage.errors import StorageError
+from storage.lookup_caches import KeyCache
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,35 +43,6 @@ def bearer_token(request: web.Request) -> str:
     return token.strip()
 
 
-class KeyCache:
-    """Valid keys remembered for a few seconds, so a busy client costs no lookup per request.
-
-    The price: a deleted key keeps working for up to TTL_SECONDS in each API process that saw
-    it (as revocation already takes that long across several processes). Unknown keys are
-    never remembered.
-    """
-
-    TTL_SECONDS = 5.0
-    MAX_ENTRIES = 10_000
-
-    def __init__(self) -> None:
-        # By the key's hash, as the database has it: no key is kept in memory longer than
-        # its request.
-        self._entries: dict[bytes, tuple[float, Caller]] = {}
-
-    def get(self, token: str) -> Caller | None:
-        entry = self._entries.get(directory.hash_api_key(token))
-        if entry is None or entry[0] < time.monotonic():
-            return None
-        return entry[1]
-
-    def put(self, token: str, caller: Caller) -> None:
-        if len(self._entries) >= self.MAX_ENTRIES:
-            self._entries.clear()
-        entry = (time.monotonic() + self.TTL_SECONDS, caller)
-        self._entries[directory.hash_api_key(token)] = entry
-
-
 # One cache per application (the app is frozen once started, so it cannot hold it itself).
 _KEY_CACHES: weakref.WeakKeyDictionary[web.Application, KeyCache] = weakref.WeakKeyDictionary()
 
@@ -81,15 +52,10 @@ async def authenticate(pool: Pool, request: web.Request) -> Caller:
     cache = _KEY_CACHES.get(request.app)
     if cache is None:
         cache = _KEY_CACHES[request.app] = KeyCache()
-    caller = cache.get(token)
-    if caller is not None:
-        return caller
     try:
-        key = await directory.authenticate_api_key(pool, token)
+        key = await cache.authenticate(pool, token)
     except StorageError as error:
         raise ApiError(errors.SERVICE_UNAVAILABLE) from error
     if key is None:
         raise ApiError(errors.INVALID_API_KEY)
-    caller = Caller(key.tenant_id, key.id, key.permission, key.domain_id)
-    cache.put(token, caller)
-    return caller
+    return Caller(key.tenant_id, key.id, key.permission, key.domain_id)

@@ -7,11 +7,9 @@ identity and composes the message. Refusals come out as `ApiError`s of the one c
 
 from __future__ import annotations
 
-import time
 import weakref
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
 
 from aiohttp import web
 
@@ -22,8 +20,8 @@ from api.errors import ApiError
 from policy.compose import compose, mint_tracking
 from policy.sending import EmailDraft, SenderDomain, check_sender, parse_email
 from policy.sending_fields import Problem, Refusal
-from storage import sending
 from storage.ids import uuid7
+from storage.lookup_caches import DomainCache
 from storage.outbound import new_email_id
 from storage.sending import DomainState, NewEmail
 
@@ -37,46 +35,16 @@ REFUSALS = {
 }
 
 
-class DomainCache:
-    """Sender domains by tenant and name, remembered for a few seconds in this process.
-
-    Only a speed-up: the insert statement checks that the domain row still says what the
-    message was built from, and a stale entry costs one rebuild, never a wrong send. Unknown
-    domains are not remembered, so a domain just added works at once.
-    """
-
-    TTL_SECONDS = 5.0
-    MAX_ENTRIES = 10_000
-
-    def __init__(self) -> None:
-        self._entries: dict[tuple[UUID, str], tuple[float, SenderDomain]] = {}
-
-    async def get(
-        self, request: web.Request, tenant_id: UUID, name: str, *, fresh: bool
-    ) -> SenderDomain | None:
-        now = time.monotonic()
-        entry = self._entries.get((tenant_id, name))
-        if entry is not None and not fresh and entry[0] > now:
-            return entry[1]
-        row = await sending.find_sender_domain(request.app[POOL], tenant_id, name)
-        if row is None:
-            self._entries.pop((tenant_id, name), None)
-            return None
-        if len(self._entries) >= self.MAX_ENTRIES:
-            self._entries.clear()
-        domain = SenderDomain(**row)
-        self._entries[(tenant_id, name)] = (now + self.TTL_SECONDS, domain)
-        return domain
-
-
 # One cache per application (the app is frozen once started, so it cannot hold it itself).
-_CACHES: weakref.WeakKeyDictionary[web.Application, DomainCache] = weakref.WeakKeyDictionary()
+_CACHES: weakref.WeakKeyDictionary[web.Application, DomainCache[SenderDomain]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-def domain_cache(app: web.Application) -> DomainCache:
+def domain_cache(app: web.Application) -> DomainCache[SenderDomain]:
     cache = _CACHES.get(app)
     if cache is None:
-        cache = _CACHES[app] = DomainCache()
+        cache = _CACHES[app] = DomainCache(SenderDomain)
     return cache
 
 
@@ -94,7 +62,7 @@ class Builder:
         if name not in self._domains:
             cache = domain_cache(self.request.app)
             self._domains[name] = await cache.get(
-                self.request, self.caller.tenant_id, name, fresh=self.fresh
+                self.request.app[POOL], self.caller.tenant_id, name, fresh=self.fresh
             )
         return self._domains[name]
 

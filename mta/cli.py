@@ -23,7 +23,7 @@ from mta.logs import configure_logging
 from policy import dkim_keys
 from policy.domain_names import DomainNameError, normalize_domain
 from policy.domain_records import Status, records_to_publish, setup_of, with_last_results
-from policy.settings import Settings, SettingsError, load_settings
+from policy.settings import Settings, SettingsError, check_serve, load_settings
 from storage import directory, domains, replies
 from storage.database import Pool, open_pool
 from storage.domains import DomainDetails
@@ -273,6 +273,7 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def run_server(settings: Settings, only: str | None) -> None:
+    check_serve(settings, only)  # before anything listens: a refusal is exit code 2
     if settings.mx_processes > 1 and only in (None, "mta"):
         # Must be set before prometheus_client is imported (it picks its value store then), so
         # every MX process writes samples where /metrics can merge them.
@@ -304,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--json", action="store_true", help="print JSON for scripts")
         return sub
 
-    serve = add("serve", cmd_serve, "run the server (MX, API, metrics)")
+    serve = add("serve", cmd_serve, "run the server (MX, submission, delivery, API, metrics)")
     serve.add_argument("--only", choices=["mta", "api"], help="run one part only")
     add("migrate", cmd_migrate, "apply database migrations")
 
@@ -373,6 +374,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_server(settings, args.only)
         else:
             asyncio.run(args.func(settings, args))
+    except SettingsError as error:
+        print(f"opensend: configuration error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
     except (CommandError, MigrationError) as error:
         print(f"opensend: {error}", file=sys.stderr)
         return EXIT_FAILED

@@ -1,4 +1,5 @@
-"""Prometheus metrics of the MX and of outbound delivery, named opensend_<area>_<thing>_<unit>."""
+"""Prometheus metrics of the MX, the submission ports and outbound delivery, named
+opensend_<area>_<thing>_<unit>."""
 
 from __future__ import annotations
 
@@ -39,6 +40,42 @@ DATA_TO_COMMIT = Histogram(
     "opensend_mx_data_to_commit_seconds",
     "Time from the end of DATA to the commit of the message",
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
+)
+
+# The submission ports, 587 and 465 (mta/submission.py), counted apart from the MX.
+SUBMISSION_CONNECTIONS = Counter(
+    "opensend_submission_connections_total",
+    "Connections to the submission ports, by whether they were served or refused at the cap",
+    ["result"],
+)
+SUBMISSION_CONNECTIONS_ACTIVE = Gauge(
+    "opensend_submission_connections_active",
+    "Submission connections open now",
+    multiprocess_mode="livesum",
+)
+SUBMISSION_AUTH_ATTEMPTS = Counter(
+    "opensend_submission_auth_attempts_total",
+    "AUTH attempts, by result (success, failure, lockout, locked_out, unavailable)",
+    ["result"],
+)
+SUBMISSION_AUTH_LOCKOUTS = Counter(
+    "opensend_submission_auth_lockouts_total",
+    "Client addresses locked out after too many failed AUTH attempts",
+)
+SUBMISSION_MESSAGES_QUEUED = Counter(
+    "opensend_submission_messages_queued_total",
+    "Submitted messages committed with their deliveries, by whether replies are tracked",
+    ["tracked"],
+)
+SUBMISSION_MESSAGES_REFUSED = Counter(
+    "opensend_submission_messages_refused_total",
+    "Submitted messages (MAIL FROM or after DATA) refused or deferred, by reason",
+    ["reason"],
+)
+SUBMISSION_STORAGE_FAILURES = Counter(
+    "opensend_submission_storage_failures_total",
+    "Storage failures on the submission ports answered with a temporary error, by stage",
+    ["stage"],
 )
 
 # Outbound delivery (mta/delivery.py). The queue gauges are read from the database every

@@ -98,7 +98,14 @@ class _BoundCommands(Mapping[str, Any]):
 
 
 class MXProtocol(SMTP):
-    """One SMTP connection. Keyword arguments beyond aiosmtpd's are ours, typed."""
+    """One SMTP connection. Keyword arguments beyond aiosmtpd's are ours, typed.
+
+    The submission ports use this engine too (mta.submission_protocol), with their own metrics.
+    """
+
+    connections_metric = metrics.CONNECTIONS
+    active_metric = metrics.CONNECTIONS_ACTIVE
+    refused_metric = metrics.MESSAGES_REFUSED
 
     def __init__(
         self,
@@ -165,9 +172,9 @@ class MXProtocol(SMTP):
         starting = self._original_transport is None and self.transport is None
         if starting:
             self._admitted = self._gate.enter()
-            metrics.CONNECTIONS.labels("served" if self._admitted else "refused").inc()
+            self.connections_metric.labels("served" if self._admitted else "refused").inc()
             if self._admitted:
-                metrics.CONNECTIONS_ACTIVE.inc()
+                self.active_metric.inc()
                 self._registry.add(self)
         super().connection_made(transport)
 
@@ -175,7 +182,7 @@ class MXProtocol(SMTP):
         if self._admitted:
             self._admitted = False
             self._gate.leave()
-            metrics.CONNECTIONS_ACTIVE.dec()
+            self.active_metric.dec()
             self._registry.discard(self)
         super().connection_lost(error)
 
@@ -206,6 +213,14 @@ class MXProtocol(SMTP):
             transport.write(f"{replies.S421_SHUTTING_DOWN}\r\n".encode())
             transport.close()
 
+    @property
+    def tls_version(self) -> str | None:
+        """The TLS version of this session, after STARTTLS or from the first byte (port 465)."""
+        transport: Any = self.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        version: str | None = ssl_object.version() if ssl_object is not None else None
+        return version
+
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         # aiosmtpd's version runs the RFC 5322 header grammar and declares a class on every
         # call: about a tenth of the MX's CPU. Plain paths need neither.
@@ -233,7 +248,15 @@ class MXProtocol(SMTP):
         assert self.session is not None
         self.session.extended_smtp = True
         self.session.host_name = hostname
-        lines = [self.hostname, "PIPELINING"]
+        lines = [self.hostname, *self.extensions()]
+        # One write for the whole multiline reply (RFC 5321 section 4.2.1).
+        text = "".join(f"250-{line}\r\n" for line in lines[:-1]) + f"250 {lines[-1]}\r\n"
+        self._writer.write(text.encode("ascii"))
+        await self._writer.drain()
+
+    def extensions(self) -> list[str]:
+        """The EHLO keywords of this session (RFC 5321 section 4.1.1.1)."""
+        lines = ["PIPELINING"]
         if self.data_size_limit:
             lines.append(f"SIZE {self.data_size_limit}")  # RFC 1870
             self.command_size_limits["MAIL"] = 512 + 26
@@ -244,14 +267,21 @@ class MXProtocol(SMTP):
         lines.append("ENHANCEDSTATUSCODES")  # RFC 2034
         if self.tls_context and not self._tls_protocol:
             lines.append("STARTTLS")  # RFC 3207
-        # One write for the whole multiline reply (RFC 5321 section 4.2.1).
-        text = "".join(f"250-{line}\r\n" for line in lines[:-1]) + f"250 {lines[-1]}\r\n"
-        self._writer.write(text.encode("ascii"))
-        await self._writer.drain()
+        return lines
+
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        # RFC 3207 section 4: a client must not start TLS inside TLS; aiosmtpd would try.
+        if self.tls_version is not None:
+            await self.push(str(replies.S503_ALREADY_TLS))
+            return
+        await super().smtp_STARTTLS(arg)
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
         if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
             return
         assert self.envelope is not None
         if not self.envelope.mail_from:
@@ -278,12 +308,12 @@ class MXProtocol(SMTP):
         if content is None:
             return  # the connection closed mid-DATA; nothing was accepted
         if too_big:
-            metrics.MESSAGES_REFUSED.labels("size").inc()
+            self.refused_metric.labels("size").inc()
             self._set_post_data_state()
             await self.push(str(replies.S552_TOO_BIG))
             return
         if has_bare_line_ending(content):
-            metrics.MESSAGES_REFUSED.labels("bare_line_ending").inc()
+            self.refused_metric.labels("bare_line_ending").inc()
             log.warning(
                 "refused message with bare CR or LF",
                 extra={"peer": self.session.peer if self.session else None},
@@ -300,7 +330,7 @@ class MXProtocol(SMTP):
     async def smtp_AUTH(self, arg: str) -> None:  # no @syntax: HELP must not list it
         # Port 25 takes mail for our domains only; authenticated sending is on the submission
         # ports (RFC 6409), so the MX neither offers nor accepts AUTH.
-        await self.push("502 5.5.1 AUTH not available here; use the submission port")
+        await self.push(str(replies.S502_AUTH_NOT_HERE))
 
     async def _read_data(self) -> tuple[bytes | None, bool]:
         """Read up to CRLF.CRLF in blocks; undo dot-stuffing (RFC 5321 section 4.5.2).

@@ -1,5 +1,8 @@
 """`opensend serve`: every part in one event loop per process, and a graceful stop on SIGTERM.
 
+The MTA part is the MX, the submission ports (587 STARTTLS, 465 implicit TLS) and the delivery
+workers; the API part is the HTTP application.
+
 With OPENSEND_MX_PROCESSES above 1, extra processes share the MX port (SO_REUSEPORT) so the SMTP
 protocol work uses more than one core; each has its own loop and pool, and Postgres is the only
 thing they share. Prometheus samples from all of them are merged through a shared directory.
@@ -22,7 +25,8 @@ from api.app import make_app, make_ops_app
 from mta.delivery import DeliveryWorkers
 from mta.dns import Resolver
 from mta.logs import configure_logging
-from mta.server import MXListener, start_mx
+from mta.server import MXListener, SubmissionListeners, start_mx, start_submission
+from mta.tls import submission_tls_context
 from policy.settings import ListenAddress, Settings
 from policy.tokens import ReplyTokens
 from storage.database import open_pool
@@ -83,12 +87,17 @@ async def serve(settings: Settings, only: str | None, url: str) -> None:
     tokens = reply_tokens(settings)
     runners: list[web.AppRunner] = []
     listener: MXListener | None = None
+    submission: SubmissionListeners | None = None
     delivery: DeliveryWorkers | None = None
     workers: list[multiprocessing.process.BaseProcess] = []
     try:
         if only in (None, "mta"):
             shared = settings.mx_processes > 1
             listener = await start_mx(settings, pool, tokens, reuse_port=shared)
+            # Submission runs in this process only: its login failures are counted in one place.
+            submission = await start_submission(
+                settings, pool, tokens, submission_tls_context(settings)
+            )
             workers = _start_mx_workers(settings, url)
             delivery = DeliveryWorkers(pool, url, settings, Resolver(settings.dns_servers))
             await delivery.start()
@@ -107,6 +116,7 @@ async def serve(settings: Settings, only: str | None, url: str) -> None:
         # Sessions in flight on both sides finish together within the one grace period.
         await asyncio.gather(
             *([listener.drain(DRAIN_GRACE_SECONDS)] if listener is not None else []),
+            *([submission.drain(DRAIN_GRACE_SECONDS)] if submission is not None else []),
             *([delivery.stop(DRAIN_GRACE_SECONDS)] if delivery is not None else []),
         )
         for runner in runners:

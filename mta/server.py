@@ -1,6 +1,7 @@
-"""Starting and stopping the MX listener inside the running event loop.
+"""Starting and stopping the SMTP listeners (the MX, and the submission ports 587 and 465)
+inside the running event loop.
 
-aiosmtpd's threaded Controller is not used: the listener is created with `loop.create_server` in
+aiosmtpd's threaded Controller is not used: a listener is created with `loop.create_server` in
 the same loop as the asyncpg pool, whose connections belong to the loop that made them.
 """
 
@@ -10,27 +11,23 @@ import asyncio
 import logging
 import ssl
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from mta.inbound import MXHandler, MXLimits
 from mta.protocol import ConnectionGate, MXProtocol
+from mta.submission import SubmissionHandler, SubmissionLimits
+from mta.submission_auth import Logins
+from mta.submission_protocol import SubmissionProtocol
+from mta.tls import server_tls_context
+from policy.auth_throttle import AuthLimits
 from policy.settings import ListenAddress, Settings
 from policy.tokens import ReplyTokens
 from storage.database import Pool
 from storage.inbox import GroupCommitWriter, InboxLookups
+from storage.sending_writer import EmailWriter
 
 log = logging.getLogger(__name__)
 
 BANNER_IDENT = "ESMTP OpenSend"
-
-
-def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    # RFC 8996 retires TLS 1.0 and 1.1; an MX must still accept any client certificate or none.
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 @dataclass
@@ -105,3 +102,83 @@ async def start_mx(
         extra={"address": f"{listen.host}:{listener.port}", "tls": tls_context is not None},
     )
     return listener
+
+
+@dataclass
+class SubmissionListeners:
+    """Port 587 (STARTTLS) and port 465 (implicit TLS): one handler, so one lockout state."""
+
+    starttls: MXListener
+    implicit_tls: MXListener
+
+    async def drain(self, grace: float) -> None:
+        await asyncio.gather(self.starttls.drain(grace), self.implicit_tls.drain(grace))
+
+
+async def start_submission(
+    settings: Settings,
+    pool: Pool,
+    tokens: ReplyTokens,
+    tls_context: ssl.SSLContext,
+    *,
+    listen: ListenAddress | None = None,
+    listen_implicit: ListenAddress | None = None,
+) -> SubmissionListeners:
+    loop = asyncio.get_running_loop()
+    limits = AuthLimits(
+        max_failures=settings.auth_max_failures,
+        lockout_seconds=settings.auth_lockout,
+        first_delay_seconds=settings.auth_failure_delay,
+    )
+    handler = SubmissionHandler(
+        pool=pool,
+        tokens=tokens,
+        hostname=settings.hostname,
+        limits=SubmissionLimits(settings.max_recipients, settings.max_received_headers),
+        logins=Logins(pool, limits),
+        store=EmailWriter(pool).store,
+    )
+    gate = ConnectionGate(settings.max_connections)  # one cap for both ports
+
+    async def serve(address: ListenAddress, implicit: bool) -> MXListener:
+        protocols: set[MXProtocol] = set()
+
+        def factory() -> SubmissionProtocol:
+            return SubmissionProtocol(
+                handler,
+                gate=gate,
+                registry=protocols,
+                data_timeout=settings.data_timeout,
+                data_size_limit=settings.max_message_size,
+                hostname=settings.hostname,
+                ident=BANNER_IDENT,
+                # Port 465 is TLS from the first byte (RFC 8314 section 3.3): no STARTTLS there.
+                tls_context=None if implicit else tls_context,
+                timeout=settings.command_timeout,
+                loop=loop,
+            )
+
+        server = await loop.create_server(
+            factory,
+            host=address.host,
+            port=address.port,
+            ssl=tls_context if implicit else None,
+            backlog=1024,
+        )
+        listener = MXListener(server, gate, protocols, port=server.sockets[0].getsockname()[1])
+        log.info(
+            "submission listening",
+            extra={
+                "address": f"{address.host}:{listener.port}",
+                "tls": "implicit" if implicit else "starttls",
+            },
+        )
+        return listener
+
+    starttls = await serve(listen or settings.submission_listen, False)
+    try:
+        implicit_tls = await serve(listen_implicit or settings.submissions_listen, True)
+    except BaseException:
+        await starttls.drain(0.0)
+        raise
+    return SubmissionListeners(starttls, implicit_tls)

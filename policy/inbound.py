@@ -8,6 +8,7 @@ untouched, for the caller to render as a temporary failure.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -232,13 +233,19 @@ def _trace_date(when: datetime) -> str:
     return _date_cache[1]
 
 
+# A control character in a client-supplied name (a bare CR in EHLO's argument, which aiosmtpd
+# keeps) must not reach a header field, where it could end the field early.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def received_header(record_id: UUID, arrival: Arrival, recipient: str | None) -> str:
     """The trace field of RFC 5321 section 4.4, with the protocol keyword of RFC 3848."""
     tls = f" ({arrival.tls_version})" if arrival.tls_version else ""
     protocol = arrival.protocol or ("ESMTPS" if arrival.tls_version else "ESMTP")
     for_clause = f"\r\n\tfor <{recipient}>" if recipient else ""
+    helo = _CONTROL.sub("?", arrival.helo) if arrival.helo else "unknown"
     return (
-        f"Received: from {arrival.helo or 'unknown'} ([{arrival.peer_ip or 'unknown'}])\r\n"
+        f"Received: from {helo} ([{arrival.peer_ip or 'unknown'}])\r\n"
         f"\tby {arrival.hostname} (OpenSend) with {protocol}{tls} id {record_id.hex}"
         f"{for_clause}; {_trace_date(arrival.received_at)}"
     )

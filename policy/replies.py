@@ -37,6 +37,9 @@ S250_OK = Reply(250, "2.0.0", "OK")
 S250_SENDER_OK = Reply(250, "2.1.0", "Sender OK")
 S250_RECIPIENT_OK = Reply(250, "2.1.5", "Recipient OK")
 S250_QUEUED = Reply(250, "2.0.0", "Ok: queued as {id}")
+# RFC 4954 section 6 gives AUTH its replies: 235 2.7.0, 454 4.7.0, 530 5.7.0, 535 5.7.8 and
+# 538 5.7.11, with RFC 3463 enhanced codes of the same class.
+S235_AUTH_OK = Reply(235, "2.7.0", "Authentication successful")
 # RFC 2034 section 3: 354 is an intermediate reply and carries no enhanced code.
 S354_DATA = Reply(354, "", "End data with <CR><LF>.<CR><LF>")
 
@@ -50,15 +53,75 @@ S451_TEMP_LOOKUP = Reply(
     451, "4.4.3", "Temporary problem looking up the recipient, try again later"
 )
 S452_TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients in this message")
+S451_TEMP_SENDER_LOOKUP = Reply(
+    451, "4.4.3", "Temporary problem checking the sender address, try again later"
+)
+# Submission: a lookup of the key failed (not the key's fault), or the client's address is locked
+# out after too many failed logins: it may try again later, so a temporary code (RFC 4954).
+S454_AUTH_TEMPORARY = Reply(454, "4.7.0", "Temporary authentication failure, try again later")
+S454_AUTH_LOCKED_OUT = Reply(
+    454,
+    "4.7.0",
+    "Too many failed authentication attempts from your address; try again later",
+)
+S421_AUTH_LOCKOUT = Reply(
+    421,
+    "4.7.0",
+    "Too many failed authentication attempts; closing connection, try again later",
+)
+# A plan's monthly sending limit (HTTP 429 on the API). RFC 5321 section 4.2.3 reads 450 as
+# "temporarily blocked for policy reasons": the client's queue keeps the message and retries,
+# where a 5xx would bounce mail the next month or a raised limit would have let through.
+S450_SENDING_LIMIT = Reply(
+    450,
+    "4.7.1",
+    "Monthly sending limit of this account reached; try again later or ask for a higher limit",
+)
 
 # Permanent failures.
 S500_LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long")
 S501_SYNTAX_ADDRESS = Reply(501, "5.1.3", "Bad address syntax")
+S501_SYNTAX_SENDER = Reply(501, "5.1.7", "Bad sender address syntax")
+S501_AUTH_SYNTAX = Reply(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]")
+S501_AUTH_CREDENTIALS = Reply(
+    501, "5.5.2", "Cannot read the credentials: send them base64-encoded, as SASL PLAIN or LOGIN"
+)
+S502_AUTH_NOT_HERE = Reply(
+    502, "5.5.1", "AUTH not available on this port; submit mail on port 587 or 465"
+)
 S503_BAD_SEQUENCE = Reply(503, "5.5.1", "Bad sequence of commands")
 S503_NO_RECIPIENTS = Reply(503, "5.5.1", "No valid recipients")
+S503_ALREADY_AUTHENTICATED = Reply(503, "5.5.1", "Already authenticated")
+S503_AUTH_IN_TRANSACTION = Reply(503, "5.5.1", "AUTH is not allowed during a mail transaction")
+S503_ALREADY_TLS = Reply(503, "5.5.1", "TLS is already active")
+S504_AUTH_MECHANISM = Reply(
+    504, "5.5.4", "Unrecognized authentication mechanism; use PLAIN or LOGIN"
+)
+S530_STARTTLS_FIRST = Reply(530, "5.7.0", "Must issue a STARTTLS command first")
+S530_AUTH_REQUIRED = Reply(
+    530, "5.7.0", "Authentication required: log in with AUTH, an API key as the password"
+)
+S535_AUTH_INVALID = Reply(
+    535,
+    "5.7.8",
+    "Authentication credentials invalid: the password must be an API key of your account",
+)
+S538_ENCRYPTION_REQUIRED = Reply(
+    538, "5.7.11", "Encryption required for authentication: issue STARTTLS first"
+)
 S550_NO_SUCH_USER = Reply(550, "5.1.1", "No such user here")
 S550_RELAY_DENIED = Reply(
     550, "5.7.1", "Relaying denied: this server only accepts mail for its own domains"
+)
+# RFC 5321 section 4.2.2: 553 "mailbox name not allowed"; RFC 3463 X.7.1: refused by policy.
+# After DATA too, for the From: field, as the issue's contract asks; any 5xx there is final.
+S553_SENDER_NOT_ALLOWED = Reply(
+    553, "5.7.1", "Sender address rejected: not on a verified domain of your account"
+)
+S553_FROM_NOT_ALLOWED = Reply(
+    553,
+    "5.7.1",
+    "Message refused: the From: field must be one address on a verified domain of your account",
 )
 S550_BARE_LF = Reply(550, "5.5.2", "Message refused: bare LF or CR found; lines must end with CRLF")
 S554_LOOP = Reply(554, "5.4.6", "Message refused: too many Received headers, probable mail loop")

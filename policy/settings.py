@@ -125,6 +125,12 @@ class Settings:
     max_received_headers: int
     mx_processes: int
 
+    # Submission logins (RFC 4954): failed AUTH attempts from one client address before it is
+    # locked out, for how long, and the delay before answering the first failure (doubling).
+    auth_max_failures: int
+    auth_lockout: float
+    auth_failure_delay: float
+
     log_level: str
     log_format: str
 
@@ -205,6 +211,15 @@ def parse_duration(name: str, raw: str) -> int:
     if not _is_number(number) or int(number) <= 0:
         raise SettingsError(f"{name}: {raw!r} is not a duration such as 90s, 5m, 4h or 5d")
     return int(number) * _DURATION_UNITS[unit]
+
+
+def parse_delay(name: str, raw: str) -> float:
+    """A short delay: '0', '250ms', '2s' or plain seconds, as seconds."""
+    text = raw.strip().lower()
+    scale, number = (0.001, text[:-2]) if text.endswith("ms") else (1.0, text.removesuffix("s"))
+    if not _is_number(number):
+        raise SettingsError(f"{name}: {raw!r} is not a delay such as 0, 500ms or 2s")
+    return int(number) * scale
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
@@ -369,6 +384,21 @@ def _ses_ingester(env: Mapping[str, str]) -> SesIngester:
     )
 
 
+def check_serve(settings: Settings, only: str | None) -> None:
+    """What `opensend serve` needs beyond what every command needs; SettingsError if missing.
+
+    The submission ports (part of the MTA) let clients log in only over TLS (RFC 8314, RFC 4954
+    section 4), so production needs a certificate before listening on them. Development
+    generates a self-signed one instead (mta.tls). Administration commands do not need one.
+    """
+    if only in (None, "mta") and settings.production and not settings.tls_configured:
+        raise SettingsError(
+            "OPENSEND_TLS_CERT and OPENSEND_TLS_KEY: required when OPENSEND_ENV=production, "
+            "for the submission ports (587 STARTTLS, 465 TLS), where clients log in only over "
+            "TLS (a certificate for OPENSEND_HOSTNAME, e.g. from Let's Encrypt)"
+        )
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting once; raise SettingsError naming the first bad one."""
     env = os.environ if env is None else env
@@ -493,6 +523,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         # Postfix's hopcount_limit is 50; RFC 5321 section 6.3 asks for loop detection by count.
         max_received_headers=_int(env, "OPENSEND_MAX_RECEIVED_HEADERS", 50),
         mx_processes=_int(env, "OPENSEND_MX_PROCESSES", 1),
+        # Dovecot's and Postfix's anvil-style defaults are of this order: a person who mistypes
+        # a key a few times is not locked out; a guesser gets a handful of tries per quarter hour.
+        auth_max_failures=_int(env, "OPENSEND_AUTH_MAX_FAILURES", 5),
+        auth_lockout=float(
+            parse_duration(
+                "OPENSEND_AUTH_LOCKOUT", env.get("OPENSEND_AUTH_LOCKOUT", "").strip() or "15m"
+            )
+        ),
+        auth_failure_delay=parse_delay(
+            "OPENSEND_AUTH_FAILURE_DELAY",
+            env.get("OPENSEND_AUTH_FAILURE_DELAY", "").strip() or "1s",
+        ),
         log_level=log_level,
         log_format=log_format,
         env_names=tuple(sorted(name for name in env if name.startswith("OPENSEND_"))),

@@ -4,6 +4,7 @@ same storage code the `opensend` command uses. Nothing here fakes a component of
 from __future__ import annotations
 
 import secrets
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -18,7 +19,8 @@ from aiohttp import web
 
 from api.app import make_app
 from mta.dns import Resolver
-from mta.server import MXListener, start_mx
+from mta.server import MXListener, SubmissionListeners, start_mx, start_submission
+from mta.tls import submission_tls_context
 from policy.dkim_keys import DkimKeyPair, generate_key_pair
 from policy.settings import Settings, load_settings
 from policy.tokens import ReplyToken, ReplyTokens
@@ -28,6 +30,7 @@ from storage.migrate import migrate
 from storage.outbound import TrackedEmail, insert_tracked_email, new_email_id
 from tests.support.dns_server import LoopbackDNSServer, ZoneData
 from tests.support.postgres import session_database
+from tests.support.tls import ServerCertificate, server_certificate
 
 TEST_SECRET = "test-secret-" + "0123456789abcdef" * 3
 
@@ -93,6 +96,72 @@ async def mx(pool: Pool, tokens: ReplyTokens, session_tmp: Path) -> AsyncIterato
     listener = await start_mx(make_settings(session_tmp), pool, tokens)
     yield listener
     await listener.drain(grace=1.0)
+
+
+SUBMISSION_HOST = "mx.opensend.test"  # the name make_settings gives every test server
+
+
+@pytest.fixture(scope="session")
+def submission_certificate(session_tmp: Path) -> ServerCertificate:
+    """A trustme certificate for the submission ports: the server name and 127.0.0.1, so
+    clients that check the address they dialled (smtplib, swaks) verify it too."""
+    directory = session_tmp / "submission-tls"
+    directory.mkdir()
+    return server_certificate(directory, SUBMISSION_HOST, "127.0.0.1")
+
+
+@dataclass
+class SubmissionServer:
+    """The real submission listeners (587 STARTTLS, 465 implicit TLS) on ephemeral ports."""
+
+    listeners: SubmissionListeners
+    certificate: ServerCertificate
+    settings: Settings
+
+    @property
+    def starttls_port(self) -> int:
+        return self.listeners.starttls.port
+
+    @property
+    def implicit_port(self) -> int:
+        return self.listeners.implicit_tls.port
+
+    def client_context(self) -> ssl.SSLContext:
+        return self.certificate.client_context()
+
+
+StartSubmission = Callable[..., Awaitable[SubmissionServer]]
+
+
+@pytest.fixture
+async def start_test_submission(
+    pool: Pool, tokens: ReplyTokens, tmp_path: Path, submission_certificate: ServerCertificate
+) -> AsyncIterator[StartSubmission]:
+    """Start both submission ports with settings of the test's choosing, on `on` (a pool of
+    the test's choosing) or the session database. Each start has its own login failure records;
+    failures are answered without delay unless OPENSEND_AUTH_FAILURE_DELAY says otherwise."""
+    started: list[SubmissionListeners] = []
+
+    async def start(*, on: Pool | None = None, **env: str) -> SubmissionServer:
+        settings = make_settings(
+            tmp_path,
+            **{
+                "OPENSEND_SUBMISSION_LISTEN": "127.0.0.1:0",
+                "OPENSEND_SUBMISSIONS_LISTEN": "127.0.0.1:0",
+                "OPENSEND_TLS_CERT": str(submission_certificate.cert),
+                "OPENSEND_TLS_KEY": str(submission_certificate.key),
+                "OPENSEND_AUTH_FAILURE_DELAY": "0",
+                **env,
+            },
+        )
+        tls = submission_tls_context(settings)
+        listeners = await start_submission(settings, on or pool, tokens, tls)
+        started.append(listeners)
+        return SubmissionServer(listeners, submission_certificate, settings)
+
+    yield start
+    for listeners in started:
+        await listeners.drain(grace=1.0)
 
 
 @pytest.fixture
@@ -174,9 +243,14 @@ class TenantWorld:
     def reply_domain(self) -> str:
         return self.domain.effective_reply_domain
 
-    async def api_key(self, permission: str = "full_access") -> str:
-        """A real API key of this tenant, made by the same code as `opensend apikey create`."""
-        _key, token = await directory.create_api_key(self.pool, self.tenant.id, "test", permission)
+    async def api_key(
+        self, permission: str = "full_access", *, domain_id: UUID | None = None
+    ) -> str:
+        """A real API key of this tenant, made by the same code as `opensend apikey create`
+        (a sending_access key may be limited to one domain, as POST /api-keys can)."""
+        _key, token = await directory.create_api_key(
+            self.pool, self.tenant.id, "test", permission, domain_id
+        )
         return token
 
     async def route(self, address: str, to: str | None = None) -> None:

@@ -49,14 +49,15 @@ def opensend_env(data_dir: Path, database_url: str | None, **settings: str) -> d
 
 
 def server_env(data_dir: Path, database_url: str | None, **settings: str) -> dict[str, str]:
-    """`opensend_env` with the MX and the metrics endpoint on free loopback ports."""
-    return opensend_env(
-        data_dir,
-        database_url,
-        OPENSEND_MX_LISTEN=f"127.0.0.1:{free_loopback_port()}",
-        OPENSEND_METRICS_LISTEN=f"127.0.0.1:{free_loopback_port()}",
-        **settings,
-    )
+    """`opensend_env` with the MX, the submission ports and the metrics endpoint on free
+    loopback ports (never the development defaults, which another run may hold)."""
+    ports = {
+        "OPENSEND_MX_LISTEN": f"127.0.0.1:{free_loopback_port()}",
+        "OPENSEND_SUBMISSION_LISTEN": f"127.0.0.1:{free_loopback_port()}",
+        "OPENSEND_SUBMISSIONS_LISTEN": f"127.0.0.1:{free_loopback_port()}",
+        "OPENSEND_METRICS_LISTEN": f"127.0.0.1:{free_loopback_port()}",
+    }
+    return opensend_env(data_dir, database_url, **{**ports, **settings})
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,18 @@ class ServerCertificate:
         self.ca.configure_trust(context)
         return context
 
+    def ca_file(self, directory: Path) -> Path:
+        """The CA certificate as a PEM file, for clients configured by path (swaks)."""
+        path = directory / "ca.pem"
+        self.ca.cert_pem.write_to_path(str(path))
+        return path
 
-def server_certificate(directory: Path, hostname: str) -> ServerCertificate:
+
+def server_certificate(directory: Path, hostname: str, *also: str) -> ServerCertificate:
+    """A certificate for `hostname` and any `also` names or IP addresses (e.g. "127.0.0.1",
+    for clients that check the address they connected to)."""
     ca = trustme.CA()
-    issued = ca.issue_cert(hostname)
+    issued = ca.issue_cert(hostname, *also)
     cert = directory / "server.crt"
     key = directory / "server.key"
     cert.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))

@@ -1,0 +1,76 @@
+"""Per-process caches of what every request and every submitted message looks up first: the
+caller's API key and the sender's domain. Shared by the HTTP API and the submission ports, so
+both edges authenticate and check senders with the same reads and the same staleness.
+
+Only speed-ups, each bounded by a few seconds: a deleted key keeps working for up to
+`KeyCache.TTL_SECONDS` in a process that saw it (as revocation takes that long across several
+processes anyway), and a stale domain entry costs one rebuild, never a wrong send (the insert
+statement re-checks the domain row, storage.sending.INSERT_EMAIL). Misses are never cached.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+from uuid import UUID
+
+from storage import directory, sending
+from storage.database import Pool
+from storage.directory import ApiKey
+
+T = TypeVar("T")
+
+
+class KeyCache:
+    """Valid API keys, by their hash (as the database has them): no key is kept in memory."""
+
+    TTL_SECONDS = 5.0
+    MAX_ENTRIES = 10_000
+
+    def __init__(self) -> None:
+        self._entries: dict[bytes, tuple[float, ApiKey]] = {}
+
+    async def authenticate(self, pool: Pool, token: str) -> ApiKey | None:
+        """The key's row, or None for an unknown key. StorageError when it cannot be checked."""
+        digest = directory.hash_api_key(token)
+        entry = self._entries.get(digest)
+        if entry is not None and entry[0] > time.monotonic():
+            return entry[1]
+        key = await directory.authenticate_api_key(pool, token)
+        if key is None:
+            self._entries.pop(digest, None)
+            return None
+        if len(self._entries) >= self.MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[digest] = (time.monotonic() + self.TTL_SECONDS, key)
+        return key
+
+
+class DomainCache(Generic[T]):
+    """Sender domains by tenant and name, each made into a `T` once (policy's SenderDomain:
+    storage may not import policy, so the caller names the type)."""
+
+    TTL_SECONDS = 5.0
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, make: Callable[..., T]) -> None:
+        self._make = make
+        self._entries: dict[tuple[UUID, str], tuple[float, T]] = {}
+
+    async def get(self, pool: Pool, tenant_id: UUID, name: str, *, fresh: bool = False) -> T | None:
+        """The tenant's domain of that name; `fresh` reads past the cache."""
+        name = name.lower()
+        now = time.monotonic()
+        entry = self._entries.get((tenant_id, name))
+        if entry is not None and not fresh and entry[0] > now:
+            return entry[1]
+        row: dict[str, Any] | None = await sending.find_sender_domain(pool, tenant_id, name)
+        if row is None:
+            self._entries.pop((tenant_id, name), None)
+            return None
+        if len(self._entries) >= self.MAX_ENTRIES:
+            self._entries.clear()
+        domain = self._make(**row)
+        self._entries[(tenant_id, name)] = (now + self.TTL_SECONDS, domain)
+        return domain
