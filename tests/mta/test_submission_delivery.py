@@ -1,0 +1,116 @@
+"""A submitted message, delivered by the real workers to an aiosmtpd sink on loopback: DKIM-signed
+with the From: domain's key (verified against the test's DNS server), reply tracking in place,
+no Bcc field, and only the envelope's recipients sent to."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from email import message_from_bytes
+from email.policy import default
+from pathlib import Path
+
+import dkim
+import pytest
+
+from policy.dkim_keys import DkimKeyPair, record_name, record_value
+from policy.tokens import ReplyTokens
+from storage import directory
+from storage.database import Pool
+from tests.conftest import StartSubmission, TenantWorld, message
+from tests.mta.test_delivery_dkim import signature_tags, txt_from
+from tests.mta.test_submission_pipeline import submit
+from tests.support.delivery_world import delivery_workers, queue_database
+from tests.support.dns_server import LoopbackDNSServer
+from tests.support.queued_mail import wait_until_final
+from tests.support.smtp_sink import Sink
+
+Queue = tuple[str, Pool]
+
+
+@pytest.fixture(scope="module")
+async def queue(database_url: str) -> AsyncIterator[Queue]:
+    async with queue_database(database_url) as made:
+        yield made
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[Sink]:
+    started = await Sink.start()
+    yield started
+    await started.stop()
+
+
+async def tenant_on(pool: Pool, tokens: ReplyTokens, key: DkimKeyPair) -> TenantWorld:
+    """A tenant with a receiving, verified domain and a DKIM key, in the queue's database."""
+    suffix = secrets.token_hex(4)
+    tenant = await directory.create_tenant(pool, f"tenant-{suffix}")
+    name = f"t{suffix}.test"
+    domain = await directory.add_domain(
+        pool,
+        tenant.id,
+        name,
+        receiving=True,
+        reply_domain=f"inbound.{name}",
+        verified=True,
+        dkim=key,
+    )
+    return TenantWorld(pool, tokens, tenant, domain)
+
+
+async def test_submitted_message_is_delivered_signed_tracked_to_envelope_recipients_only(
+    queue: Queue,
+    sink: Sink,
+    dns: LoopbackDNSServer,
+    tmp_path: Path,
+    tokens: ReplyTokens,
+    dkim_key: DkimKeyPair,
+    start_test_submission: StartSubmission,
+) -> None:
+    url, pool = queue
+    acme = await tenant_on(pool, tokens, dkim_key)
+    dns.zone.add(
+        record_name(dkim_key.selector, acme.name), "TXT", record_value(dkim_key.public_key)
+    )
+    server = await start_test_submission(on=pool)
+    content = message(
+        sender=f"Acme Support <support@{acme.name}>",
+        to="bob@example.net, only-named@example.net",
+        subject="Your order",
+        headers={"Bcc": "boss@example.net", "In-Reply-To": "<earlier@mail.example.net>"},
+    )
+    client_id = message_from_bytes(content)["Message-ID"]
+
+    env = {"OPENSEND_TRANSPORTS": f"example.net={sink.host}:{sink.port}"}
+    async with delivery_workers(pool, url, tmp_path, **env):
+        email_id = await submit(server, acme, content, ["bob@example.net", "boss@example.net"])
+        final = await wait_until_final(pool, email_id)
+
+    assert {recipient: row["status"] for recipient, row in final.items()} == {
+        "bob@example.net": "delivered",
+        "boss@example.net": "delivered",
+    }
+    delivered = sink.messages
+    assert sorted(r for m in delivered for r in m.rcpt_tos) == [
+        "bob@example.net",
+        "boss@example.net",
+    ]
+    assert all(m.mail_from == f"support@{acme.name}" for m in delivered)
+    content_seen = delivered[0].content
+    assert all(m.content == content_seen for m in delivered)  # one copy, one signature
+
+    assert await asyncio.to_thread(dkim.verify, content_seen, dnsfunc=txt_from(dns))
+    tags = signature_tags(content_seen)
+    assert (tags[b"d"], tags[b"s"]) == (acme.name.encode(), dkim_key.selector.encode())
+    assert b"x-opensend-reply-token" in tags[b"h"].lower().split(b":")
+
+    copy = message_from_bytes(content_seen, policy=default)
+    row = await pool.fetchrow("SELECT * FROM emails WHERE id = $1", email_id)
+    assert "Bcc" not in copy
+    assert b"boss@example.net" not in content_seen
+    assert copy["Message-ID"] == client_id
+    assert copy["In-Reply-To"] == "<earlier@mail.example.net>"
+    assert copy["Reply-To"] == row["reply_address"]
+    assert copy["X-OpenSend-Reply-Token"] == row["reply_token"]
+    assert copy["To"] == "bob@example.net, only-named@example.net"
