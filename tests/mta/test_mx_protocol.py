@@ -7,7 +7,10 @@ its limits with the right replies, refuse bare line endings and relay probes, an
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import re
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from uuid import UUID
@@ -134,8 +137,7 @@ async def test_auth_is_refused_on_the_mx_with_a_permanent_5xx(mx: MXListener, co
         # The session goes on: a refused AUTH is not a reason to drop the client.
         assert_reply(await client.command("NOOP"), replies.S250_OK)
 
-    assert 500 <= reply.code < 600, reply
-    assert reply.enhanced is not None and reply.enhanced.startswith("5."), reply
+    assert_reply(reply, replies.S502_AUTH_NOT_HERE)  # names the ports where AUTH is
 
 
 # -- message size -----------------------------------------------------------------------------
@@ -557,6 +559,74 @@ async def test_relay_probe_is_refused_5xx_even_with_a_catch_all(
     assert 500 <= refused.code < 600, refused
     assert refused.enhanced is not None and refused.enhanced.startswith("5."), refused
     assert_reply(data, replies.S554_NO_VALID_RECIPIENTS)
+    assert await stored_count(pool, acme) == 0
+
+
+async def test_a_valid_api_key_buys_no_relaying_on_port_25_even_inside_tls(
+    tls_mx: tuple[MXListener, ServerCertificate], pool: Pool, make_tenant: MakeTenant
+) -> None:
+    # Port 25 has no authenticated mode at all: a tenant's own key, offered inside TLS, is
+    # refused, and every relay form stays refused after it.
+    listener, certificate = tls_mx
+    acme = await make_tenant(catch_all=True)
+    key = await acme.api_key()
+    plain = base64.b64encode(f"\0{acme.name}\0{key}".encode()).decode()
+    async with raw_session(listener.port) as client:
+        assert (await client.command("STARTTLS")).code == 220
+        await client.writer.start_tls(certificate.client_context(), server_hostname=MX_NAME)
+        ehlo = await client.command(f"EHLO {CLIENT_NAME}")
+        auth = await client.command(f"AUTH PLAIN {plain}")
+        assert_reply(await client.command("MAIL FROM:<a@example.net>"), replies.S250_SENDER_OK)
+        probes = []
+        for probe in RELAY_PROBES:
+            address = str(probe.values[0]).format(domain=acme.name)
+            probes.append((address, await client.command(f"RCPT TO:<{address}>")))
+
+    assert not any(line.upper().startswith("AUTH") for line in ehlo.lines[1:])
+    assert_reply(auth, replies.S502_AUTH_NOT_HERE)
+    refused = [(address, reply.code, reply.enhanced) for address, reply in probes]
+    assert all(
+        500 <= code < 600 and str(enhanced).startswith("5.") for _, code, enhanced in refused
+    )
+    assert await stored_count(pool, acme) == 0
+
+
+# The open-relay probes, sent by swaks as a scanner sends them (one session each).
+SWAKS_PROBES = [
+    pytest.param("user@other.example", id="foreign_domain"),
+    pytest.param('"user@other.example"@{domain}', id="quoted_local_part"),
+    pytest.param("user%other.example@{domain}", id="percent_hack"),
+    pytest.param("@{domain}:user@other.example", id="source_route"),
+]
+
+
+@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is not installed")
+@pytest.mark.parametrize("probe", SWAKS_PROBES)
+async def test_swaks_relay_probe_is_refused_at_rcpt(
+    mx: MXListener, pool: Pool, make_tenant: MakeTenant, probe: str
+) -> None:
+    acme = await make_tenant(catch_all=True)
+    process = await asyncio.create_subprocess_exec(
+        str(shutil.which("swaks")),
+        "--server",
+        f"{HOST}:{mx.port}",
+        "--from",
+        "probe@scanner.example",
+        "--to",
+        probe.format(domain=acme.name),
+        "--timeout",
+        "30",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 60)
+    text = output.decode("utf-8", "replace")
+
+    assert process.returncode != 0, text
+    rcpt_reply = text.split("RCPT TO:", 1)[1].splitlines()[1]
+    assert re.search(r"<\*\* +5\d\d 5\.", rcpt_reply), text
+    assert "354" not in text  # never got as far as DATA
     assert await stored_count(pool, acme) == 0
 
 
