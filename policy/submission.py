@@ -193,7 +193,7 @@ def submitted_email(
         added.append(f"X-OpenSend-Reply-Token: {tracking.reply_token}")
     head = trace.encode() + CRLF + b"".join(kept) + "".join(f"{a}\r\n" for a in added).encode()
     shown = {address.lower() for address in (*parsed.to, *parsed.cc)}
-    threading = {"in-reply-to": parsed.in_reply_to, "references": parsed.references}
+    threading = {"In-Reply-To": parsed.in_reply_to, "References": parsed.references}
     return SubmittedEmail(
         raw=head + rest,
         message_id=message_id,

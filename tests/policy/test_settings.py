@@ -12,6 +12,7 @@ from policy.settings import (
     ListenAddress,
     Settings,
     SettingsError,
+    check_serve,
     load_settings,
 )
 
@@ -182,6 +183,43 @@ def test_numeric_limits_are_read(tmp_path: Path) -> None:
     assert settings.mx_processes == 4
 
 
+def test_submission_login_limits_default_to_five_failures_fifteen_minutes_one_second(
+    tmp_path: Path,
+) -> None:
+    settings = load(tmp_path)
+    assert settings.auth_max_failures == 5
+    assert settings.auth_lockout == 900.0
+    assert settings.auth_failure_delay == 1.0
+
+
+@pytest.mark.parametrize(
+    ("delay", "seconds"),
+    [("0", 0.0), ("250ms", 0.25), ("2s", 2.0), ("3", 3.0)],
+    ids=["off", "milliseconds", "seconds", "plain_seconds"],
+)
+def test_submission_login_limits_are_read(tmp_path: Path, delay: str, seconds: float) -> None:
+    settings = load(
+        tmp_path,
+        OPENSEND_AUTH_MAX_FAILURES="10",
+        OPENSEND_AUTH_LOCKOUT="1h",
+        OPENSEND_AUTH_FAILURE_DELAY=delay,
+    )
+    assert (settings.auth_max_failures, settings.auth_lockout) == (10, 3600.0)
+    assert settings.auth_failure_delay == seconds
+
+
+def test_serving_the_mta_in_production_needs_a_certificate_for_submission(
+    tmp_path: Path,
+) -> None:
+    settings = load(tmp_path, **PRODUCTION)
+    for only in (None, "mta"):
+        with pytest.raises(SettingsError) as raised:
+            check_serve(settings, only)
+        assert str(raised.value).startswith("OPENSEND_TLS_CERT and OPENSEND_TLS_KEY: required")
+    check_serve(settings, "api")  # the API alone needs none
+    check_serve(load(tmp_path), None)  # development makes its own
+
+
 # -- errors -----------------------------------------------------------------------------------
 
 
@@ -284,6 +322,12 @@ MALFORMED = [
     pytest.param("OPENSEND_DATA_TIMEOUT", "1.5", id="data_timeout_fraction"),
     pytest.param("OPENSEND_MAX_RECEIVED_HEADERS", "many", id="received_headers_word"),
     pytest.param("OPENSEND_MX_PROCESSES", "0", id="mx_processes_zero"),
+    pytest.param("OPENSEND_AUTH_MAX_FAILURES", "0", id="auth_max_failures_zero"),
+    pytest.param("OPENSEND_AUTH_LOCKOUT", "0", id="auth_lockout_zero"),
+    pytest.param("OPENSEND_AUTH_LOCKOUT", "a while", id="auth_lockout_words"),
+    pytest.param("OPENSEND_AUTH_FAILURE_DELAY", "1.5s", id="auth_delay_fraction"),
+    pytest.param("OPENSEND_AUTH_FAILURE_DELAY", "-1", id="auth_delay_negative"),
+    pytest.param("OPENSEND_AUTH_FAILURE_DELAY", "ms", id="auth_delay_unit_only"),
     pytest.param(
         "OPENSEND_MAX_RECIPIENTS",
         "\u00b9\u2070\u2070",
