@@ -80,7 +80,9 @@ def _pool_size(settings: Settings) -> int:
     return max(4, min(20, settings.max_connections // 20))
 
 
-async def serve(settings: Settings, only: str | None, url: str) -> None:
+async def serve(settings: Settings, only: str | None, url: str, *, deliver: bool = True) -> None:
+    """Run until SIGTERM or SIGINT. `deliver=False` leaves the delivery workers out: for the
+    submission benchmark (tests/perf/bench_submission.py), which measures the listeners alone."""
     stop = _stop_on_signals()
     await migrate(url, wait=60.0)  # the database may still be starting at boot
     pool = await open_pool(url, max_size=_pool_size(settings))
@@ -99,8 +101,9 @@ async def serve(settings: Settings, only: str | None, url: str) -> None:
                 settings, pool, tokens, submission_tls_context(settings)
             )
             workers = _start_mx_workers(settings, url)
-            delivery = DeliveryWorkers(pool, url, settings, Resolver(settings.dns_servers))
-            await delivery.start()
+            if deliver:
+                delivery = DeliveryWorkers(pool, url, settings, Resolver(settings.dns_servers))
+                await delivery.start()
         if only in (None, "api"):
             app = make_app(pool, settings, tokens, Resolver(settings.dns_servers))
             runners.append(await _start_http(app, settings.api_listen))

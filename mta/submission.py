@@ -37,11 +37,10 @@ from policy.submission import (
     submitted_email,
 )
 from policy.tokens import ReplyTokens
-from storage import replies as sending_limits
 from storage.database import Pool
 from storage.errors import StorageError
 from storage.ids import uuid7
-from storage.lookup_caches import DomainCache
+from storage.lookup_caches import DomainCache, LimitCache
 from storage.outbound import new_email_id
 from storage.sending import Completion, DomainState, NewEmail, Stored
 
@@ -88,6 +87,7 @@ class SubmissionHandler:
         self._logins = logins
         self._store = store
         self._domains: DomainCache[SenderDomain] = DomainCache(SenderDomain)
+        self._limits_reached = LimitCache()
 
     # -- AUTH ---------------------------------------------------------------------------------
 
@@ -109,7 +109,7 @@ class SubmissionHandler:
                 mailbox, await self._domain(account, mailbox), account.domain_id
             )
             # The plan's monthly limit, as POST /emails/{id}/reply has it (a soft limit).
-            over = verdict.accepted and await sending_limits.sending_limit_reached(
+            over = verdict.accepted and await self._limits_reached.reached(
                 self._pool, account.tenant_id
             )
         except StorageError as error:

@@ -1,11 +1,13 @@
 """Per-process caches of what every request and every submitted message looks up first: the
-caller's API key and the sender's domain. Shared by the HTTP API and the submission ports, so
-both edges authenticate and check senders with the same reads and the same staleness.
+caller's API key, the sender's domain and the account's monthly sending limit. Shared by the
+HTTP API and the submission ports, so both edges authenticate and check senders with the same
+reads and the same staleness.
 
 Only speed-ups, each bounded by a few seconds: a deleted key keeps working for up to
 `KeyCache.TTL_SECONDS` in a process that saw it (as revocation takes that long across several
-processes anyway), and a stale domain entry costs one rebuild, never a wrong send (the insert
-statement re-checks the domain row, storage.sending.INSERT_EMAIL). Misses are never cached.
+processes anyway), a stale domain entry costs one rebuild, never a wrong send (the insert
+statement re-checks the domain row, storage.sending.INSERT_EMAIL), and a limit set or changed
+takes effect within `LimitCache.TTL_SECONDS`. Unknown keys and domains are never cached.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
-from storage import directory, sending
+from storage import directory, replies, sending
 from storage.database import Pool
 from storage.directory import ApiKey
 
@@ -74,3 +76,26 @@ class DomainCache(Generic[T]):
         domain = self._make(**row)
         self._entries[(tenant_id, name)] = (now + self.TTL_SECONDS, domain)
         return domain
+
+
+class LimitCache:
+    """Whether a tenant has reached its monthly sending limit (storage.replies), asking for the
+    count only when it has a limit: most tenants have none, and then a message costs no query."""
+
+    TTL_SECONDS = 5.0
+    MAX_ENTRIES = 10_000
+
+    def __init__(self) -> None:
+        self._limits: dict[UUID, tuple[float, int | None]] = {}
+
+    async def reached(self, pool: Pool, tenant_id: UUID) -> bool:
+        now = time.monotonic()
+        entry = self._limits.get(tenant_id)
+        if entry is None or entry[0] <= now:
+            if len(self._limits) >= self.MAX_ENTRIES:
+                self._limits.clear()
+            entry = (now + self.TTL_SECONDS, await replies.sending_limit(pool, tenant_id))
+            self._limits[tenant_id] = entry
+        if entry[1] is None:
+            return False
+        return await replies.sending_limit_reached(pool, tenant_id)

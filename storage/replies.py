@@ -34,6 +34,7 @@ SELECT t.monthly_send_limit IS NOT NULL AND (
 FROM tenants t WHERE t.id = $1
 """
 SET_LIMIT = "UPDATE tenants SET monthly_send_limit = $2 WHERE id = $1"
+SELECT_LIMIT = "SELECT monthly_send_limit FROM tenants WHERE id = $1"
 
 
 async def thread_for_reply(
@@ -59,6 +60,13 @@ async def sending_limit_reached(pool: Pool, tenant_id: UUID) -> bool:
     async with storage_errors():
         reached = await pool.fetchval(LIMIT_REACHED, tenant_id)
     return bool(reached)
+
+
+async def sending_limit(pool: Pool, tenant_id: UUID) -> int | None:
+    """The tenant's monthly limit; None: unlimited (or no such tenant)."""
+    async with storage_errors():
+        limit: int | None = await pool.fetchval(SELECT_LIMIT, tenant_id)
+    return limit
 
 
 async def set_sending_limit(pool: Pool, tenant_id: UUID, limit: int | None) -> None:

@@ -32,6 +32,7 @@ from tests.support.smtp import RawSMTP, SMTPReply
 HOST = "127.0.0.1"
 CLIENT_NAME = "laptop.example.net"
 REPLY_TIMEOUT = 10.0  # bounds a wait so a broken server fails the test instead of hanging
+POLL_ATTEMPTS = 500  # bounds a poll for state no event announces; no assertion on time
 
 
 def assert_reply(reply: SMTPReply, expected: Reply) -> None:
@@ -157,6 +158,32 @@ async def test_a_plain_text_connection_to_port_465_gets_no_smtp_at_all(
         with contextlib.suppress(ConnectionError, ssl.SSLError):
             await writer.wait_closed()
     assert not answer.startswith(b"220")
+
+
+async def test_a_failed_tls_handshake_closes_the_connection_and_frees_its_slot(
+    start_test_submission: StartSubmission, acme: TenantWorld, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await start_test_submission(OPENSEND_MAX_CONNECTIONS="1")
+    caplog.set_level(logging.INFO)
+    async with raw_session(server.starttls_port) as client:
+        assert (await client.command("STARTTLS")).code == 220
+        await client.send_raw(b"EHLO this is not a TLS ClientHello\r\n")
+        closed = await asyncio.wait_for(client.reader.read(), REPLY_TIMEOUT)
+    assert not closed.startswith(b"250")
+
+    gate = server.listeners.starttls.gate
+    for _ in range(POLL_ATTEMPTS):  # the server's side of the close runs in its own time
+        if gate.active == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert gate.active == 0
+    # The one connection allowed is free again: a real client gets through and logs in.
+    async with session(server) as client:
+        logged_in = await client.auth_plain("me", await acme.api_key())
+    assert logged_in.code == 235
+    # Routine for a server on the internet: logged, not an error with a traceback.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert "TLS handshake failed" in [r.getMessage() for r in caplog.records]
 
 
 # -- no TLS, no AUTH, no mail ----------------------------------------------------------------

@@ -180,11 +180,15 @@ class OpenSendPeer:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
+    def serve_command(self) -> list[str]:
+        """The server's command line; a benchmark may run the same parts another way."""
+        return [*self.command, "serve", "--only", "mta"]
+
     def start(self, timeout: float = 180.0) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
         self._proc = subprocess.Popen(
-            [*self.command, "serve", "--only", "mta"],
+            self.serve_command(),
             env=self.env(),
             cwd=REPO_ROOT,
             stdin=subprocess.DEVNULL,

@@ -1,0 +1,36 @@
+"""`opensend serve --only mta` without its delivery workers, for the submission benchmark.
+
+    python tests/perf/listeners_only.py        # settings from OPENSEND_* as for opensend serve
+
+The same composition (mta.serve.serve): migrations, pool, the MX on OPENSEND_MX_LISTEN, the
+submission ports, /metrics on OPENSEND_METRICS_LISTEN, the drain on SIGTERM; only the delivery
+workers are left out, so that the messages submitted (all queued, none due elsewhere) do not
+put delivery attempts beside the listeners being measured. The MX benchmark's server has none
+to make either: both rates are the listeners' own.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from mta.cli import database_url
+from mta.logs import configure_logging
+from mta.serve import run_in_loop, serve
+from policy.settings import SettingsError, check_serve, load_settings
+
+
+def main() -> int:
+    try:
+        settings = load_settings()
+        check_serve(settings, "mta")
+    except SettingsError as error:
+        print(f"listeners_only: configuration error: {error}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    url = database_url(settings)
+    run_in_loop(lambda: serve(settings, "mta", url, deliver=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
