@@ -1,7 +1,7 @@
 """Bearer API keys: who is calling, for which tenant, with which permission.
 
 Only a key's SHA-256 is stored; a request's key is hashed and looked up (through the short cache
-the submission ports use too, storage.lookup_caches). Every handler reads the tenant from
+the submission ports use too, storage.account_caches). Every handler reads the tenant from
 `request[CALLER]` and passes it to storage, so every query is scoped to it.
 """
 
@@ -15,9 +15,9 @@ from aiohttp import web
 
 from api import errors
 from api.errors import ApiError
+from storage.account_caches import KeyCache
 from storage.database import Pool
 from storage.errors import StorageError
-from storage.lookup_caches import KeyCache
 
 
 @dataclass(frozen=True, slots=True)

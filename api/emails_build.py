@@ -20,8 +20,8 @@ from api.errors import ApiError
 from policy.compose import compose, mint_tracking
 from policy.sending import EmailDraft, SenderDomain, check_sender, parse_email
 from policy.sending_fields import Problem, Refusal
+from storage.account_caches import DomainCache
 from storage.ids import uuid7
-from storage.lookup_caches import DomainCache
 from storage.outbound import new_email_id
 from storage.sending import DomainState, NewEmail
 

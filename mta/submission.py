@@ -3,7 +3,7 @@ POST /emails.
 
 It decides nothing itself. `policy.submission` judges the envelope sender and the From: field
 with the sending API's own rule (`policy.sending.check_sender`) over the domains the API's cache
-reads (storage.lookup_caches); `policy.compose.mint_tracking` gives the message its reply
+reads (storage.account_caches); `policy.compose.mint_tracking` gives the message its reply
 tracking; the email and its per-recipient deliveries are stored by the API's group-commit
 writer (storage.sending_writer), one statement with the queue rows, and the client hears 250
 only after that COMMIT. Storage trouble is a 4xx, never a 5xx and never an exception.
@@ -37,10 +37,10 @@ from policy.submission import (
     submitted_email,
 )
 from policy.tokens import ReplyTokens
+from storage.account_caches import DomainCache, LimitCache
 from storage.database import Pool
 from storage.errors import StorageError
 from storage.ids import uuid7
-from storage.lookup_caches import DomainCache, LimitCache
 from storage.outbound import new_email_id
 from storage.sending import Completion, DomainState, NewEmail, Stored
 

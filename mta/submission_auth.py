@@ -1,6 +1,6 @@
 """Logins on the submission ports: an API key as the password, failures slowed and locked out.
 
-The key is checked as the HTTP API checks a bearer key (storage.lookup_caches.KeyCache, the same
+The key is checked as the HTTP API checks a bearer key (storage.account_caches.KeyCache, the same
 hashed lookup and cache); the user name is not checked (clients must send one: any will do, the
 key's name reads well in logs). `policy.auth_throttle` decides what a failure costs; the failure
 records live here, in this process, per client address (an IPv6 /64 counts as one address).
@@ -18,9 +18,9 @@ from uuid import UUID
 from mta import metrics
 from policy import auth_throttle
 from policy.auth_throttle import AuthLimits, AuthVerdict, FailureRecord, Outcome
+from storage.account_caches import KeyCache
 from storage.database import Pool
 from storage.errors import StorageError
-from storage.lookup_caches import KeyCache
 
 log = logging.getLogger(__name__)
 

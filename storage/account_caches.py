@@ -1,7 +1,7 @@
-"""Per-process caches of what every request and every submitted message looks up first: the
+"""Per-process caches of what an account's requests and submitted messages look up first: the
 caller's API key, the sender's domain and the account's monthly sending limit. Shared by the
 HTTP API and the submission ports, so both edges authenticate and check senders with the same
-reads and the same staleness.
+reads and the same staleness. (The MX's routing answers have their own, storage.lookup_cache.)
 
 Only speed-ups, each bounded by a few seconds: a deleted key keeps working for up to
 `KeyCache.TTL_SECONDS` in a process that saw it (as revocation takes that long across several
