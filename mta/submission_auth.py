@@ -99,7 +99,9 @@ class Logins:
 
     def _log_failure(self, key: str, mechanism: str, user: str, verdict: AuthVerdict) -> None:
         failures = verdict.record.failures if verdict.record is not None else 0
-        details = {"client": key, "mechanism": mechanism, "user": user[:64], "failures": failures}
+        # The user name is the client's text: printable characters only reach the log.
+        shown = "".join(c if c.isprintable() else "?" for c in user[:64])
+        details = {"client": key, "mechanism": mechanism, "user": shown, "failures": failures}
         if verdict.outcome is Outcome.LOCKOUT:
             metrics.SUBMISSION_AUTH_LOCKOUTS.inc()
             log.warning(

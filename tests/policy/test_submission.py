@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from policy import replies
 from policy.compose import Tracking
+from policy.inbound import Arrival, received_header
 from policy.message import parse_message
 from policy.sending import SenderDomain
 from policy.sending_fields import Mailbox
@@ -261,3 +262,19 @@ def test_header_fields_keep_folded_lines_with_their_field() -> None:
     assert rest == b"\r\nbody\r\n"
     assert header_fields(b"\r\nonly a body\r\n") == ([], b"\r\nonly a body\r\n")
     assert header_fields(b"A: 1\r\n") == ([b"A: 1\r\n"], b"")
+
+
+def test_the_trace_field_says_esmtpsa_and_keeps_control_characters_of_ehlo_out() -> None:
+    arrival = Arrival(
+        mail_from="support@acme.test",
+        peer_ip="192.0.2.1",
+        helo="laptop\rX-Injected: yes",  # aiosmtpd keeps a bare CR inside a command line
+        tls_version="TLSv1.3",
+        hostname="mx.acme.test",
+        received_at=WHEN,
+        protocol="ESMTPSA",
+    )
+    trace = received_header(uuid.UUID(int=1), arrival, None)
+    assert trace.startswith("Received: from laptop?X-Injected: yes ([192.0.2.1])\r\n\tby ")
+    assert "with ESMTPSA (TLSv1.3) id " in trace
+    assert trace.count("\r") == 1 and "for <" not in trace
