@@ -274,9 +274,10 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
 
 def run_server(settings: Settings, only: str | None) -> None:
     check_serve(settings, only)  # before anything listens: a refusal is exit code 2
-    if settings.mx_processes > 1 and only in (None, "mta"):
-        # Must be set before prometheus_client is imported (it picks its value store then), so
-        # every MX process writes samples where /metrics can merge them.
+    if only in (None, "mta"):
+        # The MTA part always has a second process (the auth checks), and more MX processes
+        # with OPENSEND_MX_PROCESSES. Must be set before prometheus_client is imported (it picks
+        # its value store then), so every process writes samples where /metrics merges them.
         metrics_dir = settings.data_dir / "metrics"
         metrics_dir.mkdir(parents=True, exist_ok=True)
         for stale in metrics_dir.glob("*.db"):

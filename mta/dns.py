@@ -1,7 +1,8 @@
 """DNS through dnspython's asynchronous resolver, never blocking the event loop.
 
 Every lookup goes to OPENSEND_DNS_SERVERS when set (tests point it at a loopback server), else
-to the system's resolvers. Implements `policy.dns.DnsLookup`.
+to the system's resolvers. `Resolver` implements `policy.dns.DnsLookup`; `BlockingResolver` is
+the same configuration for libraries that can only block (pyspf, dkimpy), in worker threads.
 """
 
 from __future__ import annotations
@@ -17,22 +18,29 @@ from policy.settings import HostPort
 
 # A slow resolver must not hold an SMTP delivery or an API request for long.
 LOOKUP_LIFETIME_SECONDS = 10.0
+# Answers kept by a BlockingResolver, each for its TTL: received mail comes from the same few
+# domains again and again, and a check asks up to a dozen questions.
+BLOCKING_CACHE_ENTRIES = 10_000
+
+
+def _configure(
+    resolver: dns.resolver.BaseResolver, servers: tuple[HostPort, ...], lifetime: float
+) -> None:
+    if servers:
+        resolver.nameservers = [server.host for server in servers]
+        # dnspython takes one port for all nameservers; settings keep per-server ports for
+        # the day it does not, and the tests use one server.
+        resolver.port = servers[0].port
+    resolver.lifetime = lifetime
+    resolver.timeout = min(lifetime, 3.0)
 
 
 class Resolver:
     def __init__(
         self, servers: tuple[HostPort, ...] = (), lifetime: float = LOOKUP_LIFETIME_SECONDS
     ):
-        if servers:
-            resolver = dns.asyncresolver.Resolver(configure=False)
-            resolver.nameservers = [server.host for server in servers]
-            # dnspython takes one port for all nameservers; settings keep per-server ports for
-            # the day it does not, and the tests use one server.
-            resolver.port = servers[0].port
-        else:
-            resolver = dns.asyncresolver.Resolver()
-        resolver.lifetime = lifetime
-        resolver.timeout = min(lifetime, 3.0)
+        resolver = dns.asyncresolver.Resolver(configure=not servers)
+        _configure(resolver, servers, lifetime)
         self._resolver = resolver
 
     async def _answer(self, name: str, rdtype: str) -> dns.resolver.Answer | None:
@@ -83,3 +91,37 @@ class Resolver:
         except (dns.resolver.NoNameservers, dns.exception.Timeout) as error:
             raise DnsTemporaryError(f"SOA {domain}: {error}") from error
         return True
+
+
+class BlockingResolver:
+    """OPENSEND_DNS_SERVERS for code that cannot await. Every call blocks: make it from a
+    worker thread, never from an event loop (DESIGN.md section 7)."""
+
+    def __init__(
+        self, servers: tuple[HostPort, ...] = (), lifetime: float = LOOKUP_LIFETIME_SECONDS
+    ):
+        resolver = dns.resolver.Resolver(configure=not servers)
+        _configure(resolver, servers, lifetime)
+        resolver.cache = dns.resolver.LRUCache(BLOCKING_CACHE_ENTRIES)
+        self._resolver = resolver
+
+    def answer(
+        self, name: str, rdtype: str, lifetime: float | None = None
+    ) -> dns.resolver.Answer | None:
+        """The records, or None when the name has none of the type (NXDOMAIN or NODATA).
+        Raises DnsTemporaryError when no server answered (timeout, SERVFAIL, refused)."""
+        try:
+            return self._resolver.resolve(name, rdtype, search=False, lifetime=lifetime)
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            return None
+        except (dns.resolver.NoNameservers, dns.exception.Timeout) as error:
+            raise DnsTemporaryError(f"{rdtype} {name}: {error}") from error
+        except (dns.name.LabelTooLong, dns.name.NameTooLong, dns.name.EmptyLabel):
+            return None  # a name that cannot exist has no records
+
+    def txt(self, name: str) -> list[str]:
+        """TXT records, each with its character-strings joined (RFC 7208 section 3.3)."""
+        answer = self.answer(name, "TXT")
+        if answer is None:
+            return []
+        return [b"".join(r.strings).decode("utf-8", "replace") for r in answer]

@@ -1,5 +1,5 @@
-"""Prometheus metrics of the MX, the submission ports and outbound delivery, named
-opensend_<area>_<thing>_<unit>."""
+"""Prometheus metrics of the MX, the submission ports, outbound delivery and the authentication
+checks of received mail, named opensend_<area>_<thing>_<unit>."""
 
 from __future__ import annotations
 
@@ -108,4 +108,28 @@ DELIVERY_CONNECTIONS = Counter(
     "opensend_delivery_connections_total",
     "Outbound SMTP sessions, by result (opened, reused, failed)",
     ["result"],
+)
+
+# Authentication checks of received mail (mta/authcheck_worker.py), in a process of their own;
+# its samples reach /metrics through the multiprocess directory (mta/cli.py).
+AUTHCHECK_RESULTS = Counter(
+    "opensend_authcheck_results_total",
+    "Authentication verdicts of received messages, by method (spf, dkim per signature, dmarc, "
+    "arc) and result (pass, fail, none, temperror, ...)",
+    ["method", "result"],
+)
+AUTHCHECK_DURATION = Histogram(
+    "opensend_authcheck_duration_seconds",
+    "Time to check one received message, every method and its DNS lookups included",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+AUTHCHECK_BACKLOG = Gauge(
+    "opensend_authcheck_backlog_messages",
+    "Received messages due for an authentication check that no worker is checking",
+    multiprocess_mode="mostrecent",
+)
+AUTHCHECK_OLDEST_DUE_AGE = Gauge(
+    "opensend_authcheck_oldest_due_age_seconds",
+    "How long the longest-waiting message has been due for its check; 0 when none is waiting",
+    multiprocess_mode="mostrecent",
 )

@@ -5,7 +5,9 @@ workers; the API part is the HTTP application.
 
 With OPENSEND_MX_PROCESSES above 1, extra processes share the MX port (SO_REUSEPORT) so the SMTP
 protocol work uses more than one core; each has its own loop and pool, and Postgres is the only
-thing they share. Prometheus samples from all of them are merged through a shared directory.
+thing they share. The authentication checks of received mail run in one more process, beside
+the delivery workers' but apart from the MX's (see mta/authcheck_worker.py). Prometheus samples
+from all of them are merged through a shared directory.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from typing import Any
 from aiohttp import web
 
 from api.app import make_app, make_ops_app
+from mta.authcheck import Authenticator
+from mta.authcheck_worker import AuthCheckWorkers
 from mta.delivery import DeliveryWorkers
-from mta.dns import Resolver
+from mta.dns import BlockingResolver, Resolver
 from mta.logs import configure_logging
 from mta.server import MXListener, SubmissionListeners, start_mx, start_submission
 from mta.tls import submission_tls_context
@@ -38,6 +42,12 @@ log = logging.getLogger(__name__)
 # How long in-flight SMTP transactions may take to finish after SIGTERM; systemd's
 # TimeoutStopSec must be longer.
 DRAIN_GRACE_SECONDS = 30.0
+# The auth-check process yields the CPU to the MX, delivery and Postgres when they need it
+# (nice(2)); its work waits without harm, theirs has someone waiting on the other end.
+AUTH_CHECK_NICENESS = 10
+# A child process that died is started again after this long, doubling up to the maximum.
+RESTART_FIRST_SECONDS = 1.0
+RESTART_MAX_SECONDS = 60.0
 
 
 def reply_tokens(settings: Settings) -> ReplyTokens:
@@ -92,6 +102,7 @@ async def serve(settings: Settings, only: str | None, url: str, *, deliver: bool
     submission: SubmissionListeners | None = None
     delivery: DeliveryWorkers | None = None
     workers: list[multiprocessing.process.BaseProcess] = []
+    supervisor: asyncio.Task[None] | None = None
     try:
         if only in (None, "mta"):
             shared = settings.mx_processes > 1
@@ -101,6 +112,9 @@ async def serve(settings: Settings, only: str | None, url: str, *, deliver: bool
                 settings, pool, tokens, submission_tls_context(settings)
             )
             workers = _start_mx_workers(settings, url)
+            supervisor = asyncio.get_running_loop().create_task(
+                _supervise(lambda: _start_auth_checker(settings, url), workers)
+            )
             if deliver:
                 delivery = DeliveryWorkers(pool, url, settings, Resolver(settings.dns_servers))
                 await delivery.start()
@@ -113,6 +127,9 @@ async def serve(settings: Settings, only: str | None, url: str, *, deliver: bool
         await stop.wait()
         log.info("stopping: finishing transactions in flight")
     finally:
+        if supervisor is not None:
+            supervisor.cancel()
+            await asyncio.gather(supervisor, return_exceptions=True)
         for worker in workers:
             if worker.pid is not None and worker.is_alive():
                 os.kill(worker.pid, signal.SIGTERM)
@@ -129,6 +146,90 @@ async def serve(settings: Settings, only: str | None, url: str, *, deliver: bool
                 None, worker.join, DRAIN_GRACE_SECONDS + 5
             )
         await pool.close()
+
+
+async def _supervise(
+    start: Callable[[], multiprocessing.process.BaseProcess],
+    workers: list[multiprocessing.process.BaseProcess],
+) -> None:
+    """Keep one child process running: started now, and again whenever it dies. While it
+    runs it is in `workers`, so the stop sequence signals and joins it with the others."""
+    loop = asyncio.get_running_loop()
+    delay = RESTART_FIRST_SECONDS
+    while True:
+        child = start()
+        workers.append(child)
+        started = loop.time()
+        await _exited(child)
+        workers.remove(child)
+        if loop.time() - started > RESTART_MAX_SECONDS:
+            delay = RESTART_FIRST_SECONDS  # it had been running well: a fresh failure
+        log.error(
+            "a child process died; starting it again",
+            extra={"process": child.name, "exitcode": child.exitcode, "in": delay},
+        )
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, RESTART_MAX_SECONDS)
+
+
+async def _exited(child: multiprocessing.process.BaseProcess) -> None:
+    """Until `child` ends: its sentinel becomes readable then; no thread waits in join()."""
+    loop = asyncio.get_running_loop()
+    ended: asyncio.Future[None] = loop.create_future()
+
+    def on_readable() -> None:
+        if not ended.done():
+            ended.set_result(None)
+
+    loop.add_reader(child.sentinel, on_readable)
+    try:
+        await ended
+    finally:
+        loop.remove_reader(child.sentinel)
+    child.join()
+
+
+def _start_auth_checker(settings: Settings, url: str) -> multiprocessing.process.BaseProcess:
+    context = multiprocessing.get_context("spawn")
+    checker = context.Process(
+        target=auth_check_main, args=(settings, url, os.getpid()), name="opensend-authcheck"
+    )
+    checker.start()
+    return checker
+
+
+def auth_check_main(settings: Settings, url: str, parent_pid: int) -> None:
+    """The auth-check process: the workers only, until SIGTERM or orphaned."""
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        os.nice(AUTH_CHECK_NICENESS)
+    except OSError as error:  # a sandbox that forbids setpriority(2): same work, same priority
+        log.warning("auth checks run at normal CPU priority", extra={"error": str(error)})
+
+    async def main() -> None:
+        stop = _stop_on_signals()
+        pool = await open_pool(url, min_size=1, max_size=4)
+        resolver = BlockingResolver(settings.dns_servers)
+        checkers = AuthCheckWorkers(
+            pool,
+            Authenticator(resolver, hostname=settings.hostname),
+            authserv_id=settings.hostname,
+        )
+        await checkers.start()
+        try:
+            await _until_stopped_or_orphaned(stop, parent_pid)
+        finally:
+            await checkers.stop(DRAIN_GRACE_SECONDS)
+            await pool.close()
+
+    run_in_loop(main)
+
+
+async def _until_stopped_or_orphaned(stop: asyncio.Event, parent_pid: int) -> None:
+    """Also stop when orphaned: the parent died without telling us."""
+    while not stop.is_set() and os.getppid() == parent_pid:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=1.0)
 
 
 def _start_mx_workers(settings: Settings, url: str) -> list[multiprocessing.process.BaseProcess]:
@@ -152,10 +253,7 @@ def mx_worker_main(settings: Settings, url: str, parent_pid: int) -> None:
         pool = await open_pool(url, max_size=_pool_size(settings))
         listener = await start_mx(settings, pool, reply_tokens(settings), reuse_port=True)
         try:
-            # Also stop when orphaned: the parent died without telling us.
-            while not stop.is_set() and os.getppid() == parent_pid:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=1.0)
+            await _until_stopped_or_orphaned(stop, parent_pid)
         finally:
             await listener.drain(DRAIN_GRACE_SECONDS)
             await pool.close()
