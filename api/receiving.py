@@ -1,6 +1,7 @@
 """Received mail over HTTP, in Resend's shapes: GET /emails/receiving (a page), .../{id} (one
-message with its envelope, headers, bodies, matching and thread), its attachments and its raw
-bytes. Handlers translate: storage reads, api/mime_parts.py decodes attachments.
+message with its envelope, headers, bodies, matching, authentication results and thread), its
+attachments and its raw bytes. Handlers translate: storage reads, api/mime_parts.py decodes
+attachments.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from api.context import POOL
 from api.errors import ApiError
 from api.pagination import list_body, page_request, query_datetime, query_uuid, unknown_cursor
 from api.threads import display_address, thread_object
+from policy.authentication import header_field
 from storage import received
 from storage.received import RawMessage, ReceivedEmail, ReceivedFilters, ReceivedSummary
 
@@ -115,6 +117,20 @@ def _header_object(fields: list[list[str]]) -> dict[str, str]:
     return headers
 
 
+def authentication_json(email: ReceivedEmail) -> dict[str, Any] | None:
+    """SPF, DKIM, DMARC and ARC as the auth-check workers found them, with the
+    Authentication-Results value; null until the first check. `next_check_at` is set while a
+    temperror is still to be looked at again."""
+    if email.auth_results is None or email.auth_checked_at is None:
+        return None
+    return {
+        **email.auth_results,
+        "header": email.auth_header,
+        "checked_at": email.auth_checked_at.isoformat(),
+        "next_check_at": email.auth_due_at.isoformat() if email.auth_due_at else None,
+    }
+
+
 def detail_json(email: ReceivedEmail, origin: str, thread: dict[str, Any]) -> dict[str, Any]:
     return {
         "object": "email",
@@ -136,8 +152,7 @@ def detail_json(email: ReceivedEmail, origin: str, thread: dict[str, Any]) -> di
             "tls": email.tls,
             "tls_version": email.tls_version,
         },
-        # SPF/DKIM/DMARC/ARC verdicts are not computed yet; null means "not known".
-        "authentication_results": None,
+        "authentication_results": authentication_json(email),
         "parse_defects": list(email.parse_defects),
         "match_source": email.match_source,
         "token_failure": email.token_failure,
@@ -269,11 +284,14 @@ async def download_attachment(request: web.Request) -> web.Response:
 
 @routes.get("/emails/receiving/{id}/raw")
 async def get_raw(request: web.Request) -> web.Response:
-    """The message as received, with our Received trace field on top (RFC 5321 section 4.4)."""
+    """The message as received, with our Received trace field on top (RFC 5321 section 4.4)
+    and, once checked, our Authentication-Results above it, as a boundary MTA adds it (RFC 8601
+    section 5): a mail client or filter that imports the file reads our verdicts in it."""
     email_id, stored = await _raw_of(request)
+    verdicts = header_field(stored.auth_header) if stored.auth_header else b""
     trace = stored.received_header.encode("utf-8") + b"\r\n" if stored.received_header else b""
     return web.Response(
-        body=trace + stored.raw,
+        body=verdicts + trace + stored.raw,
         headers={
             "Content-Type": "message/rfc822",
             "Content-Disposition": f'attachment; filename="{email_id}.eml"',

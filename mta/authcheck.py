@@ -4,19 +4,18 @@ pyspf and dkimpy only do blocking DNS and pure-Python canonicalization, so `Auth
 blocks: the auth-check worker runs it in threads of a process of its own
 (mta/authcheck_worker.py), never in the MX's. Every lookup goes to OPENSEND_DNS_SERVERS through
 mta.dns.BlockingResolver. pyspf takes no resolver (it calls its module-level `DNSLookup`), so
-that name is replaced once with `_spf_lookup`, which asks the resolver of the check running in
-the calling thread.
+that name is replaced once with `_spf_lookup`, which asks the DNS of the check running in the
+calling thread.
 """
 
 from __future__ import annotations
 
 import binascii
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from email.parser import BytesHeaderParser
-from email.policy import compat32
 from email.utils import getaddresses
 from typing import Any, TypeVar
 
@@ -48,6 +47,8 @@ MAX_DKIM_SIGNATURES = 8
 SPF_QUERY_SECONDS = 20
 # RFC 8301 section 3.2: RSA keys under 1024 bits must not be accepted.
 MIN_DKIM_KEY_BITS = 1024
+# All the DNS of one check (SPF's 20 s included); DRAIN_GRACE_SECONDS of mta/serve.py covers it.
+CHECK_DNS_SECONDS = 30.0
 
 # dkimpy logs every failed signature at ERROR; a forged signature is an outcome, not our error.
 _LIBRARY_LOG = logging.getLogger(__name__ + ".dkimpy")
@@ -64,6 +65,37 @@ class Evidence:
     raw: bytes
 
 
+class CheckDns:
+    """One check's DNS: OPENSEND_DNS_SERVERS, with every lookup of the check sharing one time
+    budget, so a sender whose DNS never answers holds a worker thread (and a stopping process)
+    for CHECK_DNS_SECONDS at most. Past it, what is left to ask is a temperror."""
+
+    def __init__(self, resolver: BlockingResolver, seconds: float) -> None:
+        self._resolver = resolver
+        self._deadline = time.monotonic() + seconds
+
+    def answer(self, name: str, rdtype: str) -> Any:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise DnsTemporaryError(f"{rdtype} {name}: the check's time for DNS is used up")
+        return self._resolver.answer(name, rdtype, min(remaining, self._resolver.lifetime))
+
+    def txt(self, name: str) -> list[str]:
+        """TXT records, each with its character-strings joined (RFC 7208 section 3.3)."""
+        answer = self.answer(name, "TXT")
+        return [b"".join(r.strings).decode("utf-8", "replace") for r in answer or ()]
+
+    def key(self, name: str) -> bytes | None:
+        """A DKIM key record's text (RFC 6376 section 3.6.2.2), None when there is none."""
+        answer = self.answer(name, "TXT")
+        return None if answer is None else b"".join(next(iter(answer)).strings)
+
+    def dkimpy_key(self, name: bytes, timeout: float = 5) -> bytes | None:
+        """dkimpy's dnsfunc. DnsTemporaryError is not one of dkimpy's exceptions, so it is not
+        mistaken for a failed signature: it ends the verification, and we call it temperror."""
+        return self.key(name.decode("ascii", "replace").rstrip("."))
+
+
 class Authenticator:
     def __init__(self, resolver: BlockingResolver, *, hostname: str) -> None:
         self._resolver = resolver
@@ -71,25 +103,26 @@ class Authenticator:
 
     def check(self, evidence: Evidence) -> AuthenticationResults:
         """Every method's verdict. Blocks on DNS: call it from a worker thread."""
+        dns = CheckDns(self._resolver, CHECK_DNS_SECONDS)
         raw = evidence.raw
         scope = "mailfrom" if evidence.mail_from else "helo"
         spf_verdict = _guarded(
-            "spf", lambda: self.spf(evidence), SpfVerdict("permerror", None, scope, _BUG)
+            "spf", lambda: self.spf(evidence, dns), SpfVerdict("permerror", None, scope, _BUG)
         )
         dkim_verdicts = _guarded(
-            "dkim", lambda: self.dkim(raw), [DkimVerdict("permerror", reason=_BUG)]
+            "dkim", lambda: self.dkim(raw, dns), [DkimVerdict("permerror", reason=_BUG)]
         )
-        arc_verdict = _guarded("arc", lambda: self.arc(raw), ArcVerdict("fail", reason=_BUG))
+        arc_verdict = _guarded("arc", lambda: self.arc(raw, dns), ArcVerdict("fail", reason=_BUG))
         dmarc_verdict = _guarded(
             "dmarc",
-            lambda: dmarc.evaluate(from_domains(raw), spf_verdict, dkim_verdicts, self._txt),
+            lambda: dmarc.evaluate(from_domains(raw), spf_verdict, dkim_verdicts, dns.txt),
             DmarcVerdict("permerror", None, reason=_BUG),
         )
         return AuthenticationResults(spf_verdict, tuple(dkim_verdicts), dmarc_verdict, arc_verdict)
 
     # -- SPF (RFC 7208) ---------------------------------------------------------------------
 
-    def spf(self, evidence: Evidence) -> SpfVerdict:
+    def spf(self, evidence: Evidence, dns: CheckDns) -> SpfVerdict:
         # The null sender is checked by its HELO name (RFC 7208 section 2.4).
         scope = "mailfrom" if evidence.mail_from else "helo"
         identity = evidence.mail_from.rpartition("@")[2] if evidence.mail_from else evidence.helo
@@ -105,11 +138,11 @@ class Authenticator:
             receiver=self._hostname,
             querytime=SPF_QUERY_SECONDS,
         )
-        token = _SPF_RESOLVER.set(self._resolver)
+        token = _SPF_DNS.set(dns)
         try:
             result, _code, explanation = query.check()
         finally:
-            _SPF_RESOLVER.reset(token)
+            _SPF_DNS.reset(token)
         if result not in SPF_RESULTS:
             return SpfVerdict("permerror", domain, scope, f"unexpected SPF result {result!r}")
         if result == "temperror":
@@ -119,7 +152,7 @@ class Authenticator:
 
     # -- DKIM (RFC 6376) --------------------------------------------------------------------
 
-    def dkim(self, raw: bytes) -> list[DkimVerdict]:
+    def dkim(self, raw: bytes, dns: CheckDns) -> list[DkimVerdict]:
         try:
             message = dkim.DKIM(raw, logger=_LIBRARY_LOG, minkey=MIN_DKIM_KEY_BITS)
         except dkim.DKIMException as error:
@@ -127,27 +160,26 @@ class Authenticator:
         count = sum(1 for name, _ in message.headers if name.lower() == b"dkim-signature")
         if count == 0:
             return [DkimVerdict("none", reason="message not signed")]
-        return [self._verify(message, index) for index in range(min(count, MAX_DKIM_SIGNATURES))]
+        signatures = range(min(count, MAX_DKIM_SIGNATURES))
+        return [self._verify(message, index, dns) for index in signatures]
 
-    def _verify(self, message: Any, index: int) -> DkimVerdict:
+    def _verify(self, message: Any, index: int, dns: CheckDns) -> DkimVerdict:
         """One signature, top down, with RFC 6376 section 6.1's outcomes told apart: a broken
         signature or key is permerror, a failed hash fail, an unanswered lookup temperror."""
         try:
             signature, signed, fields = message.verify_headerprep(index)
         except dkim.DKIMException as error:
             return DkimVerdict("permerror", reason=f"invalid signature: {_gist(error)}")
-        domain = _text(signature.get(b"d"))
-        selector = _text(signature.get(b"s"))
         named = {
-            "domain": dns_name_or_none(domain),
-            "selector": dns_name_or_none(selector),
+            "domain": dns_name_or_none(_text(signature.get(b"d"))),
+            "selector": dns_name_or_none(_text(signature.get(b"s"))),
             "signature": "".join(_text(signature.get(b"b")).split())[:SIGNATURE_PREFIX_LENGTH],
         }
         if named["domain"] is None or named["selector"] is None:
             return DkimVerdict("permerror", **named, reason="d= or s= is not a domain name")
         key_name = f"{named['selector']}._domainkey.{named['domain']}"
         try:
-            key = self._key(key_name)
+            key = dns.key(key_name)
         except DnsTemporaryError:
             return DkimVerdict("temperror", **named, reason="DNS did not answer for the key")
         try:
@@ -165,25 +197,13 @@ class Authenticator:
             return DkimVerdict("fail", **named, reason="signature did not verify")
         return DkimVerdict("pass", **named)
 
-    def _key(self, name: str) -> bytes | None:
-        """The key record's text (RFC 6376 section 3.6.2.2), None when there is none."""
-        answer = self._resolver.answer(name, "TXT")
-        if answer is None:
-            return None
-        return b"".join(next(iter(answer)).strings)
-
-    def _dkimpy_key_lookup(self, name: bytes, timeout: float = 5) -> bytes | None:
-        """dkimpy's dnsfunc. DnsTemporaryError is not one of its exceptions, so it is not
-        mistaken for a failed signature: it ends the verification, and we call it temperror."""
-        return self._key(name.decode("ascii", "replace").rstrip("."))
-
     # -- ARC (RFC 8617) ---------------------------------------------------------------------
 
-    def arc(self, raw: bytes) -> ArcVerdict:
+    def arc(self, raw: bytes, dns: CheckDns) -> ArcVerdict:
         try:
             chain = dkim.ARC(raw, logger=_LIBRARY_LOG, minkey=MIN_DKIM_KEY_BITS)
             sets = chain.sorted_arc_headers()[0]
-            validation, _results, reason = chain.verify(dnsfunc=self._dkimpy_key_lookup)
+            validation, _results, reason = chain.verify(dnsfunc=dns.dkimpy_key)
         except DnsTemporaryError:
             return ArcVerdict("temperror", reason="DNS did not answer for a key")
         except dkim.DKIMException as error:
@@ -195,17 +215,20 @@ class Authenticator:
         # None: an earlier intermediary already recorded a failed chain (cv=fail).
         return ArcVerdict("fail", sets, clean_reason(reason))
 
-    # -- DMARC (RFC 7489) -------------------------------------------------------------------
-
-    def _txt(self, name: str) -> list[str]:
-        return self._resolver.txt(name)
-
 
 def from_domains(raw: bytes) -> list[str]:
     """The domains of the addresses in every From field (RFC 5322 section 3.6.2), normalised
     as stored domains are (IDNA A-labels, lowercase); a domain that is not a name is left out."""
-    header = BytesHeaderParser(policy=compat32).parsebytes(raw)
-    values = [str(value) for value in header.get_all("From") or []]
+    try:
+        fields, _body = dkim.rfc822_parse(raw)  # the header as DKIM reads it, bytes untouched
+    except dkim.DKIMException:
+        return []  # no header to read a From from
+    # RFC 6532: header fields may be UTF-8; unfolded before the addresses are read.
+    values = [
+        " ".join(value.decode("utf-8", "replace").split())
+        for name, value in fields
+        if name.lower() == b"from"
+    ]
     domains: list[str] = []
     for _name, address in getaddresses(values):
         local, at, domain = address.rpartition("@")
@@ -235,22 +258,22 @@ def _text(value: bytes | None) -> str:
 
 # -- pyspf's DNS, per thread ------------------------------------------------------------------
 
-_SPF_RESOLVER: ContextVar[BlockingResolver] = ContextVar("opensend_spf_resolver")
+_SPF_DNS: ContextVar[CheckDns] = ContextVar("opensend_spf_dns")
 _PYSPF_LOOKUP = spf.DNSLookup
 
 
 def _spf_lookup(
     name: str, qtype: str, strict: Any = True, timeout: float = SPF_QUERY_SECONDS
 ) -> list[tuple[tuple[str, str], Any]]:
-    """pyspf's DNSLookup (same arguments, same answers as its dnspython one) through the
-    resolver of the check running in this thread; pyspf's own for anyone else."""
-    resolver = _SPF_RESOLVER.get(None)
-    if resolver is None:
+    """pyspf's DNSLookup (same arguments, same answers as its dnspython one) through the DNS of
+    the check running in this thread; pyspf's own for anyone else."""
+    dns = _SPF_DNS.get(None)
+    if dns is None:
         records: list[tuple[tuple[str, str], Any]] = _PYSPF_LOOKUP(name, qtype, strict, timeout)
         return records
     try:
-        # The resolver's own lifetime per lookup; pyspf's querytime bounds the whole check.
-        answer = resolver.answer(name, qtype)
+        # Our lifetime per lookup and the check's budget; pyspf's querytime counts as well.
+        answer = dns.answer(name, qtype)
     except DnsTemporaryError as error:
         raise spf.TempError(f"DNS {error}") from error
     return [((name, qtype), value) for value in _spf_values(answer, qtype)]

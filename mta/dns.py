@@ -105,6 +105,11 @@ class BlockingResolver:
         resolver.cache = dns.resolver.LRUCache(BLOCKING_CACHE_ENTRIES)
         self._resolver = resolver
 
+    @property
+    def lifetime(self) -> float:
+        """The longest one lookup may take, retries included."""
+        return float(self._resolver.lifetime)
+
     def answer(
         self, name: str, rdtype: str, lifetime: float | None = None
     ) -> dns.resolver.Answer | None:
@@ -118,10 +123,3 @@ class BlockingResolver:
             raise DnsTemporaryError(f"{rdtype} {name}: {error}") from error
         except (dns.name.LabelTooLong, dns.name.NameTooLong, dns.name.EmptyLabel):
             return None  # a name that cannot exist has no records
-
-    def txt(self, name: str) -> list[str]:
-        """TXT records, each with its character-strings joined (RFC 7208 section 3.3)."""
-        answer = self.answer(name, "TXT")
-        if answer is None:
-            return []
-        return [b"".join(r.strings).decode("utf-8", "replace") for r in answer]

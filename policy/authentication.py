@@ -184,6 +184,14 @@ class AuthenticationResults:
         }
 
 
+def header_field(value: str) -> bytes:
+    """The whole field, folded after each result (RFC 5322 section 2.2.3) so a message with
+    many signatures stays under the 998-octet line limit; ends in CRLF. No result contains
+    "; " but at its end: reasons are cleaned of semicolons."""
+    folded = value.replace("; ", ";\r\n\t")
+    return f"{AuthenticationResultsHeader.HEADER_FIELD_NAME}: {folded}\r\n".encode()
+
+
 def recheck_in(results: AuthenticationResults, checks_made: int) -> int | None:
     """Seconds until the message is checked again, or None when these results are final."""
     if not results.temporary or checks_made > len(RECHECK_SCHEDULE):

@@ -157,7 +157,6 @@ async def backlog(pool: Pool) -> Backlog:
     return Backlog(row["messages"], row["oldest_due"])
 
 
-
 class ResultWriter:
     """Writes the results of concurrent checks together: one statement and one commit for many.
 

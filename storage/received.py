@@ -64,11 +64,17 @@ class ReceivedEmail(ReceivedSummary):
     match_source: str | None
     token_failure: str | None
     token_failure_source: str | None
+    # Authentication results (migration 0010): None until the auth-check workers got to it.
+    auth_results: dict[str, Any] | None
+    auth_header: str | None
+    auth_checked_at: datetime | None
+    auth_due_at: datetime | None  # when it is checked (again); None once results are final
 
 
 @dataclass(frozen=True, slots=True)
 class RawMessage:
     received_header: str | None
+    auth_header: str | None
     raw: bytes
     attachments: list[dict[str, Any]]
 
@@ -82,7 +88,7 @@ DETAIL_COLUMNS = (
     SUMMARY_COLUMNS
     + """, host(remote_ip) AS remote_ip, helo, tls, tls_version, headers, in_reply_to,
 "references", sent_at, text_body, html_body, parse_defects, match_source, token_failure,
-token_failure_source
+token_failure_source, auth_results, auth_header, auth_checked_at, auth_due_at
 """
 )
 
@@ -113,7 +119,8 @@ SELECT_CURSOR = "SELECT received_at, id FROM received_emails WHERE tenant_id = $
 SELECT_EMAIL = "SELECT " + DETAIL_COLUMNS + " FROM received_emails WHERE tenant_id = $1 AND id = $2"
 SELECT_ATTACHMENTS = "SELECT attachments FROM received_emails WHERE tenant_id = $1 AND id = $2"
 SELECT_RAW = """
-SELECT received_header, raw, attachments FROM received_emails WHERE tenant_id = $1 AND id = $2
+SELECT received_header, auth_header, raw, attachments
+FROM received_emails WHERE tenant_id = $1 AND id = $2
 """
 
 
@@ -182,4 +189,6 @@ async def get_raw(pool: Pool, tenant_id: UUID, email_id: UUID) -> RawMessage | N
         row = await pool.fetchrow(SELECT_RAW, tenant_id, email_id)
     if row is None:
         return None
-    return RawMessage(row["received_header"], bytes(row["raw"]), list(row["attachments"]))
+    return RawMessage(
+        row["received_header"], row["auth_header"], bytes(row["raw"]), list(row["attachments"])
+    )

@@ -130,7 +130,8 @@ def test_hyphenated_from_domain_is_looked_up_under_its_whole_name() -> None:
     zone = Zone({"_dmarc.sender-x.example": ["v=DMARC1; p=reject"]})
     verdict = evaluate(["sender-x.example"], SPF_NONE, dkim_pass("sender-x.example"), zone)
     assert zone.asked == ["_dmarc.sender-x.example"]
-    assert (verdict.result, verdict.domain, verdict.policy) == ("pass", "sender-x.example", "reject")
+    assert (verdict.result, verdict.domain) == ("pass", "sender-x.example")
+    assert verdict.policy == "reject"
     assert verdict.dkim_aligned and not verdict.spf_aligned
 
 
