@@ -115,6 +115,7 @@ async def serve(settings: Settings, only: str | None, url: str, *, deliver: bool
             supervisor = asyncio.get_running_loop().create_task(
                 _supervise(lambda: _start_auth_checker(settings, url), workers)
             )
+            supervisor.add_done_callback(_report_if_failed)
             if deliver:
                 delivery = DeliveryWorkers(pool, url, settings, Resolver(settings.dns_servers))
                 await delivery.start()
@@ -166,10 +167,15 @@ async def _supervise(
             delay = RESTART_FIRST_SECONDS  # it had been running well: a fresh failure
         log.error(
             "a child process died; starting it again",
-            extra={"process": child.name, "exitcode": child.exitcode, "in": delay},
+            extra={"child": child.name, "exitcode": child.exitcode, "in": delay},
         )
         await asyncio.sleep(delay)
         delay = min(delay * 2, RESTART_MAX_SECONDS)
+
+
+def _report_if_failed(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the child process supervisor failed", exc_info=task.exception())
 
 
 async def _exited(child: multiprocessing.process.BaseProcess) -> None:

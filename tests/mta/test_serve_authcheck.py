@@ -1,0 +1,103 @@
+"""`opensend serve` runs the authentication checks: in a process of its own, beside the MX,
+started again if it dies, its counters merged into the server's /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import aiohttp
+import psutil
+import pytest
+
+from policy.dkim_keys import DkimKeyPair
+from storage import directory
+from storage.database import Pool
+from tests.conftest import smtp_send
+from tests.support.delivery_world import queue_database
+from tests.support.dns_server import LoopbackDNSServer
+from tests.support.mail_auth import AuthSender, mail
+from tests.support.opensend_cli import OpenSendServer, opensend_server, server_env
+
+WAIT_SECONDS = 60.0  # only stops a hung test; no assertion depends on it
+
+
+@pytest.fixture(scope="module")
+async def own_database(database_url: str) -> AsyncIterator[tuple[str, Pool]]:
+    """The server's auth checks claim every unchecked message of their database: this one's."""
+    async with queue_database(database_url) as made:
+        yield made
+
+
+async def receiving_domain(pool: Pool) -> str:
+    tenant = await directory.create_tenant(pool, "serve-authcheck")
+    await directory.add_domain(
+        pool, tenant.id, "receiver.test", receiving=True, reply_domain=None, verified=True
+    )
+    await directory.add_route(pool, tenant.id, "*@receiver.test", None)
+    return "receiver.test"
+
+
+async def checked_row(pool: Pool, email_id: UUID) -> dict[str, Any]:
+    """The row once the server's workers have checked it (they write it; no event says so)."""
+    for _ in range(int(WAIT_SECONDS / 0.05)):
+        row = await pool.fetchrow(
+            "SELECT auth_results, auth_header FROM received_emails "
+            "WHERE id = $1 AND auth_checked_at IS NOT NULL",
+            email_id,
+        )
+        if row is not None:
+            return dict(row)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{email_id} was never checked")
+
+
+def auth_checker(server: OpenSendServer) -> psutil.Process:
+    """With one MX process, the one child that multiprocessing spawned (beside its resource
+    tracker) is the auth checker."""
+    children = psutil.Process(server.process.pid).children()
+    [child] = [c for c in children if "spawn_main" in " ".join(c.cmdline())]
+    return child
+
+
+async def metrics_text(port: int) -> str:
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as r:
+        assert r.status == 200
+        return await r.text()
+
+
+@pytest.mark.slow
+async def test_serve_checks_received_mail_and_restarts_a_dead_checker(
+    own_database: tuple[str, Pool], dns: LoopbackDNSServer, dkim_key: DkimKeyPair, tmp_path: Path
+) -> None:
+    url, pool = own_database
+    domain = await receiving_domain(pool)
+    sender = AuthSender("sender-x.example", dns.zone, dkim_key)
+    sender.publish(spf="v=spf1 ip4:127.0.0.1 -all", dmarc="v=DMARC1; p=reject")
+    env = server_env(tmp_path / "data", url, OPENSEND_DNS_SERVERS=dns.address)
+    async with opensend_server(env, tmp_path / "serve.log") as server:
+        signed = sender.sign(mail(sender.address))
+        first = await smtp_send(server.mx_port, sender.address, [f"a@{domain}"], signed)
+        row = await checked_row(pool, first.stored_ids[0])
+        assert row["auth_results"]["dmarc"]["result"] == "pass"
+        assert row["auth_header"].startswith("mx.opensend.test; spf=pass")
+        exposition = await metrics_text(server.metrics_port)
+        assert 'opensend_authcheck_results_total{method="dkim",result="pass"} 1.0' in exposition
+        assert "opensend_authcheck_backlog_messages" in exposition
+
+        checker = auth_checker(server)
+        assert checker.nice() == 10  # below the MX and delivery
+        checker.kill()
+        second = await smtp_send(server.mx_port, sender.address, [f"b@{domain}"], signed)
+        # Stored at once; checked once the supervisor has started a new checker.
+        assert second.stored_ids
+        assert (await checked_row(pool, second.stored_ids[0]))["auth_results"] is not None
+        assert auth_checker(server).pid != checker.pid
+
+        server.signal(signal.SIGTERM)
+        assert await server.exit_code() == 0, server.output()
+    assert "a child process died; starting it again" in server.output()
