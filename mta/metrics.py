@@ -3,6 +3,8 @@ checks of received mail, named opensend_<area>_<thing>_<unit>."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import Counter, Gauge, Histogram
 
 CONNECTIONS = Counter(
@@ -133,3 +135,29 @@ AUTHCHECK_OLDEST_DUE_AGE = Gauge(
     "How long the longest-waiting message has been due for its check; 0 when none is waiting",
     multiprocess_mode="mostrecent",
 )
+
+
+# `opensend serve` always runs the MTA in more than one process (the auth checks have their
+# own), so samples reach /metrics through the multiprocess directory, which exports a labelled
+# series only once it exists. Label values that form a closed set are created here, at 0: rates
+# and alert expressions see them from the start, and /metrics names each metric before its
+# first event, as a single-process registry does.
+_KNOWN_LABELS: list[tuple[Counter | Histogram, Sequence[tuple[str, ...]]]] = [
+    (CONNECTIONS, [("served",), ("refused",)]),
+    (MESSAGES_STORED, [("matched",), ("unmatched",)]),
+    (STORAGE_FAILURES, [("rcpt",), ("data",)]),
+    (DELIVERY_ATTEMPTS, [("delivered",), ("deferred",), ("bounced",)]),
+    (DELIVERY_LATENCY, [("transport",), ("relay",), ("mx",)]),
+    (DELIVERY_CONNECTIONS, [("opened",), ("reused",), ("failed",)]),
+    (
+        AUTHCHECK_RESULTS,
+        [("spf", result) for result in ("pass", "fail", "softfail", "neutral", "none")]
+        + [("dkim", result) for result in ("pass", "fail", "none", "permerror")]
+        + [("dmarc", result) for result in ("pass", "fail", "none")]
+        + [("arc", result) for result in ("pass", "fail", "none")]
+        + [(method, "temperror") for method in ("spf", "dkim", "dmarc", "arc")],
+    ),
+]
+for _metric, _label_sets in _KNOWN_LABELS:
+    for _labels in _label_sets:
+        _metric.labels(*_labels)
