@@ -63,6 +63,15 @@ class Evidence:
     helo: str | None
     mail_from: str  # "" for the null reverse-path
     raw: bytes
+    # The ingester that handed the message over (api/ingest.py), when it recorded one. Its
+    # remote_ip is then the provider's HTTP client, not the SMTP client SPF is about.
+    ingest_source: str | None = None
+
+    @property
+    def from_our_smtp_session(self) -> bool:
+        """Port 25 always has a HELO name (the MX answers MAIL before HELO with 503); the
+        ingesters have none, with or without an event id."""
+        return self.ingest_source is None and self.helo is not None
 
 
 class CheckDns:
@@ -127,6 +136,8 @@ class Authenticator:
         scope = "mailfrom" if evidence.mail_from else "helo"
         identity = evidence.mail_from.rpartition("@")[2] if evidence.mail_from else evidence.helo
         domain = _domain_or_none(identity)
+        if not evidence.from_our_smtp_session:
+            return SpfVerdict("none", domain, scope, "handed over by a provider: client unknown")
         if not evidence.remote_ip:
             return SpfVerdict("none", domain, scope, "no client IP address to check")
         if domain is None:

@@ -173,7 +173,9 @@ class AuthCheckWorkers:
         loop = asyncio.get_running_loop()
         try:
             raw = await authresults.content(self._pool, pending)
-            evidence = Evidence(pending.remote_ip, pending.helo, pending.mail_from, raw)
+            evidence = Evidence(
+                pending.remote_ip, pending.helo, pending.mail_from, raw, pending.ingest_source
+            )
             started = time.monotonic()
             results = await loop.run_in_executor(
                 self._executor, self._authenticator.check, evidence

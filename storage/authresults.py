@@ -37,7 +37,8 @@ UPDATE received_emails r
 SET auth_due_at = now() + make_interval(secs => $2), auth_lease_token = $3,
     auth_checks = r.auth_checks + 1
 FROM due WHERE r.id = due.id
-RETURNING r.id, host(r.remote_ip) AS remote_ip, r.helo, r.mail_from, r.auth_checks,
+RETURNING r.id, host(r.remote_ip) AS remote_ip, r.helo, r.mail_from, r.ingest_source,
+          r.auth_checks,
           octet_length(r.raw) AS size, CASE WHEN octet_length(r.raw) <= $4 THEN r.raw END AS raw
 """
 SELECT_CONTENT = "SELECT raw FROM received_emails WHERE id = $1"
@@ -76,6 +77,7 @@ class PendingCheck:
     remote_ip: str | None
     helo: str | None
     mail_from: str
+    ingest_source: str | None  # the ingester it came through; None for port 25
     checks: int  # claims of this message so far, this one included
     size: int
     raw: bytes | None  # None when larger than INLINE_CONTENT_BYTES: see `content`
@@ -108,6 +110,7 @@ async def claim(pool: Pool, *, limit: int, lease_seconds: float) -> list[Pending
             remote_ip=row["remote_ip"],
             helo=row["helo"],
             mail_from=row["mail_from"],
+            ingest_source=row["ingest_source"],
             checks=row["auth_checks"],
             size=row["size"],
             raw=None if row["raw"] is None else bytes(row["raw"]),

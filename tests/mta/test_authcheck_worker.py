@@ -263,6 +263,39 @@ async def test_a_message_for_two_tenants_is_checked_for_each(
         assert (await auth_row(pool, email_id))["auth_results"]["spf"]["result"] == "pass"
 
 
+async def test_mail_handed_over_by_a_provider_is_judged_by_dkim_not_by_the_providers_ip(
+    pool: Pool,
+    dns: LoopbackDNSServer,
+    sender: AuthSender,
+    world: TenantWorld,
+    start_test_api: StartApi,
+) -> None:
+    # The sender's SPF would fail the provider's address; DKIM travels with the message.
+    sender.publish(spf="v=spf1 ip4:192.0.2.1 -all", dmarc="v=DMARC1; p=reject")
+    token = "ingest-" + "x" * 32
+    api = await start_test_api(INGESTER_INBOUND_TOKEN=token)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{api.url}/events/inbound",
+            data=sender.sign(mail(sender.address)),
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Content-Type": "message/rfc822",
+                "X-OpenSend-Recipients": f"support@{world.name}",
+                "X-OpenSend-Mail-From": f"<{sender.address}>",
+            },
+        ) as response,
+    ):
+        assert response.status == 202
+        [email_id] = [UUID(e["id"]) for e in (await response.json())["emails"]]
+    await workers(pool, at(dns)).run_once()
+    results = (await detail(api, world, email_id))["authentication_results"]
+    assert results["spf"]["result"] == "none"
+    assert results["spf"]["reason"] == "handed over by a provider: client unknown"
+    assert (results["dkim"][0]["result"], results["dmarc"]["result"]) == ("pass", "pass")
+
+
 # -- DNS trouble: recorded, looked at again, never lost ---------------------------------------
 
 
