@@ -127,7 +127,9 @@ def authentication_json(email: ReceivedEmail) -> dict[str, Any] | None:
         **email.auth_results,
         "header": email.auth_header,
         "checked_at": email.auth_checked_at.isoformat(),
-        "next_check_at": email.auth_due_at.isoformat() if email.auth_due_at else None,
+        "next_check_at": (
+            email.auth_next_check_at.isoformat() if email.auth_next_check_at else None
+        ),
     }
 
 

@@ -90,9 +90,17 @@ def _pool_size(settings: Settings) -> int:
     return max(4, min(20, settings.max_connections // 20))
 
 
-async def serve(settings: Settings, only: str | None, url: str, *, deliver: bool = True) -> None:
-    """Run until SIGTERM or SIGINT. `deliver=False` leaves the delivery workers out: for the
-    submission benchmark (tests/perf/bench_submission.py), which measures the listeners alone."""
+async def serve(
+    settings: Settings,
+    only: str | None,
+    url: str,
+    *,
+    deliver: bool = True,
+    check_auth: bool = True,
+) -> None:
+    """Run until SIGTERM or SIGINT. `deliver=False` leaves the delivery workers out and
+    `check_auth=False` the auth-check process: for the submission benchmark
+    (tests/perf/bench_submission.py), which measures the listeners alone."""
     stop = _stop_on_signals()
     await migrate(url, wait=60.0)  # the database may still be starting at boot
     pool = await open_pool(url, max_size=_pool_size(settings))
@@ -112,10 +120,11 @@ async def serve(settings: Settings, only: str | None, url: str, *, deliver: bool
                 settings, pool, tokens, submission_tls_context(settings)
             )
             workers = _start_mx_workers(settings, url)
-            supervisor = asyncio.get_running_loop().create_task(
-                _supervise(lambda: _start_auth_checker(settings, url), workers)
-            )
-            supervisor.add_done_callback(_report_if_failed)
+            if check_auth:
+                supervisor = asyncio.get_running_loop().create_task(
+                    _supervise(lambda: _start_auth_checker(settings, url), workers)
+                )
+                supervisor.add_done_callback(_report_if_failed)
             if deliver:
                 delivery = DeliveryWorkers(pool, url, settings, Resolver(settings.dns_servers))
                 await delivery.start()

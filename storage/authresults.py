@@ -1,10 +1,12 @@
 """The authentication-check queue: received messages claimed under a lease, their results
-written back.
+written beside them.
 
-The queue is `received_emails` itself (migration 0010): `auth_due_at` is when a message is next
-due, and while a worker holds it, when its lease ends. Workers on any number of machines meet
-only in row locks (`FOR UPDATE SKIP LOCKED`) and in the lease token: results of a worker whose
-lease ran out (and whose message another worker took) are not written.
+Two narrow tables (migration 0010), never `received_emails` itself: `received_auth_queue` holds
+a row per message still to be checked, inserted by the statement that stores the message
+(storage/inbox.py); its `due_at` is when the message is next due and, while a worker holds it,
+when its lease ends. `received_auth_results` holds the verdicts. Workers on any number of
+machines meet only in row locks (`FOR UPDATE SKIP LOCKED`) and in the lease token: results of a
+worker whose lease ran out (and whose message another worker took) are not written.
 """
 
 from __future__ import annotations
@@ -25,48 +27,69 @@ from storage.ids import uuid7
 INLINE_CONTENT_BYTES = 256 * 1024
 
 # Oldest due first. Each claim is counted, so a message's recheck schedule knows where it is.
+# Only the queue rows are written; the evidence is read from the message's row.
 CLAIM = """
 WITH due AS (
-    SELECT id FROM received_emails
-    WHERE auth_due_at <= now()
-    ORDER BY auth_due_at
+    SELECT received_id FROM received_auth_queue
+    WHERE due_at <= now()
+    ORDER BY due_at
     LIMIT $1
     FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE received_auth_queue q
+    SET due_at = now() + make_interval(secs => $2), lease_token = $3, checks = q.checks + 1
+    FROM due WHERE q.received_id = due.received_id
+    RETURNING q.received_id, q.checks
 )
-UPDATE received_emails r
-SET auth_due_at = now() + make_interval(secs => $2), auth_lease_token = $3,
-    auth_checks = r.auth_checks + 1
-FROM due WHERE r.id = due.id
-RETURNING r.id, host(r.remote_ip) AS remote_ip, r.helo, r.mail_from, r.ingest_source,
-          r.auth_checks,
-          octet_length(r.raw) AS size, CASE WHEN octet_length(r.raw) <= $4 THEN r.raw END AS raw
+SELECT r.id, host(r.remote_ip) AS remote_ip, r.helo, r.mail_from, r.ingest_source, c.checks,
+       r.size, CASE WHEN r.size <= $4 THEN r.raw END AS raw
+FROM claimed c JOIN received_emails r ON r.id = c.received_id
 """
 SELECT_CONTENT = "SELECT raw FROM received_emails WHERE id = $1"
 RENEW_LEASES = """
-UPDATE received_emails SET auth_due_at = now() + make_interval(secs => $3)
-WHERE id = ANY($1::uuid[]) AND auth_lease_token = ANY($2::uuid[])
+UPDATE received_auth_queue SET due_at = now() + make_interval(secs => $3)
+WHERE received_id = ANY($1::uuid[]) AND lease_token = ANY($2::uuid[])
 """
 # Claimed messages a stopping worker never started: due again at once, for any worker.
 RELEASE = """
-UPDATE received_emails SET auth_due_at = now(), auth_lease_token = NULL
-WHERE id = ANY($1::uuid[]) AND auth_lease_token = $2
+UPDATE received_auth_queue SET due_at = now(), lease_token = NULL
+WHERE received_id = ANY($1::uuid[]) AND lease_token = $2
 """
-# Only under the claim's token. A NULL recheck makes the results final (nothing due).
+# One statement for a batch, and only under the claim's token: a final result (no recheck)
+# takes the message out of the queue, a temperror puts it back for its recheck. The results
+# are written for the queue rows so held, and a message checked again gets its new ones.
 RECORD_RESULTS = """
-UPDATE received_emails r
-SET auth_results = u.results, auth_header = u.header, auth_checked_at = now(),
-    auth_due_at = now() + make_interval(secs => u.recheck_in), auth_lease_token = NULL
-FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[], $4::text[], $5::int[])
-     AS u(id, token, results, header, recheck_in)
-WHERE r.id = u.id AND r.auth_lease_token = u.token
-RETURNING r.id
+WITH checked AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[], $4::text[], $5::int[])
+        AS u(id, token, results, header, recheck_in)
+), finished AS (
+    DELETE FROM received_auth_queue q USING checked c
+    WHERE q.received_id = c.id AND q.lease_token = c.token AND c.recheck_in IS NULL
+    RETURNING c.id, c.token, q.checks, NULL::timestamptz AS next_check_at
+), rescheduled AS (
+    UPDATE received_auth_queue q
+    SET due_at = now() + make_interval(secs => c.recheck_in), lease_token = NULL
+    FROM checked c
+    WHERE q.received_id = c.id AND q.lease_token = c.token AND c.recheck_in IS NOT NULL
+    RETURNING c.id, c.token, q.checks, q.due_at AS next_check_at
+), held AS (
+    SELECT * FROM finished UNION ALL SELECT * FROM rescheduled
+)
+INSERT INTO received_auth_results AS a
+    (received_id, results, header, checked_at, checks, next_check_at)
+SELECT c.id, c.results, c.header, now(), h.checks, h.next_check_at
+FROM checked c JOIN held h ON h.id = c.id AND h.token = c.token
+ON CONFLICT (received_id) DO UPDATE
+SET results = excluded.results, header = excluded.header, checked_at = excluded.checked_at,
+    checks = excluded.checks, next_check_at = excluded.next_check_at
+RETURNING a.received_id AS id
 """
 # Due now: what the workers are behind by. A message being checked is due only when its
 # lease ends, so it is not counted unless its worker died.
 BACKLOG = """
 SELECT count(*)::int AS messages,
-       coalesce(extract(epoch FROM now() - min(auth_due_at)), 0)::float8 AS oldest_due
-FROM received_emails WHERE auth_due_at <= now()
+       coalesce(extract(epoch FROM now() - min(due_at)), 0)::float8 AS oldest_due
+FROM received_auth_queue WHERE due_at <= now()
 """
 
 
@@ -111,7 +134,7 @@ async def claim(pool: Pool, *, limit: int, lease_seconds: float) -> list[Pending
             helo=row["helo"],
             mail_from=row["mail_from"],
             ingest_source=row["ingest_source"],
-            checks=row["auth_checks"],
+            checks=row["checks"],
             size=row["size"],
             raw=None if row["raw"] is None else bytes(row["raw"]),
         )

@@ -64,11 +64,12 @@ class ReceivedEmail(ReceivedSummary):
     match_source: str | None
     token_failure: str | None
     token_failure_source: str | None
-    # Authentication results (migration 0010): None until the auth-check workers got to it.
+    # Authentication results (received_auth_results, migration 0010): None until the auth-check
+    # workers got to it.
     auth_results: dict[str, Any] | None
     auth_header: str | None
     auth_checked_at: datetime | None
-    auth_due_at: datetime | None  # when it is checked (again); None once results are final
+    auth_next_check_at: datetime | None  # when a temperror is looked at again; None once final
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +89,13 @@ DETAIL_COLUMNS = (
     SUMMARY_COLUMNS
     + """, host(remote_ip) AS remote_ip, helo, tls, tls_version, headers, in_reply_to,
 "references", sent_at, text_body, html_body, parse_defects, match_source, token_failure,
-token_failure_source, auth_results, auth_header, auth_checked_at, auth_due_at
+token_failure_source, a.results AS auth_results, a.header AS auth_header,
+a.checked_at AS auth_checked_at, a.next_check_at AS auth_next_check_at
 """
 )
+# The results live in a narrow table of their own, which the auth-check workers write without
+# touching the message's row; a message not checked yet has none.
+_WITH_AUTH = " FROM received_emails r LEFT JOIN received_auth_results a ON a.received_id = r.id"
 
 # Each filter is a no-op when its parameter is NULL, so one statement serves every combination
 # (and stays one prepared statement). The recipient test reads the array in place: the envelope
@@ -116,12 +121,13 @@ LIST_AFTER = _LIST + "AND (received_at, id) < ($9, $10) ORDER BY received_at DES
 LIST_BEFORE = _LIST + "AND (received_at, id) > ($9, $10) ORDER BY received_at, id LIMIT $8"
 
 SELECT_CURSOR = "SELECT received_at, id FROM received_emails WHERE tenant_id = $1 AND id = $2"
-SELECT_EMAIL = "SELECT " + DETAIL_COLUMNS + " FROM received_emails WHERE tenant_id = $1 AND id = $2"
+SELECT_EMAIL = "SELECT " + DETAIL_COLUMNS + _WITH_AUTH + " WHERE tenant_id = $1 AND id = $2"
 SELECT_ATTACHMENTS = "SELECT attachments FROM received_emails WHERE tenant_id = $1 AND id = $2"
-SELECT_RAW = """
-SELECT received_header, auth_header, raw, attachments
-FROM received_emails WHERE tenant_id = $1 AND id = $2
-"""
+SELECT_RAW = (
+    "SELECT received_header, a.header AS auth_header, raw, attachments"
+    + _WITH_AUTH
+    + " WHERE tenant_id = $1 AND id = $2"
+)
 
 
 def _summary(row: Any) -> ReceivedSummary:

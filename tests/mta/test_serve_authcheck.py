@@ -46,8 +46,7 @@ async def checked_row(pool: Pool, email_id: UUID) -> dict[str, Any]:
     """The row once the server's workers have checked it (they write it; no event says so)."""
     for _ in range(int(WAIT_SECONDS / 0.05)):
         row = await pool.fetchrow(
-            "SELECT auth_results, auth_header FROM received_emails "
-            "WHERE id = $1 AND auth_checked_at IS NOT NULL",
+            "SELECT results, header FROM received_auth_results WHERE received_id = $1",
             email_id,
         )
         if row is not None:
@@ -83,8 +82,8 @@ async def test_serve_checks_received_mail_and_restarts_a_dead_checker(
         signed = sender.sign(mail(sender.address))
         first = await smtp_send(server.mx_port, sender.address, [f"a@{domain}"], signed)
         row = await checked_row(pool, first.stored_ids[0])
-        assert row["auth_results"]["dmarc"]["result"] == "pass"
-        assert row["auth_header"].startswith("mx.opensend.test; spf=pass")
+        assert row["results"]["dmarc"]["result"] == "pass"
+        assert row["header"].startswith("mx.opensend.test; spf=pass")
         exposition = await metrics_text(server.metrics_port)
         assert 'opensend_authcheck_results_total{method="dkim",result="pass"} 1.0' in exposition
         assert "opensend_authcheck_backlog_messages" in exposition
@@ -95,7 +94,7 @@ async def test_serve_checks_received_mail_and_restarts_a_dead_checker(
         second = await smtp_send(server.mx_port, sender.address, [f"b@{domain}"], signed)
         # Stored at once; checked once the supervisor has started a new checker.
         assert second.stored_ids
-        assert (await checked_row(pool, second.stored_ids[0]))["auth_results"] is not None
+        assert (await checked_row(pool, second.stored_ids[0]))["results"] is not None
         assert auth_checker(server).pid != checker.pid
 
         server.signal(signal.SIGTERM)

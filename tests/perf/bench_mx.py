@@ -86,6 +86,7 @@ from smtp_load import (
     Load,
     Mode,
     bucket_delta,
+    counter_total,
     histogram_buckets,
     histogram_count,
     histogram_quantile,
@@ -95,6 +96,7 @@ from smtp_load import (
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 COMMIT_HISTOGRAM = "opensend_mx_data_to_commit_seconds"
+AUTHCHECK_COUNTER = "opensend_authcheck_results_total"
 HOST = "127.0.0.1"
 
 
@@ -115,6 +117,7 @@ class Target(Protocol):
     def settle(self) -> list[str]: ...
     def rss_groups(self) -> dict[str, Callable[[], Iterable[int]]]: ...
     def commit_histogram(self) -> dict[float, float] | None: ...
+    def auth_checked(self) -> int | None: ...
 
 
 class PostfixTarget:
@@ -152,6 +155,9 @@ class PostfixTarget:
     def commit_histogram(self) -> dict[float, float] | None:
         return None
 
+    def auth_checked(self) -> int | None:
+        return None
+
 
 class OpenSendTarget:
     def __init__(self, peer: OpenSendPeer) -> None:
@@ -177,6 +183,14 @@ class OpenSendTarget:
         if text is None:
             return None
         return histogram_buckets(text, COMMIT_HISTOGRAM) or None
+
+    def auth_checked(self) -> int | None:
+        """Messages the auth-check process has checked since it started: one SPF verdict each.
+        None for a server without the checks (or without /metrics)."""
+        text = self.peer.metrics_text()
+        if text is None:
+            return None
+        return counter_total(text, AUTHCHECK_COUNTER, method="spf")
 
 
 # ---------------------------------------------------------------------------------- measuring
@@ -230,7 +244,9 @@ def throughput_run(
 ) -> RunRecord:
     before = _stored_before(target)
     hist_before = target.commit_histogram()
+    checked_before = target.auth_checked()
     run = run_smtp_source(HOST, target.port, load, mode, timeout)
+    checked_after = target.auth_checked()
     hist_after = target.commit_histogram()
     problems = target.settle()
     if not run.ok:
@@ -252,6 +268,11 @@ def throughput_run(
         stored=stored,
         returncode=run.returncode,
         problems=problems + stored_problems,
+        checked=(
+            None
+            if checked_before is None or checked_after is None
+            else checked_after - checked_before
+        ),
     )
     result.runs.append(record)
     if hist_after is not None:
@@ -261,6 +282,7 @@ def throughput_run(
     log(
         f"  {result.label:<12} {mode!s:<8} round {round_number}: {run.completed} msgs in "
         f"{run.seconds:.2f}s = {run.msgs_per_s:,.0f} msg/s, stored {stored}"
+        + (f", auth-checked {record.checked}" if record.checked is not None else "")
         + (f"  PROBLEMS: {record.problems}" if record.problems else "")
     )
     return record

@@ -30,10 +30,19 @@ class RunRecord:
     stored: int | None
     returncode: int
     problems: list[str] = field(default_factory=list)
+    # Messages OpenSend's auth checks finished during the run (any message, the warm-up's and
+    # earlier runs' too); None for a server without them.
+    checked: int | None = None
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def checked_per_s(self) -> float | None:
+        if self.checked is None or not self.seconds:
+            return None
+        return self.checked / self.seconds
 
 
 @dataclass(slots=True)
@@ -72,6 +81,14 @@ class TargetResult:
             run.msgs_per_s
             for run in self.runs
             if run.mode == mode and run.sent and (block is None or run.block == block)
+        ]
+        return statistics.median(rates) if rates else None
+
+    def median_checked_rate(self, mode: Mode) -> float | None:
+        rates = [
+            rate
+            for run in self.runs
+            if run.mode == mode and (rate := run.checked_per_s) is not None
         ]
         return statistics.median(rates) if rates else None
 
@@ -126,7 +143,7 @@ def render(results: list[TargetResult]) -> str:
     lines = ["Throughput: smtp-source, median msg/s over rounds; ratio = median of paired runs"]
     header = (
         f"{'server':<13} {'mode':<9} {'runs':>4} {'sent':>7} {'stored':>7} {'msg/s':>8} "
-        f"{'postfix msg/s':>13} {'ratio':>6}"
+        f"{'postfix msg/s':>13} {'ratio':>6} {'checked/s':>9}"
     )
     lines += [header, "-" * len(header)]
     postfix = next((r for r in results if r.processes is None), None)
@@ -141,9 +158,14 @@ def render(results: list[TargetResult]) -> str:
             lines.append(
                 f"{result.label:<13} {mode!s:<9} {len(runs):>4} {sum(r.sent for r in runs):>7} "
                 f"{_fmt(stored, 'd'):>7} {_fmt(result.median_rate(mode)):>8} "
-                f"{_fmt(paired):>13} {(_fmt(ratio, '.2f') + 'x') if ratio else '-':>6}"
+                f"{_fmt(paired):>13} {(_fmt(ratio, '.2f') + 'x') if ratio else '-':>6} "
+                f"{_fmt(result.median_checked_rate(mode)):>9}"
             )
 
+    if any(run.checked is not None for result in results for run in result.runs):
+        lines.append(
+            "checked/s: messages OpenSend's auth checks finished during the runs, over their time"
+        )
     lines += ["", "Per-message latency (timing client, same sessions and size) and peak memory"]
     header = (
         f"{'server':<13} {'mode':<9} {'msgs':>5} {'p50 ms':>7} {'p99 ms':>7} "

@@ -23,7 +23,8 @@ rounds is reported, so drift of a shared machine hits both sides of a ratio alik
 
 Server. `listeners_only.py`: `opensend serve --only mta`'s own composition (mta.serve.serve)
 without the delivery workers, so that the submitted mail (queued for delivery, as always) does
-not add delivery attempts beside the listeners being measured, as the MX has none to make. An
+not add delivery attempts beside the listeners being measured, as the MX has none to make, and
+without the auth-check process, so that the MX's mail is not checked beside them either. An
 embedded PostgreSQL (fsync and synchronous_commit on, printed); OPENSEND_ENV=development, so
 the submission ports use the generated development certificate (P-256), which the client is
 told to trust. The tenant, `bench.test` (verified, receiving: every submitted message is
@@ -79,7 +80,7 @@ def log(message: str) -> None:
 
 
 class SubmissionPeer(OpenSendPeer):
-    """The MX and both submission ports of one server, without delivery workers."""
+    """The MX and both submission ports of one server, without delivery workers or auth checks."""
 
     def __init__(self, data_dir: Path, database_url: str | None) -> None:
         super().__init__(data_dir, database_url=database_url, hostname=SERVER_NAME)

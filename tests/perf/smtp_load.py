@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from enum import StrEnum
 
+from prometheus_client.parser import text_string_to_metric_families
+
 SMTP_SOURCE = (
     shutil.which("smtp-source", path="/usr/sbin:/usr/bin:/sbin:/bin") or "/usr/sbin/smtp-source"
 )
@@ -302,6 +304,23 @@ def histogram_buckets(metrics_text: str, name: str) -> dict[float, float]:
         le = math.inf if le_match["le"] in ("+Inf", "Inf") else float(le_match["le"])
         buckets[le] = buckets.get(le, 0.0) + float(match["value"])
     return buckets
+
+
+def counter_total(metrics_text: str, name: str, **labels: str) -> int | None:
+    """The sum of counter `name` over its series whose labels include `labels`; None when the
+    exposition has no such counter."""
+    family = name.removesuffix("_total")
+    for metric in text_string_to_metric_families(metrics_text):
+        if metric.name == family:
+            return round(
+                sum(
+                    sample.value
+                    for sample in metric.samples
+                    if sample.name == name
+                    and all(sample.labels.get(k) == v for k, v in labels.items())
+                )
+            )
+    return None
 
 
 def bucket_delta(after: dict[float, float], before: dict[float, float]) -> dict[float, float]:
