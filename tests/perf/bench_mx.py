@@ -80,7 +80,7 @@ from bench_report import (
 )
 from opensend_peer import REPO_ROOT, OpenSendError, OpenSendPeer
 from postfix_peer import PostfixPeer, PostfixPeerError, free_loopback_port
-from rss_sampler import RssSampler
+from rss_sampler import RssSampler, psutil, tree
 from smtp_load import (
     SMTP_SOURCE,
     Load,
@@ -118,6 +118,7 @@ class Target(Protocol):
     def rss_groups(self) -> dict[str, Callable[[], Iterable[int]]]: ...
     def commit_histogram(self) -> dict[float, float] | None: ...
     def auth_checked(self) -> int | None: ...
+    def cpu_seconds(self) -> dict[str, float]: ...
 
 
 class PostfixTarget:
@@ -158,6 +159,9 @@ class PostfixTarget:
     def auth_checked(self) -> int | None:
         return None
 
+    def cpu_seconds(self) -> dict[str, float]:
+        return {}
+
 
 class OpenSendTarget:
     def __init__(self, peer: OpenSendPeer) -> None:
@@ -191,6 +195,32 @@ class OpenSendTarget:
         if text is None:
             return None
         return counter_total(text, AUTHCHECK_COUNTER, method="spf")
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds used so far by the server's own process, by its children, and by
+        PostgreSQL (its backends come and go: the reaped ones are counted through the
+        postmaster)."""
+        used: dict[str, float] = {}
+        if (pid := self.peer.pid) is not None:
+            server = tree(pid)
+            if server:
+                own = server[0].cpu_times()
+                used["mx"] = own.user + own.system
+                used["children"] = sum(_cpu(p, reaped=False) for p in server[1:])
+        if (postmaster := self.peer.postmaster_pid()) is not None:
+            used["database"] = sum(_cpu(p, reaped=True) for p in tree(postmaster))
+        return used
+
+
+def _cpu(process: psutil.Process, *, reaped: bool) -> float:
+    try:
+        times = process.cpu_times()
+    except psutil.Error:
+        return 0.0  # ended between listing and reading
+    total: float = times.user + times.system
+    if reaped:
+        total += times.children_user + times.children_system
+    return total
 
 
 # ---------------------------------------------------------------------------------- measuring
@@ -245,7 +275,9 @@ def throughput_run(
     before = _stored_before(target)
     hist_before = target.commit_histogram()
     checked_before = target.auth_checked()
+    cpu_before = target.cpu_seconds()
     run = run_smtp_source(HOST, target.port, load, mode, timeout)
+    cpu_after = target.cpu_seconds()
     checked_after = target.auth_checked()
     hist_after = target.commit_histogram()
     problems = target.settle()
@@ -273,6 +305,11 @@ def throughput_run(
             if checked_before is None or checked_after is None
             else checked_after - checked_before
         ),
+        cpu_ms_per_msg={
+            part: round((cpu_after[part] - cpu_before[part]) * 1000 / run.completed, 4)
+            for part in cpu_after
+            if part in cpu_before and run.completed
+        },
     )
     result.runs.append(record)
     if hist_after is not None:

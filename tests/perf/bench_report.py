@@ -33,6 +33,10 @@ class RunRecord:
     # Messages OpenSend's auth checks finished during the run (any message, the warm-up's and
     # earlier runs' too); None for a server without them.
     checked: int | None = None
+    # CPU milliseconds per message sent, over the run, by part of the server: "mx" (the server's
+    # own process), "children" (its child processes: the auth checks, and the extra MX
+    # processes of --processes 2), "database" (PostgreSQL's processes). Empty for Postfix.
+    cpu_ms_per_msg: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -92,6 +96,14 @@ class TargetResult:
         ]
         return statistics.median(rates) if rates else None
 
+    def median_cpu(self, mode: Mode, part: str) -> float | None:
+        values = [
+            run.cpu_ms_per_msg[part]
+            for run in self.runs
+            if run.mode == mode and part in run.cpu_ms_per_msg
+        ]
+        return statistics.median(values) if values else None
+
     def all_problems(self) -> list[str]:
         problems = list(self.problems)
         problems += [f"{run.mode} #{run.round}: {p}" for run in self.runs for p in run.problems]
@@ -138,12 +150,19 @@ def _mib(value: int | None) -> str:
     return "-" if not value else f"{value / MIB:,.0f}"
 
 
+def _cpu_parts(result: TargetResult, mode: Mode) -> str:
+    parts = [result.median_cpu(mode, part) for part in ("mx", "children", "database")]
+    if all(part is None for part in parts):
+        return "-"
+    return "+".join(_fmt(part, ".3f") for part in parts)
+
+
 def render(results: list[TargetResult]) -> str:
     ratios = ratios_vs_postfix(results)
     lines = ["Throughput: smtp-source, median msg/s over rounds; ratio = median of paired runs"]
     header = (
         f"{'server':<13} {'mode':<9} {'runs':>4} {'sent':>7} {'stored':>7} {'msg/s':>8} "
-        f"{'postfix msg/s':>13} {'ratio':>6} {'checked/s':>9}"
+        f"{'postfix msg/s':>13} {'ratio':>6} {'checked/s':>9} {'CPU ms/msg mx+child+db':>22}"
     )
     lines += [header, "-" * len(header)]
     postfix = next((r for r in results if r.processes is None), None)
@@ -159,12 +178,17 @@ def render(results: list[TargetResult]) -> str:
                 f"{result.label:<13} {mode!s:<9} {len(runs):>4} {sum(r.sent for r in runs):>7} "
                 f"{_fmt(stored, 'd'):>7} {_fmt(result.median_rate(mode)):>8} "
                 f"{_fmt(paired):>13} {(_fmt(ratio, '.2f') + 'x') if ratio else '-':>6} "
-                f"{_fmt(result.median_checked_rate(mode)):>9}"
+                f"{_fmt(result.median_checked_rate(mode)):>9} {_cpu_parts(result, mode):>22}"
             )
 
     if any(run.checked is not None for result in results for run in result.runs):
         lines.append(
             "checked/s: messages OpenSend's auth checks finished during the runs, over their time"
+        )
+    if any(run.cpu_ms_per_msg for result in results for run in result.runs):
+        lines.append(
+            "CPU ms/msg: CPU time over the run per message sent, of the server's process, its "
+            "child processes (auth checks; extra MX processes) and PostgreSQL"
         )
     lines += ["", "Per-message latency (timing client, same sessions and size) and peak memory"]
     header = (
