@@ -46,8 +46,8 @@ DRAIN_GRACE_SECONDS = 30.0
 # its work waits without harm, theirs has someone waiting on the other end. SCHED_IDLE
 # (sched(7)) runs it only on CPU time no other process asks for, and a waking MX process takes
 # the core from it at once: at nice 10 alone the checks, filling the gaps of a burst, still cost
-# the MX a fifth of its rate on 2 cores (tests/perf/README.md). Nice 10 where SCHED_IDLE is
-# not available (not Linux, or a sandbox that forbids it).
+# the MX 16 to 30% of its rate on 2 cores, at SCHED_IDLE about half that (tests/perf/README.md).
+# Nice 10 where SCHED_IDLE is not available (not Linux, or a sandbox that forbids it).
 AUTH_CHECK_NICENESS = 10
 # A child process that died is started again after this long, doubling up to the maximum.
 RESTART_FIRST_SECONDS = 1.0
