@@ -15,11 +15,11 @@ from aiohttp import web
 from api import errors, mime_parts
 from api.api_keys import path_uuid
 from api.auth import CALLER
-from api.context import POOL
+from api.context import POOL, SETTINGS
 from api.errors import ApiError
 from api.pagination import list_body, page_request, query_datetime, query_uuid, unknown_cursor
 from api.threads import display_address, thread_object
-from policy.authentication import header_field
+from policy.authentication import header_field, obscure_forged_results
 from storage import received
 from storage.received import RawMessage, ReceivedEmail, ReceivedFilters, ReceivedSummary
 
@@ -292,8 +292,9 @@ async def get_raw(request: web.Request) -> web.Response:
     email_id, stored = await _raw_of(request)
     verdicts = header_field(stored.auth_header) if stored.auth_header else b""
     trace = stored.received_header.encode("utf-8") + b"\r\n" if stored.received_header else b""
+    raw = obscure_forged_results(stored.raw, request.app[SETTINGS].hostname)
     return web.Response(
-        body=verdicts + trace + stored.raw,
+        body=verdicts + trace + raw,
         headers={
             "Content-Type": "message/rfc822",
             "Content-Disposition": f'attachment; filename="{email_id}.eml"',

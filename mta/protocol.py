@@ -358,8 +358,12 @@ class MXProtocol(SMTP):
             return
         self.envelope.content = content
         self.envelope.original_content = content
-        status = await self._call_handler_hook("DATA")
-        self._set_post_data_state()
+        try:
+            status = await self._call_handler_hook("DATA")
+        finally:
+            # Even when the hook raised (answered 451 by handle_exception), the transaction is
+            # over: the client's next MAIL starts a new one rather than meeting "503 nested".
+            self._set_post_data_state()
         await self.push(status)
 
     async def smtp_AUTH(self, arg: str) -> None:  # no @syntax: HELP must not list it

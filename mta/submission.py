@@ -33,6 +33,7 @@ from policy.submission import (
     from_mailbox,
     judge_envelope_sender,
     judge_from,
+    malformed_field,
     recipient_reply,
     submitted_email,
 )
@@ -102,9 +103,17 @@ class SubmissionHandler:
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]
     ) -> str:
-        account = account_of(session)
         mailbox = envelope_sender(address)
         try:
+            account = await self._logins.current(account_of(session))
+            if account is None:
+                # The key was deleted since AUTH: the session must log in again (RFC 4954
+                # section 6: 530 until it does).
+                session.auth_data = None
+                session.authenticated = False
+                metrics.SUBMISSION_MESSAGES_REFUSED.labels("key_revoked").inc()
+                log.info("sender refused: API key revoked during the session")
+                return str(replies.S530_KEY_REVOKED)
             verdict = judge_envelope_sender(
                 mailbox, await self._domain(account, mailbox), account.domain_id
             )
@@ -146,6 +155,9 @@ class SubmissionHandler:
         if parsed.received_count > self._limits.max_received_headers:
             metrics.SUBMISSION_MESSAGES_REFUSED.labels("loop").inc()
             return str(replies.S554_LOOP)
+        if malformed_field(raw):
+            metrics.SUBMISSION_MESSAGES_REFUSED.labels("malformed_header").inc()
+            return str(replies.S550_MALFORMED_HEADER)
         author = from_mailbox(parsed)
         try:
             # Built from the cached domain first; if the domain changed meanwhile, once more

@@ -88,6 +88,14 @@ class Logins:
         account = Account(found.tenant_id, found.id, found.name, found.domain_id)
         return self._settled(key, auth_throttle.after_success(record, now, self._limits), account)
 
+    async def current(self, account: Account) -> Account | None:
+        """The session's account as its key is now: None once the key is deleted, so a session
+        kept open cannot outlive its key's revocation. StorageError when it cannot be read."""
+        key = await self._keys.by_id(self._pool, account.api_key_id)
+        if key is None or key.tenant_id != account.tenant_id:
+            return None
+        return Account(key.tenant_id, key.id, key.name, key.domain_id)
+
     def _settled(self, key: str, verdict: AuthVerdict, account: Account | None = None) -> Login:
         metrics.SUBMISSION_AUTH_ATTEMPTS.labels(verdict.outcome.value).inc()
         self._failures.pop(key, None)

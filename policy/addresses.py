@@ -34,8 +34,10 @@ def split_mailbox(address: str) -> Mailbox | None:
     text = address.strip()
     if text.startswith("<") and text.endswith(">"):
         text = text[1:-1]
-    if not text or text.startswith("@") or any(c in text for c in '%!"\\ \t\r\n'):
+    if not text or text.startswith("@") or any(c in text for c in '%!"\\ '):
         return None
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):  # no control character reaches a
+        return None  # Received field or a row (PostgreSQL refuses NUL in text)
     local, at, domain = text.rpartition("@")
     if not at or not local or not domain or "@" in local:
         return None

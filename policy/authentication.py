@@ -19,6 +19,8 @@ from authres.core import AuthenticationResultProperty
 from authres.dkim_b import DKIMAuthenticationResult
 from authres.dmarc import DMARCAuthenticationResult
 
+from policy.submission import header_fields
+
 # Result names per method, as the Authentication-Results registry spells them.
 SPF_RESULTS = frozenset(
     {"none", "neutral", "pass", "fail", "softfail", "temperror", "permerror"}  # RFC 7208 2.6
@@ -190,6 +192,30 @@ def header_field(value: str) -> bytes:
     "; " but at its end: reasons are cleaned of semicolons."""
     folded = value.replace("; ", ";\r\n\t")
     return f"{AuthenticationResultsHeader.HEADER_FIELD_NAME}: {folded}\r\n".encode()
+
+
+_COMMENT = re.compile(rb"\([^()]*\)")
+OBSCURED_NAME = b"X-Original-Authentication-Results"
+
+
+def obscure_forged_results(raw: bytes, authserv_id: str) -> bytes:
+    """The message with every Authentication-Results field that claims our authserv-id renamed.
+
+    RFC 8601 section 5: a border MTA must delete or obscure such fields, since only we may
+    speak for our name; a sender who wrote "dmarc=pass" under it would otherwise be believed
+    by whatever reads the message after us. Renaming keeps them visible for forensics."""
+    ours = authserv_id.strip().lower().encode()
+    fields, rest = header_fields(raw)
+    changed = False
+    for index, field in enumerate(fields):
+        name, colon, value = field.partition(b":")
+        if not colon or name.strip().lower() != b"authentication-results":
+            continue
+        claimed = _COMMENT.sub(b"", value).split(b";", 1)[0].split()
+        if claimed and claimed[0].lower() == ours:
+            fields[index] = OBSCURED_NAME + b":" + value
+            changed = True
+    return b"".join(fields) + rest if changed else raw
 
 
 def recheck_in(results: AuthenticationResults, checks_made: int) -> int | None:

@@ -101,6 +101,9 @@ S530_STARTTLS_FIRST = Reply(530, "5.7.0", "Must issue a STARTTLS command first")
 S530_AUTH_REQUIRED = Reply(
     530, "5.7.0", "Authentication required: log in with AUTH, an API key as the password"
 )
+S530_KEY_REVOKED = Reply(
+    530, "5.7.0", "Authentication required: the API key this session logged in with was revoked"
+)
 S535_AUTH_INVALID = Reply(
     535,
     "5.7.8",
@@ -124,6 +127,11 @@ S553_FROM_NOT_ALLOWED = Reply(
     "Message refused: the From: field must be one address on a verified domain of your account",
 )
 S550_BARE_LF = Reply(550, "5.5.2", "Message refused: bare LF or CR found; lines must end with CRLF")
+S550_MALFORMED_HEADER = Reply(
+    550,
+    "5.6.0",
+    "Message refused: a header field name must be printable ASCII followed directly by a colon",
+)
 S554_LOOP = Reply(554, "5.4.6", "Message refused: too many Received headers, probable mail loop")
 S552_TOO_BIG = Reply(552, "5.3.4", "Message too big for this server")
 S554_NO_VALID_RECIPIENTS = Reply(554, "5.5.1", "No valid recipients")

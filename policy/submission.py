@@ -10,6 +10,7 @@ Pure functions: the domains are looked up by the caller and passed in.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,9 +26,10 @@ from policy.sending import SenderDomain, check_sender
 from policy.sending_fields import Mailbox, Refusal, valid_address
 
 CRLF = b"\r\n"
-# Header fields the server owns in the delivered copy: a Bcc field would show the blind
-# recipients to everyone (RFC 5322 section 3.6.3), and X-OpenSend- fields carry our token.
-_DROPPED = (b"bcc",)
+# Header fields the server owns in the delivered copy: a Bcc or Resent-Bcc field would show the
+# blind recipients to everyone (RFC 5322 sections 3.6.3 and 3.6.6), and X-OpenSend- fields carry
+# our token.
+_DROPPED = (b"bcc", b"resent-bcc")
 _OWNED_PREFIX = b"x-opensend-"
 
 
@@ -153,6 +155,20 @@ def header_fields(raw: bytes) -> tuple[list[bytes], bytes]:
         else:
             fields.append(line + CRLF)
     return fields, rest
+
+
+# RFC 5322 sections 2.2 and 3.6.8: a field name is printable US-ASCII but ":", then the colon.
+_FIELD_NAME = re.compile(rb"[!-9;-~]+:")
+
+
+def malformed_field(raw: bytes) -> bool:
+    """Whether a header line is not `name:` as RFC 5322 writes it.
+
+    The obsolete "From :" (section 4.5) is still read as a From field by some receivers while
+    Python's parser ends the header block there: the two views of one message would then
+    disagree on its author, so a submitted message must use the one syntax they share."""
+    fields, _rest = header_fields(raw)
+    return any(_FIELD_NAME.match(field) is None for field in fields)
 
 
 def _name(field: bytes) -> bytes:

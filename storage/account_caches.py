@@ -32,6 +32,7 @@ class KeyCache:
 
     def __init__(self) -> None:
         self._entries: dict[bytes, tuple[float, ApiKey]] = {}
+        self._by_id: dict[UUID, tuple[float, ApiKey]] = {}
 
     async def authenticate(self, pool: Pool, token: str) -> ApiKey | None:
         """The key's row, or None for an unknown key. StorageError when it cannot be checked."""
@@ -46,6 +47,21 @@ class KeyCache:
         if len(self._entries) >= self.MAX_ENTRIES:
             self._entries.clear()
         self._entries[digest] = (time.monotonic() + self.TTL_SECONDS, key)
+        return key
+
+    async def by_id(self, pool: Pool, key_id: UUID) -> ApiKey | None:
+        """The key a session logged in with, as it is now (None: deleted), read at most once
+        per TTL_SECONDS: a long SMTP session loses a revoked key as the API does."""
+        entry = self._by_id.get(key_id)
+        if entry is not None and entry[0] > time.monotonic():
+            return entry[1]
+        key = await directory.find_api_key(pool, key_id)
+        if key is None:
+            self._by_id.pop(key_id, None)
+            return None
+        if len(self._by_id) >= self.MAX_ENTRIES:
+            self._by_id.clear()
+        self._by_id[key_id] = (time.monotonic() + self.TTL_SECONDS, key)
         return key
 
 

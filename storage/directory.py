@@ -96,6 +96,10 @@ INSERT INTO api_keys (id, tenant_id, name, key_hash, key_prefix, permission, dom
 VALUES ($1, $2, $3, $4, $5, $6, $7)
 RETURNING id, tenant_id, name, key_prefix, permission, created_at, domain_id
 """
+SELECT_API_KEY_BY_ID = """
+SELECT id, tenant_id, name, key_prefix, permission, created_at, domain_id
+FROM api_keys WHERE id = $1
+"""
 SELECT_API_KEY_BY_HASH = """
 SELECT id, tenant_id, name, key_prefix, permission, created_at, domain_id
 FROM api_keys WHERE key_hash = $1
@@ -231,6 +235,13 @@ async def create_api_key(
 async def authenticate_api_key(pool: Pool, key: str) -> ApiKey | None:
     async with storage_errors():
         row = await pool.fetchrow(SELECT_API_KEY_BY_HASH, hash_api_key(key))
+    return ApiKey(**dict(row)) if row else None
+
+
+async def find_api_key(pool: Pool, key_id: UUID) -> ApiKey | None:
+    """A key by its id: whether a session that logged in with it may still use it."""
+    async with storage_errors():
+        row = await pool.fetchrow(SELECT_API_KEY_BY_ID, key_id)
     return ApiKey(**dict(row)) if row else None
 
 

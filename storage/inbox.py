@@ -261,27 +261,35 @@ class StoredCopy:
 LOCK_INGEST_EVENT = "SELECT pg_advisory_xact_lock(hashtextextended($1 || ':' || $2, 0))"
 SELECT_INGEST_EVENT = """
 SELECT id, tenant_id, reply_match_status FROM received_emails
-WHERE ingest_source = $1 AND ingest_event_id = $2 ORDER BY id
+WHERE ingest_source = $1 AND ingest_event_id = $2 AND tenant_id = ANY($3::uuid[]) ORDER BY id
 """
 
 
 async def store_ingested(
     pool: Pool, records: Sequence[ReceivedRecord], *, source: str, event_id: str
 ) -> tuple[list[StoredCopy], bool]:
-    """Store an ingester event's records unless that event is already stored.
+    """Store an ingester event's records, except for tenants that have it already.
 
-    Returns the stored copies and whether they were stored before (a provider's retry).
+    Returns the copies of the event for these tenants and whether all of them were stored
+    before (a provider's retry). An event id is unique per tenant: another provider's event
+    that happens to reuse the id for another tenant's mail is stored, never taken for a retry.
     """
-    threads = sorted({r.thread_id for r in records if r.thread_id is not None})
+    tenants = sorted({r.tenant_id for r in records})
     async with storage_errors(), pool.acquire() as conn, conn.transaction():
         await conn.execute(LOCK_INGEST_EVENT, source, event_id)
-        earlier = await conn.fetch(SELECT_INGEST_EVENT, source, event_id)
-        if earlier:
-            return [StoredCopy(**dict(row)) for row in earlier], True
-        await conn.executemany(INSERT_RECEIVED, [_values(r) for r in records])
-        if threads:
-            await conn.execute(TOUCH_THREADS, threads)
-    return [StoredCopy(r.id, r.tenant_id, r.reply_match_status) for r in records], False
+        earlier = [
+            StoredCopy(**dict(row))
+            for row in await conn.fetch(SELECT_INGEST_EVENT, source, event_id, tenants)
+        ]
+        stored_for = {copy.tenant_id for copy in earlier}
+        new = [r for r in records if r.tenant_id not in stored_for]
+        if new:
+            await conn.executemany(INSERT_RECEIVED, [_values(r) for r in new])
+            threads = sorted({r.thread_id for r in new if r.thread_id is not None})
+            if threads:
+                await conn.execute(TOUCH_THREADS, threads)
+    copies = earlier + [StoredCopy(r.id, r.tenant_id, r.reply_match_status) for r in new]
+    return sorted(copies, key=lambda copy: copy.id), not new
 
 
 class InboxLookups:

@@ -239,6 +239,35 @@ async def test_retry_with_the_same_event_id_stores_nothing_twice(
     assert count == 2  # one per tenant, once
 
 
+async def test_the_same_event_id_for_another_tenants_mail_is_stored_not_taken_for_a_retry(
+    api: ApiServer, pool: Pool, make_tenant: MakeTenant
+) -> None:
+    """Event ids are unique per tenant: two providers reusing "1" must not lose either's mail."""
+    acme, globex = await make_tenant(catch_all=True), await make_tenant(catch_all=True)
+    event_id = f"evt-{secrets.token_hex(6)}"
+    first_status, first = await post(
+        api.url,
+        json={
+            "raw_mime": message().decode(),
+            "recipients": [f"a@{acme.name}"],
+            "event_id": event_id,
+        },
+    )
+    second_status, second = await post(
+        api.url,
+        json={
+            "raw_mime": message().decode(),
+            "recipients": [f"b@{globex.name}"],
+            "event_id": event_id,
+        },
+    )
+    assert (first_status, second_status) == (202, 202)
+    assert (first["duplicate"], second["duplicate"]) == (False, False)
+    [row] = await received_rows(pool, stored_ids(second))
+    assert row["tenant_id"] == globex.id
+    assert stored_ids(first) != stored_ids(second)
+
+
 async def test_concurrent_retries_of_one_event_store_it_once(
     api: ApiServer, pool: Pool, make_tenant: MakeTenant
 ) -> None:

@@ -433,3 +433,36 @@ async def test_the_resend_sdk_reads_received_mail_unchanged(
     assert calls["got"]["subject"] == "Files"
     assert calls["attachments"]["data"][0]["filename"] == "a.txt"
     assert calls["attachment"]["download_url"].endswith("/content")
+
+
+async def test_raw_obscures_a_senders_authentication_results_that_claim_our_name(
+    api: ApiServer, mx: MXListener, make_tenant: MakeTenant
+) -> None:
+    """RFC 8601 section 5: only we may speak for our authserv-id (mx.opensend.test here);
+    another server's results are left as they came."""
+    acme = await make_tenant(catch_all=True)
+    content = message(
+        to=f"x@{acme.name}",
+        headers={
+            "Authentication-Results": "MX.opensend.test (forged); dkim=pass; dmarc=pass",
+            "ARC-Authentication-Results": "i=1; other.example; spf=pass",
+        },
+    )
+    content = content.replace(
+        b"Subject:", b"Authentication-Results: mx.other.example; spf=pass\r\nSubject:", 1
+    )
+    received_id = await deliver(mx, acme, content, rcpt=f"x@{acme.name}")
+
+    async with (
+        client(api, await acme.api_key()) as http,
+        http.get(f"/emails/receiving/{received_id}/raw") as response,
+    ):
+        body = await response.read()
+
+    assert b"\r\nAuthentication-Results: MX.opensend.test" not in body
+    assert (
+        b"\r\nX-Original-Authentication-Results: MX.opensend.test (forged); dkim=pass; dmarc=pass"
+        in body
+    )
+    assert b"\r\nAuthentication-Results: mx.other.example; spf=pass\r\n" in body
+    assert b"\r\nARC-Authentication-Results: i=1; other.example; spf=pass\r\n" in body

@@ -18,6 +18,7 @@ from uuid import UUID
 import aiosmtplib
 import pytest
 
+from mta.protocol import ConnectionGate, MXProtocol
 from mta.server import MXListener
 from policy import replies
 from policy.replies import Reply
@@ -768,3 +769,51 @@ async def test_the_same_recipient_twice_is_stored_once(
     )
     [row] = await received_rows(pool, sent.stored_ids)
     assert row["rcpt_to"] == [f"support@{acme.name}"]
+
+
+class _DataHookFails:
+    """A handler of ours whose DATA hook raises: the one part faked, to reach the engine's path."""
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        raise RuntimeError("a bug in a DATA hook")
+
+    async def handle_exception(self, error: Exception) -> str:
+        return str(replies.S451_TEMP_STORAGE)
+
+
+async def test_after_a_data_hook_fails_451_the_next_mail_starts_a_new_transaction() -> None:
+    """Not "503 nested MAIL": the failed transaction is over, as after any DATA reply."""
+    loop = asyncio.get_running_loop()
+    protocols: set[MXProtocol] = set()
+    server = await loop.create_server(
+        lambda: MXProtocol(
+            _DataHookFails(),
+            gate=ConnectionGate(10),
+            registry=protocols,
+            data_timeout=30.0,
+            data_size_limit=1_000_000,
+            hostname="mx.opensend.test",
+            ident="OpenSend",
+            tls_context=None,
+            timeout=30.0,
+            loop=loop,
+        ),
+        host="127.0.0.1",
+        port=0,
+    )
+    port = server.sockets[0].getsockname()[1]
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=30, start_tls=False)
+    try:
+        await client.connect()
+        await client.ehlo(hostname="client.example.net")
+        for _ in range(2):
+            assert (await client.mail("a@example.net")).code == 250
+            assert (await client.rcpt("x@example.com")).code == 250
+            with pytest.raises(aiosmtplib.SMTPDataError) as refused:
+                await client.data(message())
+            assert refused.value.code == replies.S451_TEMP_STORAGE.code
+        await client.quit()
+    finally:
+        client.close()
+        server.close()
+        await server.wait_closed()

@@ -18,6 +18,8 @@ import pytest
 from mta import metrics
 from policy import replies
 from policy.replies import Reply
+from storage import directory
+from storage.account_caches import KeyCache
 from storage.database import Pool
 from tests.conftest import (
     SUBMISSION_HOST,
@@ -492,6 +494,45 @@ async def test_from_field_on_another_domain_is_refused_553_5_7_1_and_nothing_sto
         assert_refusal(error, replies.S553_FROM_NOT_ALLOWED)
     assert f"{globex.name} is not a verified domain of your account" in refusals[0].message
     assert await emails_of(pool, acme) == []
+
+
+async def test_a_second_from_in_obsolete_syntax_is_refused_550_5_6_0_and_nothing_stored(
+    submission: SubmissionServer, acme: TenantWorld, pool: Pool
+) -> None:
+    """RFC 5322 section 4.5 lets receivers read "FROM : x" as a From field; Python's parser ends
+    the header there. Two views of one author would let a foreign From ride past our check."""
+    key = await acme.api_key()
+    smuggled = (
+        f"From: support@{acme.name}\r\nFROM : ceo@victim.example\r\nTo: bob@example.net\r\n"
+        "Subject: s\r\n\r\nbody\r\n"
+    ).encode()
+    async with session(submission) as client:
+        await client.auth_plain("me", key)
+        with pytest.raises(aiosmtplib.SMTPDataError) as refused:
+            await client.sendmail(f"support@{acme.name}", ["bob@example.net"], smuggled)
+        # The session goes on: the next, well-formed message is accepted.
+        await client.sendmail(
+            f"support@{acme.name}", ["bob@example.net"], message(sender=f"support@{acme.name}")
+        )
+    assert_refusal(refused.value, replies.S550_MALFORMED_HEADER)
+    assert len(await emails_of(pool, acme)) == 1
+
+
+async def test_a_key_deleted_during_a_session_stops_it_at_the_next_mail_530_5_7_0(
+    submission: SubmissionServer, acme: TenantWorld, pool: Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(KeyCache, "TTL_SECONDS", 0.0)  # the revocation is seen at once
+    key = await acme.api_key()
+    content = message(sender=f"support@{acme.name}", to="bob@example.net")
+    async with session(submission) as client:
+        await client.auth_plain("me", key)
+        await client.sendmail(f"support@{acme.name}", ["bob@example.net"], content)
+        [row] = await pool.fetch("SELECT id FROM api_keys WHERE tenant_id = $1", acme.id)
+        assert await directory.delete_api_key(pool, acme.id, row["id"])
+        with pytest.raises(aiosmtplib.SMTPSenderRefused) as refused:
+            await client.sendmail(f"support@{acme.name}", ["bob@example.net"], content)
+    assert_refusal(refused.value, replies.S530_KEY_REVOKED)
+    assert len(await emails_of(pool, acme)) == 1
 
 
 async def test_a_key_limited_to_one_domain_sends_from_it_only(

@@ -44,6 +44,9 @@ def test_mailbox_address_joins_local_part_and_domain() -> None:
         pytest.param("alice@victim.example@example.com", id="two_ats"),
         pytest.param("alice\\@victim.example@example.com", id="escaped_at"),
         pytest.param("alice @example.com", id="space_in_local"),
+        pytest.param("ali\x00ce@example.com", id="nul_in_local"),
+        pytest.param("alice@exa\x7fmple.com", id="delete_in_domain"),
+        pytest.param("alice\x1b[2J@example.com", id="escape_sequence"),
     ],
 )
 def test_split_mailbox_refuses_relay_tricks(address: str) -> None:

@@ -25,6 +25,7 @@ from policy.submission import (
     header_fields,
     judge_envelope_sender,
     judge_from,
+    malformed_field,
     recipient_reply,
     submitted_email,
 )
@@ -278,3 +279,31 @@ def test_the_trace_field_says_esmtpsa_and_keeps_control_characters_of_ehlo_out()
     assert trace.startswith("Received: from laptop?X-Injected: yes ([192.0.2.1])\r\n\tby ")
     assert "with ESMTPSA (TLSv1.3) id " in trace
     assert trace.count("\r") == 1 and "for <" not in trace
+
+
+def test_resent_bcc_is_dropped_like_bcc() -> None:
+    """RFC 5322 section 3.6.6: Resent-Bcc names blind recipients of a resent message."""
+    raw = (
+        b"From: support@acme.test\r\nResent-From: support@acme.test\r\n"
+        b"Resent-Bcc: hidden@example.net\r\nTo: bob@example.net\r\n\r\nhi\r\n"
+    )
+    assert b"hidden@example.net" not in copy_of(raw)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        pytest.param(b"FROM : a@b.test\r\n", id="space_before_colon"),
+        pytest.param(b"From\t: a@b.test\r\n", id="tab_before_colon"),
+        pytest.param(b"No colon at all\r\n", id="no_colon"),
+        pytest.param(b" leading: a folded line with no field\r\n", id="continuation_first"),
+        pytest.param(b"Fr\xc3\xb6m: a@b.test\r\n", id="eight_bit_name"),
+    ],
+)
+def test_a_header_line_that_is_not_name_colon_is_malformed(head: bytes) -> None:
+    assert malformed_field(head + b"From: a@b.test\r\n\r\nbody\r\n")
+
+
+def test_well_formed_fields_with_folding_and_a_body_colon_are_not_malformed() -> None:
+    raw = b"From: a@b.test\r\nSubject: one\r\n two\r\nX-Y_z: 1\r\n\r\nBody: not a field\r\n"
+    assert not malformed_field(raw)
