@@ -1,15 +1,17 @@
-"""The auth-check workers: claim received messages due for a check, check them, write results.
+"""The auth checker: finds received mail not yet checked, checks it, writes the results.
 
-They run in a process of their own (`opensend serve` starts it, see mta/serve.py) at a lower CPU
-priority: the checks are pure-Python canonicalization and blocking DNS (mta/authcheck.py),
+It runs in a process of its own (`opensend serve` starts it, see mta/serve.py) at the lowest
+CPU priority: the checks are pure-Python canonicalization and blocking DNS (mta/authcheck.py),
 which in the MX's process took the GIL from the accept path. In this process they run in a
-thread pool; the event loop only claims, renews leases and writes results.
+thread pool; the event loop only reads batches and writes results.
 
-New mail is found by polling, every `poll_seconds` while idle, not by NOTIFY: Postgres
-serialises the commits of every transaction that issued a NOTIFY, and the MX's commit path stays
-free of that. Any number of these workers, on any number of machines, share the queue through
-row locks and leases (storage/authresults.py); a worker that dies loses nothing, its messages
-are due again when their leases end.
+The MX writes nothing for the checks: new mail is found by its id above the checker's
+watermark (storage/authresults.py), by polling every `poll_seconds` while idle, not by NOTIFY:
+Postgres serialises the commits of every transaction that issued a NOTIFY, and the MX's commit
+path stays free of that. One checker runs at a time across every machine, under a session
+advisory lock held on a connection of its own; the others wait for it. A checker that dies, or
+loses its connection and with it the lock, loses nothing: what it had not written is found
+again by the next holder.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from uuid import UUID
+
+import asyncpg
 
 from mta import metrics
 from mta.authcheck import Authenticator, Evidence
@@ -32,18 +36,23 @@ from storage.errors import StorageError
 log = logging.getLogger(__name__)
 
 
-# Per message the checks write a claim (its queue row) and a result (a results row, the queue row
-# deleted): narrow rows beside received_emails, never the message's own (storage/authresults.py).
-# That work goes in few large statements beside the MX's commits: claims of 256 and one result
-# commit in flight (claims of 64 measured no different). What the checks still cost a burst of
-# mail: tests/perf/README.md, "MX with the authentication checks running".
+# Per message the checks write one narrow results row, never the message's own
+# (storage/authresults.py); the reads are scans of received_emails' primary key above the
+# watermark. That work goes in few large statements beside the MX's commits: batches of 256 and
+# one result commit in flight. What the checks still cost a burst of mail: tests/perf/README.md,
+# "MX with the authentication checks running".
 @dataclass(frozen=True, slots=True)
 class AuthCheckOptions:
     threads: int = 8  # checks at once; a check mostly waits for DNS
-    batch_size: int = 256  # messages per claim
-    max_in_flight: int = 512  # claimed messages being checked or waiting for a thread
+    batch_size: int = 256  # messages per read
+    max_in_flight: int = 512  # messages being checked or waiting for a thread
     poll_seconds: float = 1.0  # longest wait for new mail while idle
-    lease_seconds: float = 300.0  # renewed while a check runs; a dead worker's wait
+    # How long after its id was minted a message may still commit: the watermark stays this
+    # far behind the clock. Group commit and the MX's 4xx on a slow database bound it to
+    # seconds; a minute leaves room for clocks of several MX hosts that disagree a little.
+    settle_seconds: float = 60.0
+    watermark_seconds: float = 5.0  # how often the watermark is moved up
+    lock_retry_seconds: float = 5.0  # how often a checker waiting for the lock tries again
     backlog_seconds: float = 15.0  # how often the backlog gauges are refreshed
 
 
@@ -63,60 +72,124 @@ class AuthCheckWorkers:
         self._executor = ThreadPoolExecutor(self._options.threads, "opensend-authcheck")
         # One commit in flight: results gather behind it into the next one.
         self._writer = ResultWriter(pool, max_batch=self._options.batch_size, max_inflight=1)
+        self._lock: asyncpg.pool.PoolConnectionProxy | None = None  # holds the advisory lock
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
         self._room = asyncio.Condition()
-        self._held: dict[UUID, PendingCheck] = {}  # claimed and not finished: leases to renew
+        self._held: dict[UUID, PendingCheck] = {}  # read and not finished
         self._checks: set[asyncio.Task[None]] = set()
         self._services: list[asyncio.Task[None]] = []
-        self._claimer: asyncio.Task[None] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._watermark_moved = 0.0
 
     def wake(self) -> None:
-        """Claim now rather than at the next poll."""
+        """Look for new mail now rather than at the next poll."""
         self._wakeup.set()
+
+    @property
+    def holds_lock(self) -> bool:
+        return self._lock is not None and _open(self._lock)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._services = [
-            loop.create_task(self._renew_leases(), name="authcheck-leases"),
-            loop.create_task(self._refresh_backlog(), name="authcheck-backlog"),
-        ]
-        self._claimer = loop.create_task(self._claim_loop(), name="authcheck-claim")
+        self._services = [loop.create_task(self._refresh_backlog(), name="authcheck-backlog")]
+        self._reader = loop.create_task(self._read_loop(), name="authcheck-read")
 
     async def stop(self, grace: float) -> None:
-        """Stop claiming; let checks under way finish and their results commit, for up to
-        `grace` seconds; give the messages not checked back to the queue, due at once."""
+        """Stop reading; let checks under way finish and their results commit, for up to
+        `grace` seconds; then give up the lock. What was not checked has no results and is
+        found again by the next checker."""
         self._stopping.set()
         async with self._room:
             self._room.notify_all()
         deadline = time.monotonic() + grace
-        if self._claimer is not None:
-            await asyncio.wait({self._claimer}, timeout=grace)
-            self._claimer.cancel()
+        if self._reader is not None:
+            await asyncio.wait({self._reader}, timeout=grace)
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
         if self._checks:
             await asyncio.wait(set(self._checks), timeout=max(0.0, deadline - time.monotonic()))
-        for task in list(self._checks):
-            task.cancel()
-        await asyncio.gather(*self._checks, return_exceptions=True)
+        await self._abandon_checks()
         # Threads cannot be interrupted: a check still running there finishes on its own, and
-        # its message, released here, may be checked twice. Queued ones are dropped.
+        # its message may be checked twice. Queued ones are dropped.
         self._executor.shutdown(wait=False, cancel_futures=True)
-        await self._release(list(self._held.values()))
+        await self._release_lock()
         for task in self._services:
             task.cancel()
         await asyncio.gather(*self._services, return_exceptions=True)
 
-    async def run_once(self) -> int:
-        """Claim one batch and check all of it; how many messages were claimed."""
-        claimed = await authresults.claim(
-            self._pool, limit=self._options.batch_size, lease_seconds=self._options.lease_seconds
-        )
-        await asyncio.gather(*(self._check(pending) for pending in claimed))
-        return len(claimed)
+    async def run_once(self) -> int | None:
+        """Read one batch and check all of it; how many messages were read, or None when
+        another checker holds the lock."""
+        if not await self._take_lock():
+            return None
+        batch = await authresults.to_check(self._pool, limit=self._options.batch_size)
+        await asyncio.gather(*(self._check(pending) for pending in batch))
+        await self.advance_watermark()
+        return len(batch)
 
-    # -- claiming ---------------------------------------------------------------------------
+    async def advance_watermark(self) -> None:
+        """Up through what is checked, short of the settle window."""
+        cutoff = authresults.settled_cutoff(self._options.settle_seconds)
+        await authresults.advance_watermark(self._pool, cutoff)
+        self._watermark_moved = time.monotonic()
 
-    async def _claim_loop(self) -> None:
+    # -- the lock ---------------------------------------------------------------------------
+
+    async def _take_lock(self) -> bool:
+        """True while this checker holds the lock, taking it if no other session has it."""
+        if self._lock is not None:
+            if await self._lock_alive():
+                return True
+            # Another checker may hold it now: this one's checks are not written, and it
+            # waits its turn like any other.
+            log.warning("lost the auth checkers' lock with its connection; checking stops")
+            await self._abandon_checks()
+            await self._release_lock()
+            return False
+        conn = await self._pool.acquire()
+        try:
+            taken = await authresults.try_lock(conn)
+        except BaseException:
+            await self._pool.release(conn)
+            raise
+        if not taken:
+            await self._pool.release(conn)
+            return False
+        self._lock = conn
+        return True
+
+    async def _lock_alive(self) -> bool:
+        """A round trip on the lock's connection: a session PostgreSQL ended (and with it the
+        lock, perhaps now another checker's) shows as an error here."""
+        assert self._lock is not None
+        if not _open(self._lock):
+            return False
+        try:
+            await self._lock.fetchval("SELECT 1")
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            return False
+        return True
+
+    async def _release_lock(self) -> None:
+        conn, self._lock = self._lock, None
+        if conn is None:
+            return
+        if not _open(conn):
+            return  # closed: the pool has taken it back, and the lock went with its session
+        try:
+            await authresults.unlock(conn)
+        except Exception as error:
+            # The pool does not reset sessions (storage/database.py): a connection that may
+            # still hold the lock is closed, and its session's end releases the lock.
+            _warn("could not release the auth checkers' lock; closing its connection", error)
+            conn.terminate()
+            return
+        await self._pool.release(conn)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
         backoff = 0.1
         while not self._stopping.is_set():
             room = await self._wait_for_room()
@@ -125,24 +198,30 @@ class AuthCheckWorkers:
             self._wakeup.clear()
             limit = min(self._options.batch_size, room)
             try:
-                claimed = await authresults.claim(
-                    self._pool, limit=limit, lease_seconds=self._options.lease_seconds
-                )
+                if not await self._take_lock():
+                    await self._sleep(self._options.lock_retry_seconds)
+                    continue
+                batch = await authresults.to_check(self._pool, limit=limit, held=self._held)
+                if time.monotonic() - self._watermark_moved >= self._options.watermark_seconds:
+                    await self.advance_watermark()
             except Exception as error:  # the database away, mostly; nothing may end this loop
-                _warn("could not claim received mail to check", error)
+                _warn("could not read received mail to check", error)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.1
-            for pending in claimed:
+            for pending in batch:
                 self._start(pending)
-            if len(claimed) < limit:
+            if len(batch) < limit:
                 await self._sleep(self._options.poll_seconds)  # nothing else is due yet
 
     async def _wait_for_room(self) -> int:
+        """Room for a whole batch: a read per few finished checks would scan the same ids
+        (those checked within the settle window) again and again."""
+        threshold = max(0, self._options.max_in_flight - self._options.batch_size)
         async with self._room:
             await self._room.wait_for(
-                lambda: self._stopping.is_set() or len(self._held) < self._options.max_in_flight
+                lambda: self._stopping.is_set() or len(self._held) <= threshold
             )
             return self._options.max_in_flight - len(self._held)
 
@@ -163,19 +242,26 @@ class AuthCheckWorkers:
 
     def _finished(self, task: asyncio.Task[None], pending: PendingCheck) -> None:
         self._checks.discard(task)
-        if not task.cancelled():  # a cancelled check's message is released by stop()
-            self._held.pop(pending.id, None)
+        self._held.pop(pending.id, None)
         asyncio.get_running_loop().create_task(self._notify_room())
 
     async def _notify_room(self) -> None:
         async with self._room:
             self._room.notify_all()
 
+    async def _abandon_checks(self) -> None:
+        """Checks under way are not written: their messages stay without results, for whoever
+        holds the lock next."""
+        for task in list(self._checks):
+            task.cancel()
+        await asyncio.gather(*self._checks, return_exceptions=True)
+        self._held.clear()
+
     # -- checking ---------------------------------------------------------------------------
 
     async def _check(self, pending: PendingCheck) -> None:
-        """Check one message and write its results. On any failure it stays leased, and is
-        checked again when the lease ends."""
+        """Check one message and write its results. On any failure it has no new results, and
+        is checked again."""
         loop = asyncio.get_running_loop()
         try:
             raw = await authresults.content(self._pool, pending)
@@ -187,10 +273,10 @@ class AuthCheckWorkers:
                 self._executor, self._authenticator.check, evidence
             )
             metrics.AUTHCHECK_DURATION.observe(time.monotonic() - started)
-            written = await self._writer.write(
+            await self._writer.write(
                 CheckedMessage(
                     id=pending.id,
-                    token=pending.token,
+                    checks=pending.checks,
                     results=results.as_json(),
                     header=results.header_value(self._authserv_id),
                     recheck_in=recheck_in(results, pending.checks),
@@ -199,45 +285,10 @@ class AuthCheckWorkers:
         except Exception as error:
             _warn("could not check a received message; it is checked again later", error)
             return
-        if not written:
-            log.warning(
-                "results of a check whose lease was lost were not recorded",
-                extra={"received_email_id": str(pending.id)},
-            )
-            return
         for method, result in results.method_results():
             metrics.AUTHCHECK_RESULTS.labels(method, result).inc()
 
-    async def _release(self, held: list[PendingCheck]) -> None:
-        by_token: dict[UUID, list[UUID]] = {}
-        for pending in held:
-            by_token.setdefault(pending.token, []).append(pending.id)
-        for token, ids in by_token.items():
-            try:
-                await authresults.release(self._pool, token, ids)
-            except Exception as error:  # their leases will run out instead
-                _warn("could not give unchecked messages back", error)
-        self._held.clear()
-
     # -- housekeeping -----------------------------------------------------------------------
-
-    async def _renew_leases(self) -> None:
-        """A live worker keeps what it claimed, however slow a sender's DNS is."""
-        period = max(self._options.lease_seconds / 3, 0.2)
-        while True:
-            await asyncio.sleep(period)
-            held = list(self._held.values())
-            if not held:
-                continue
-            try:
-                await authresults.renew_leases(
-                    self._pool,
-                    [pending.id for pending in held],
-                    list({pending.token for pending in held}),
-                    self._options.lease_seconds,
-                )
-            except Exception as error:
-                _warn("could not renew auth-check leases", error)
 
     async def _refresh_backlog(self) -> None:
         while True:
@@ -249,6 +300,15 @@ class AuthCheckWorkers:
                 metrics.AUTHCHECK_BACKLOG.set(backlog.messages)
                 metrics.AUTHCHECK_OLDEST_DUE_AGE.set(backlog.oldest_due_seconds)
             await asyncio.sleep(self._options.backlog_seconds)
+
+
+def _open(conn: asyncpg.pool.PoolConnectionProxy) -> bool:
+    """A pooled connection that closes (its session ended) is taken back by the pool at once,
+    and then answers only with InterfaceError."""
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:
+        return False
 
 
 def _warn(what: str, error: Exception) -> None:

@@ -127,12 +127,14 @@ AUTHCHECK_DURATION = Histogram(
 )
 AUTHCHECK_BACKLOG = Gauge(
     "opensend_authcheck_backlog_messages",
-    "Received messages due for an authentication check that no worker is checking",
+    "Received messages not checked yet (newer than the checker's watermark, without results), "
+    "and rechecks due",
     multiprocess_mode="mostrecent",
 )
 AUTHCHECK_OLDEST_DUE_AGE = Gauge(
     "opensend_authcheck_oldest_due_age_seconds",
-    "How long the longest-waiting message has been due for its check; 0 when none is waiting",
+    "How long the longest-waiting message has waited for its check (since it was received, or "
+    "since its recheck was due); 0 when none is waiting",
     multiprocess_mode="mostrecent",
 )
 

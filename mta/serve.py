@@ -6,7 +6,8 @@ workers; the API part is the HTTP application.
 With OPENSEND_MX_PROCESSES above 1, extra processes share the MX port (SO_REUSEPORT) so the SMTP
 protocol work uses more than one core; each has its own loop and pool, and Postgres is the only
 thing they share. The authentication checks of received mail run in one more process, beside
-the delivery workers' but apart from the MX's (see mta/authcheck_worker.py). Prometheus samples
+the delivery workers' but apart from the MX's (see mta/authcheck_worker.py); of several nodes,
+one checks at a time and the others wait for its advisory lock. Prometheus samples
 from all of them are merged through a shared directory.
 """
 

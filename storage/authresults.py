@@ -1,107 +1,131 @@
-"""The authentication-check queue: received messages claimed under a lease, their results
-written beside them.
+"""The authentication checks' reads and writes: new mail found by id, results written beside it.
 
-Two narrow tables (migration 0010), never `received_emails` itself: `received_auth_queue` holds
-a row per message still to be checked, inserted by the statement that stores the message
-(storage/inbox.py); its `due_at` is when the message is next due and, while a worker holds it,
-when its lease ends. `received_auth_results` holds the verdicts. Workers on any number of
-machines meet only in row locks (`FOR UPDATE SKIP LOCKED`) and in the lease token: results of a
-worker whose lease ran out (and whose message another worker took) are not written.
+The MX writes nothing for the checks. Received mail has uuid7 ids, minted in time order
+(storage/ids.py), so the checker finds new mail as the ids above its watermark
+(`auth_check_progress.checked_through`, migration 0010) that have no results yet: a scan of
+received_emails' primary key, no queue. It writes only `received_auth_results`, never the
+message's wide row.
+
+One checker runs at a time across every machine, under a session advisory lock (`LOCK`): no
+row locks, no leases. A checker that dies loses nothing: what it had not written has no results
+and is above the watermark, so the next holder of the lock finds it.
+
+The watermark lags behind the clock by a settle window: ids are minted before their commit
+(group commit, several MX processes), so a message may appear after later ids did. Below the
+window every id has committed (or never will); above it the NOT EXISTS skips what is checked.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import time
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+import asyncpg
+
 from storage.database import Pool
 from storage.errors import StorageError, StorageUnavailable, storage_errors
 from storage.group_commit import GroupCommit
-from storage.ids import uuid7
+from storage.ids import uuid7_floor, uuid7_millis
 
-# Content up to this size comes with the claim; a larger message is read when its turn comes,
-# so a claim of many large messages does not sit in memory at once (as storage.queue does).
+# Content up to this size comes with the batch; a larger message is read when its turn comes,
+# so a batch of many large messages does not sit in memory at once (as storage.queue does).
 INLINE_CONTENT_BYTES = 256 * 1024
 
-# Oldest due first. Each claim is counted, so a message's recheck schedule knows where it is.
-# Only the queue rows are written; the evidence is read from the message's row.
-CLAIM = """
-WITH due AS (
-    SELECT received_id FROM received_auth_queue
-    WHERE due_at <= now()
-    ORDER BY due_at
+# "authchck" in ASCII, as a bigint: the checkers' session advisory lock (storage/migrate.py
+# uses "opensend"). Released by PostgreSQL when its session ends, a crashed checker's too.
+CHECKER_LOCK_ID = 0x617574686368636B
+LOCK = "SELECT pg_try_advisory_lock($1)"
+UNLOCK = "SELECT pg_advisory_unlock($1)"
+
+_BEFORE_ALL = "'00000000-0000-0000-0000-000000000000'::uuid"
+_WATERMARK = f"(SELECT coalesce(checked_through, {_BEFORE_ALL}) FROM auth_check_progress)"
+_UNCHECKED = "NOT EXISTS (SELECT 1 FROM received_auth_results a WHERE a.received_id = r.id)"
+
+# New mail (oldest first, along the primary key from the watermark) and rechecks due, in one
+# round trip. `checks` is how many checks this one makes. Messages the checker holds now ($2)
+# are left out: $1 asks for enough more to make up for them.
+SELECT_TO_CHECK = f"""
+WITH fresh AS (
+    SELECT r.id, 1 AS checks FROM received_emails r
+    WHERE r.id > {_WATERMARK} AND {_UNCHECKED}
+    ORDER BY r.id
     LIMIT $1
-    FOR UPDATE SKIP LOCKED
-), claimed AS (
-    UPDATE received_auth_queue q
-    SET due_at = now() + make_interval(secs => $2), lease_token = $3, checks = q.checks + 1
-    FROM due WHERE q.received_id = due.received_id
-    RETURNING q.received_id, q.checks
+), due AS (
+    SELECT received_id AS id, checks + 1 AS checks FROM received_auth_results
+    WHERE next_check_at <= now()
+    ORDER BY next_check_at
+    LIMIT $1
+), picked AS (
+    SELECT * FROM (SELECT * FROM fresh UNION ALL SELECT * FROM due) p
+    WHERE p.id <> ALL($2::uuid[])
+    LIMIT $3
 )
-SELECT r.id, host(r.remote_ip) AS remote_ip, r.helo, r.mail_from, r.ingest_source, c.checks,
+SELECT r.id, host(r.remote_ip) AS remote_ip, r.helo, r.mail_from, r.ingest_source, p.checks,
        r.size, CASE WHEN r.size <= $4 THEN r.raw END AS raw
-FROM claimed c JOIN received_emails r ON r.id = c.received_id
+FROM picked p JOIN received_emails r ON r.id = p.id
+ORDER BY r.id
 """
 SELECT_CONTENT = "SELECT raw FROM received_emails WHERE id = $1"
-RENEW_LEASES = """
-UPDATE received_auth_queue SET due_at = now() + make_interval(secs => $3)
-WHERE received_id = ANY($1::uuid[]) AND lease_token = ANY($2::uuid[])
-"""
-# Claimed messages a stopping worker never started: due again at once, for any worker.
-RELEASE = """
-UPDATE received_auth_queue SET due_at = now(), lease_token = NULL
-WHERE received_id = ANY($1::uuid[]) AND lease_token = $2
-"""
-# One statement for a batch, and only under the claim's token: a final result (no recheck)
-# takes the message out of the queue, a temperror puts it back for its recheck. The results
-# are written for the queue rows so held, and a message checked again gets its new ones.
+# One statement for a batch. A recheck rewrites the row; so does a second check of a message
+# whose first checker died after writing (both verdicts are true, the later one stands).
 RECORD_RESULTS = """
-WITH checked AS (
-    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[], $4::text[], $5::int[])
-        AS u(id, token, results, header, recheck_in)
-), finished AS (
-    DELETE FROM received_auth_queue q USING checked c
-    WHERE q.received_id = c.id AND q.lease_token = c.token AND c.recheck_in IS NULL
-    RETURNING c.id, c.token, q.checks, NULL::timestamptz AS next_check_at
-), rescheduled AS (
-    UPDATE received_auth_queue q
-    SET due_at = now() + make_interval(secs => c.recheck_in), lease_token = NULL
-    FROM checked c
-    WHERE q.received_id = c.id AND q.lease_token = c.token AND c.recheck_in IS NOT NULL
-    RETURNING c.id, c.token, q.checks, q.due_at AS next_check_at
-), held AS (
-    SELECT * FROM finished UNION ALL SELECT * FROM rescheduled
-)
 INSERT INTO received_auth_results AS a
     (received_id, results, header, checked_at, checks, next_check_at)
-SELECT c.id, c.results, c.header, now(), h.checks, h.next_check_at
-FROM checked c JOIN held h ON h.id = c.id AND h.token = c.token
+SELECT u.id, u.results, u.header, now(), u.checks,
+       now() + make_interval(secs => u.recheck_in)
+FROM unnest($1::uuid[], $2::jsonb[], $3::text[], $4::int[], $5::int[])
+    AS u(id, results, header, checks, recheck_in)
+-- A message deleted while it was being checked has nothing to write to.
+WHERE EXISTS (SELECT 1 FROM received_emails r WHERE r.id = u.id)
 ON CONFLICT (received_id) DO UPDATE
 SET results = excluded.results, header = excluded.header, checked_at = excluded.checked_at,
     checks = excluded.checks, next_check_at = excluded.next_check_at
-RETURNING a.received_id AS id
 """
-# Due now: what the workers are behind by. A message being checked is due only when its
-# lease ends, so it is not counted unless its worker died.
-BACKLOG = """
-SELECT count(*)::int AS messages,
-       coalesce(extract(epoch FROM now() - min(due_at)), 0)::float8 AS oldest_due
-FROM received_auth_queue WHERE due_at <= now()
+# Up to the first id at or below the cutoff still without results (one being checked, or one
+# committed late): just below it. None unchecked up to the cutoff: the cutoff itself.
+ADVANCE_WATERMARK = f"""
+WITH gap AS (
+    SELECT (SELECT r.id FROM received_emails r
+            WHERE r.id > {_WATERMARK} AND r.id <= $1 AND {_UNCHECKED}
+            ORDER BY r.id LIMIT 1) AS id
+), target AS (
+    SELECT CASE WHEN gap.id IS NULL THEN $1::uuid
+                ELSE (SELECT r.id FROM received_emails r
+                      WHERE r.id > {_WATERMARK} AND r.id < gap.id
+                      ORDER BY r.id DESC LIMIT 1)
+           END AS id
+    FROM gap
+)
+UPDATE auth_check_progress p SET checked_through = target.id
+FROM target
+WHERE target.id IS NOT NULL AND (p.checked_through IS NULL OR target.id > p.checked_through)
 """
+# What the checker is behind by: new mail above the watermark without results (a scan of what
+# came since the settle window, plus any backlog), and rechecks due.
+BACKLOG = f"""
+SELECT (SELECT count(*) FROM received_emails r WHERE r.id > {_WATERMARK} AND {_UNCHECKED})::int
+           AS fresh,
+       (SELECT r.id FROM received_emails r WHERE r.id > {_WATERMARK} AND {_UNCHECKED}
+        ORDER BY r.id LIMIT 1) AS oldest_fresh,
+       (SELECT count(*) FROM received_auth_results WHERE next_check_at <= now())::int AS due,
+       (SELECT extract(epoch FROM now() - min(next_check_at)) FROM received_auth_results
+        WHERE next_check_at <= now())::float8 AS oldest_due
+"""
+SELECT_WATERMARK = "SELECT checked_through FROM auth_check_progress"
 
 
 @dataclass(frozen=True, slots=True)
 class PendingCheck:
     id: UUID
-    token: UUID
     remote_ip: str | None
     helo: str | None
     mail_from: str
     ingest_source: str | None  # the ingester it came through; None for port 25
-    checks: int  # claims of this message so far, this one included
+    checks: int  # checks of this message so far, this one included
     size: int
     raw: bytes | None  # None when larger than INLINE_CONTENT_BYTES: see `content`
 
@@ -109,7 +133,7 @@ class PendingCheck:
 @dataclass(frozen=True, slots=True)
 class CheckedMessage:
     id: UUID
-    token: UUID
+    checks: int
     results: dict[str, Any]
     header: str
     recheck_in: int | None  # seconds until the next check; None: the results are final
@@ -121,15 +145,27 @@ class Backlog:
     oldest_due_seconds: float
 
 
-async def claim(pool: Pool, *, limit: int, lease_seconds: float) -> list[PendingCheck]:
-    """Up to `limit` due messages (and those of workers that died), under a new lease."""
-    token = uuid7()
+async def try_lock(conn: asyncpg.Connection) -> bool:
+    """The checkers' lock for this session, if no other session holds it."""
     async with storage_errors():
-        rows = await pool.fetch(CLAIM, limit, float(lease_seconds), token, INLINE_CONTENT_BYTES)
+        return bool(await conn.fetchval(LOCK, CHECKER_LOCK_ID))
+
+
+async def unlock(conn: asyncpg.Connection) -> None:
+    async with storage_errors():
+        await conn.fetchval(UNLOCK, CHECKER_LOCK_ID)
+
+
+async def to_check(pool: Pool, *, limit: int, held: Collection[UUID] = ()) -> list[PendingCheck]:
+    """Up to `limit` messages to check, oldest first: new mail, then rechecks due; none of
+    `held` (being checked now)."""
+    async with storage_errors():
+        rows = await pool.fetch(
+            SELECT_TO_CHECK, limit + len(held), list(held), limit, INLINE_CONTENT_BYTES
+        )
     return [
         PendingCheck(
             id=row["id"],
-            token=token,
             remote_ip=row["remote_ip"],
             helo=row["helo"],
             mail_from=row["mail_from"],
@@ -143,7 +179,7 @@ async def claim(pool: Pool, *, limit: int, lease_seconds: float) -> list[Pending
 
 
 async def content(pool: Pool, pending: PendingCheck) -> bytes:
-    """The message as received: from the claim, or for a large one, read now."""
+    """The message as received: from the batch, or for a large one, read now."""
     if pending.raw is not None:
         return pending.raw
     async with storage_errors():
@@ -151,61 +187,69 @@ async def content(pool: Pool, pending: PendingCheck) -> bytes:
     return b"" if raw is None else bytes(raw)
 
 
-async def renew_leases(
-    pool: Pool, ids: Sequence[UUID], tokens: Sequence[UUID], lease_seconds: float
-) -> None:
+async def record_results(pool: Pool, checked: Sequence[CheckedMessage]) -> None:
     async with storage_errors():
-        await pool.execute(RENEW_LEASES, list(ids), list(tokens), float(lease_seconds))
-
-
-async def release(pool: Pool, token: UUID, ids: Sequence[UUID]) -> None:
-    async with storage_errors():
-        await pool.execute(RELEASE, list(ids), token)
-
-
-async def record_results(pool: Pool, checked: Sequence[CheckedMessage]) -> set[UUID]:
-    """Write results in one statement; the ids written (a lost lease writes nothing)."""
-    async with storage_errors():
-        rows = await pool.fetch(
+        await pool.execute(
             RECORD_RESULTS,
             [c.id for c in checked],
-            [c.token for c in checked],
             [c.results for c in checked],
             [c.header for c in checked],
+            [c.checks for c in checked],
             [c.recheck_in for c in checked],
         )
-    return {row["id"] for row in rows}
+
+
+def settled_cutoff(settle_seconds: float, now: float | None = None) -> UUID:
+    """The highest id the watermark may reach: ids minted `settle_seconds` ago or earlier."""
+    millis = int(((time.time() if now is None else now) - settle_seconds) * 1000)
+    return uuid7_floor(millis)
+
+
+async def advance_watermark(pool: Pool, cutoff: UUID) -> None:
+    """Move the watermark up through every checked id at or below `cutoff`."""
+    async with storage_errors():
+        await pool.execute(ADVANCE_WATERMARK, cutoff)
+
+
+async def watermark(pool: Pool) -> UUID | None:
+    async with storage_errors():
+        value: UUID | None = await pool.fetchval(SELECT_WATERMARK)
+    return value
 
 
 async def backlog(pool: Pool) -> Backlog:
     async with storage_errors():
         row = await pool.fetchrow(BACKLOG)
-    return Backlog(row["messages"], row["oldest_due"])
+    oldest = 0.0 if row["oldest_due"] is None else max(row["oldest_due"], 0.0)
+    if row["oldest_fresh"] is not None:
+        waited = time.time() - uuid7_millis(row["oldest_fresh"]) / 1000
+        oldest = max(oldest, waited, 0.0)
+    return Backlog(row["fresh"] + row["due"], oldest)
 
 
 class ResultWriter:
     """Writes the results of concurrent checks together: one statement and one commit for many.
 
-    A write that fails is not retried: the message stays leased, and when the lease ends it is
-    checked again by whichever worker claims it. Nothing is lost, only repeated.
+    A write that fails is not retried: the message has no results (or its old ones, due), so
+    it is checked again. Nothing is lost, only repeated.
     """
 
     def __init__(self, pool: Pool, *, max_batch: int = 128, max_inflight: int = 2) -> None:
         self._pool = pool
-        self._group: GroupCommit[tuple[CheckedMessage, asyncio.Future[bool]]] = GroupCommit(
+        self._group: GroupCommit[tuple[CheckedMessage, asyncio.Future[None]]] = GroupCommit(
             self._flush, max_batch=max_batch, max_inflight=max_inflight
         )
 
-    async def write(self, checked: CheckedMessage) -> bool:
-        """True once committed; False when the lease was lost and another worker has it."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    async def write(self, checked: CheckedMessage) -> None:
+        """Returns once committed."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._group.submit((checked, future))
-        # Shielded: a cancelled caller (a stopping worker) must not cancel a shared commit.
-        return await asyncio.shield(future)
+        # Shielded: a cancelled caller (a stopping checker) must not cancel a shared commit.
+        await asyncio.shield(future)
 
-    async def _flush(self, batch: list[tuple[CheckedMessage, asyncio.Future[bool]]]) -> None:
+    async def _flush(self, batch: list[tuple[CheckedMessage, asyncio.Future[None]]]) -> None:
         try:
-            written = await record_results(self._pool, [checked for checked, _ in batch])
+            await record_results(self._pool, [checked for checked, _ in batch])
         except StorageError as error:
             for _, future in batch:
                 if not future.done():
@@ -216,6 +260,6 @@ class ResultWriter:
                 if not future.done():
                     future.set_exception(StorageUnavailable(f"unexpected: {unexpected!r}"))
             raise
-        for checked, future in batch:
+        for _, future in batch:
             if not future.done():
-                future.set_result(checked.id in written)
+                future.set_result(None)

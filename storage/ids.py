@@ -39,3 +39,14 @@ def uuid7() -> UUID:
     value |= 0b10 << 62  # RFC 9562 variant
     value |= rand_b
     return UUID(int=value)
+
+
+def uuid7_millis(value: UUID) -> int:
+    """When a uuid7 was minted: its first 48 bits, milliseconds since the Unix epoch."""
+    return value.int >> 80
+
+
+def uuid7_floor(millis: int) -> UUID:
+    """The smallest uuid7 of that millisecond: every id minted earlier sorts below it, in
+    PostgreSQL too (uuid order is byte order)."""
+    return UUID(int=((millis & ((1 << 48) - 1)) << 80) | (0x7 << 76) | (0b10 << 62))

@@ -1,7 +1,8 @@
-"""Authentication results end to end: mail sent through the real MX, checked by the real workers
-against a real DNS server, shown by the real API; DNS outages, dead workers and lost leases.
+"""Authentication results end to end: mail sent through the real MX, checked by the real checker
+against a real DNS server, shown by the real API; DNS outages, late commits, dead checkers and
+the lock that keeps a second one out.
 
-The module has a database of its own, so its workers claim only its own mail.
+The module has a database of its own, so its checkers see only its own mail.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from policy.dkim_keys import DkimKeyPair
 from policy.settings import HostPort
 from storage import authresults
 from storage.database import Pool
+from storage.ids import uuid7
 from tests.conftest import ApiServer, MakeTenant, StartApi, StartMX, TenantWorld, smtp_send
 from tests.support.delivery_world import queue_database
 from tests.support.dns_server import LoopbackDNSServer
@@ -48,9 +50,14 @@ def pool(own_database: tuple[str, Pool]) -> Pool:
 
 @pytest.fixture(autouse=True)
 async def nothing_left_due(pool: Pool) -> AsyncIterator[None]:
-    """A test's unchecked mail is not the next test's to check (with the next test's DNS)."""
+    """A test's unchecked mail is not the next test's to check (with the next test's DNS): as
+    migration 0010 leaves mail from before it, below the watermark and never checked."""
     yield
-    await pool.execute("DELETE FROM received_auth_queue")
+    await pool.execute(
+        "UPDATE auth_check_progress"
+        " SET checked_through = (SELECT id FROM received_emails ORDER BY id DESC LIMIT 1)"
+    )
+    await pool.execute("UPDATE received_auth_results SET next_check_at = NULL")
 
 
 @pytest.fixture
@@ -89,6 +96,18 @@ def at(dns: LoopbackDNSServer) -> HostPort:
     return HostPort(dns.host, dns.port)
 
 
+async def check_once(
+    pool: Pool, dns_address: HostPort, *, options: AuthCheckOptions | None = None
+) -> int | None:
+    """A checker that reads one batch, checks it, moves the watermark, and stops (giving up the
+    lock): how many messages it read, None if another checker held the lock."""
+    checker = workers(pool, dns_address, options=options)
+    try:
+        return await checker.run_once()
+    finally:
+        await checker.stop(grace=0.0)
+
+
 async def receive(mx: MXListener, world: TenantWorld, content: bytes, mail_from: str) -> UUID:
     sent = await smtp_send(mx.port, mail_from, [f"support@{world.name}"], content)
     [stored] = sent.stored_ids
@@ -117,13 +136,11 @@ async def raw(api: ApiServer, world: TenantWorld, email_id: UUID) -> bytes:
 
 
 async def auth_row(pool: Pool, email_id: UUID) -> dict[str, Any]:
-    """The message's queue row and results row side by side (None where it has none)."""
+    """The message's results row (all None while it has none)."""
     row = await pool.fetchrow(
         """
-        SELECT q.received_id IS NOT NULL AS queued, q.due_at, q.lease_token, a.checks,
-               a.checked_at, a.next_check_at, a.results, a.header
+        SELECT a.checks, a.checked_at, a.next_check_at, a.results, a.header
         FROM received_emails r
-        LEFT JOIN received_auth_queue q ON q.received_id = r.id
         LEFT JOIN received_auth_results a ON a.received_id = r.id
         WHERE r.id = $1
         """,
@@ -134,11 +151,28 @@ async def auth_row(pool: Pool, email_id: UUID) -> dict[str, Any]:
 
 
 async def time_passes_until_due(pool: Pool, email_id: UUID) -> None:
-    """The clock reaches the message's next check (a lease's end, a recheck's time), if it is
-    still in the queue."""
+    """The clock reaches the message's recheck, if it has one."""
     await pool.execute(
-        "UPDATE received_auth_queue SET due_at = now() WHERE received_id = $1", email_id
+        "UPDATE received_auth_results SET next_check_at = now()"
+        " WHERE received_id = $1 AND next_check_at IS NOT NULL",
+        email_id,
     )
+
+
+async def commit_late(pool: Pool, like: UUID, minted: UUID) -> UUID:
+    """A copy of message `like` committed now under id `minted`, minted earlier: what an MX
+    process whose commit waited (group commit, a slow disk) stores after later ids did."""
+    await pool.execute(
+        """
+        INSERT INTO received_emails
+        SELECT (jsonb_populate_record(NULL::received_emails,
+                                      to_jsonb(r) || jsonb_build_object('id', $2::uuid))).*
+        FROM received_emails r WHERE r.id = $1
+        """,
+        like,
+        minted,
+    )
+    return minted
 
 
 async def until(condition: Callable[[], Awaitable[bool]], every: float = 0.02) -> None:
@@ -179,12 +213,12 @@ async def test_a_received_message_is_checked_after_its_commit_and_the_api_shows_
 ) -> None:
     sender.publish(spf="v=spf1 ip4:127.0.0.1 -all", dmarc="v=DMARC1; p=reject")
     email_id = await receive(mx, world, sender.sign(mail(sender.address)), sender.address)
-    # Stored, queued by the same statement, and answered 250 with no check made: the MX's path
-    # has none.
+    # Stored and answered 250 with no check made, and nothing written for the checks: the MX's
+    # path has none.
     assert (await detail(api, world, email_id))["authentication_results"] is None
-    assert (await auth_row(pool, email_id))["queued"]
+    assert (await auth_row(pool, email_id))["checks"] is None
 
-    assert await workers(pool, at(dns)).run_once() == 1
+    assert await check_once(pool, at(dns)) == 1
 
     results = (await detail(api, world, email_id))["authentication_results"]
     assert results["spf"] == {
@@ -206,7 +240,8 @@ async def test_a_received_message_is_checked_after_its_commit_and_the_api_shows_
     )
     assert results["checked_at"] is not None and results["next_check_at"] is None
     row = await auth_row(pool, email_id)
-    assert (row["queued"], row["checks"]) == (False, 1)  # final: out of the queue
+    assert (row["checks"], row["next_check_at"]) == (1, None)  # final
+    assert await check_once(pool, at(dns)) == 0  # and not checked again
 
 
 async def test_the_raw_message_carries_our_authentication_results_above_our_received_field(
@@ -221,7 +256,7 @@ async def test_the_raw_message_carries_our_authentication_results_above_our_rece
     email_id = await receive(mx, world, content, sender.address)
     before = await raw(api, world, email_id)
     assert before.startswith(b"Received: ") and before.endswith(content)
-    await workers(pool, at(dns)).run_once()
+    await check_once(pool, at(dns))
     after = await raw(api, world, email_id)
     assert after.startswith(f"Authentication-Results: {AUTHSERV_ID};\r\n\tspf=none".encode())
     assert after.endswith(before)  # the Received field and the message, byte for byte
@@ -240,7 +275,7 @@ async def test_dmarc_failure_with_p_reject_is_stored_and_reported_never_refused(
     sender.publish(spf="v=spf1 ip4:192.0.2.1 -all", dmarc="v=DMARC1; p=reject")
     forged = mail(sender.address)  # not signed, not from an SPF-authorized address
     email_id = await receive(mx, world, forged, sender.address)  # 250: the MX never judges
-    await workers(pool, at(dns)).run_once()
+    await check_once(pool, at(dns))
     results = (await detail(api, world, email_id))["authentication_results"]
     assert (results["spf"]["result"], results["dkim"][0]["result"]) == ("fail", "none")
     assert results["dmarc"] == {
@@ -265,7 +300,7 @@ async def test_a_message_for_two_tenants_is_checked_for_each(
     first, second = await make_tenant(catch_all=True), await make_tenant(catch_all=True)
     rcpts = [f"a@{first.name}", f"b@{second.name}"]
     sent = await smtp_send(mx.port, sender.address, rcpts, mail(sender.address))
-    assert await workers(pool, at(dns)).run_once() == 2
+    assert await check_once(pool, at(dns)) == 2
     for email_id in sent.stored_ids:
         assert (await auth_row(pool, email_id))["results"]["spf"]["result"] == "pass"
 
@@ -296,14 +331,14 @@ async def test_mail_handed_over_by_a_provider_is_judged_by_dkim_not_by_the_provi
     ):
         assert response.status == 202
         [email_id] = [UUID(e["id"]) for e in (await response.json())["emails"]]
-    await workers(pool, at(dns)).run_once()
+    await check_once(pool, at(dns))
     results = (await detail(api, world, email_id))["authentication_results"]
     assert results["spf"]["result"] == "none"
     assert results["spf"]["reason"] == "handed over by a provider: client unknown"
     assert (results["dkim"][0]["result"], results["dmarc"]["result"]) == ("pass", "pass")
 
 
-# -- the queue and the results beside the message ---------------------------------------------
+# -- the results beside the message -----------------------------------------------------------
 
 
 async def message_row_version(pool: Pool, email_id: UUID) -> tuple[str, str]:
@@ -320,36 +355,44 @@ async def test_checks_rechecks_and_results_never_rewrite_the_messages_row(
     pool: Pool, dns: LoopbackDNSServer, sender: AuthSender, world: TenantWorld, mx: MXListener
 ) -> None:
     # The MX's INSERTs stay fast only while the checks leave received_emails alone: an UPDATE of
-    # its wide row per claim and per result cost a burst of mail 15 to 35% of its rate.
+    # its wide row per check and per result cost a burst of mail 15 to 35% of its rate.
     sender.publish(spf="v=spf1 ip4:127.0.0.1 -all")
     email_id = await receive(mx, world, mail(sender.address), sender.address)
     stored = await message_row_version(pool, email_id)
     async with LoopbackDNSServer() as outage:
         down = at(outage)
-    assert await workers(pool, down).run_once() == 1  # claim, temperror, rescheduled
+    assert await check_once(pool, down) == 1  # temperror, a recheck set
     await time_passes_until_due(pool, email_id)
-    assert await workers(pool, at(dns)).run_once() == 1  # claim again, final result
+    assert await check_once(pool, at(dns)) == 1  # the recheck, final result
     row = await auth_row(pool, email_id)
-    assert (row["results"]["spf"]["result"], row["queued"]) == ("pass", False)
+    assert (row["results"]["spf"]["result"], row["next_check_at"]) == ("pass", None)
     assert await message_row_version(pool, email_id) == stored
 
 
-async def test_deleting_a_message_takes_its_queue_row_and_results_with_it(
+async def test_deleting_a_message_takes_its_results_with_it(
     pool: Pool, dns: LoopbackDNSServer, sender: AuthSender, world: TenantWorld, mx: MXListener
 ) -> None:
     checked = await receive(mx, world, mail(sender.address), sender.address)
-    await workers(pool, at(dns)).run_once()
-    queued = await receive(mx, world, mail(sender.address), sender.address)
+    await check_once(pool, at(dns))
     assert (await auth_row(pool, checked))["results"] is not None
-    assert (await auth_row(pool, queued))["queued"]
-    ids = [checked, queued]
-    await pool.execute("DELETE FROM received_emails WHERE id = ANY($1::uuid[])", ids)
+    await pool.execute("DELETE FROM received_emails WHERE id = $1", checked)
     left = await pool.fetchval(
-        "SELECT (SELECT count(*) FROM received_auth_queue WHERE received_id = ANY($1::uuid[]))"
-        " + (SELECT count(*) FROM received_auth_results WHERE received_id = ANY($1::uuid[]))",
-        ids,
+        "SELECT count(*) FROM received_auth_results WHERE received_id = $1", checked
     )
     assert left == 0
+
+
+async def test_a_message_deleted_while_it_is_checked_gets_no_results_and_no_error(
+    pool: Pool, dns: LoopbackDNSServer, sender: AuthSender, world: TenantWorld, mx: MXListener
+) -> None:
+    sender.publish(spf="v=spf1 ip4:127.0.0.1 -all")
+    kept, deleted = [await receive(mx, world, mail(sender.address), sender.address) for _ in "ab"]
+    checked = await authresults.to_check(pool, limit=10)
+    await pool.execute("DELETE FROM received_emails WHERE id = $1", deleted)
+    await authresults.record_results(
+        pool, [authresults.CheckedMessage(p.id, 1, {"spf": {}}, "x; none", None) for p in checked]
+    )
+    assert (await auth_row(pool, kept))["checks"] == 1
 
 
 # -- DNS trouble: recorded, looked at again, never lost ---------------------------------------
@@ -368,25 +411,24 @@ async def test_a_dns_outage_is_recorded_as_temperror_and_checked_again_later(
     async with LoopbackDNSServer() as outage:
         down = at(outage)
     # The server has stopped: nothing answers on its port.
-    assert await workers(pool, down).run_once() == 1
+    assert await check_once(pool, down) == 1
 
     results = (await detail(api, world, email_id))["authentication_results"]
     assert (results["spf"]["result"], results["dkim"][0]["result"]) == ("temperror", "temperror")
     assert results["dmarc"]["result"] == "temperror"
     assert results["next_check_at"] is not None  # RECHECK_SCHEDULE[0] from now
     row = await auth_row(pool, email_id)
-    assert row["queued"] and row["lease_token"] is None and row["due_at"] == row["next_check_at"]
     waited = (row["next_check_at"] - row["checked_at"]).total_seconds()
     assert waited == pytest.approx(RECHECK_SCHEDULE[0], abs=1)
-    assert await workers(pool, at(dns)).run_once() == 0  # not before its time
+    assert await check_once(pool, at(dns)) == 0  # not before its time
 
     await time_passes_until_due(pool, email_id)
-    assert await workers(pool, at(dns)).run_once() == 1
+    assert await check_once(pool, at(dns)) == 1
     results = (await detail(api, world, email_id))["authentication_results"]
     assert (results["spf"]["result"], results["dmarc"]["result"]) == ("pass", "pass")
     assert results["next_check_at"] is None
     row = await auth_row(pool, email_id)
-    assert (row["queued"], row["checks"]) == (False, 2)
+    assert (row["next_check_at"], row["checks"]) == (None, 2)
 
 
 async def test_a_temperror_stands_once_the_recheck_schedule_is_used_up(
@@ -397,17 +439,69 @@ async def test_a_temperror_stands_once_the_recheck_schedule_is_used_up(
         down = at(outage)
     for _ in range(len(RECHECK_SCHEDULE) + 1):
         await time_passes_until_due(pool, email_id)
-        assert await workers(pool, down).run_once() == 1
+        assert await check_once(pool, down) == 1
     row = await auth_row(pool, email_id)
     assert row["results"]["spf"]["result"] == "temperror"
-    assert (row["queued"], row["next_check_at"]) == (False, None)  # final: no more checks
+    assert row["next_check_at"] is None  # final: no more checks
     assert row["checks"] == len(RECHECK_SCHEDULE) + 1
 
 
-# -- workers that die, leases that run out -----------------------------------------------------
+# -- new mail found by id: late commits, the watermark ------------------------------------------
 
 
-async def test_messages_of_a_worker_that_died_mid_batch_are_checked_when_its_lease_ends(
+async def watermark(pool: Pool) -> UUID | None:
+    return await authresults.watermark(pool)
+
+
+async def test_a_message_committed_late_under_an_earlier_id_is_still_checked(
+    pool: Pool,
+    dns: LoopbackDNSServer,
+    sender: AuthSender,
+    world: TenantWorld,
+    mx: MXListener,
+) -> None:
+    sender.publish(spf="v=spf1 ip4:127.0.0.1 -all")
+    minted = uuid7()  # by an MX process whose commit is slow
+    ids = [await receive(mx, world, mail(sender.address), sender.address) for _ in range(2)]
+    assert minted < min(ids)
+    assert await check_once(pool, at(dns)) == 2  # the later ids, checked; the watermark moved
+    assert await watermark(pool) < minted  # up only to ids older than the settle window
+
+    late = await commit_late(pool, ids[0], minted)
+    assert await check_once(pool, at(dns)) == 1
+    assert (await auth_row(pool, late))["results"]["spf"]["result"] == "pass"
+
+
+async def test_the_watermark_stops_below_the_first_message_not_checked_yet(
+    pool: Pool,
+    dns: LoopbackDNSServer,
+    sender: AuthSender,
+    world: TenantWorld,
+    mx: MXListener,
+) -> None:
+    settled = AuthCheckOptions(settle_seconds=0.0)  # every id minted so far counts as settled
+    first = await receive(mx, world, mail(sender.address), sender.address)
+    assert await check_once(pool, at(dns), options=settled) == 1
+    reached = await watermark(pool)
+    assert reached is not None and reached > first  # through the cutoff: nothing unchecked
+
+    later = [await receive(mx, world, mail(sender.address), sender.address) for _ in range(3)]
+    # The first and the last checked, the middle one not (being checked, or committed late).
+    await authresults.record_results(
+        pool,
+        [authresults.CheckedMessage(i, 1, {"spf": {}}, "x; none", None) for i in later[::2]],
+    )
+    await authresults.advance_watermark(pool, authresults.settled_cutoff(0.0))
+    assert await watermark(pool) == later[0]  # just below the first gap
+
+    assert await check_once(pool, at(dns), options=settled) == 1  # the middle one
+    assert await watermark(pool) > later[2]
+
+
+# -- checkers that die, the lock that keeps a second one out ------------------------------------
+
+
+async def test_messages_of_a_checker_that_died_mid_batch_are_checked_by_the_next(
     pool: Pool,
     dns: LoopbackDNSServer,
     sender: AuthSender,
@@ -416,41 +510,73 @@ async def test_messages_of_a_worker_that_died_mid_batch_are_checked_when_its_lea
 ) -> None:
     sender.publish(spf="v=spf1 ip4:127.0.0.1 -all")
     ids = [await receive(mx, world, mail(sender.address), sender.address) for _ in range(3)]
-    # The worker that dies: it claimed all three and wrote the results of one.
-    claimed = await authresults.claim(pool, limit=10, lease_seconds=300)
-    assert sorted(p.id for p in claimed) == sorted(ids)
-    survivor = workers(pool, at(dns))
-    assert await survivor.run_once() == 0  # leased to a worker that may still be alive
-    done = claimed[0]
-    written = await authresults.record_results(
-        pool, [authresults.CheckedMessage(done.id, done.token, {"spf": {}}, "x; none", None)]
+    # The checker that dies: it read all three and wrote the results of one.
+    read = await authresults.to_check(pool, limit=10)
+    assert [p.id for p in read] == ids
+    done = read[0]
+    await authresults.record_results(
+        pool, [authresults.CheckedMessage(done.id, 1, {"spf": {}}, "x; none", None)]
     )
-    assert written == {done.id}
 
-    for pending in claimed:
-        await time_passes_until_due(pool, pending.id)  # a finished one is not due again
-    assert await survivor.run_once() == 2
-    for email_id in ids:
-        row = await auth_row(pool, email_id)
-        assert not row["queued"] and row["results"] is not None
-    assert [(await auth_row(pool, p.id))["checks"] for p in claimed] == [1, 2, 2]
+    assert await check_once(pool, at(dns)) == 2
+    rows = [await auth_row(pool, email_id) for email_id in ids]
+    assert [row["checks"] for row in rows] == [1, 1, 1]
+    assert [row["results"]["spf"].get("result") for row in rows] == [None, "pass", "pass"]
 
 
-async def test_results_of_a_worker_whose_lease_was_taken_over_are_not_written(
+async def test_two_checkers_never_both_run(
+    pool: Pool, dns: LoopbackDNSServer, sender: AuthSender, world: TenantWorld, mx: MXListener
+) -> None:
+    first, second = workers(pool, at(dns)), workers(pool, at(dns))
+    try:
+        assert await first.run_once() == 0  # it holds the lock from now on
+        email_id = await receive(mx, world, mail(sender.address), sender.address)
+        assert await second.run_once() is None  # waits: reads nothing, checks nothing
+        assert (await auth_row(pool, email_id))["checks"] is None
+        await first.stop(grace=0.0)  # gives the lock up
+        assert await second.run_once() == 1
+        assert first.holds_lock is False and second.holds_lock is True
+    finally:
+        await first.stop(grace=0.0)
+        await second.stop(grace=0.0)
+
+
+async def test_a_checker_that_lost_its_lock_stops_and_the_next_checks_everything(
     pool: Pool,
-    dns: LoopbackDNSServer,
     sender: AuthSender,
     world: TenantWorld,
     mx: MXListener,
+    dns: LoopbackDNSServer,
 ) -> None:
-    email_id = await receive(mx, world, mail(sender.address), sender.address)
-    [slow] = await authresults.claim(pool, limit=10, lease_seconds=300)
-    await time_passes_until_due(pool, email_id)  # it hung past its lease
-    assert await workers(pool, at(dns)).run_once() == 1
-    taken_over = await auth_row(pool, email_id)
-    late = authresults.CheckedMessage(slow.id, slow.token, {"late": True}, "late; none", 60)
-    assert await authresults.record_results(pool, [late]) == set()
-    assert await auth_row(pool, email_id) == taken_over
+    sender.publish(spf="v=spf1 ip4:127.0.0.1 -all")
+    # A DNS server that never answers keeps the lost checker's one thread busy.
+    async with LoopbackDNSServer() as slow:
+        slow.zone.delay("sender-x.example")
+        slow.zone.delay("_dmarc.sender-x.example")
+        ids = [await receive(mx, world, mail(sender.address), sender.address) for _ in range(3)]
+        one_thread = AuthCheckOptions(
+            threads=1, poll_seconds=0.05, backlog_seconds=60, lock_retry_seconds=60
+        )
+        lost = workers(pool, at(slow), options=one_thread)
+        await lost.start()
+        try:
+            await until(lambda: dns_was_asked(slow))  # its first check is under way
+            # Its session ends (a network cut, an administrator): PostgreSQL drops the lock.
+            await pool.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks"
+                " WHERE locktype = 'advisory' AND objid = $1 AND granted",
+                authresults.CHECKER_LOCK_ID & 0xFFFFFFFF,
+            )
+            await until(lambda: not_holding(lost))
+            assert await check_once(pool, at(dns)) == 3
+        finally:
+            await lost.stop(grace=0.0)
+    rows = [await auth_row(pool, email_id) for email_id in ids]
+    assert [row["results"]["spf"]["result"] for row in rows] == ["pass"] * 3
+
+
+async def not_holding(checker: AuthCheckWorkers) -> bool:
+    return not checker.holds_lock
 
 
 # -- the workers running on their own ----------------------------------------------------------
@@ -478,8 +604,9 @@ async def test_running_workers_check_new_mail_count_results_and_stop_cleanly(
     assert metrics.AUTHCHECK_DURATION._sum.get() > 0
 
 
-async def test_stopping_gives_back_messages_not_checked_yet(
+async def test_stopping_leaves_messages_not_checked_yet_for_the_next_checker(
     pool: Pool,
+    dns: LoopbackDNSServer,
     sender: AuthSender,
     world: TenantWorld,
     mx: MXListener,
@@ -494,11 +621,11 @@ async def test_stopping_gives_back_messages_not_checked_yet(
         await running.start()
         await until(lambda: dns_was_asked(slow))  # the first check is under way
         await running.stop(grace=0.0)
+    assert running.holds_lock is False
     rows = [await auth_row(pool, email_id) for email_id in ids]
-    assert all(row["queued"] and row["lease_token"] is None for row in rows)
     assert all(row["results"] is None for row in rows)
-    backlog = await authresults.backlog(pool)
-    assert backlog.messages == 3  # due again at once, for any worker
+    assert (await authresults.backlog(pool)).messages == 3
+    assert await check_once(pool, at(dns)) == 3  # the lock is free, the messages there
 
 
 async def test_the_backlog_counts_messages_waiting_for_their_check(
@@ -509,14 +636,15 @@ async def test_the_backlog_counts_messages_waiting_for_their_check(
         await receive(mx, world, mail(sender.address), sender.address)
     waiting = await authresults.backlog(pool)
     assert waiting.messages == 2 and waiting.oldest_due_seconds >= 0
-    await workers(pool, at(dns)).run_once()
+    await check_once(pool, at(dns))
     assert await authresults.backlog(pool) == authresults.Backlog(0, 0.0)
 
 
-async def test_old_mail_from_before_the_checks_existed_is_never_claimed(
+async def test_old_mail_below_the_watermark_is_never_checked(
     pool: Pool, dns: LoopbackDNSServer, sender: AuthSender, world: TenantWorld, mx: MXListener
 ) -> None:
     email_id = await receive(mx, world, mail(sender.address), sender.address)
-    # What migration 0010 leaves for messages stored before it: no queue row.
-    await pool.execute("DELETE FROM received_auth_queue WHERE received_id = $1", email_id)
-    assert await workers(pool, at(dns)).run_once() == 0
+    # What migration 0010 does for messages stored before it: the watermark at the newest.
+    await pool.execute("UPDATE auth_check_progress SET checked_through = $1", email_id)
+    assert await check_once(pool, at(dns)) == 0
+    assert (await auth_row(pool, email_id))["checks"] is None

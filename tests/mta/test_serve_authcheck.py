@@ -29,7 +29,7 @@ WAIT_SECONDS = 60.0  # only stops a hung test; no assertion depends on it
 
 @pytest.fixture(scope="module")
 async def own_database(database_url: str) -> AsyncIterator[tuple[str, Pool]]:
-    """The server's auth checks claim every unchecked message of their database: this one's."""
+    """The server's auth checker checks every new message of its database: this one's."""
     async with queue_database(database_url) as made:
         yield made
 
@@ -94,7 +94,8 @@ async def test_serve_checks_received_mail_and_restarts_a_dead_checker(
         assert os.sched_getscheduler(checker.pid) == os.SCHED_IDLE
         checker.kill()
         second = await smtp_send(server.mx_port, sender.address, [f"b@{domain}"], signed)
-        # Stored at once; checked once the supervisor has started a new checker.
+        # Stored at once; checked once the supervisor has started a new checker, which takes the
+        # lock the killed one held: PostgreSQL released it with its session.
         assert second.stored_ids
         assert (await checked_row(pool, second.stored_ids[0]))["results"] is not None
         assert auth_checker(server).pid != checker.pid
