@@ -81,6 +81,9 @@ class AuthCheckWorkers:
         self._services: list[asyncio.Task[None]] = []
         self._reader: asyncio.Task[None] | None = None
         self._watermark_moved = 0.0
+        # The highest new id read under the lock held now: reads go on from there, but every
+        # `watermark_seconds` one starts at the watermark, for the mail that committed late.
+        self._position: UUID | None = None
 
     def wake(self) -> None:
         """Look for new mail now rather than at the next poll."""
@@ -146,6 +149,7 @@ class AuthCheckWorkers:
             log.warning("lost the auth checkers' lock with its connection; checking stops")
             await self._abandon_checks()
             await self._release_lock()
+            self._position = None
             return False
         conn = await self._pool.acquire()
         try:
@@ -201,8 +205,16 @@ class AuthCheckWorkers:
                 if not await self._take_lock():
                     await self._sleep(self._options.lock_retry_seconds)
                     continue
-                batch = await authresults.to_check(self._pool, limit=limit, held=self._held)
-                if time.monotonic() - self._watermark_moved >= self._options.watermark_seconds:
+                # Mail checked since the watermark (the settle window's worth) is scanned again
+                # only by a sweep from the watermark, not by every read.
+                sweep = time.monotonic() - self._watermark_moved >= self._options.watermark_seconds
+                batch = await authresults.to_check(
+                    self._pool,
+                    limit=limit,
+                    held=self._held,
+                    after=None if sweep else self._position,
+                )
+                if sweep:
                     await self.advance_watermark()
             except Exception as error:  # the database away, mostly; nothing may end this loop
                 _warn("could not read received mail to check", error)
@@ -210,6 +222,9 @@ class AuthCheckWorkers:
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.1
+            fresh = [pending.id for pending in batch if pending.checks == 1]
+            if fresh and (self._position is None or max(fresh) > self._position):
+                self._position = max(fresh)
             for pending in batch:
                 self._start(pending)
             if len(batch) < limit:

@@ -45,13 +45,14 @@ _BEFORE_ALL = "'00000000-0000-0000-0000-000000000000'::uuid"
 _WATERMARK = f"(SELECT coalesce(checked_through, {_BEFORE_ALL}) FROM auth_check_progress)"
 _UNCHECKED = "NOT EXISTS (SELECT 1 FROM received_auth_results a WHERE a.received_id = r.id)"
 
-# New mail (oldest first, along the primary key from the watermark) and rechecks due, in one
-# round trip. `checks` is how many checks this one makes. Messages the checker holds now ($2)
-# are left out: $1 asks for enough more to make up for them.
+# New mail (oldest first, along the primary key from the watermark, or from the checker's own
+# position $5 when it is past it) and rechecks due, in one round trip. `checks` is how many
+# checks this one makes. Messages the checker holds now ($2) are left out: $1 asks for enough
+# more to make up for them.
 SELECT_TO_CHECK = f"""
 WITH fresh AS (
     SELECT r.id, 1 AS checks FROM received_emails r
-    WHERE r.id > {_WATERMARK} AND {_UNCHECKED}
+    WHERE r.id > greatest({_WATERMARK}, $5::uuid) AND {_UNCHECKED}
     ORDER BY r.id
     LIMIT $1
 ), due AS (
@@ -156,12 +157,14 @@ async def unlock(conn: asyncpg.Connection) -> None:
         await conn.fetchval(UNLOCK, CHECKER_LOCK_ID)
 
 
-async def to_check(pool: Pool, *, limit: int, held: Collection[UUID] = ()) -> list[PendingCheck]:
-    """Up to `limit` messages to check, oldest first: new mail, then rechecks due; none of
-    `held` (being checked now)."""
+async def to_check(
+    pool: Pool, *, limit: int, held: Collection[UUID] = (), after: UUID | None = None
+) -> list[PendingCheck]:
+    """Up to `limit` messages to check, oldest first: new mail (above the watermark, and above
+    `after` if given), then rechecks due; none of `held` (being checked now)."""
     async with storage_errors():
         rows = await pool.fetch(
-            SELECT_TO_CHECK, limit + len(held), list(held), limit, INLINE_CONTENT_BYTES
+            SELECT_TO_CHECK, limit + len(held), list(held), limit, INLINE_CONTENT_BYTES, after
         )
     return [
         PendingCheck(

@@ -604,6 +604,31 @@ async def test_running_workers_check_new_mail_count_results_and_stop_cleanly(
     assert metrics.AUTHCHECK_DURATION._sum.get() > 0
 
 
+async def test_a_running_checker_finds_a_late_commit_below_where_it_has_read(
+    pool: Pool,
+    dns: LoopbackDNSServer,
+    sender: AuthSender,
+    world: TenantWorld,
+    mx: MXListener,
+) -> None:
+    sender.publish(spf="v=spf1 ip4:127.0.0.1 -all")
+    # Reads go on from the newest id read; a sweep from the watermark (here every 0.1 s, by
+    # default every 5 s) finds what committed below it afterwards.
+    sweeping = AuthCheckOptions(poll_seconds=0.05, backlog_seconds=60, watermark_seconds=0.1)
+    running = workers(pool, at(dns), options=sweeping)
+    minted = uuid7()
+    await running.start()
+    try:
+        ids = [await receive(mx, world, mail(sender.address), sender.address) for _ in range(2)]
+        running.wake()
+        await until(lambda: none_unchecked(pool, ids))
+        late = await commit_late(pool, ids[0], minted)
+        await until(lambda: none_unchecked(pool, [late]))
+    finally:
+        await running.stop(grace=5.0)
+    assert (await auth_row(pool, late))["results"]["spf"]["result"] == "pass"
+
+
 async def test_stopping_leaves_messages_not_checked_yet_for_the_next_checker(
     pool: Pool,
     dns: LoopbackDNSServer,
