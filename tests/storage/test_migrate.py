@@ -7,13 +7,21 @@ interesting moments (the first run, two first runs racing) happen only once per 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from storage.migrate import MigrationError, migrate, migration_files
+from storage.ids import uuid7
+from storage.migrate import (
+    CREATE_LEDGER,
+    INSERT_APPLIED,
+    MigrationError,
+    migrate,
+    migration_files,
+)
 from tests.support.databases import fresh_database
 from tests.support.opensend_cli import opensend_env, run_opensend
 
@@ -104,3 +112,34 @@ async def test_migrate_command_with_a_changed_migration_exits_1_naming_it(
     assert refused.returncode == 1, refused
     assert changed in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+async def test_mail_stored_before_the_authentication_checks_stays_below_their_watermark(
+    empty_database: str,
+) -> None:
+    # A database as the release before 0010 left it, with mail in it.
+    conn = await asyncpg.connect(empty_database)
+    try:
+        await conn.execute(CREATE_LEDGER)
+        for name, sql in migration_files():
+            if name >= "0010":
+                break
+            await conn.execute(sql)
+            await conn.execute(INSERT_APPLIED, name, hashlib.sha256(sql.encode()).hexdigest())
+        tenant = uuid7()
+        await conn.execute("INSERT INTO tenants (id, name) VALUES ($1, 'before')", tenant)
+        stored = [uuid7() for _ in range(3)]
+        for email_id in stored:
+            await conn.execute(
+                "INSERT INTO received_emails"
+                " (id, tenant_id, mail_from, rcpt_to, raw, size, reply_match_status)"
+                " VALUES ($1, $2, 'a@x.example', '{b@y.example}', 'x', 1, 'unmatched')",
+                email_id,
+                tenant,
+            )
+        assert "0010_authentication_results.sql" in await migrate(empty_database)
+        # The checker looks only above the newest of them: they are never checked.
+        watermark = await conn.fetchval("SELECT checked_through FROM auth_check_progress")
+        assert watermark == max(stored)
+    finally:
+        await conn.close()
