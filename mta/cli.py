@@ -274,7 +274,7 @@ async def cmd_serve(settings: Settings, args: argparse.Namespace) -> None:
 
 def run_server(settings: Settings, only: str | None) -> None:
     check_serve(settings, only)  # before anything listens: a refusal is exit code 2
-    if only in (None, "mta"):
+    if only in (None, "mta", "authcheck"):
         # The MTA part always has a second process (the auth checks), and more MX processes
         # with OPENSEND_MX_PROCESSES. Must be set before prometheus_client is imported (it picks
         # its value store then), so every process writes samples where /metrics merges them.
@@ -307,7 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     serve = add("serve", cmd_serve, "run the server (MX, submission, delivery, API, metrics)")
-    serve.add_argument("--only", choices=["mta", "api"], help="run one part only")
+    serve.add_argument(
+        "--only",
+        choices=["mta", "api", "authcheck"],
+        help="run one part only (authcheck: the SPF/DKIM/DMARC/ARC checks of received mail)",
+    )
     add("migrate", cmd_migrate, "apply database migrations")
 
     tenant = commands.add_parser("tenant", help="manage tenants").add_subparsers(

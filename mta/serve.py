@@ -125,14 +125,19 @@ async def serve(
                 settings, pool, tokens, submission_tls_context(settings)
             )
             workers = _start_mx_workers(settings, url)
-            if check_auth:
-                supervisor = asyncio.get_running_loop().create_task(
-                    _supervise(lambda: _start_auth_checker(settings, url), workers)
-                )
-                supervisor.add_done_callback(_report_if_failed)
             if deliver:
                 delivery = DeliveryWorkers(pool, url, settings, Resolver(settings.dns_servers))
                 await delivery.start()
+        # The checks of received mail: beside the MX unless OPENSEND_AUTH_CHECKS=off, or alone
+        # (`--only authcheck`) on a host of their own, which needs nothing but the database.
+        checks_here = only == "authcheck" or (
+            only in (None, "mta") and settings.auth_checks and check_auth
+        )
+        if checks_here:
+            supervisor = asyncio.get_running_loop().create_task(
+                _supervise(lambda: _start_auth_checker(settings, url), workers)
+            )
+            supervisor.add_done_callback(_report_if_failed)
         if only in (None, "api"):
             app = make_app(pool, settings, tokens, Resolver(settings.dns_servers))
             runners.append(await _start_http(app, settings.api_listen))

@@ -124,6 +124,9 @@ class Settings:
     data_timeout: float
     max_received_headers: int
     mx_processes: int
+    # Whether `serve` (and `serve --only mta`) runs the SPF/DKIM/DMARC/ARC checks of received
+    # mail beside the MX; off where another host runs them (`serve --only authcheck`).
+    auth_checks: bool
 
     # Submission logins (RFC 4954): failed AUTH attempts from one client address before it is
     # locked out, for how long, and the delay before answering the first failure (doubling).
@@ -220,6 +223,17 @@ def parse_delay(name: str, raw: str) -> float:
     if not _is_number(number):
         raise SettingsError(f"{name}: {raw!r} is not a delay such as 0, 500ms or 2s")
     return int(number) * scale
+
+
+def _on_off(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("on", "true", "yes", "1"):
+        return True
+    if raw in ("off", "false", "no", "0"):
+        return False
+    raise SettingsError(f"{name}: {raw!r} is not one of on, off")
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
@@ -523,6 +537,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         # Postfix's hopcount_limit is 50; RFC 5321 section 6.3 asks for loop detection by count.
         max_received_headers=_int(env, "OPENSEND_MAX_RECEIVED_HEADERS", 50),
         mx_processes=_int(env, "OPENSEND_MX_PROCESSES", 1),
+        auth_checks=_on_off(env, "OPENSEND_AUTH_CHECKS", True),
         # Dovecot's and Postfix's anvil-style defaults are of this order: a person who mistypes
         # a key a few times is not locked out; a guesser gets a handful of tries per quarter hour.
         auth_max_failures=_int(env, "OPENSEND_AUTH_MAX_FAILURES", 5),

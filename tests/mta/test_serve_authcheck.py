@@ -103,3 +103,34 @@ async def test_serve_checks_received_mail_and_restarts_a_dead_checker(
         server.signal(signal.SIGTERM)
         assert await server.exit_code() == 0, server.output()
     assert "a child process died; starting it again" in server.output()
+
+
+@pytest.mark.slow
+async def test_checks_can_run_on_a_host_of_their_own_and_not_beside_the_mx(
+    own_database: tuple[str, Pool], dns: LoopbackDNSServer, dkim_key: DkimKeyPair, tmp_path: Path
+) -> None:
+    """OPENSEND_AUTH_CHECKS=off on the MX host; `serve --only authcheck` elsewhere checks its
+    mail, with nothing shared but the database."""
+    url, pool = own_database
+    domain = "receiver.test"  # made by the test above, in this module's database
+    if await directory.find_domain(pool, domain) is None:
+        domain = await receiving_domain(pool)
+    sender = AuthSender("sender-y.example", dns.zone, dkim_key)
+    sender.publish(spf="v=spf1 ip4:127.0.0.1 -all", dmarc="v=DMARC1; p=none")
+    mx_env = server_env(
+        tmp_path / "mx", url, OPENSEND_DNS_SERVERS=dns.address, OPENSEND_AUTH_CHECKS="off"
+    )
+    checker_env = server_env(tmp_path / "checker", url, OPENSEND_DNS_SERVERS=dns.address)
+    async with opensend_server(mx_env, tmp_path / "mx.log") as mx:
+        children = psutil.Process(mx.process.pid).children()
+        assert not [c for c in children if "spawn_main" in " ".join(c.cmdline())]
+        sent = await smtp_send(mx.mx_port, sender.address, [f"c@{domain}"], mail(sender.address))
+        async with opensend_server(
+            checker_env, tmp_path / "checker.log", only="authcheck"
+        ) as checker:
+            row = await checked_row(pool, sent.stored_ids[0])
+            assert row["results"]["spf"]["result"] == "pass"
+            checker.signal(signal.SIGTERM)
+            assert await checker.exit_code() == 0, checker.output()
+        mx.signal(signal.SIGTERM)
+        assert await mx.exit_code() == 0, mx.output()

@@ -392,8 +392,9 @@ def bench_opensend_config(
         database_url=args.database_url,
         command=args.opensend_command,
         dns_server=dns_server,
+        auth_checks=args.auth_checks == "on",
     )
-    log(f"{result.label}: starting `opensend serve --only mta`")
+    log(f"{result.label}: starting `opensend serve --only mta` (auth checks {args.auth_checks})")
     try:
         with peer:
             log(f"{result.label}: MX on {HOST}:{peer.mx_port}, /healthz {peer.healthz()}")
@@ -609,6 +610,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=str.split,
         default=None,
         help="how to run `opensend` (default: this tree's mta.cli on this Python)",
+    )
+    add(
+        "--auth-checks",
+        choices=["on", "off"],
+        default="off",
+        help="OPENSEND_AUTH_CHECKS of the server (default off: stock Postfix checks no SPF, "
+        "DKIM or DMARC either, so the ratio compares like with like; `on` measures what the "
+        "checks beside the MX cost it)",
     )
     add("--domain", default="bench.test", help="the receiving domain (default bench.test)")
     add("--tenant", default="bench")

@@ -59,6 +59,7 @@ class OpenSendPeer:
         hostname: str = "mx.bench.test",
         log_path: Path | None = None,
         dns_server: str = "127.0.0.1:1",
+        auth_checks: bool = True,
     ) -> None:
         self.data_dir = data_dir
         self.processes = processes
@@ -67,6 +68,7 @@ class OpenSendPeer:
         self.command = command or default_command()
         self.hostname = hostname
         self.dns_server = dns_server
+        self.auth_checks = auth_checks
         self.log_path = log_path or data_dir / f"serve-{processes}p.log"
         self.mx_port = free_loopback_port()
         self.metrics_port = free_loopback_port()
@@ -93,6 +95,7 @@ class OpenSendPeer:
             OPENSEND_LOG_LEVEL="WARNING",
             # Loopback only: the benchmark must never query a resolver off this machine.
             OPENSEND_DNS_SERVERS=self.dns_server,
+            OPENSEND_AUTH_CHECKS="on" if self.auth_checks else "off",
         )
         if self.database_url:
             env["OPENSEND_DATABASE_URL"] = self.database_url

@@ -400,3 +400,19 @@ def test_the_ses_ingester_reads_its_topics_and_s3_endpoint(tmp_path: Path) -> No
         "eu-west-1",
         "http://127.0.0.1:9000",
     )
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("", True), ("on", True), ("OFF", False), ("false", False), ("1", True)],
+    ids=["default", "on", "off_upper", "false", "one"],
+)
+def test_auth_checks_run_beside_the_mx_unless_turned_off(
+    tmp_path: Path, raw: str, expected: bool
+) -> None:
+    assert load(tmp_path, OPENSEND_AUTH_CHECKS=raw).auth_checks is expected
+
+
+def test_auth_checks_setting_other_than_on_or_off_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="OPENSEND_AUTH_CHECKS: 'sometimes' is not one of"):
+        load(tmp_path, OPENSEND_AUTH_CHECKS="sometimes")

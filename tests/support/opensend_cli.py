@@ -113,6 +113,10 @@ class OpenSendServer:
         await self._until_greeted()
         await self._until_accepting(self.metrics_port)
 
+    async def wait_metrics(self) -> None:
+        """Until the metrics port accepts: a part without the MX (`--only authcheck`)."""
+        await self._until_accepting(self.metrics_port)
+
     async def _until_accepting(self, port: int) -> None:
         for _ in range(READY_ATTEMPTS):
             if self.process.returncode is not None:
@@ -175,8 +179,11 @@ class OpenSendServer:
 
 
 @contextlib.asynccontextmanager
-async def opensend_server(env: Mapping[str, str], log: Path) -> AsyncIterator[OpenSendServer]:
-    """`opensend serve --only mta` with `env`, which sets both listen addresses to loopback."""
+async def opensend_server(
+    env: Mapping[str, str], log: Path, *, only: str = "mta"
+) -> AsyncIterator[OpenSendServer]:
+    """`opensend serve --only mta` (or another part) with `env`, which sets the listen addresses
+    to loopback; ready when the MX greets (`mta`) and the metrics port accepts."""
     mx_port = int(env["OPENSEND_MX_LISTEN"].rsplit(":", 1)[1])
     metrics_port = int(env["OPENSEND_METRICS_LISTEN"].rsplit(":", 1)[1])
     with log.open("wb") as output:
@@ -184,7 +191,7 @@ async def opensend_server(env: Mapping[str, str], log: Path) -> AsyncIterator[Op
             str(OPENSEND),
             "serve",
             "--only",
-            "mta",
+            only,
             env=dict(env),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=output,
@@ -192,7 +199,7 @@ async def opensend_server(env: Mapping[str, str], log: Path) -> AsyncIterator[Op
         )
     server = OpenSendServer(process, mx_port, metrics_port, log)
     try:
-        await server.wait_ready()
+        await (server.wait_ready() if only == "mta" else server.wait_metrics())
         yield server
     finally:
         if process.returncode is None:
