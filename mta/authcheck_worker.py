@@ -27,6 +27,7 @@ import asyncpg
 
 from mta import metrics
 from mta.authcheck import Authenticator, Evidence
+from mta.wakeup import wait_for_any
 from policy.authentication import recheck_in
 from storage import authresults
 from storage.authresults import CheckedMessage, PendingCheck, ResultWriter
@@ -242,12 +243,7 @@ class AuthCheckWorkers:
 
     async def _sleep(self, seconds: float) -> None:
         """Until woken or stopped, or `seconds` pass."""
-        wakers = [asyncio.ensure_future(e.wait()) for e in (self._wakeup, self._stopping)]
-        try:
-            await asyncio.wait(wakers, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waker in wakers:
-                waker.cancel()
+        await wait_for_any(seconds, self._wakeup, self._stopping)
 
     def _start(self, pending: PendingCheck) -> None:
         self._held[pending.id] = pending

@@ -26,6 +26,7 @@ from mta.delivery_pipeline import ClaimPipeline, RetryRules
 from mta.dkim import DkimSigner
 from mta.outbound_routes import OutboundRouter
 from mta.smtp_pool import SmtpPool
+from mta.wakeup import wait_for_any
 from policy.delivery_result import email_status
 from policy.dns import DnsLookup
 from policy.settings import Settings
@@ -164,12 +165,7 @@ class DeliveryWorkers:
 
     async def _sleep(self, seconds: float) -> None:
         """Until woken by a NOTIFY or a stop, or `seconds` pass."""
-        wakers = [asyncio.ensure_future(e.wait()) for e in (self._wakeup, self._stopping)]
-        try:
-            await asyncio.wait(wakers, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waker in wakers:
-                waker.cancel()
+        await wait_for_any(seconds, self._wakeup, self._stopping)
 
     def _start_claim(self, claim: Claim) -> None:
         self._in_flight += len(claim.deliveries)
