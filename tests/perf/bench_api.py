@@ -37,7 +37,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -46,11 +45,10 @@ import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import asyncpg
-from bench_report import machine_facts
+from bench_report import bounded, machine_facts
 from opensend_peer import OpenSendError, OpenSendPeer
 from postfix_peer import free_loopback_port
 from rss_sampler import tree
@@ -218,18 +216,6 @@ def profile(args: argparse.Namespace, peer: ApiPeer) -> subprocess.Popen[bytes] 
     return subprocess.Popen([*command, "--output", args.profile, "--format", args.profile_format])
 
 
-def bounded(seconds: int) -> None:
-    def on_alarm(signum: int, frame: FrameType | None) -> None:
-        raise TimeoutError(f"benchmark exceeded --max-seconds ({seconds}s)")
-
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.alarm(seconds)
-
-
 def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     peer = ApiPeer(workdir / "data", args.database_url)
     script = workdir / "post_email.lua"
@@ -298,28 +284,29 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install wrk", file=sys.stderr)
         return 2
-    bounded(args.max_seconds)
-    workdir = Path(tempfile.mkdtemp(prefix="opensend-bench-api-"))
-    try:
-        result = benchmark(args, workdir)
-    finally:
-        if args.keep:
-            log(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print(result.pop("wrk_output"))
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"api-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    path.write_text(json.dumps(result, indent=2))
-    print(
-        f"POST /emails: {result['rps']:.0f} requests/s with {result['connections']} connections "
-        f"(p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms); {result['responses']} "
-        f"responses, {result['non_2xx']} not 200, {result['stored']} emails committed; "
-        f"durable: {result['durable']}; target {TARGET_RPS:.0f}/s met: {result['met_target']}; "
-        f"CPU ms per request: {result['cpu_ms_per_request']}"
-    )
-    print(f"results: {path}")
-    return 0 if result["durable"] else 1
+    with bounded(args.max_seconds):
+        workdir = Path(tempfile.mkdtemp(prefix="opensend-bench-api-"))
+        try:
+            result = benchmark(args, workdir)
+        finally:
+            if args.keep:
+                log(f"kept {workdir}")
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+        print(result.pop("wrk_output"))
+        RESULTS.mkdir(exist_ok=True)
+        path = RESULTS / f"api-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+        path.write_text(json.dumps(result, indent=2))
+        print(
+            f"POST /emails: {result['rps']:.0f} requests/s with {result['connections']} "
+            "connections "
+            f"(p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms); {result['responses']} "
+            f"responses, {result['non_2xx']} not 200, {result['stored']} emails committed; "
+            f"durable: {result['durable']}; target {TARGET_RPS:.0f}/s met: {result['met_target']}; "
+            f"CPU ms per request: {result['cpu_ms_per_request']}"
+        )
+        print(f"results: {path}")
+        return 0 if result["durable"] else 1
 
 
 if __name__ == "__main__":

@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from bench_mx import HOST, RESULTS_DIR, _end, bounded, log
-from bench_report import machine_facts
+from bench_mx import HOST, RESULTS_DIR, _end, log
+from bench_report import bounded, machine_facts
 from opensend_peer import REPO_ROOT, OpenSendError, OpenSendPeer
 from postfix_peer import free_loopback_port
 from smtp_load import Load, Mode, run_smtp_source

@@ -56,17 +56,15 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Protocol
 
 from bench_report import (
@@ -74,6 +72,7 @@ from bench_report import (
     LatencyRecord,
     RunRecord,
     TargetResult,
+    bounded,
     machine_facts,
     ratios_vs_postfix,
     render,
@@ -549,27 +548,6 @@ def _end(proc: subprocess.Popen[bytes]) -> None:
 
 
 # ---------------------------------------------------------------------------------------- main
-
-
-@contextlib.contextmanager
-def bounded(seconds: int) -> Iterator[None]:
-    """Turn SIGTERM, and SIGALRM after `seconds`, into exceptions, so every `finally` runs."""
-
-    def on_alarm(signum: int, frame: FrameType | None) -> None:
-        raise TimeoutError(f"the benchmark's bound of {seconds}s was reached")
-
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        raise SystemExit(128 + signum)
-
-    previous_alarm = signal.signal(signal.SIGALRM, on_alarm)
-    previous_term = signal.signal(signal.SIGTERM, on_term)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous_alarm)
-        signal.signal(signal.SIGTERM, previous_term)
 
 
 def _int_list(text: str) -> list[int]:

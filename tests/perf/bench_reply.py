@@ -48,8 +48,8 @@ from typing import Any
 
 import aiohttp
 import aiosmtplib
-from bench_api import ApiPeer, bounded, cpu_seconds, run_wrk
-from bench_report import machine_facts
+from bench_api import ApiPeer, cpu_seconds, run_wrk
+from bench_report import bounded, machine_facts
 from opensend_peer import OpenSendError, OpenSendPeer
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -249,39 +249,40 @@ def main(argv: list[str] | None = None) -> int:
     if args.duration and shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install wrk", file=sys.stderr)
         return 2
-    bounded(args.max_seconds)
-    workdir = Path(tempfile.mkdtemp(prefix="opensend-bench-reply-"))
-    try:
-        result = benchmark(args, workdir)
-    except OpenSendError as error:
-        print(f"server trouble: {error}", file=sys.stderr)
-        return 1
-    finally:
-        if args.keep:
-            log(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"reply-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    path.write_text(json.dumps(result, indent=2))
-    durable = True
-    if "throughput" in result:
-        run = result["throughput"]
-        durable = run["durable"]
-        print(
-            f"POST /emails/{{id}}/reply: {run['rps']:.0f} replies/s with {args.connections} "
-            f"connections (p50 {run['p50_ms']} ms, p99 {run['p99_ms']} ms); {run['responses']} "
-            f"responses, {run['non_2xx']} not 200, {run['stored']} committed; durable: {durable}; "
-            f"CPU ms per reply: {run['cpu_ms_per_reply']}"
-        )
-    if "mx_to_thread_ms" in result:
-        lat = result["mx_to_thread_ms"]
-        print(
-            f"MX to GET /threads/{{id}}: p50 {lat['p50']} ms, p99 {lat['p99']} ms, "
-            f"max {lat['max']} ms over {lat['messages']} messages"
-        )
-    print(f"results: {path}")
-    return 0 if durable else 1
+    with bounded(args.max_seconds):
+        workdir = Path(tempfile.mkdtemp(prefix="opensend-bench-reply-"))
+        try:
+            result = benchmark(args, workdir)
+        except OpenSendError as error:
+            print(f"server trouble: {error}", file=sys.stderr)
+            return 1
+        finally:
+            if args.keep:
+                log(f"kept {workdir}")
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+        RESULTS.mkdir(exist_ok=True)
+        path = RESULTS / f"reply-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+        path.write_text(json.dumps(result, indent=2))
+        durable = True
+        if "throughput" in result:
+            run = result["throughput"]
+            durable = run["durable"]
+            print(
+                f"POST /emails/{{id}}/reply: {run['rps']:.0f} replies/s with {args.connections} "
+                f"connections (p50 {run['p50_ms']} ms, p99 {run['p99_ms']} ms); {run['responses']} "
+                f"responses, {run['non_2xx']} not 200, {run['stored']} committed; "
+                f"durable: {durable}; "
+                f"CPU ms per reply: {run['cpu_ms_per_reply']}"
+            )
+        if "mx_to_thread_ms" in result:
+            lat = result["mx_to_thread_ms"]
+            print(
+                f"MX to GET /threads/{{id}}: p50 {lat['p50']} ms, p99 {lat['p99']} ms, "
+                f"max {lat['max']} ms over {lat['messages']} messages"
+            )
+        print(f"results: {path}")
+        return 0 if durable else 1
 
 
 if __name__ == "__main__":

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import signal
 import statistics
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from smtp_load import Mode
@@ -267,3 +271,24 @@ def machine_facts(repo_root: Path) -> dict[str, Any]:
         if out.returncode == 0:
             facts[key] = bool(out.stdout.strip()) if key == "git_dirty" else out.stdout.strip()
     return facts
+
+
+@contextlib.contextmanager
+def bounded(seconds: int) -> Iterator[None]:
+    """Turn SIGTERM, and SIGALRM after `seconds`, into exceptions, so every `finally` runs."""
+
+    def on_alarm(signum: int, frame: FrameType | None) -> None:
+        raise TimeoutError(f"the benchmark's bound of {seconds}s was reached")
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    previous_alarm = signal.signal(signal.SIGALRM, on_alarm)
+    previous_term = signal.signal(signal.SIGTERM, on_term)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous_alarm)
+        signal.signal(signal.SIGTERM, previous_term)

@@ -49,7 +49,6 @@ import contextlib
 import json
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -58,11 +57,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import asyncpg
-from bench_report import machine_facts
+from bench_report import bounded, machine_facts
 from opensend_peer import REPO_ROOT, OpenSendError, OpenSendPeer
 from postfix_peer import free_loopback_port
 from rss_sampler import tree
@@ -301,18 +299,6 @@ def render(runs: list[Run], targets: list[Target]) -> tuple[str, dict[str, Any]]
     return "\n".join(lines), summary
 
 
-def bounded(seconds: int) -> None:
-    def on_alarm(signum: int, frame: FrameType | None) -> None:
-        raise TimeoutError(f"benchmark exceeded --max-seconds ({seconds}s)")
-
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.alarm(seconds)
-
-
 def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     peer = SubmissionPeer(workdir / "data", args.database_url)
     targets = [
@@ -373,25 +359,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    bounded(args.max_seconds)
-    workdir = Path(tempfile.mkdtemp(prefix="opensend-bench-submission-"))
-    started = time.monotonic()
-    try:
-        result = benchmark(args, workdir)
-    finally:
-        if args.keep:
-            log(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print(result["table"])
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"submission-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    path.write_text(json.dumps(result, indent=2))
-    print(f"results: {path} ({time.monotonic() - started:.0f} s)")
-    for run in result["runs"]:
-        for problem in run["problems"]:
-            print(f"PROBLEM {run['target']} {run['mode']} #{run['round']}: {problem}")
-    return 0 if result["ok"] else 1
+    with bounded(args.max_seconds):
+        workdir = Path(tempfile.mkdtemp(prefix="opensend-bench-submission-"))
+        started = time.monotonic()
+        try:
+            result = benchmark(args, workdir)
+        finally:
+            if args.keep:
+                log(f"kept {workdir}")
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+        print(result["table"])
+        RESULTS.mkdir(exist_ok=True)
+        path = RESULTS / f"submission-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+        path.write_text(json.dumps(result, indent=2))
+        print(f"results: {path} ({time.monotonic() - started:.0f} s)")
+        for run in result["runs"]:
+            for problem in run["problems"]:
+                print(f"PROBLEM {run['target']} {run['mode']} #{run['round']}: {problem}")
+        return 0 if result["ok"] else 1
 
 
 if __name__ == "__main__":
