@@ -67,6 +67,10 @@ def verified_tls(server: SubmissionServer, tmp_path: Path) -> list[str]:
     return ["--tls-verify", "--tls-ca-path", str(server.certificate.ca_file(tmp_path))]
 
 
+def login(mechanism: str, password: str) -> list[str]:
+    return ["--auth", mechanism, "--auth-user", "swaks", "--auth-password", password]
+
+
 def envelope(world: TenantWorld) -> list[str]:
     return [
         "--from",
@@ -102,12 +106,7 @@ async def test_swaks_auth_plain_over_starttls_on_587(
         str(server.starttls_port),
         "--tls",
         *verified_tls(server, tmp_path),
-        "--auth",
-        "PLAIN",
-        "--auth-user",
-        "swaks",
-        "--auth-password",
-        key,
+        *login("PLAIN", key),
         *envelope(acme),
     )
 
@@ -131,12 +130,7 @@ async def test_swaks_auth_login_over_implicit_tls_on_465(
         str(server.implicit_port),
         "--tls-on-connect",
         *verified_tls(server, tmp_path),
-        "--auth",
-        "LOGIN",
-        "--auth-user",
-        "swaks",
-        "--auth-password",
-        key,
+        *login("LOGIN", key),
         *envelope(acme),
     )
 
@@ -154,12 +148,7 @@ async def test_swaks_with_a_wrong_key_is_refused_535_5_7_8(
         str(server.starttls_port),
         "--tls",
         *verified_tls(server, tmp_path),
-        "--auth",
-        "PLAIN",
-        "--auth-user",
-        "swaks",
-        "--auth-password",
-        "re_not-a-real-key",
+        *login("PLAIN", "re_not-a-real-key"),
         *envelope(acme),
     )
 
@@ -202,12 +191,7 @@ async def test_swaks_with_a_foreign_from_field_is_refused_553_5_7_1(
         str(server.implicit_port),
         "--tls-on-connect",
         *verified_tls(server, tmp_path),
-        "--auth",
-        "PLAIN",
-        "--auth-user",
-        "swaks",
-        "--auth-password",
-        key,
+        *login("PLAIN", key),
         *envelope(acme),
         "--header",
         f"From: CEO <ceo@{globex.name}>",
