@@ -62,8 +62,9 @@ def check_ingester_token(request: web.Request, source: str) -> None:
     if expected is None:
         return
     offered = _offered_token(request.headers.get("Authorization", ""))
-    if offered is None or not hmac.compare_digest(offered.encode(), expected.encode()):
-        INGEST_EVENTS.labels(source, "unauthorized").inc()
+    if offered is not None and hmac.compare_digest(offered.encode(), expected.encode()):
+        return
+    INGEST_EVENTS.labels(source, "unauthorized").inc()
     if offered is None:
         # RFC 9110 section 11.6.1: a 401 names the scheme. SNS, given credentials in its
         # endpoint URL, posts without them first and sends them only when challenged.
@@ -71,8 +72,7 @@ def check_ingester_token(request: web.Request, source: str) -> None:
             errors.INGESTER_TOKEN_MISSING,
             headers={"WWW-Authenticate": 'Basic realm="opensend-ingester", charset="UTF-8"'},
         )
-    if not hmac.compare_digest(offered.encode(), expected.encode()):
-        raise ApiError(errors.INGESTER_TOKEN_INVALID)
+    raise ApiError(errors.INGESTER_TOKEN_INVALID)
 
 
 def _offered_token(authorization: str) -> str | None:
