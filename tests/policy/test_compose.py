@@ -85,8 +85,17 @@ def display_name(message: EmailMessage) -> str:
         name: str = message["From"].addresses[0].display_name
         return name
     phrase = re.sub(r"\r?\n", "", raw).strip().rpartition(" <")[0]
-    assert re.fullmatch(rf"{_WORD}(?:[ \t]+{_WORD})*", phrase), phrase
-    return b"".join(base64.b64decode(w) for w in re.findall(_WORD, phrase)).decode()
+    # The package may write a leading ASCII run as a plain atom ("000 =?utf-8?b?...?="): the
+    # space between an atom and an encoded-word is text, the one between two words is not.
+    decoded, end = b"", 0
+    for word in re.finditer(_WORD, phrase):
+        between = phrase[end : word.start()]
+        if not (end and between.strip(" \t") == ""):
+            decoded += between.encode()
+        decoded += base64.b64decode(word.group(1))
+        end = word.end()
+    assert end, phrase
+    return (decoded + phrase[end:].encode()).decode()
 
 
 def text_of(part: EmailMessage) -> str:
