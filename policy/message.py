@@ -85,10 +85,12 @@ def decode_words(value: str | None) -> str | None:
     """RFC 2047 encoded-words into text; on any error, the raw value."""
     if value is None:
         return None
-    try:
-        decoded = str(make_header(decode_header(value)))
-    except (ValueError, LookupError, UnicodeError, AssertionError):
-        decoded = value
+    decoded = value
+    if "=?" in value:  # every encoded-word starts so (RFC 2047 section 2); most fields have none
+        try:
+            decoded = str(make_header(decode_header(value)))
+        except (ValueError, LookupError, UnicodeError, AssertionError):
+            decoded = value
     return clean_text(" ".join(decoded.split()))
 
 
