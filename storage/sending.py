@@ -127,11 +127,19 @@ SELECT (SELECT count(*) FROM email) AS inserted,
        EXISTS (SELECT 1 FROM domain) AS domain_unchanged
 """
 # Alone, the statement also wakes the delivery workers (the NOTIFY is delivered at COMMIT).
-# Inside a group commit (storage.sending_writer) the group notifies once: every NOTIFY takes
-# a database-wide lock until its transaction's commit is flushed, so one per email would
-# serialise all commits behind each other's WAL flushes.
 INSERT_EMAIL = _INSERT_EMAIL + f", pg_notify('{DELIVERY_CHANNEL}', '') AS notified"
-INSERT_EMAIL_QUIET = _INSERT_EMAIL
+
+# In a group commit (storage.sending_writer) the statements of a group run in one implicit
+# transaction, and $38 is true for the last one only: every NOTIFY takes a database-wide lock
+# until its transaction's commit is flushed, so one per email would serialise all commits
+# behind each other's WAL flushes. An email not stored aborts the whole group (migration 0011).
+GROUP_ABORTED_SQLSTATE = "OSG01"
+INSERT_EMAIL_IN_GROUP = (
+    _INSERT_EMAIL
+    + f""",
+       CASE WHEN $38::boolean THEN pg_notify('{DELIVERY_CHANNEL}', '') END AS notified,
+       CASE WHEN NOT EXISTS (SELECT 1 FROM email) THEN opensend_group_abort() END AS aborted"""
+)
 
 
 class Stored(Enum):

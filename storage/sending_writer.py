@@ -3,9 +3,11 @@
 Each request still waits for the COMMIT that holds its own emails, so its 2xx follows its
 COMMIT. Under no load a request is stored at once, alone, in one statement; groups form only
 while earlier groups are being committed, so grouping adds no latency. A group is one
-transaction: every email statement sent in one round trip (`executemany` pipelines them), then
-a count of what was stored and one NOTIFY, then the COMMIT: one WAL flush and one notification
-lock for the whole group instead of one per request (see storage.sending.INSERT_EMAIL).
+transaction in one round trip: every email's statement pipelined (`fetchmany`), the last one
+with the NOTIFY, in the implicit transaction that ends at the pipeline's single Sync (asyncpg
+0.22 and later: all or nothing). One WAL flush and one notification lock for the whole group
+instead of one per request (see storage.sending.INSERT_EMAIL_IN_GROUP); no BEGIN, no COMMIT and
+no count afterwards, each of which was a round trip through a busy event loop.
 
 If any email of the group was not stored (its domain changed, its Idempotency-Key was taken
 over) or the group failed for a reason other than an outage, the group is rolled back and each
@@ -22,19 +24,14 @@ from storage.database import Pool
 from storage.errors import StorageError, StorageUnavailable, storage_errors
 from storage.group_commit import GroupCommit
 from storage.sending import (
-    DELIVERY_CHANNEL,
-    INSERT_EMAIL_QUIET,
+    GROUP_ABORTED_SQLSTATE,
+    INSERT_EMAIL_IN_GROUP,
     Completion,
     NewEmail,
     Stored,
     arguments,
     insert_emails,
 )
-
-COUNT_AND_NOTIFY = f"""
-SELECT (SELECT count(*) FROM emails WHERE id = ANY($1::uuid[])) AS stored,
-       pg_notify('{DELIVERY_CHANNEL}', '') AS notified
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,12 +94,20 @@ class EmailWriter:
         # Replies update their existing thread's row. Two groups locking the same threads in
         # different orders could deadlock, so every group takes thread rows in id order.
         pairs.sort(key=lambda pair: str(pair[0].thread_id) if pair[0].thread_exists else "")
-        rows = [arguments(email, completion) for email, completion in pairs]
-        ids = [email.id for request in group for email in request.emails]
-        async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
-            await conn.executemany(INSERT_EMAIL_QUIET, rows)
-            if await conn.fetchval(COUNT_AND_NOTIFY, ids) != len(ids):
-                raise _Regroup
+        last = len(pairs) - 1
+        rows = [
+            (*arguments(email, completion), i == last)  # $38: the last statement notifies
+            for i, (email, completion) in enumerate(pairs)
+        ]
+        try:
+            async with storage_errors(), self._pool.acquire() as conn:
+                # No explicit transaction: the pipelined statements share the implicit one
+                # that ends at their single Sync, so they are stored together or not at all.
+                await conn.fetchmany(INSERT_EMAIL_IN_GROUP, rows)
+        except StorageError as error:
+            if getattr(error.__cause__, "sqlstate", None) == GROUP_ABORTED_SQLSTATE:
+                raise _Regroup from error
+            raise
 
     async def _alone(self, request: _Request) -> None:
         try:
