@@ -3,9 +3,11 @@ rate measured in the same run with the same load generator.
 
     /work/venv/bin/python tests/perf/bench_submission.py                 # 3000 messages a run
     /work/venv/bin/python tests/perf/bench_submission.py --repeat 3      # medians of 3 rounds
+    /work/venv/bin/python tests/perf/bench_submission.py --repeat 3 --postfix   # and Postfix's
     /work/venv/bin/python tests/perf/bench_submission.py --help
 
-No root, loopback only. The issue's target: submission at least 0.7 of the MX's plain rate.
+Loopback only; no root but for `--postfix`. The issue's target: submission at least 0.7 of the
+MX's plain rate.
 
 Load. smtp-source speaks neither STARTTLS nor AUTH, so `submission_load.py` (asyncio and ssl
 of the standard library, on uvloop), in a process of its own, sends every load: `--sessions`
@@ -36,6 +38,19 @@ run; each must have grown by exactly the messages answered 250. CPU: user + syst
 server process, of PostgreSQL and of the generator over each run, per message; on a machine
 whose cores all three share, msg/s follows their sum, and the ratio with it.
 
+Ceiling. After the runs, `tls_floor.py` times full TLS handshakes in OpenSSL alone (`openssl
+s_server` with the server's certificate and key, `openssl s_time -new` verifying it) and takes
+their CPU at both ends. A submitted message over a new connection does what an MX message does
+plus one handshake at each end, so with everything else free (STARTTLS, AUTH, the second EHLO,
+every extra round trip, the heavier insert) its rate is at most mx / (mx + handshake) of the
+MX's, in CPU per message: the figure printed as the new-conn ceiling for this machine.
+
+The peer (`--postfix`). A private, stock Postfix (postfix_peer.py) with the same certificate and
+`smtpd_tls_security_level = may`, loaded by the same generator in the clear and with STARTTLS
+(no AUTH: stock Postfix has no SASL back end), so that Postfix's own ratio of STARTTLS to plain
+stands beside ours. Its messages are counted in its log as bench_mx.py counts them, and its
+queue is drained before the next run.
+
 Results are printed and written as JSON to tests/perf/results/submission-*.json. Bounded:
 `--run-timeout` per run, `--max-seconds` for the whole; the server and the embedded database are
 stopped and the work directory deleted on every exit (`--keep` keeps them).
@@ -62,9 +77,11 @@ from typing import Any
 import asyncpg
 from bench_report import bounded, machine_facts
 from opensend_peer import REPO_ROOT, OpenSendError, OpenSendPeer
-from postfix_peer import free_loopback_port
+from postfix_peer import PostfixPeer, free_loopback_port
 from rss_sampler import tree
 from smtp_load import Mode
+from tls_floor import HandshakeCost
+from tls_floor import measure as measure_handshakes
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -100,6 +117,10 @@ class SubmissionPeer(OpenSendPeer):
         """The development certificate the server generated at start (mta.tls)."""
         return self.data_dir / "tls" / "development.crt"
 
+    @property
+    def certificate_key(self) -> Path:
+        return self.data_dir / "tls" / "development.key"
+
     def setup(self) -> str:
         """Tenant, domain and catch-all route (opensend_peer), and an API key; returns the key."""
         self.setup_routing(DOMAIN, TENANT)
@@ -124,7 +145,9 @@ class Target:
     label: str
     port: int
     tls: str  # none, starttls, implicit
-    table: str  # where its messages are committed
+    table: str  # where its messages are committed; "" for Postfix (its queue, counted in its log)
+    baseline: str | None = None  # the plain target its ratio is taken against
+    login: bool = True  # AUTH with the key when over TLS (Postfix: STARTTLS alone, no AUTH)
 
 
 @dataclass(slots=True)
@@ -143,14 +166,23 @@ class Run:
     problems: list[str] = field(default_factory=list)
 
 
-def cpu_seconds(peer: SubmissionPeer) -> dict[str, float]:
+def cpu_seconds(peer: SubmissionPeer, postfix: PostfixPeer | None = None) -> dict[str, float]:
     totals: dict[str, float] = {}
-    for name, pid in (("server", peer.pid), ("postgres", peer.postmaster_pid())):
+    pids = (
+        (("server", postfix.master_pid()),)
+        if postfix is not None
+        else (("server", peer.pid), ("postgres", peer.postmaster_pid()))
+    )
+    for name, pid in pids:
         total = 0.0
         for proc in tree(pid) if pid else []:
             with contextlib.suppress(Exception):
                 times = proc.cpu_times()
                 total += times.user + times.system
+                if proc.pid == pid:
+                    # Postfix's smtpd processes exit after 100 sessions (max_use): their CPU is
+                    # then the master's reaped children's.
+                    total += times.children_user + times.children_system
         totals[name] = total
     return totals
 
@@ -181,8 +213,21 @@ def load_command(
         str(args.run_timeout),
     ]
     if target.tls != "none":
-        command += ["--cafile", str(peer.certificate), "--server-name", SERVER_NAME, "--key", key]
+        command += ["--cafile", str(peer.certificate), "--server-name", SERVER_NAME]
+        if target.login:
+            command += ["--key", key]
     return command
+
+
+def postfix_accepted(postfix: PostfixPeer, expected: int) -> int:
+    """Messages Postfix's queue manager took from its queue (each written and fsynced before
+    the 250); its log arrives through postlogd a moment after the fact."""
+    deadline = time.monotonic() + 15.0
+    accepted = postfix.log_counts().accepted
+    while accepted < expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+        accepted = postfix.log_counts().accepted
+    return accepted
 
 
 def measure(
@@ -192,9 +237,15 @@ def measure(
     mode: Mode,
     key: str,
     number: int,
+    postfix: PostfixPeer | None = None,
 ) -> Run:
-    before = asyncio.run(peer.count(target.table))
-    cpu_before = cpu_seconds(peer)
+    on_postfix = postfix if not target.table else None
+    drained = True
+    if on_postfix is not None:
+        before = on_postfix.log_counts().accepted
+    else:
+        before = asyncio.run(peer.count(target.table))
+    cpu_before = cpu_seconds(peer, on_postfix)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(
         load_command(args, peer, target, mode, key),
@@ -203,7 +254,7 @@ def measure(
         timeout=args.run_timeout + 60,
         check=False,
     )
-    cpu = {k: v - cpu_before[k] for k, v in cpu_seconds(peer).items()}
+    cpu = {k: v - cpu_before[k] for k, v in cpu_seconds(peer, on_postfix).items()}
     # The generator shares the machine: its CPU is the part of it a busy run cannot give the
     # server. RUSAGE_CHILDREN counts it (and the `opensend` admin commands, none during a run).
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -212,7 +263,11 @@ def measure(
         result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
         result = {"completed": 0, "seconds": 0.0, "msgs_per_s": 0.0, "errors": [proc.stderr]}
-    stored = asyncio.run(peer.count(target.table)) - before
+    if on_postfix is not None:
+        stored = postfix_accepted(on_postfix, before + result["completed"]) - before
+        drained = on_postfix.wait_drained(120.0)  # the next run starts from an empty queue
+    else:
+        stored = asyncio.run(peer.count(target.table)) - before
     run = Run(
         target=target.label,
         mode=str(mode),
@@ -233,6 +288,8 @@ def measure(
         run.problems += [str(e) for e in result.get("errors", [])[:3]]
     if stored != run.completed:
         run.problems.append(f"{stored} committed for {run.completed} answered 250")
+    if not drained:
+        run.problems.append("Postfix's queue did not drain within 120 s")
     log(
         f"round {number} {mode} {target.label}: {run.msgs_per_s:,.0f} msg/s, "
         f"p50 {run.p50_ms} ms, p99 {run.p99_ms} ms, stored {stored}, CPU ms/msg "
@@ -241,18 +298,21 @@ def measure(
     return run
 
 
-def ratios(runs: list[Run], label: str, mode: Mode) -> list[float]:
-    mx = {r.round: r.msgs_per_s for r in runs if r.target == "mx" and r.mode == mode}
+def ratios(runs: list[Run], target: Target, mode: Mode) -> list[float]:
+    """Each round's msg/s over its baseline's (the same server in the clear) in that round."""
+    plain = {r.round: r.msgs_per_s for r in runs if r.target == target.baseline and r.mode == mode}
     return [
-        r.msgs_per_s / mx[r.round]
+        r.msgs_per_s / plain[r.round]
         for r in runs
-        if r.target == label and r.mode == mode and mx.get(r.round) and not r.problems
+        if r.target == target.label and r.mode == mode and plain.get(r.round) and not r.problems
     ]
 
 
-def render(runs: list[Run], targets: list[Target]) -> tuple[str, dict[str, Any]]:
+def render(
+    runs: list[Run], targets: list[Target], handshake: HandshakeCost
+) -> tuple[str, dict[str, Any]]:
     header = (
-        f"{'target':<16} {'mode':<9} {'runs':>4} {'msg/s':>8} {'vs MX':>6} {'p50 ms':>7} "
+        f"{'target':<16} {'mode':<9} {'runs':>4} {'msg/s':>8} {'ratio':>6} {'p50 ms':>7} "
         f"{'p99 ms':>7}  CPU ms/msg: server + PG (+ client)"
     )
     lines = [header, "-" * len(header)]
@@ -263,7 +323,7 @@ def render(runs: list[Run], targets: list[Target]) -> tuple[str, dict[str, Any]]
             if not mine:
                 continue
             rate = statistics.median(r.msgs_per_s for r in mine)
-            pairs = ratios(runs, target.label, mode) if target.label != "mx" else []
+            pairs = ratios(runs, target, mode) if target.baseline else []
             ratio = round(statistics.median(pairs), 3) if pairs else None
             p50 = statistics.median(r.p50_ms or 0.0 for r in mine)
             p99 = statistics.median(r.p99_ms or 0.0 for r in mine)
@@ -277,17 +337,18 @@ def render(runs: list[Run], targets: list[Target]) -> tuple[str, dict[str, Any]]
             )
             summary.setdefault(target.label, {})[str(mode)] = {
                 "msgs_per_s": rate,
-                "ratio_to_mx": ratio,
+                "ratio": ratio,
+                "ratio_to": target.baseline,
                 "p50_ms": p50,
                 "p99_ms": p99,
                 "cpu_ms_per_message": {"server": server, "postgres": pg, "client": client},
             }
     verdicts = []
     for mode in Mode:
-        ratio = summary.get("submission-587", {}).get(str(mode), {}).get("ratio_to_mx")
+        ratio = summary.get("submission-587", {}).get(str(mode), {}).get("ratio")
         verdicts.append(f"{mode} {ratio:.2f}x" if ratio is not None else f"{mode} -")
     met = all(
-        (summary.get("submission-587", {}).get(str(m), {}).get("ratio_to_mx") or 0) >= TARGET_RATIO
+        (summary.get("submission-587", {}).get(str(m), {}).get("ratio") or 0) >= TARGET_RATIO
         for m in Mode
     )
     lines += [
@@ -296,6 +357,26 @@ def render(runs: list[Run], targets: list[Target]) -> tuple[str, dict[str, Any]]
         f"{'MET' if met else 'NOT MET'} ({', '.join(verdicts)})",
     ]
     summary["met_target"] = met
+    # The new-connection ceiling: a submitted message does at least what an MX message does
+    # (a connection, a transaction, a commit) plus one TLS handshake at each end. On a machine
+    # whose cores all processes share, msg/s follows CPU per message, so even with STARTTLS,
+    # AUTH, the second EHLO and every extra round trip free, the ratio is at most mx / (mx + tls).
+    mx_cpu = summary.get("mx", {}).get(str(Mode.NEW_CONNECTION), {}).get("cpu_ms_per_message")
+    if mx_cpu:
+        mx_total = sum(mx_cpu.values())
+        ceiling = mx_total / (mx_total + handshake.total_ms)
+        summary["new_conn_ceiling"] = {
+            "mx_cpu_ms_per_message": round(mx_total, 3),
+            "tls_handshake_cpu_ms": asdict(handshake) | {"total_ms": round(handshake.total_ms, 3)},
+            "ceiling_ratio": round(ceiling, 3),
+        }
+        lines.append(
+            f"new-conn ceiling on this machine: one TLS handshake in OpenSSL alone (s_server + "
+            f"s_time, {handshake.handshakes:,} handshakes) costs {handshake.server_ms:.3f} + "
+            f"{handshake.client_ms:.3f} ms CPU, a whole MX message {mx_total:.3f} ms, so "
+            f"submission over new connections can reach at most {ceiling:.2f}x the MX's rate "
+            f"({handshake.openssl})"
+        )
     return "\n".join(lines), summary
 
 
@@ -303,25 +384,42 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     peer = SubmissionPeer(workdir / "data", args.database_url)
     targets = [
         Target("mx", peer.mx_port, "none", "received_emails"),
-        Target("submission-587", peer.submission_port, "starttls", "emails"),
+        Target("submission-587", peer.submission_port, "starttls", "emails", "mx"),
     ]
     if not args.no_implicit:
-        targets.append(Target("submissions-465", peer.submissions_port, "implicit", "emails"))
+        targets.append(Target("submissions-465", peer.submissions_port, "implicit", "emails", "mx"))
+    postfix: PostfixPeer | None = None
     try:
         key = peer.setup()
         peer.start()
+        if args.postfix:
+            # The same certificate and key; Postfix's smtpd reads them as root at start.
+            postfix = PostfixPeer(
+                base_dir=workdir,
+                domain=DOMAIN,
+                hostname=SERVER_NAME,
+                tls=(peer.certificate, peer.certificate_key),
+            )
+            postfix.start()
+            targets += [
+                Target("postfix", postfix.port, "none", ""),
+                Target("postfix-starttls", postfix.port, "starttls", "", "postfix", login=False),
+            ]
         facts = asyncio.run(peer.database_facts())
         log(f"database fsync={facts.fsync} synchronous_commit={facts.synchronous_commit}")
         # A short warm-up of every path (imports, pool connections, TLS contexts), not counted.
         warm = argparse.Namespace(**{**vars(args), "messages": 200})
         for target in targets:
-            measure(warm, peer, target, Mode.REUSE, key, 0)
+            measure(warm, peer, target, Mode.REUSE, key, 0, postfix)
         runs: list[Run] = []
         for number in range(1, args.repeat + 1):
             for mode in Mode:
                 for target in targets:
-                    runs.append(measure(args, peer, target, mode, key, number))
-        table, summary = render(runs, targets)
+                    runs.append(measure(args, peer, target, mode, key, number, postfix))
+        # After the runs, with the server idle: OpenSSL's own handshake cost, for the ceiling.
+        handshake = measure_handshakes(peer.certificate, peer.certificate_key)
+        log(f"TLS handshake in OpenSSL alone: {handshake}")
+        table, summary = render(runs, targets, handshake)
         return {
             "date": datetime.now(UTC).isoformat(),
             "machine": machine_facts(REPO_ROOT),
@@ -337,6 +435,8 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "ok": all(not r.problems for r in runs),
         }
     finally:
+        if postfix is not None:
+            postfix.stop()
         peer.stop()
         if not args.keep:
             peer.stop_embedded_postgres()
@@ -350,6 +450,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--size", type=int, default=2048, help="bytes of message body")
     add("--repeat", type=int, default=1, help="rounds; ratios are medians over them")
     add("--no-implicit", action="store_true", help="leave port 465 out")
+    add(
+        "--postfix",
+        action="store_true",
+        help="also Postfix, plain and with STARTTLS (no AUTH), for its own ratio (needs root)",
+    )
     add("--run-timeout", type=float, default=600.0, help="bound on each run, seconds")
     add("--max-seconds", type=int, default=1800, help="bound on the whole benchmark")
     add("--database-url", help="a PostgreSQL to use instead of the embedded one")

@@ -24,6 +24,9 @@ copied, then edited with `postconf -c DIR`), and why:
   performance setting.
 * `maillog_file` (Postfix's own `postlogd` writing a file) instead of syslog, so the benchmark can
   count accepted and discarded messages; on this machine there is no syslog daemon at all.
+* With `tls=(cert, key)` (the submission benchmark's STARTTLS comparison): `smtpd_tls_cert_file`,
+  `smtpd_tls_key_file` and `smtpd_tls_security_level = may`, Postfix's own setting for
+  opportunistic STARTTLS; every other TLS setting stays at its default.
 
 Every performance setting (process limits, `in_flow_delay`, queue manager concurrency, smtpd
 limits) stays at Postfix's default.
@@ -133,9 +136,11 @@ class PostfixPeer:
         base_dir: Path | None = None,
         keep: bool = False,
         relay_to: tuple[str, int] | None = None,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         self.port = port if port is not None else free_loopback_port()
         self.relay_to = relay_to
+        self.tls = tls
         self.domain = domain
         self.hostname = hostname
         self._base_dir = base_dir
@@ -251,6 +256,14 @@ class PostfixPeer:
             "alias_database=",
             "smtpd_banner=$myhostname ESMTP $mail_name",
         )
+        if self.tls is not None:
+            cert, key = self.tls
+            self._postconf(
+                "-e",
+                f"smtpd_tls_cert_file={cert}",
+                f"smtpd_tls_key_file={key}",
+                "smtpd_tls_security_level=may",
+            )
         self._rewrite_master_cf()
         # Creates the queue subdirectories with the right owners and modes.
         self._run(POSTFIX, "-c", str(self.config_dir), "check")
