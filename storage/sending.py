@@ -126,18 +126,18 @@ WITH domain AS (
 SELECT (SELECT count(*) FROM email) AS inserted,
        EXISTS (SELECT 1 FROM domain) AS domain_unchanged
 """
-# Alone, the statement also wakes the delivery workers (the NOTIFY is delivered at COMMIT).
+# The statement also wakes the delivery workers: the NOTIFY is delivered at COMMIT, and once per
+# transaction however many of a group's statements sent it (PostgreSQL delivers identical
+# notifications of one transaction once, and takes its notification lock once, at commit).
 INSERT_EMAIL = _INSERT_EMAIL + f", pg_notify('{DELIVERY_CHANNEL}', '') AS notified"
 
-# In a group commit (storage.sending_writer) the statements of a group run in one implicit
-# transaction, and $38 is true for the last one only: every NOTIFY takes a database-wide lock
-# until its transaction's commit is flushed, so one per email would serialise all commits
-# behind each other's WAL flushes. An email not stored aborts the whole group (migration 0011).
+# In a group commit (storage.sending_writer) the group's statements share one implicit
+# transaction: an email that stored nothing aborts it (migration 0011), so that each email of
+# the group is then stored on its own and one request never decides another's fate.
 GROUP_ABORTED_SQLSTATE = "OSG01"
 INSERT_EMAIL_IN_GROUP = (
-    _INSERT_EMAIL
-    + f""",
-       CASE WHEN $38::boolean THEN pg_notify('{DELIVERY_CHANNEL}', '') END AS notified,
+    INSERT_EMAIL
+    + """,
        CASE WHEN NOT EXISTS (SELECT 1 FROM email) THEN opensend_group_abort() END AS aborted"""
 )
 

@@ -3,15 +3,16 @@
 Each request still waits for the COMMIT that holds its own emails, so its 2xx follows its
 COMMIT. Under no load a request is stored at once, alone, in one statement; groups form only
 while earlier groups are being committed, so grouping adds no latency. A group is one
-transaction in one round trip: every email's statement pipelined (`fetchmany`), the last one
-with the NOTIFY, in the implicit transaction that ends at the pipeline's single Sync (asyncpg
-0.22 and later: all or nothing). One WAL flush and one notification lock for the whole group
-instead of one per request (see storage.sending.INSERT_EMAIL_IN_GROUP); no BEGIN, no COMMIT and
-no count afterwards, each of which was a round trip through a busy event loop.
+transaction in one round trip: every email's statement pipelined (`executemany`) in the
+implicit transaction that ends at the pipeline's single Sync, all or nothing (asyncpg 0.22 and
+later). One WAL flush and one wake-up of the delivery workers for the whole group instead of
+one per request, and no BEGIN, COMMIT or count afterwards, each of which was a round trip
+through a busy event loop (tests/perf/README.md, submission).
 
 If any email of the group was not stored (its domain changed, its Idempotency-Key was taken
-over) or the group failed for a reason other than an outage, the group is rolled back and each
-request is stored on its own, so one request never decides another's fate.
+over), its statement aborts the group (storage.sending.INSERT_EMAIL_IN_GROUP); that, or a
+failure other than an outage, rolls the whole group back and each request is then stored on its
+own, so one request never decides another's fate.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ class EmailWriter:
         self._group: GroupCommit[_Request] = GroupCommit(
             self._flush, max_batch=max_batch, max_inflight=max_inflight
         )
+        # Groups committed whole, and groups rolled back and stored request by request.
+        self.groups_stored = 0
+        self.groups_split = 0
 
     async def store(self, emails: Sequence[NewEmail], completion: Completion | None) -> Stored:
         """Store one request's emails (all or none) with its Idempotency-Key completion."""
@@ -75,9 +79,11 @@ class EmailWriter:
             except _Regroup:
                 pass
             else:
+                self.groups_stored += 1
                 for request in group:
                     _settle(request, Stored.STORED)
                 return
+            self.groups_split += 1
             for request in group:
                 await self._alone(request)
         except BaseException as unexpected:  # never leave a request waiting forever
@@ -94,16 +100,12 @@ class EmailWriter:
         # Replies update their existing thread's row. Two groups locking the same threads in
         # different orders could deadlock, so every group takes thread rows in id order.
         pairs.sort(key=lambda pair: str(pair[0].thread_id) if pair[0].thread_exists else "")
-        last = len(pairs) - 1
-        rows = [
-            (*arguments(email, completion), i == last)  # $38: the last statement notifies
-            for i, (email, completion) in enumerate(pairs)
-        ]
+        rows = [arguments(email, completion) for email, completion in pairs]
         try:
             async with storage_errors(), self._pool.acquire() as conn:
                 # No explicit transaction: the pipelined statements share the implicit one
                 # that ends at their single Sync, so they are stored together or not at all.
-                await conn.fetchmany(INSERT_EMAIL_IN_GROUP, rows)
+                await conn.executemany(INSERT_EMAIL_IN_GROUP, rows)
         except StorageError as error:
             if getattr(error.__cause__, "sqlstate", None) == GROUP_ABORTED_SQLSTATE:
                 raise _Regroup from error

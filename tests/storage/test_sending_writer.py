@@ -94,7 +94,7 @@ async def wakeups(database_url: str) -> AsyncIterator[asyncio.Queue[str]]:
     """The delivery workers' channel, as they LISTEN to it."""
     queue: asyncio.Queue[str] = asyncio.Queue()
     conn = await asyncpg.connect(database_url)
-    await conn.add_listener(DELIVERY_CHANNEL, lambda *args: queue.put_nowait(args[2]))
+    await conn.add_listener(DELIVERY_CHANNEL, lambda *args: queue.put_nowait(args[3]))
     try:
         yield queue
     finally:
@@ -110,13 +110,13 @@ async def test_a_group_is_stored_whole_in_one_transaction_with_one_wakeup(
     async with asyncio.timeout(WAIT_SECONDS):
         outcomes = await asyncio.gather(*(writer.store([email], None) for email in emails))
         assert outcomes == [Stored.STORED] * 6
+        assert (writer.groups_stored, writer.groups_split) == (1, 0)
         for email in emails:
             assert await stored(pool, email) == (1, 1, 1, 1)
-        # The first went alone, the other five as one group: one NOTIFY each, not six.
-        await wakeups.get()
-        await wakeups.get()
-    await asyncio.sleep(0.2)  # a third wake-up, if any, would have arrived by now
-    assert wakeups.empty()
+        # The first went alone, the other five as one group: a wake-up each, then nothing
+        # before a marker sent afterwards (notifications arrive in commit order).
+        await pool.execute("SELECT pg_notify($1, 'marker')", DELIVERY_CHANNEL)
+        assert [await wakeups.get() for _ in range(3)] == ["", "", "marker"]
 
 
 async def test_an_email_that_cannot_be_stored_rolls_back_its_group_and_no_other(
@@ -137,6 +137,7 @@ async def test_an_email_that_cannot_be_stored_rolls_back_its_group_and_no_other(
             *(writer.store([email], None) for email in (first, before, stale, after))
         )
     assert outcomes == [Stored.STORED, Stored.STORED, Stored.STALE_DOMAIN, Stored.STORED]
+    assert (writer.groups_stored, writer.groups_split) == (0, 1)
     for email in (first, before, after):
         assert await stored(pool, email) == (1, 1, 1, 1)
     assert await stored(pool, stale) == (0, 0, 0, 0)
@@ -162,7 +163,63 @@ async def test_a_group_that_fails_midway_leaves_nothing_half_written(
         )
     assert outcomes[:2] == [Stored.STORED, Stored.STORED] and outcomes[3] is Stored.STORED
     assert isinstance(outcomes[2], Conflict)
+    assert (writer.groups_stored, writer.groups_split) == (0, 1)
     for email in (first, before, after):
         assert await stored(pool, email) == (1, 1, 1, 1)
     # Its id's rows are `taken`'s, one of each; its own thread was never made.
     assert await stored(pool, clash) == (1, 0, 1, 1)
+
+
+async def test_a_large_group_aborted_by_its_last_email_stores_none_of_it_together(
+    pool: Pool, make_tenant: MakeTenant, wakeups: asyncio.Queue[str]
+) -> None:
+    """Forty emails of 8 KB: asyncpg sends the pipeline in several 32 KB writes, and the
+    server has run the first statements before the last arrives; its abort still rolls back
+    every one of them, no wake-up is sent for the rolled-back group, and each is then stored
+    alone."""
+    world = await make_tenant()
+    writer = EmailWriter(pool, max_inflight=1)
+    padding = b"X" * 78 + b"\r\n"
+    emails = [
+        replace(email, raw=email.raw + padding * 100)
+        for email in [await new_email(pool, world) for _ in range(40)]
+    ]
+    stale = await new_email(pool, world, stale=True)
+    async with asyncio.timeout(WAIT_SECONDS):
+        outcomes = await asyncio.gather(
+            *(writer.store([email], None) for email in [*emails, stale])
+        )
+        assert outcomes == [Stored.STORED] * 40 + [Stored.STALE_DOMAIN]
+        assert (writer.groups_stored, writer.groups_split) == (0, 1)
+        for email in emails:
+            assert await stored(pool, email) == (1, 1, 1, 1)
+        # A wake-up from the first email (alone) and from each of the other 40 statements run
+        # alone after the split (the stale one's too: it commits, storing nothing), none from
+        # the aborted group, then the marker.
+        await pool.execute("SELECT pg_notify($1, 'marker')", DELIVERY_CHANNEL)
+        assert [await wakeups.get() for _ in range(42)] == [""] * 41 + ["marker"]
+
+
+async def test_a_request_of_several_emails_is_refused_whole_when_one_is_stale(
+    pool: Pool, make_tenant: MakeTenant
+) -> None:
+    """A batch request's emails are all or nothing, in a group as alone: its stale email takes
+    its fresh neighbour down with it, and no other request."""
+    world = await make_tenant()
+    writer = EmailWriter(pool, max_inflight=1)
+    first, fresh, stale, other = (
+        await new_email(pool, world),
+        await new_email(pool, world),
+        await new_email(pool, world, stale=True),
+        await new_email(pool, world),
+    )
+    async with asyncio.timeout(WAIT_SECONDS):
+        outcomes = await asyncio.gather(
+            writer.store([first], None),
+            writer.store([fresh, stale], None),
+            writer.store([other], None),
+        )
+    assert outcomes == [Stored.STORED, Stored.STALE_DOMAIN, Stored.STORED]
+    assert (writer.groups_stored, writer.groups_split) == (0, 1)
+    assert await stored(pool, fresh) == (0, 0, 0, 0)
+    assert await stored(pool, other) == (1, 1, 1, 1)
