@@ -15,7 +15,7 @@ from aiohttp import web
 
 from api import emails_manage, errors
 from api.auth import CALLER
-from api.context import POOL
+from api.context import POOL, LoneSurrogate, parse_json
 from api.emails_build import Builder
 from api.emails_idempotency import idempotent, lost_claim
 from api.errors import ApiError
@@ -128,7 +128,9 @@ async def send_batch(request: web.Request) -> web.Response:
 async def read_body(request: web.Request, *, array: bool = False) -> Any:
     """The JSON body: an object (for a batch, an array), else a 400 that says what is wrong."""
     try:
-        body = await request.json(loads=json.loads)
+        body = await request.json(loads=parse_json)
+    except LoneSurrogate as problem:
+        raise ApiError(errors.VALIDATION_ERROR, str(problem)) from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ApiError(errors.VALIDATION_ERROR, "Invalid JSON in request body") from None
     expected, kind = (list, "an array of emails") if array else (dict, "a JSON object")

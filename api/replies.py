@@ -19,7 +19,7 @@ from aiohttp import web
 
 from api import errors
 from api.auth import CALLER
-from api.context import POOL
+from api.context import POOL, LoneSurrogate, parse_json
 from api.emails import store, unstored
 from api.emails_build import Builder
 from api.emails_idempotency import idempotent
@@ -103,8 +103,8 @@ def install(app: web.Application) -> None:
 
 async def read_body(request: web.Request) -> dict[str, Any]:
     try:
-        body = await request.json(loads=json.loads)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = await request.json(loads=parse_json)
+    except (json.JSONDecodeError, LoneSurrogate, UnicodeDecodeError):
         raise ApiError(errors.REPLY_INVALID_JSON) from None
     if not isinstance(body, dict):
         raise ApiError(errors.VALIDATION_ERROR, "The request body must be a JSON object")

@@ -432,6 +432,56 @@ async def test_invalid_json_is_400_and_fifty_recipients_are_fine(
     assert fifty.status == 200
 
 
+# -- text that is not text --------------------------------------------------------------------
+
+# JSON with an unpaired surrogate escape: valid JSON syntax, but no character (RFC 8259 8.2).
+LONE = "\\ud800"
+
+
+@pytest.mark.parametrize(
+    ("path", "template"),
+    [
+        (
+            "/emails",
+            '{{"from": "{sender}", "to": "b@example.net", "subject": "x{bad}y", "text": "t"}}',
+        ),
+        (
+            "/emails",
+            '{{"from": "{sender}", "to": "b@example.net", "subject": "s", "text": "{bad}"}}',
+        ),
+        (
+            "/emails",
+            '{{"from": "{sender}", "to": "b@example.net", "subject": "s", "text": "t",'
+            ' "headers": {{"X-Ref": "{bad}"}}}}',
+        ),
+        (
+            "/emails",
+            '{{"from": "{sender}", "to": "Bo{bad} <b@example.net>", "subject": "s", "text": "t"}}',
+        ),
+        (
+            "/emails/batch",
+            '[{{"from": "{sender}", "to": "b@example.net", "subject": "{bad}", "text": "t"}}]',
+        ),
+    ],
+    ids=["subject", "text", "header", "display-name", "batch"],
+)
+async def test_a_lone_surrogate_escape_is_400_not_500(
+    api: ApiServer, pool: Pool, make_tenant: MakeTenant, path: str, template: str
+) -> None:
+    """`"\\ud800"` parses as JSON but names no character, and no UTF-8 message can carry it: it
+    is refused where the body is read, with the reason, instead of failing as a 500 later."""
+    acme = await make_tenant()
+    body = template.format(sender=f"a@{acme.name}", bad=LONE).encode()
+    paired = template.format(sender=f"a@{acme.name}", bad="\\ud83d\\ude00").encode()
+    async with emails_api(api, await acme.api_key()) as client:
+        refused = await client.call("POST", path, data=body)
+        accepted = await client.call("POST", path, data=paired)  # a whole pair is a character
+    assert (refused.status, refused.name) == (400, "validation_error"), refused.body
+    assert "half of a surrogate pair" in refused.message
+    assert accepted.status == 200, accepted.body
+    assert await count_emails(pool, acme) == 1
+
+
 # -- header injection --------------------------------------------------------------------------
 
 INJECTIONS = ["\r\nBcc: victim@example.org", "\nX-Evil: 1", "\rX-Evil: 1", "a\x00b"]

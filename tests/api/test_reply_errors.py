@@ -135,6 +135,26 @@ async def test_malformed_json_is_400_invalid_json(
     )
 
 
+async def test_a_lone_surrogate_escape_is_400_invalid_json(
+    api: ApiServer, mx: MXListener, make_tenant: MakeTenant
+) -> None:
+    """Valid JSON syntax, but `\\udc00` names no character (RFC 8259 section 8.2)."""
+    acme = await make_tenant()
+    received = await received_email(acme, mx)
+    async with emails_api(api, await acme.api_key()) as client:
+        answer = await client.call(
+            "POST",
+            f"/emails/{received}/reply",
+            data=b'{"from": "a@' + acme.name.encode() + b'", "text": "hi \\udc00"}',
+            headers={"Content-Type": "application/json"},
+        )
+    assert inbound_error(answer) == (
+        400,
+        "Invalid JSON in request body",
+        "Invalid JSON in request body",
+    )
+
+
 @pytest.mark.parametrize(
     "authorization", [None, "Bearer re_not_a_key", "Basic abc"], ids=["missing", "invalid", "basic"]
 )
