@@ -73,6 +73,18 @@ async def new_email(
     )
 
 
+async def three_and_a_stale_one(
+    pool: Pool, world: TenantWorld
+) -> tuple[NewEmail, NewEmail, NewEmail, NewEmail]:
+    """Four emails of `world`, the third built from a stale domain read."""
+    return (
+        await new_email(pool, world),
+        await new_email(pool, world),
+        await new_email(pool, world, stale=True),
+        await new_email(pool, world),
+    )
+
+
 async def stored(pool: Pool, email: NewEmail) -> tuple[int, int, int, int]:
     """How many emails, threads, deliveries and events rows the email has."""
     row = await pool.fetchrow(
@@ -124,14 +136,8 @@ async def test_an_email_that_cannot_be_stored_rolls_back_its_group_and_no_other(
 ) -> None:
     """The stale email aborts the group's transaction (migration 0011); each request of the
     group is then stored alone, so only the stale one is refused, and nothing twice."""
-    world = await make_tenant()
     writer = EmailWriter(pool, max_inflight=1)
-    first, before, stale, after = (
-        await new_email(pool, world),
-        await new_email(pool, world),
-        await new_email(pool, world, stale=True),
-        await new_email(pool, world),
-    )
+    first, before, stale, after = await three_and_a_stale_one(pool, await make_tenant())
     async with asyncio.timeout(WAIT_SECONDS):
         outcomes = await asyncio.gather(
             *(writer.store([email], None) for email in (first, before, stale, after))
@@ -205,14 +211,8 @@ async def test_a_request_of_several_emails_is_refused_whole_when_one_is_stale(
 ) -> None:
     """A batch request's emails are all or nothing, in a group as alone: its stale email takes
     its fresh neighbour down with it, and no other request."""
-    world = await make_tenant()
     writer = EmailWriter(pool, max_inflight=1)
-    first, fresh, stale, other = (
-        await new_email(pool, world),
-        await new_email(pool, world),
-        await new_email(pool, world, stale=True),
-        await new_email(pool, world),
-    )
+    first, fresh, stale, other = await three_and_a_stale_one(pool, await make_tenant())
     async with asyncio.timeout(WAIT_SECONDS):
         outcomes = await asyncio.gather(
             writer.store([first], None),
