@@ -20,6 +20,7 @@ from api.emails_build import Builder
 from api.emails_idempotency import idempotent, lost_claim
 from api.errors import ApiError
 from storage import idempotency
+from storage.account_caches import LimitCache
 from storage.idempotency import Claim
 from storage.sending import Completion, NewEmail, Stored
 from storage.sending_writer import EmailWriter
@@ -40,6 +41,19 @@ def writer(app: web.Application) -> EmailWriter:
     if found is None:
         found = _WRITERS[app] = EmailWriter(app[POOL])
     return found
+
+
+_LIMITS: weakref.WeakKeyDictionary[web.Application, LimitCache] = weakref.WeakKeyDictionary()
+
+
+async def refuse_over_limit(request: web.Request) -> None:
+    """The plan's monthly sending limit, as replies and the submission ports have it: a soft
+    limit, checked before a request's emails are built (a batch that starts below it goes)."""
+    limits = _LIMITS.get(request.app)
+    if limits is None:
+        limits = _LIMITS[request.app] = LimitCache()
+    if await limits.reached(request.app[POOL], request[CALLER].tenant_id):
+        raise ApiError(errors.MONTHLY_QUOTA_EXCEEDED)
 
 
 async def store(
@@ -69,6 +83,7 @@ async def send_email(request: web.Request) -> web.Response:
     body = await read_body(request)
 
     async def work(claim: Claim | None) -> tuple[int, Any]:
+        await refuse_over_limit(request)  # in `work`: a replayed Idempotency-Key still answers
         # Built from the cached domain first; if the domain changed meanwhile, once more from
         # a fresh read (storage.sending.INSERT_EMAIL stores nothing for a stale domain).
         for fresh in (False, True):
@@ -101,6 +116,7 @@ async def send_batch(request: web.Request) -> web.Response:
         )
 
     async def work(claim: Claim | None) -> tuple[int, Any]:
+        await refuse_over_limit(request)
         for fresh in (False, True):
             builder = Builder(request, fresh=fresh)
             emails: list[NewEmail] = []

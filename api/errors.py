@@ -60,6 +60,11 @@ RATE_LIMIT_EXCEEDED = ErrorKind(
 DAILY_QUOTA_EXCEEDED = ErrorKind(
     429, "daily_quota_exceeded", "You have reached your daily email sending quota."
 )
+# The plan's monthly sending limit (`opensend tenant set-limit`) on POST /emails and its batch,
+# as the reply endpoint (REPLY_LIMIT_REACHED) and the submission ports (450 4.7.1) apply it.
+MONTHLY_QUOTA_EXCEEDED = ErrorKind(
+    429, "monthly_quota_exceeded", "You have reached your monthly email sending quota."
+)
 APPLICATION_ERROR = ErrorKind(500, "application_error", "An unexpected error occurred.")
 # Not Resend's: the database is out of reach, so the request did nothing; the client retries.
 SERVICE_UNAVAILABLE = ErrorKind(

@@ -321,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     set_limit = add(
         "set-limit",
         cmd_tenant_set_limit,
-        "set the plan's monthly sending limit (replies over it answer 429)",
+        "set the plan's monthly sending limit (sends past it answer 429, submission 450)",
         tenant,
     )
     set_limit.add_argument("name", help="tenant name or id")

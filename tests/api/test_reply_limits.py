@@ -1,11 +1,15 @@
-"""The plan's monthly sending limit as an operator sets it: `opensend tenant set-limit`."""
+"""The plan's monthly sending limit as an operator sets it (`opensend tenant set-limit`), and
+POST /emails and its batch past it (replies past it: test_reply_errors.py; submission: 450
+4.7.1 in tests/mta/test_submission_protocol.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from storage.database import Pool
-from tests.conftest import MakeTenant
+from storage.replies import set_sending_limit
+from tests.api.emails_client import count_emails, email, emails_api
+from tests.conftest import ApiServer, MakeTenant
 from tests.support.opensend_cli import opensend_env, run_opensend
 
 
@@ -42,3 +46,28 @@ async def test_set_limit_refuses_what_is_not_a_count(
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     unknown = await run_opensend("tenant", "set-limit", "no-such-tenant", "5", env=env)
     assert unknown.returncode != 0 and "no tenant named" in unknown.stderr
+
+
+async def test_sends_past_the_monthly_limit_are_429_and_a_replayed_key_still_answers(
+    api: ApiServer, pool: Pool, make_tenant: MakeTenant
+) -> None:
+    acme, globex = await make_tenant(), await make_tenant()
+    await set_sending_limit(pool, acme.id, 2)
+    async with (
+        emails_api(api, await acme.api_key()) as client,
+        emails_api(api, await globex.api_key()) as other,
+    ):
+        first = await client.send(email(acme, subject="one"), idempotency_key="k-one")
+        second = await client.send(email(acme, subject="two"))
+        over = await client.send(email(acme, subject="three"))
+        batch = await client.batch([email(acme, subject="four")])
+        replayed = await client.send(email(acme, subject="one"), idempotency_key="k-one")
+        unlimited = await other.send(email(globex))  # another tenant's limit is its own
+    assert (first.status, second.status) == (200, 200)
+    for refused in (over, batch):
+        assert (refused.status, refused.name) == (429, "monthly_quota_exceeded"), refused.body
+        assert refused.message == "You have reached your monthly email sending quota."
+    assert replayed.status == 200 and replayed.headers["Idempotent-Replayed"] == "true"
+    assert replayed.body == first.body
+    assert unlimited.status == 200
+    assert await count_emails(pool, acme) == 2
