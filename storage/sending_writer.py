@@ -2,17 +2,18 @@
 
 Each request still waits for the COMMIT that holds its own emails, so its 2xx follows its
 COMMIT. Under no load a request is stored at once, alone, in one statement; groups form only
-while earlier groups are being committed, so grouping adds no latency. A group is one
-transaction in one round trip: every email's statement pipelined (`executemany`) in the
-implicit transaction that ends at the pipeline's single Sync, all or nothing (asyncpg 0.22 and
-later). One WAL flush and one wake-up of the delivery workers for the whole group instead of
-one per request, and no BEGIN, COMMIT or count afterwards, each of which was a round trip
-through a busy event loop (tests/perf/README.md, submission).
+while earlier groups are being committed, so grouping adds no latency. A group is one statement
+over arrays (storage.sending.INSERT_EMAIL_GROUP), one transaction in one round trip: one WAL
+flush, one wake-up of the delivery workers and one statement's fixed cost for the whole group
+instead of one per request. A group holding a reply, which updates an existing thread, goes
+statement by statement instead (INSERT_EMAIL_IN_GROUP), pipelined (`executemany`) in the one
+implicit transaction that ends at the pipeline's single Sync (all or nothing, asyncpg 0.22 and
+later), so that thread rows are locked in id order.
 
-If any email of the group was not stored (its domain changed, its Idempotency-Key was taken
-over), its statement aborts the group (storage.sending.INSERT_EMAIL_IN_GROUP); that, or a
-failure other than an outage, rolls the whole group back and each request is then stored on its
-own, so one request never decides another's fate.
+If any email of the group cannot be stored (its domain changed, its Idempotency-Key was taken
+over), the statement aborts the group (migration 0011); that, or a failure other than an outage,
+rolls the whole group back and each request is then stored on its own, so one request never
+decides another's fate.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ from storage.errors import StorageError, StorageUnavailable, storage_errors
 from storage.group_commit import GroupCommit
 from storage.sending import (
     GROUP_ABORTED_SQLSTATE,
+    INSERT_EMAIL_GROUP,
     INSERT_EMAIL_IN_GROUP,
     Completion,
     NewEmail,
     Stored,
     arguments,
+    group_arguments,
     insert_emails,
 )
 
@@ -100,12 +103,15 @@ class EmailWriter:
         # Replies update their existing thread's row. Two groups locking the same threads in
         # different orders could deadlock, so every group takes thread rows in id order.
         pairs.sort(key=lambda pair: str(pair[0].thread_id) if pair[0].thread_exists else "")
-        rows = [arguments(email, completion) for email, completion in pairs]
         try:
             async with storage_errors(), self._pool.acquire() as conn:
-                # No explicit transaction: the pipelined statements share the implicit one
-                # that ends at their single Sync, so they are stored together or not at all.
-                await conn.executemany(INSERT_EMAIL_IN_GROUP, rows)
+                if any(email.thread_exists for email, _ in pairs):
+                    # No explicit transaction: the pipelined statements share the implicit
+                    # one that ends at their single Sync, stored together or not at all.
+                    rows = [arguments(email, completion) for email, completion in pairs]
+                    await conn.executemany(INSERT_EMAIL_IN_GROUP, rows)
+                else:
+                    await conn.execute(INSERT_EMAIL_GROUP, *group_arguments(pairs))
         except StorageError as error:
             if getattr(error.__cause__, "sqlstate", None) == GROUP_ABORTED_SQLSTATE:
                 raise _Regroup from error

@@ -12,15 +12,25 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 import asyncpg
 import pytest
 
+from storage import idempotency
 from storage.database import Pool
 from storage.errors import Conflict
 from storage.ids import uuid7
-from storage.sending import DELIVERY_CHANNEL, DomainState, NewEmail, Stored
+from storage.sending import (
+    DELIVERY_CHANNEL,
+    Completion,
+    DomainState,
+    NewEmail,
+    Stored,
+    insert_emails,
+)
 from storage.sending_writer import EmailWriter
 from tests.conftest import MakeTenant, TenantWorld
 
@@ -223,3 +233,132 @@ async def test_a_request_of_several_emails_is_refused_whole_when_one_is_stale(
     assert (writer.groups_stored, writer.groups_split) == (0, 1)
     assert await stored(pool, fresh) == (0, 0, 0, 0)
     assert await stored(pool, other) == (1, 1, 1, 1)
+
+
+async def rows_of(pool: Pool, email: NewEmail) -> dict[str, Any]:
+    """Everything stored for the email, its ids and times left out, to compare two emails."""
+    skip = {"id", "email_id", "thread_id", "created_at", "queued_at", "last_message_at"}
+
+    def kept(row: Any) -> dict[str, Any]:
+        return {k: v for k, v in dict(row).items() if k not in skip and "message_id" not in k}
+
+    emails = await pool.fetch("SELECT * FROM emails WHERE id = $1", email.id)
+    queue = await pool.fetch(
+        "SELECT * FROM deliveries WHERE email_id = $1 ORDER BY recipient", email.id
+    )
+    events = await pool.fetch("SELECT * FROM email_events WHERE email_id = $1", email.id)
+    threads = await pool.fetch("SELECT * FROM threads WHERE id = $1", email.thread_id)
+    return {
+        "emails": [kept(r) for r in emails],
+        "deliveries": [kept(r) for r in queue],
+        "events": [kept(r) for r in events],
+        "threads": [kept(r) for r in threads],
+    }
+
+
+async def test_an_email_stored_in_a_group_is_stored_as_one_stored_alone(
+    pool: Pool, make_tenant: MakeTenant
+) -> None:
+    """A group is one statement over arrays (INSERT_EMAIL_GROUP); an email alone is one
+    INSERT_EMAIL. Every column of every row they write must be the same."""
+    world = await make_tenant()
+    writer = EmailWriter(pool, max_inflight=1)
+
+    async def rich() -> NewEmail:
+        email = await new_email(pool, world)
+        return replace(
+            email,
+            to=["a@example.net", "B <b@example.net>"],
+            cc=["c@example.org"],
+            bcc=["d@example.com"],
+            reply_to=["r@example.net"],
+            subject="Grüße, \"quoted\" {braces} and 'ticks'",
+            html='<p>{"json-like": [1, 2]}</p>',
+            headers={"X-Ref": "{1,2}", "In-Reply-To": "<x@y>"},
+            attachments=[{"filename": "a,b.txt", "content_type": "text/plain", "size": 3}],
+            tags=[{"name": "k", "value": "v"}],
+            recipients=["a@example.net", "b@example.net", "c@example.org", "D@Example.COM"],
+            scheduled_at=datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC),
+        )
+
+    alone, grouped = await rich(), await rich()
+    assert await insert_emails(pool, [alone])
+    filler = [await new_email(pool, world) for _ in range(3)]
+    async with asyncio.timeout(WAIT_SECONDS):
+        outcomes = await asyncio.gather(
+            writer.store([filler[0]], None),
+            writer.store([filler[1]], None),
+            writer.store([grouped], None),
+            writer.store([filler[2]], None),
+        )
+    assert outcomes == [Stored.STORED] * 4
+    assert (writer.groups_stored, writer.groups_split) == (1, 0)
+    stored_alone, stored_grouped = await rows_of(pool, alone), await rows_of(pool, grouped)
+    assert stored_grouped == stored_alone
+    assert [len(rows) for rows in stored_grouped.values()] == [1, 4, 1, 1]
+    assert stored_grouped["emails"][0]["status"] == "scheduled"
+
+
+async def test_a_lost_idempotency_claim_in_a_group_loses_only_its_request(
+    pool: Pool, make_tenant: MakeTenant
+) -> None:
+    world = await make_tenant()
+    writer = EmailWriter(pool, max_inflight=1)
+    first, kept, lost, other = [await new_email(pool, world) for _ in range(4)]
+    claims = []
+    for key in ("kept", "lost"):
+        claim = await idempotency.claim(pool, world.id, key, "POST /emails", f"hash-{key}")
+        assert isinstance(claim, idempotency.Claim)
+        claims.append(claim)
+    # Taken over meanwhile (as an abandoned claim is): `lost`'s completion finds nothing.
+    await pool.execute(
+        "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = 'lost'", world.id
+    )
+
+    def done(claim: idempotency.Claim) -> Completion:
+        return Completion(claim.key, claim.claimed_at, 200, {"id": claim.key})
+
+    async with asyncio.timeout(WAIT_SECONDS):
+        outcomes = await asyncio.gather(
+            writer.store([first], None),
+            writer.store([kept], done(claims[0])),
+            writer.store([lost], done(claims[1])),
+            writer.store([other], None),
+        )
+    assert outcomes == [Stored.STORED, Stored.STORED, Stored.LOST_CLAIM, Stored.STORED]
+    assert (writer.groups_stored, writer.groups_split) == (0, 1)
+    assert await stored(pool, lost) == (0, 0, 0, 0)
+    row = await pool.fetchrow(
+        "SELECT state, response FROM idempotency_keys WHERE tenant_id = $1 AND key = 'kept'",
+        world.id,
+    )
+    assert row is not None and (row["state"], row["response"]) == ("done", {"id": "kept"})
+
+
+async def test_a_group_with_a_reply_touches_its_thread_and_stores_every_email(
+    pool: Pool, make_tenant: MakeTenant
+) -> None:
+    """A reply joins an existing thread (thread_exists): its group goes statement by statement,
+    threads locked in id order, and still as one transaction."""
+    world = await make_tenant()
+    writer = EmailWriter(pool, max_inflight=1)
+    thread_id = uuid7()
+    await pool.execute(
+        "INSERT INTO threads (id, tenant_id, subject, last_message_at)"
+        " VALUES ($1, $2, 'Earlier', now() - interval '1 day')",
+        thread_id,
+        world.id,
+    )
+    reply = replace(await new_email(pool, world), thread_id=thread_id, thread_exists=True)
+    first, other = await new_email(pool, world), await new_email(pool, world)
+    async with asyncio.timeout(WAIT_SECONDS):
+        outcomes = await asyncio.gather(
+            writer.store([first], None), writer.store([reply], None), writer.store([other], None)
+        )
+    assert outcomes == [Stored.STORED] * 3
+    assert (writer.groups_stored, writer.groups_split) == (1, 0)
+    touched = await pool.fetchval(
+        "SELECT last_message_at > now() - interval '1 hour' FROM threads WHERE id = $1", thread_id
+    )
+    assert touched is True
+    assert (await stored(pool, reply))[0] == 1 and await stored(pool, other) == (1, 1, 1, 1)
