@@ -144,8 +144,19 @@ INSERT_EMAIL = _INSERT_EMAIL + f", pg_notify('{DELIVERY_CHANNEL}', '') AS notifi
 # Replies (thread_exists) are not grouped so: they update existing threads, in id order
 # (storage.sending_writer), which one UPDATE over an array cannot promise.
 GROUP_ABORTED_SQLSTATE = "OSG01"
-# A group with replies: one INSERT_EMAIL per email, pipelined in the group's one implicit
-# transaction (storage.sending_writer), each aborting the group when it stored nothing.
+
+
+def _text_array(column: str) -> str:
+    """A text[] from a JSON array of strings, in the array's order."""
+    return (
+        f"ARRAY(SELECT a FROM jsonb_array_elements_text({column}::jsonb)"
+        " WITH ORDINALITY AS x (a, n) ORDER BY n)"
+    )
+
+
+# A group with replies or large messages: one INSERT_EMAIL per email, pipelined in the group's
+# one implicit transaction (storage.sending_writer), each aborting the group when it stored
+# nothing.
 INSERT_EMAIL_IN_GROUP = (
     INSERT_EMAIL
     + """,
@@ -188,10 +199,10 @@ WITH r AS (
                         reply_token, reply_address, reply_domain, raw, scheduled_at, status,
                         last_event, source, in_reply_to_received_id)
     SELECT id, tenant_id, thread_id, domain_id, from_address, from_header,
-           ARRAY(SELECT jsonb_array_elements_text(to_addresses::jsonb)),
-           ARRAY(SELECT jsonb_array_elements_text(cc_addresses::jsonb)),
-           ARRAY(SELECT jsonb_array_elements_text(bcc_addresses::jsonb)),
-           ARRAY(SELECT jsonb_array_elements_text(reply_to_addresses::jsonb)),
+           {_text_array("to_addresses")},
+           {_text_array("cc_addresses")},
+           {_text_array("bcc_addresses")},
+           {_text_array("reply_to_addresses")},
            subject, html_body, text_body, headers::jsonb, attachments::jsonb, tags::jsonb,
            message_id, reply_token,
            reply_address, reply_domain, raw, scheduled_at,

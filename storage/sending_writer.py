@@ -8,7 +8,8 @@ flush, one wake-up of the delivery workers and one statement's fixed cost for th
 instead of one per request. A group holding a reply, which updates an existing thread, goes
 statement by statement instead (INSERT_EMAIL_IN_GROUP), pipelined (`executemany`) in the one
 implicit transaction that ends at the pipeline's single Sync (all or nothing, asyncpg 0.22 and
-later), so that thread rows are locked in id order.
+later), so that thread rows are locked in id order; so does a group of large messages
+(ONE_STATEMENT_BYTES).
 
 If any email of the group cannot be stored (its domain changed, its Idempotency-Key was taken
 over), the statement aborts the group (migration 0011); that, or a failure other than an outage,
@@ -43,6 +44,13 @@ class _Request:
     emails: Sequence[NewEmail]
     completion: Completion | None
     done: asyncio.Future[Stored]
+
+
+# The most raw message bytes a group sends as one statement. One statement is one protocol
+# message, which PostgreSQL refuses above 1 GiB and holds whole in one backend's memory; a
+# group of large messages goes statement by statement instead (asyncpg streams those in 32 KiB
+# writes), in the same one transaction.
+ONE_STATEMENT_BYTES = 16 * 1024 * 1024
 
 
 class _Regroup(Exception):
@@ -103,15 +111,22 @@ class EmailWriter:
         # Replies update their existing thread's row. Two groups locking the same threads in
         # different orders could deadlock, so every group takes thread rows in id order.
         pairs.sort(key=lambda pair: str(pair[0].thread_id) if pair[0].thread_exists else "")
+        one_statement = not any(email.thread_exists for email, _ in pairs) and (
+            sum(len(email.raw) for email, _ in pairs) <= ONE_STATEMENT_BYTES
+        )
+        try:
+            arrays = group_arguments(pairs) if one_statement else ()
+        except (TypeError, ValueError) as unencodable:  # one request's value: not the others'
+            raise _Regroup from unencodable
         try:
             async with storage_errors(), self._pool.acquire() as conn:
-                if any(email.thread_exists for email, _ in pairs):
+                if one_statement:
+                    await conn.execute(INSERT_EMAIL_GROUP, *arrays)
+                else:
                     # No explicit transaction: the pipelined statements share the implicit
                     # one that ends at their single Sync, stored together or not at all.
                     rows = [arguments(email, completion) for email, completion in pairs]
                     await conn.executemany(INSERT_EMAIL_IN_GROUP, rows)
-                else:
-                    await conn.execute(INSERT_EMAIL_GROUP, *group_arguments(pairs))
         except StorageError as error:
             if getattr(error.__cause__, "sqlstate", None) == GROUP_ABORTED_SQLSTATE:
                 raise _Regroup from error

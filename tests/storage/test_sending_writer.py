@@ -1,6 +1,7 @@
 """The sending API's group commit (storage.sending_writer) against a real PostgreSQL.
 
-A group is one pipelined round trip in one implicit transaction. These tests form groups on
+A group is one statement over arrays (one pipelined statement per email when it holds a
+reply or large messages), one transaction in one round trip. These tests form groups on
 purpose (one flush at a time: the first request goes alone, the ones that arrive meanwhile go
 together) and check the promises the HTTP API and the submission ports build on: every request
 stored exactly once or told why not, nothing of a failed group left half-written, and one
@@ -10,7 +11,7 @@ wake-up for the delivery workers per group.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -19,9 +20,9 @@ from uuid import UUID
 import asyncpg
 import pytest
 
-from storage import idempotency
+from storage import idempotency, sending_writer
 from storage.database import Pool
-from storage.errors import Conflict
+from storage.errors import Conflict, StorageError
 from storage.ids import uuid7
 from storage.sending import (
     DELIVERY_CHANNEL,
@@ -256,32 +257,47 @@ async def rows_of(pool: Pool, email: NewEmail) -> dict[str, Any]:
     }
 
 
+def rich(email: NewEmail) -> NewEmail:
+    """Tracked and scheduled, with every list and JSON column filled with awkward text."""
+    return replace(
+        email,
+        to=["a@example.net", "B <b@example.net>", 'NULL, "q\\" <n@example.net>'],
+        cc=["Zoë 😀 <c@example.org>"],
+        bcc=["d@example.com"],
+        reply_to=["{r}@example.net"],
+        subject="Grüße, \"quoted\" {braces} and 'ticks' \\ back",
+        html='<p>{"json-like": [1, 2]}</p>',
+        headers={"X-Ref": "{1,2}", "In-Reply-To": "<x@y>"},
+        attachments=[{"filename": "a,b.txt", "content_type": "text/plain", "size": 3}],
+        tags=[{"name": "k", "value": "v"}],
+        recipients=["a@example.net", "b@example.net", "c@example.org", "D@Example.COM"],
+        scheduled_at=datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC),
+    )
+
+
+def plain(email: NewEmail) -> NewEmail:
+    """Untracked, due now, no bodies, empty lists, no domain state to check."""
+    return replace(
+        email,
+        thread_id=None,
+        reply_token=None,
+        reply_address=None,
+        reply_domain=None,
+        html=None,
+        text=None,
+        domain_state=None,
+    )
+
+
+@pytest.mark.parametrize("shape", [rich, plain], ids=["rich", "plain"])
 async def test_an_email_stored_in_a_group_is_stored_as_one_stored_alone(
-    pool: Pool, make_tenant: MakeTenant
+    pool: Pool, make_tenant: MakeTenant, shape: Callable[[NewEmail], NewEmail]
 ) -> None:
     """A group is one statement over arrays (INSERT_EMAIL_GROUP); an email alone is one
     INSERT_EMAIL. Every column of every row they write must be the same."""
     world = await make_tenant()
     writer = EmailWriter(pool, max_inflight=1)
-
-    async def rich() -> NewEmail:
-        email = await new_email(pool, world)
-        return replace(
-            email,
-            to=["a@example.net", "B <b@example.net>"],
-            cc=["c@example.org"],
-            bcc=["d@example.com"],
-            reply_to=["r@example.net"],
-            subject="Grüße, \"quoted\" {braces} and 'ticks'",
-            html='<p>{"json-like": [1, 2]}</p>',
-            headers={"X-Ref": "{1,2}", "In-Reply-To": "<x@y>"},
-            attachments=[{"filename": "a,b.txt", "content_type": "text/plain", "size": 3}],
-            tags=[{"name": "k", "value": "v"}],
-            recipients=["a@example.net", "b@example.net", "c@example.org", "D@Example.COM"],
-            scheduled_at=datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC),
-        )
-
-    alone, grouped = await rich(), await rich()
+    alone, grouped = shape(await new_email(pool, world)), shape(await new_email(pool, world))
     assert await insert_emails(pool, [alone])
     filler = [await new_email(pool, world) for _ in range(3)]
     async with asyncio.timeout(WAIT_SECONDS):
@@ -294,9 +310,57 @@ async def test_an_email_stored_in_a_group_is_stored_as_one_stored_alone(
     assert outcomes == [Stored.STORED] * 4
     assert (writer.groups_stored, writer.groups_split) == (1, 0)
     stored_alone, stored_grouped = await rows_of(pool, alone), await rows_of(pool, grouped)
+    if grouped.scheduled_at is None:  # due now(): each transaction's own
+        for row in (*stored_alone["deliveries"], *stored_grouped["deliveries"]):
+            row.pop("next_attempt_at")
     assert stored_grouped == stored_alone
-    assert [len(rows) for rows in stored_grouped.values()] == [1, 4, 1, 1]
-    assert stored_grouped["emails"][0]["status"] == "scheduled"
+    threads = 1 if grouped.thread_id else 0
+    assert [len(rows) for rows in stored_grouped.values()] == [
+        1,
+        len(grouped.recipients),
+        1,
+        threads,
+    ]
+
+
+async def test_a_group_of_large_messages_goes_statement_by_statement(
+    pool: Pool, make_tenant: MakeTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ONE_STATEMENT_BYTES a group is not one protocol message (PostgreSQL refuses one
+    over 1 GiB); it is still one transaction, and every request is stored."""
+    monkeypatch.setattr(sending_writer, "ONE_STATEMENT_BYTES", 1000)
+    # Were the group sent as one statement after all, this would fail it.
+    monkeypatch.setattr(sending_writer, "INSERT_EMAIL_GROUP", "SELECT opensend_group_abort()")
+    world = await make_tenant()
+    writer = EmailWriter(pool, max_inflight=1)
+    emails = [await new_email(pool, world) for _ in range(4)]
+    emails[2] = rich(replace(emails[2], raw=emails[2].raw + b"X" * 2000))
+    async with asyncio.timeout(WAIT_SECONDS):
+        outcomes = await asyncio.gather(*(writer.store([email], None) for email in emails))
+    assert outcomes == [Stored.STORED] * 4
+    assert (writer.groups_stored, writer.groups_split) == (1, 0)
+    for email in emails:
+        emails_rows, _threads, queue, events = await stored(pool, email)
+        assert (emails_rows, queue, events) == (1, len(email.recipients), 1)
+
+
+async def test_a_value_that_cannot_be_encoded_fails_its_request_alone(
+    pool: Pool, make_tenant: MakeTenant
+) -> None:
+    """A tag value JSON cannot write: its request is refused, not its group."""
+    world = await make_tenant()
+    writer = EmailWriter(pool, max_inflight=1)
+    first, before, after = [await new_email(pool, world) for _ in range(3)]
+    bad = replace(await new_email(pool, world), tags=[{"name": "k", "value": object()}])
+    async with asyncio.timeout(WAIT_SECONDS):
+        outcomes = await asyncio.gather(
+            *(writer.store([email], None) for email in (first, before, bad, after)),
+            return_exceptions=True,
+        )
+    assert outcomes[:2] == [Stored.STORED, Stored.STORED] and outcomes[3] is Stored.STORED
+    assert isinstance(outcomes[2], StorageError) and not outcomes[2].temporary
+    assert (writer.groups_stored, writer.groups_split) == (0, 1)
+    assert await stored(pool, bad) == (0, 0, 0, 0)
 
 
 async def test_a_lost_idempotency_claim_in_a_group_loses_only_its_request(
