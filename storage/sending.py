@@ -286,54 +286,68 @@ def arguments(email: NewEmail, completion: Completion | None) -> tuple[Any, ...]
     )
 
 
-def group_arguments(pairs: Sequence[tuple[NewEmail, Completion | None]]) -> tuple[Any, ...]:
-    """INSERT_EMAIL_GROUP's arguments: the group's emails column by column, then the completions
-    and the deliveries, each flattened into arrays of their own."""
-    emails = [email for email, _ in pairs]
-    states = [email.domain_state for email in emails]
-    completions = [(email, done) for email, done in pairs if done is not None]
-    deliveries = [(email.id, r) for email in emails for r in email.recipients]
-    recipients = [r for _, r in deliveries]
+def _group_row(email: NewEmail) -> tuple[Any, ...]:
+    """One email's values for INSERT_EMAIL_GROUP's arrays $1 to $29, in their order."""
+    state = email.domain_state
     return (
-        [e.id for e in emails],
-        [e.tenant_id for e in emails],
-        [e.thread_id for e in emails],
-        [e.domain_id for e in emails],
-        [e.from_address for e in emails],
-        [e.from_header for e in emails],
-        [json.dumps(e.to) for e in emails],
-        [json.dumps(e.cc) for e in emails],
-        [json.dumps(e.bcc) for e in emails],
-        [json.dumps(e.reply_to) for e in emails],
-        [e.subject for e in emails],
-        [e.html for e in emails],
-        [e.text for e in emails],
-        [json.dumps(e.headers) for e in emails],
-        [json.dumps(e.attachments) for e in emails],
-        [json.dumps(e.tags) for e in emails],
-        [e.message_id for e in emails],
-        [e.reply_token for e in emails],
-        [e.reply_address for e in emails],
-        [e.reply_domain for e in emails],
-        [e.raw for e in emails],
-        [e.scheduled_at for e in emails],
-        [e.source for e in emails],
-        [uuid7() for _ in emails],
-        [s.verified if s else None for s in states],
-        [s.status if s else None for s in states],
-        [s.receiving_enabled if s else None for s in states],
-        [s.reply_domain if s else None for s in states],
-        [e.in_reply_to_received_id for e in emails],
-        [email.tenant_id for email, _ in completions],
-        [done.key for _, done in completions],
-        [done.claimed_at for _, done in completions],
-        [done.status_code for _, done in completions],
-        [None if done.response is None else json.dumps(done.response) for _, done in completions],
-        [uuid7() for _ in deliveries],
-        [email_id for email_id, _ in deliveries],
-        recipients,
-        [r.rpartition("@")[2].lower() for r in recipients],
+        email.id,
+        email.tenant_id,
+        email.thread_id,
+        email.domain_id,
+        email.from_address,
+        email.from_header,
+        json.dumps(email.to),
+        json.dumps(email.cc),
+        json.dumps(email.bcc),
+        json.dumps(email.reply_to),
+        email.subject,
+        email.html,
+        email.text,
+        json.dumps(email.headers),
+        json.dumps(email.attachments),
+        json.dumps(email.tags),
+        email.message_id,
+        email.reply_token,
+        email.reply_address,
+        email.reply_domain,
+        email.raw,
+        email.scheduled_at,
+        email.source,
+        uuid7(),  # its email.sent (or email.scheduled) event
+        state.verified if state else None,
+        state.status if state else None,
+        state.receiving_enabled if state else None,
+        state.reply_domain if state else None,
+        email.in_reply_to_received_id,
     )
+
+
+def group_arguments(pairs: Sequence[tuple[NewEmail, Completion | None]]) -> tuple[Any, ...]:
+    """INSERT_EMAIL_GROUP's arguments: the group's emails column by column ($1 to $29), then
+    the completions ($30 to $34) and the deliveries ($35 to $38), flattened the same way."""
+    columns = [list(column) for column in zip(*(_group_row(e) for e, _ in pairs), strict=True)]
+    completions = [
+        (
+            email.tenant_id,
+            done.key,
+            done.claimed_at,
+            done.status_code,
+            None if done.response is None else json.dumps(done.response),
+        )
+        for email, done in pairs
+        if done is not None
+    ]
+    deliveries = [
+        (uuid7(), email.id, recipient, recipient.rpartition("@")[2].lower())
+        for email, _ in pairs
+        for recipient in email.recipients
+    ]
+    return (*columns, *_columns(completions, 5), *_columns(deliveries, 4))
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows as columns; `width` empty columns for no rows."""
+    return [[row[i] for row in rows] for i in range(width)]
 
 
 def outcome_of(row: Any) -> Stored:
