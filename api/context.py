@@ -60,14 +60,28 @@ def _has_lone_surrogate(value: Any) -> bool:
     return False
 
 
-async def read_json(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400 that says what is wrong with it."""
+class InvalidJson(ValueError):
+    """The body is not JSON, or not text JSON can carry; the message says which."""
+
+
+async def request_json(request: web.Request) -> Any:
+    """The request body parsed as JSON, or InvalidJson with a message a person can act on."""
     try:
-        body = await request.json(loads=parse_json)
+        return await request.json(loads=parse_json)
     except LoneSurrogate as problem:
-        raise ApiError(errors.VALIDATION_ERROR, str(problem)) from None
+        raise InvalidJson(str(problem)) from None
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(errors.VALIDATION_ERROR, "Invalid JSON in request body") from None
-    if not isinstance(body, dict):
-        raise ApiError(errors.VALIDATION_ERROR, "The request body must be a JSON object")
+        raise InvalidJson("Invalid JSON in request body") from None
+
+
+async def read_json(request: web.Request, *, array: bool = False) -> Any:
+    """The request body as a JSON object (with `array`, an array of emails), or a 400 that
+    says what is wrong with it."""
+    try:
+        body = await request_json(request)
+    except InvalidJson as problem:
+        raise ApiError(errors.VALIDATION_ERROR, str(problem)) from None
+    expected, kind = (list, "an array of emails") if array else (dict, "a JSON object")
+    if not isinstance(body, expected):
+        raise ApiError(errors.VALIDATION_ERROR, f"The request body must be {kind}.")
     return body

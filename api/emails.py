@@ -7,7 +7,6 @@ the COMMIT. Reading and changing sent emails is in `api.emails_manage`.
 
 from __future__ import annotations
 
-import json
 import weakref
 from typing import Any
 
@@ -15,7 +14,7 @@ from aiohttp import web
 
 from api import emails_manage, errors
 from api.auth import CALLER
-from api.context import POOL, LoneSurrogate, parse_json
+from api.context import POOL, read_json
 from api.emails_build import Builder
 from api.emails_idempotency import idempotent, lost_claim
 from api.errors import ApiError
@@ -80,7 +79,7 @@ def unstored(outcome: Stored) -> ApiError:
 
 @send_routes.post("/emails")
 async def send_email(request: web.Request) -> web.Response:
-    body = await read_body(request)
+    body = await read_json(request)
 
     async def work(claim: Claim | None) -> tuple[int, Any]:
         await refuse_over_limit(request)  # in `work`: a replayed Idempotency-Key still answers
@@ -103,7 +102,7 @@ async def send_email(request: web.Request) -> web.Response:
 async def send_batch(request: web.Request) -> web.Response:
     """Resend's batch: strict (the default) refuses the whole batch for one invalid email;
     permissive sends the valid ones and lists the others in `errors`, by index."""
-    items = await read_body(request, array=True)
+    items = await read_json(request, array=True)
     if not 1 <= len(items) <= MAX_BATCH:
         raise ApiError(
             errors.VALIDATION_ERROR,
@@ -139,20 +138,6 @@ async def send_batch(request: web.Request) -> web.Response:
         raise unstored(outcome)
 
     return await idempotent(request, "POST /emails/batch", {"mode": mode, "emails": items}, work)
-
-
-async def read_body(request: web.Request, *, array: bool = False) -> Any:
-    """The JSON body: an object (for a batch, an array), else a 400 that says what is wrong."""
-    try:
-        body = await request.json(loads=parse_json)
-    except LoneSurrogate as problem:
-        raise ApiError(errors.VALIDATION_ERROR, str(problem)) from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(errors.VALIDATION_ERROR, "Invalid JSON in request body") from None
-    expected, kind = (list, "an array of emails") if array else (dict, "a JSON object")
-    if not isinstance(body, expected):
-        raise ApiError(errors.VALIDATION_ERROR, f"The request body must be {kind}.")
-    return body
 
 
 routes = [*send_routes, *emails_manage.routes]

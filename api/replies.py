@@ -10,7 +10,6 @@ email's thread. Every error body carries Inbound's `"error"` beside Resend's fie
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from typing import Any
 from uuid import UUID
@@ -19,7 +18,7 @@ from aiohttp import web
 
 from api import errors
 from api.auth import CALLER
-from api.context import POOL, LoneSurrogate, parse_json
+from api.context import POOL, InvalidJson, request_json
 from api.emails import store, unstored
 from api.emails_build import Builder
 from api.emails_idempotency import idempotent
@@ -103,8 +102,8 @@ def install(app: web.Application) -> None:
 
 async def read_body(request: web.Request) -> dict[str, Any]:
     try:
-        body = await request.json(loads=parse_json)
-    except (json.JSONDecodeError, LoneSurrogate, UnicodeDecodeError):
+        body = await request_json(request)
+    except InvalidJson:
         raise ApiError(errors.REPLY_INVALID_JSON) from None
     if not isinstance(body, dict):
         raise ApiError(errors.VALIDATION_ERROR, "The request body must be a JSON object")
