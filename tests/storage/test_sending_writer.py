@@ -426,3 +426,52 @@ async def test_a_group_with_a_reply_touches_its_thread_and_stores_every_email(
     )
     assert touched is True
     assert (await stored(pool, reply))[0] == 1 and await stored(pool, other) == (1, 1, 1, 1)
+
+
+async def test_a_group_cut_off_mid_statement_stores_nothing_and_its_retry_stores_once(
+    pool: Pool, database_url: str, make_tenant: MakeTenant
+) -> None:
+    """The backend of a lone insert, then that of the group formed behind it, each waiting
+    inside its statement, is killed (pg_terminate_backend): every request hears a temporary
+    error, nothing of theirs is stored, and storing them again stores each exactly once."""
+    world = await make_tenant()
+    writer = EmailWriter(pool, max_inflight=1)
+    emails = [await new_email(pool, world) for _ in range(4)]
+    blocker = await asyncpg.connect(database_url)
+
+    async def kill_inserts_waiting() -> int:
+        """Terminate every backend waiting on a lock here: only the inserts do. (Inside a
+        pipeline, before its Sync, pg_stat_activity may show such a backend as idle.)"""
+        killed = await blocker.fetch(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            " AND pid <> pg_backend_pid()"
+        )
+        return len(killed)
+
+    try:
+        # The inserts' foreign-key checks take KEY SHARE on the tenant's row: hold it exclusively.
+        transaction = blocker.transaction()
+        await transaction.start()
+        await blocker.execute("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE", world.id)
+        async with asyncio.timeout(WAIT_SECONDS):
+            pending = asyncio.gather(
+                *(writer.store([email], None) for email in emails), return_exceptions=True
+            )
+            killed = 0
+            while not pending.done():  # no event says a backend started waiting: look
+                killed += await kill_inserts_waiting()
+                await asyncio.sleep(0.01)
+            outcomes = pending.result()
+        await transaction.rollback()
+        assert killed == 2  # the first request's insert, alone, then its group's
+    finally:
+        await blocker.close()
+    assert all(isinstance(o, StorageError) and o.temporary for o in outcomes), outcomes
+    for email in emails:
+        assert await stored(pool, email) == (0, 0, 0, 0)
+    async with asyncio.timeout(WAIT_SECONDS):
+        retried = await asyncio.gather(*(writer.store([email], None) for email in emails))
+    assert retried == [Stored.STORED] * 4
+    for email in emails:
+        assert await stored(pool, email) == (1, 1, 1, 1)
