@@ -10,7 +10,6 @@ import asyncio
 import base64
 import contextlib
 import re
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from uuid import UUID
@@ -26,6 +25,7 @@ from storage.database import Pool
 from tests.conftest import MakeTenant, StartMX, TenantWorld, message, received_rows, smtp_send
 from tests.support.smtp import RawSMTP, SMTPReply
 from tests.support.tls import ServerCertificate, server_certificate
+from tests.support.tools import system_tool
 
 HOST = "127.0.0.1"
 MX_NAME = "mx.opensend.test"  # the hostname conftest gives every test MX
@@ -601,14 +601,13 @@ SWAKS_PROBES = [
 ]
 
 
-@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is not installed")
 @pytest.mark.parametrize("probe", SWAKS_PROBES)
 async def test_swaks_relay_probe_is_refused_at_rcpt(
     mx: MXListener, pool: Pool, make_tenant: MakeTenant, probe: str
 ) -> None:
     acme = await make_tenant(catch_all=True)
     process = await asyncio.create_subprocess_exec(
-        str(shutil.which("swaks")),
+        system_tool("swaks"),
         "--server",
         f"{HOST}:{mx.port}",
         "--from",
