@@ -7,12 +7,12 @@ stays in its thread because Message-IDs of messages already stored for the tenan
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from uuid import UUID
 
+from policy.msgid import msg_ids
 from policy.routing import TokenVerdict
 from policy.tokens import ReplyToken, ReplyTokens, TokenFailure, find_tokens
 
@@ -76,18 +76,10 @@ class Match:
     failure_source: MatchSource | None = None
 
 
-_MSGID = re.compile(r"<([^<>\s]+)>")
-
-
 def message_ids(header_value: str | None) -> list[str]:
-    """The msg-ids of In-Reply-To or References, without angle brackets (RFC 5322 3.6.4)."""
-    if not header_value:
-        return []
-    found = _MSGID.findall(header_value)
-    if found:
-        return found
-    # Some clients omit the brackets; take bare tokens that look like an id.
-    return [part for part in header_value.split() if "@" in part]
+    """The msg-ids of In-Reply-To or References, without angle brackets or comments, in order
+    (RFC 5322 section 3.6.4; bare ids separated by spaces, commas or semicolons count too)."""
+    return msg_ids(header_value)
 
 
 def candidates(

@@ -83,6 +83,18 @@ def run(offered: list[Candidate], known: dict[str, KnownMessage] | None = None) 
             id="no_brackets_folded",
         ),
         pytest.param("(comment) <a@example.com>", ["a@example.com"], id="comment"),
+        pytest.param("a@example.com,b@example.com", ["a@example.com", "b@example.com"], id="comma"),
+        pytest.param(
+            "a@example.com, b@example.com", ["a@example.com", "b@example.com"], id="comma_space"
+        ),
+        pytest.param(
+            "a@example.com;b@example.com", ["a@example.com", "b@example.com"], id="semicolon"
+        ),
+        pytest.param(
+            "<a@example.com>, b@example.com",
+            ["a@example.com", "b@example.com"],
+            id="mixed_with_brackets",
+        ),
         pytest.param("", [], id="empty"),
         pytest.param(None, [], id="missing"),
         pytest.param("no ids here", [], id="words"),
@@ -112,6 +124,15 @@ def test_candidates_follow_match_precedence() -> None:
         "<root@example.org>",
     )
     assert [c.source for c in offered] == list(MATCH_PRECEDENCE)
+
+
+def test_candidates_list_comma_separated_bare_references_newest_first() -> None:
+    offered = candidates([], None, None, "root@x.example,middle@x.example, newest@x.example")
+    assert [c.message_id for c in offered] == [
+        "newest@x.example",
+        "middle@x.example",
+        "root@x.example",
+    ]
 
 
 def test_candidates_list_references_newest_first() -> None:
