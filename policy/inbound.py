@@ -94,12 +94,9 @@ class MatchFacts(Protocol):
     def answered(self) -> Mapping[UUID, KnownMessageFacts]: ...
 
 
-class InboundLookups(Protocol):
-    async def recipient_route(
-        self, domain: str, candidates: Sequence[str]
-    ) -> RecipientRouteFacts | None: ...
-
-    async def token_evidence(self, tenant_id: UUID, email_id: UUID) -> OutboundFacts | None: ...
+class EvidenceLookups(Protocol):
+    """One tenant's stored messages that matching may name (storage.inbox.EvidenceLookups):
+    outbound emails by id (tokens), messages by Message-ID, received emails by id."""
 
     async def match_evidence(
         self,
@@ -108,6 +105,14 @@ class InboundLookups(Protocol):
         message_ids: Sequence[str],
         received_ids: Sequence[UUID] = (),
     ) -> MatchFacts: ...
+
+
+class InboundLookups(EvidenceLookups, Protocol):
+    async def recipient_route(
+        self, domain: str, candidates: Sequence[str]
+    ) -> RecipientRouteFacts | None: ...
+
+    async def token_evidence(self, tenant_id: UUID, email_id: UUID) -> OutboundFacts | None: ...
 
 
 def _routing(found: RecipientRouteFacts | None) -> DomainRouting | None:

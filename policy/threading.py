@@ -6,26 +6,17 @@ answer joins its conversation however it was sent, with the precedence of inboun
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 from uuid import UUID
 
-from policy.inbound import MatchFacts, evidence_of, known_message
+from policy.inbound import EvidenceLookups, evidence_of, known_message
 from policy.matching import Match, MatchStatus, candidates, decide
 from policy.tokens import ReplyTokens
 
 
-class ThreadLookups(Protocol):
+class ThreadLookups(EvidenceLookups, Protocol):
     """storage.replies.ThreadLookups: the inbound matcher's evidence, and opening a thread."""
-
-    async def match_evidence(
-        self,
-        tenant_id: UUID,
-        email_ids: Sequence[UUID],
-        message_ids: Sequence[str],
-        received_ids: Sequence[UUID] = (),
-    ) -> MatchFacts: ...
 
     async def open_thread(
         self, tenant_id: UUID, received_id: UUID, new_thread_id: UUID

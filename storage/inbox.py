@@ -313,7 +313,23 @@ async def store_ingested(
     return sorted(copies, key=lambda copy: copy.id), not new
 
 
-class InboxLookups:
+class EvidenceLookups:
+    """The stored messages matching may name (policy.inbound.EvidenceLookups), on one pool."""
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+
+    async def match_evidence(
+        self,
+        tenant_id: UUID,
+        email_ids: Sequence[UUID],
+        message_ids: Sequence[str],
+        received_ids: Sequence[UUID] = (),
+    ) -> MatchEvidence:
+        return await match_evidence(self._pool, tenant_id, email_ids, message_ids, received_ids)
+
+
+class InboxLookups(EvidenceLookups):
     """What the inbound pipeline looks up (policy.inbound.InboundLookups), on one pool.
 
     Routing answers are cached for a few seconds (see `TTLCache`): RCPT asks for the same domain
@@ -321,7 +337,7 @@ class InboxLookups:
     """
 
     def __init__(self, pool: Pool) -> None:
-        self._pool = pool
+        super().__init__(pool)
         self._routes: TTLCache[RecipientRoute | None] = TTLCache(
             lambda domain, candidates: lookup_recipient(pool, domain, candidates)
         )
@@ -333,15 +349,6 @@ class InboxLookups:
 
     async def token_evidence(self, tenant_id: UUID, email_id: UUID) -> OutboundRow | None:
         return await token_evidence(self._pool, tenant_id, email_id)
-
-    async def match_evidence(
-        self,
-        tenant_id: UUID,
-        email_ids: Sequence[UUID],
-        message_ids: Sequence[str],
-        received_ids: Sequence[UUID] = (),
-    ) -> MatchEvidence:
-        return await match_evidence(self._pool, tenant_id, email_ids, message_ids, received_ids)
 
 
 class GroupCommitWriter:

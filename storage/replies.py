@@ -6,12 +6,11 @@ The reply itself is stored by storage.sending (one statement, group-committed) l
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from uuid import UUID
 
 from storage.database import Pool
 from storage.errors import storage_errors
-from storage.inbox import MatchEvidence, match_evidence
+from storage.inbox import EvidenceLookups
 
 # The received row is locked so that two first replies to the same unmatched message agree on
 # one thread instead of each opening its own.
@@ -57,20 +56,8 @@ async def thread_for_reply(
         return new_thread_id
 
 
-class ThreadLookups:
+class ThreadLookups(EvidenceLookups):
     """What `policy.threading.outbound_thread` looks up and writes, on one pool."""
-
-    def __init__(self, pool: Pool) -> None:
-        self._pool = pool
-
-    async def match_evidence(
-        self,
-        tenant_id: UUID,
-        email_ids: Sequence[UUID],
-        message_ids: Sequence[str],
-        received_ids: Sequence[UUID] = (),
-    ) -> MatchEvidence:
-        return await match_evidence(self._pool, tenant_id, email_ids, message_ids, received_ids)
 
     async def open_thread(
         self, tenant_id: UUID, received_id: UUID, new_thread_id: UUID
