@@ -20,9 +20,9 @@ from api.auth import CALLER, Caller
 from api.context import POOL, SETTINGS, TOKENS
 from api.errors import ApiError
 from policy.compose import compose, mint_tracking
+from policy.conversation import outbound_thread
 from policy.sending import EmailDraft, SenderDomain, check_sender, parse_email
 from policy.sending_fields import Problem, Refusal
-from policy.threading import outbound_thread
 from storage.account_caches import DomainCache
 from storage.ids import uuid7
 from storage.outbound import new_email_id
@@ -85,7 +85,7 @@ class Builder:
     async def in_conversation(
         self, email: NewEmail, draft: EmailDraft, *, answering: UUID | None = None
     ) -> NewEmail:
-        """The email in the thread of the stored message it answers (policy.threading): the
+        """The email in the thread of the stored message it answers (policy.conversation): the
         received email `answering` names, else what its In-Reply-To or References name."""
         headers = {name.lower(): value for name, value in draft.headers}
         answered = await outbound_thread(

@@ -22,6 +22,7 @@ from mta.submission_auth import Account, Login, Logins
 from policy import replies
 from policy.auth_throttle import AuthVerdict
 from policy.compose import mint_tracking
+from policy.conversation import outbound_thread
 from policy.inbound import Arrival, received_header
 from policy.message import ParsedMessage, parse_message
 from policy.sending import SenderDomain
@@ -37,7 +38,6 @@ from policy.submission import (
     recipient_reply,
     submitted_email,
 )
-from policy.threading import outbound_thread
 from policy.tokens import ReplyTokens
 from storage.account_caches import DomainCache, LimitCache
 from storage.database import Pool
@@ -203,7 +203,7 @@ class SubmissionHandler:
         self, email: NewEmail, parsed: ParsedMessage, account: Account
     ) -> NewEmail:
         """An agent's answer from their own mail client joins the thread of the stored message
-        its In-Reply-To or References name, as POST /emails does (policy.threading)."""
+        its In-Reply-To or References name, as POST /emails does (policy.conversation)."""
         answered = await outbound_thread(
             self._threads,
             self._tokens,

@@ -57,7 +57,7 @@ async def thread_for_reply(
 
 
 class ThreadLookups(EvidenceLookups):
-    """What `policy.threading.outbound_thread` looks up and writes, on one pool."""
+    """What `policy.conversation.outbound_thread` looks up and writes, on one pool."""
 
     async def open_thread(
         self, tenant_id: UUID, received_id: UUID, new_thread_id: UUID

@@ -63,7 +63,7 @@ class NewEmail:
     # The domain as the message was built from it; None: only check it is the tenant's.
     domain_state: DomainState | None = None
     # An answer (POST /emails/{id}/reply, or any email naming a stored message in In-Reply-To
-    # or References: policy.threading) joins the thread of the message it answers: the thread
+    # or References: policy.conversation) joins the thread of the message it answers: the thread
     # exists already, so it is touched (last_message_at), not created.
     thread_exists: bool = False
     in_reply_to_received_id: UUID | None = None

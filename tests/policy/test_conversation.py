@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from uuid import UUID
 
-from policy.threading import Answered, outbound_thread
+from policy.conversation import Answered, outbound_thread
 from policy.tokens import ReplyTokens
 
 TENANT = UUID("11111111-2222-4333-8444-555555555555")
