@@ -200,3 +200,23 @@ async def test_a_follow_up_to_the_customers_own_message_answers_our_newest_sent_
     assert (follow_up["reply_match_status"], follow_up["match_source"]) == ("matched", "references")
     assert follow_up["thread_id"] == ours.thread_id
     assert follow_up["reply_to_email_id"] == UUID(answered)
+
+
+async def test_a_batch_puts_each_answer_in_its_own_conversation(
+    api: ApiServer, pool: Pool, make_tenant: MakeTenant
+) -> None:
+    acme = await make_tenant()
+    first, _ = await acme.sent_email(subject="first")
+    second, _ = await acme.sent_email(subject="second")
+    items = [
+        email(acme, headers={"In-Reply-To": f"<{first.message_id}>"}),
+        email(acme),
+        email(acme, headers={"References": f"<{first.message_id}> <{second.message_id}>"}),
+    ]
+    async with emails_api(api, await acme.api_key()) as client:
+        sent = await client.batch(items)
+    assert sent.status == 200, sent.body
+    rows = [await email_row(pool, item["id"]) for item in sent.body["data"]]
+    assert rows[0]["thread_id"] == first.thread_id
+    assert rows[1]["thread_id"] not in (first.thread_id, second.thread_id, None)
+    assert rows[2]["thread_id"] == second.thread_id  # References: the newest id first
