@@ -94,7 +94,7 @@ class Builder:
             self.caller.tenant_id,
             in_reply_to=headers.get("in-reply-to"),
             references=headers.get("references"),
-            new_thread_id=uuid7(),
+            new_thread_id=uuid7,
             answering=answering,
         )
         if answered is None:

@@ -210,7 +210,7 @@ class SubmissionHandler:
             account.tenant_id,
             in_reply_to=parsed.in_reply_to,
             references=parsed.references,
-            new_thread_id=uuid7(),
+            new_thread_id=uuid7,
         )
         if answered is None:
             return email

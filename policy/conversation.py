@@ -6,6 +6,7 @@ answer joins its conversation however it was sent, with the precedence of inboun
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 from uuid import UUID
@@ -40,7 +41,7 @@ async def outbound_thread(
     *,
     in_reply_to: str | None,
     references: str | None,
-    new_thread_id: UUID,
+    new_thread_id: Callable[[], UUID],
     answering: UUID | None = None,
 ) -> Answered | None:
     """The thread of the stored message (sent or received, matched or not) this one answers.
@@ -49,7 +50,7 @@ async def outbound_thread(
     the most specific evidence; then In-Reply-To, then References newest first, each id by the
     token it carries or as a stored Message-ID of this tenant only, as inbound matching reads
     them (DESIGN.md section 3). A received message without a thread gets one
-    (`new_thread_id`), so that it and its answer are one conversation from then on. None: the
+    (a `new_thread_id()`), so that it and its answer are one conversation from then on. None: the
     message answers nothing stored, and starts a conversation of its own. Nothing is looked up
     for a message that names no message.
     """
@@ -73,5 +74,5 @@ async def outbound_thread(
         return Answered(match.thread_id, match.received_id)
     if match.received_id is None:
         return None  # an email of ours sent without a thread (no receiving on its domain)
-    thread_id = await lookups.open_thread(tenant_id, match.received_id, new_thread_id)
+    thread_id = await lookups.open_thread(tenant_id, match.received_id, new_thread_id())
     return Answered(thread_id, match.received_id) if thread_id is not None else None

@@ -100,7 +100,7 @@ async def thread(
         TENANT,
         in_reply_to=in_reply_to,
         references=references,
-        new_thread_id=THREAD_NEW,
+        new_thread_id=lambda: THREAD_NEW,
         answering=answering,
     )
 
