@@ -22,6 +22,7 @@ from mta.submission_auth import Account, Login, Logins
 from policy import replies
 from policy.auth_throttle import AuthVerdict
 from policy.compose import mint_tracking
+from policy.conversation import outbound_thread
 from policy.inbound import Arrival, received_header
 from policy.message import ParsedMessage, parse_message
 from policy.sending import SenderDomain
@@ -43,6 +44,7 @@ from storage.database import Pool
 from storage.errors import StorageError
 from storage.ids import uuid7
 from storage.outbound import new_email_id
+from storage.replies import ThreadLookups
 from storage.sending import Completion, DomainState, NewEmail, Stored
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,7 @@ class SubmissionHandler:
         self._store = store
         self._domains: DomainCache[SenderDomain] = DomainCache(SenderDomain)
         self._limits_reached = LimitCache()
+        self._threads = ThreadLookups(pool)
 
     # -- AUTH ---------------------------------------------------------------------------------
 
@@ -169,6 +172,7 @@ class SubmissionHandler:
                 if verdict.domain is None or author is None:
                     return self._refused(f"from_{verdict.reason}", verdict.reply, account, None)
                 email = self._email(server, session, envelope, account, parsed, author, verdict)
+                email = await self._in_conversation(email, parsed, account)
                 if await self._store([email], None):
                     break
             else:
@@ -194,6 +198,23 @@ class SubmissionHandler:
         if mailbox is None:
             return None
         return await self._domains.get(self._pool, account.tenant_id, mailbox.domain, fresh=fresh)
+
+    async def _in_conversation(
+        self, email: NewEmail, parsed: ParsedMessage, account: Account
+    ) -> NewEmail:
+        """An agent's answer from their own mail client joins the thread of the stored message
+        its In-Reply-To or References name, as POST /emails does (policy.conversation)."""
+        answered = await outbound_thread(
+            self._threads,
+            self._tokens,
+            account.tenant_id,
+            in_reply_to=parsed.in_reply_to,
+            references=parsed.references,
+            new_thread_id=uuid7,
+        )
+        if answered is None:
+            return email
+        return email.in_thread(answered.thread_id, answered.received_id)
 
     def _refused(
         self, reason: str, reply: replies.Reply, account: Account, sender: str | None
