@@ -1,7 +1,8 @@
 """The aiohttp application: route tables composed, resources passed in as typed AppKeys.
 
 Every response, success or not, is JSON (the Prometheus exposition excepted). Every route needs
-a bearer API key except those in `PUBLIC_PATHS`; handlers read the caller from `request[CALLER]`.
+a bearer API key except those in `api.auth.PUBLIC_PATHS`; handlers read the caller from
+`request[CALLER]`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 from prometheus_client import (
@@ -33,7 +34,7 @@ from api import (
     ses_s3,
     threads,
 )
-from api.auth import CALLER, authenticate
+from api.auth import Handler, require_api_key
 from api.context import DNS, POOL, SETTINGS, TOKENS
 from api.errors import ApiError
 from policy.dns import DnsLookup
@@ -44,15 +45,6 @@ from storage.database import Pool, ping
 from storage.errors import StorageError
 
 log = logging.getLogger(__name__)
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-# Paths served without an API key: operations endpoints, and the ingesters, which have their own
-# token (api.ingest.check_ingester_token) or signature.
-PUBLIC_PATHS = frozenset(
-    {"/healthz", "/metrics", "/openapi.json", "/events/inbound", "/events/inbound/ses-s3"}
-)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -110,16 +102,6 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except Exception:
         log.exception("unexpected error in API", extra={"path": request.path})
         return error_response(ApiError(errors.APPLICATION_ERROR))
-
-
-@web.middleware
-async def require_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
-    match = request.match_info
-    resource = match.route.resource
-    if match.http_exception is not None or resource is None or resource.canonical in PUBLIC_PATHS:
-        return await handler(request)  # public, or aiohttp's own 404/405 answer
-    request[CALLER] = await authenticate(request.app[POOL], request)
-    return await handler(request)
 
 
 # Idempotency keys older than 24 hours are already ignored; this reclaims their rows.
