@@ -62,8 +62,10 @@ HISTORY_STARTS = lxml.etree.XPath(
 )
 BLOCKQUOTES = lxml.etree.XPath("//blockquote")
 BLOCK_TAGS = frozenset(
-    {"p", "div", "br", "tr", "li", "blockquote", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "hr"}
+    {"p", "div", "tr", "li", "ul", "ol", "table", "blockquote", "pre", "hr", "h1", "h2", "h3"}
+    | {"h4", "h5", "h6"}
 )
+HIDDEN_TAGS = frozenset({"script", "style", "head", "title"})
 
 
 def strip_html(markup: str) -> tuple[str, str]:
@@ -166,10 +168,31 @@ def _inner_html(element: lxml.html.HtmlElement) -> str:
 
 
 def _text(body: lxml.html.HtmlElement) -> str:
-    """The text a reader sees: a line break around each block and after each `br` (the tree is
-    not used after this)."""
-    for element in body.iter():
-        if isinstance(element.tag, str) and element.tag in BLOCK_TAGS:
-            element.text = "\n" + (element.text or "")
-            element.tail = "\n" + (element.tail or "")
-    return str(body.text_content())
+    """The text a reader sees: each block on lines of its own, a line break per `br`, no text of
+    scripts, styles or comments; whitespace between blocks (the markup's own indentation) adds
+    no blank lines. A walk with events, not recursion."""
+    out: list[str] = []
+
+    def add(text: str | None) -> None:
+        if text and (text.strip() or not out or not out[-1].endswith("\n")):
+            out.append(text)
+
+    def end_line() -> None:
+        if out and not out[-1].endswith("\n"):
+            out.append("\n")
+
+    for event, element in lxml.etree.iterwalk(body, events=("start", "end")):
+        tag = element.tag if isinstance(element.tag, str) else None  # None: a comment
+        if event == "start":
+            if tag in BLOCK_TAGS:
+                end_line()
+            if tag == "br":
+                out.append("\n")
+            if tag is not None and tag not in HIDDEN_TAGS:
+                add(element.text)
+            continue
+        if tag in BLOCK_TAGS:
+            end_line()
+        if element is not body:
+            add(element.tail)
+    return "".join(out)
