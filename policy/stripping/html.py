@@ -10,17 +10,30 @@ over the markup. What each client writes:
   the header block `div` with a solid top border and 3pt padding; Outlook for Mac:
   `#OLK_SRC_BODY_SECTION`; these start the history, and all that follows them goes too;
 - Yahoo: `div.yahoo_quoted`; Proton: `.protonmail_quote`, `.protonmail_signature_block`;
-- any other client: a `blockquote` right after an attribution line ("On ... wrote:").
+- any other client: a `blockquote` right after an attribution line ("On ... wrote:"); and
+  history marked only by its words (a "From: ... Sent: ..." block, "-----Original Message-----",
+  an attribution over unquoted text), found by the text stripper's own tests on the lines a
+  reader sees, is cut from the block or line break where that line starts.
 """
 
 from __future__ import annotations
 
 from html import escape
+from typing import Any
 
 import lxml.etree
 import lxml.html
 
-from policy.stripping.text import is_attribution, strip_text
+from policy.stripping.text import (
+    attribution_span,
+    header_block_at,
+    is_attribution,
+    is_device_signature,
+    is_forward_separator,
+    is_quoted,
+    is_separator,
+    strip_text,
+)
 
 # Longer markup is cut before parsing (the new part of a reply comes first).
 MAX_HTML_CHARS = 512 * 1024
@@ -86,8 +99,36 @@ def strip_html(markup: str) -> tuple[str, str]:
     for quote in BLOCKQUOTES(root):
         if quote.getparent() is not None and _drop_attribution_before(quote):
             quote.drop_tree()
+    lines = _lines(body)
+    cut = _history_block(lines)
+    if cut is not None and cut is not body:
+        _cut_from(cut, body)
+        lines = _lines(body)
     stripped = _inner_html(body).strip()
-    return stripped, strip_text(_text(body))
+    return stripped, strip_text("\n".join(text for text, _ in lines))
+
+
+def _history_block(lines: list[tuple[str, Any]]) -> Any:
+    """Where history the containers did not mark begins, by the text stripper's own markers (a
+    "From: ... Sent: ..." block, "-----Original Message-----", an attribution over unquoted
+    text, "Sent from my iPhone") below some new text: the element that starts that line (its
+    block, or the `br` before it). None when there is none, or when the line starts where no
+    element can be cut from."""
+    texts = [text for text, _ in lines]
+    written = False
+    for index, text in enumerate(texts):
+        if not written:
+            written = bool(text.strip()) and not is_quoted(text)
+            continue
+        if (
+            header_block_at(texts, index)
+            or is_separator(text)
+            or is_forward_separator(text)
+            or is_device_signature(text)
+            or attribution_span(texts, index)
+        ):
+            return lines[index][1]
+    return None
 
 
 def _cut_from(start: lxml.html.HtmlElement, body: lxml.html.HtmlElement) -> None:
@@ -167,32 +208,56 @@ def _inner_html(element: lxml.html.HtmlElement) -> str:
     )
 
 
-def _text(body: lxml.html.HtmlElement) -> str:
-    """The text a reader sees: each block on lines of its own, a line break per `br`, no text of
-    scripts, styles or comments; whitespace between blocks (the markup's own indentation) adds
-    no blank lines. A walk with events, not recursion."""
-    out: list[str] = []
+def _lines(body: lxml.html.HtmlElement) -> list[tuple[str, Any]]:
+    """The text a reader sees, line by line, each with the element from which removing
+    everything would remove exactly that line and what follows: the block it opens, or the
+    `br` before it (None when it starts elsewhere, after the end of a block). Each block on
+    lines of its own, a line break per `br`, no text of scripts, styles or comments; whitespace
+    between blocks (the markup's indentation) adds no blank lines. A walk with events, not
+    recursion."""
+    lines: list[tuple[str, Any]] = []
+    pieces: list[str] = []
+    anchor: Any = None  # where the line being gathered starts
+    next_anchor: Any = None  # where the next line will start, if it starts now
 
     def add(text: str | None) -> None:
-        if text and (text.strip() or not out or not out[-1].endswith("\n")):
-            out.append(text)
+        nonlocal anchor, next_anchor
+        if not text:
+            return
+        if not pieces:
+            rest = text.lstrip()
+            if not rest:
+                return
+            text = text[text.rfind("\n", 0, len(text) - len(rest)) + 1 :]
+            anchor, next_anchor = next_anchor, None
+        pieces.append(text)
 
-    def end_line() -> None:
-        if out and not out[-1].endswith("\n"):
-            out.append("\n")
+    def end_line(always: bool = False) -> None:
+        nonlocal anchor, next_anchor
+        if not pieces and not always:
+            return
+        if not pieces:
+            anchor, next_anchor = next_anchor, None
+        for number, part in enumerate("".join(pieces).split("\n")):
+            lines.append((part, anchor if number == 0 else None))
+        pieces.clear()
 
     for event, element in lxml.etree.iterwalk(body, events=("start", "end")):
         tag = element.tag if isinstance(element.tag, str) else None  # None: a comment
         if event == "start":
             if tag in BLOCK_TAGS:
                 end_line()
+                next_anchor = next_anchor if next_anchor is not None else element
             if tag == "br":
-                out.append("\n")
+                end_line(always=True)
+                next_anchor = element
             if tag is not None and tag not in HIDDEN_TAGS:
                 add(element.text)
             continue
         if tag in BLOCK_TAGS:
             end_line()
+            next_anchor = None
         if element is not body:
             add(element.tail)
-    return "".join(out)
+    end_line()
+    return lines

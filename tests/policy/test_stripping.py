@@ -177,6 +177,26 @@ def test_html_quote_containers_of_each_client_are_removed(markup: str) -> None:
     assert text == "Tuesday works."
 
 
+@pytest.mark.parametrize(
+    "markup",
+    [
+        # A header block in paragraphs of its own (Outlook's plain forms, other webmails).
+        "<div>Tuesday works.</div><div><br></div><p><b>Von:</b> Ann &lt;ann@example.com&gt;<br>"
+        "<b>Gesendet:</b> Montag<br><b>An:</b> Bob</p><p>Could we meet?</p>",
+        # A separator after a line break inside the same block as the answer.
+        "<div>Tuesday works.<br><br>-----Original Message-----<br>From: Ann<br>"
+        "Could we meet?</div>",
+        # An attribution over unquoted history, in nested blocks.
+        "<div><div>Tuesday works.</div></div><div><div>On Mon, 4 Mar 2024 at 09:12, Ann "
+        "&lt;ann@example.com&gt; wrote:</div><div>Could we meet?</div></div>",
+    ],
+)
+def test_html_history_marked_only_by_its_words_is_cut(markup: str) -> None:
+    html, text = strip_html(markup)
+    assert "Tuesday works." in html and "Could we meet" not in html and "Ann" not in html
+    assert text == "Tuesday works."
+
+
 def test_a_blockquote_nothing_introduced_stays() -> None:
     html, text = strip_html("<div>See below<blockquote>the config</blockquote></div>")
     assert "<blockquote>the config</blockquote>" in html
