@@ -141,6 +141,10 @@ def detail_json(email: ReceivedEmail, origin: str, thread: dict[str, Any]) -> di
         "from_address": email.from_address,
         "html": email.html_body,
         "text": email.text_body,
+        # What the sender wrote, without quoted history; null until the after-commit worker
+        # stripped it (policy/stripping/).
+        "stripped_text": email.stripped_text,
+        "stripped_html": email.stripped_html,
         "headers": _header_object(email.headers),
         "header_list": [list(pair) for pair in email.headers],
         "in_reply_to": email.in_reply_to,
