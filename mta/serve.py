@@ -31,6 +31,7 @@ from mta.delivery import DeliveryWorkers
 from mta.dns import BlockingResolver, Resolver
 from mta.logs import configure_logging
 from mta.server import MXListener, SubmissionListeners, start_mx, start_submission
+from mta.stopping import Step, die_with_parent, drain_within, session_grace, stop_on_signals
 from mta.tls import submission_tls_context
 from policy.settings import ListenAddress, Settings
 from policy.tokens import ReplyTokens
@@ -40,9 +41,6 @@ from storage.migrate import migrate
 
 log = logging.getLogger(__name__)
 
-# How long in-flight SMTP transactions may take to finish after SIGTERM; systemd's
-# TimeoutStopSec must be longer.
-DRAIN_GRACE_SECONDS = 30.0
 # The auth-check process yields the CPU to the MX, delivery and Postgres whenever they want it;
 # its work waits without harm, theirs has someone waiting on the other end. SCHED_IDLE
 # (sched(7)) runs it only on CPU time no other process asks for, and a waking MX process takes
@@ -72,16 +70,6 @@ def run_in_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
         runner.run(main())
 
 
-def _stop_on_signals() -> asyncio.Event:
-    """Set on SIGTERM or SIGINT. Installed before any listener starts, so a signal that arrives
-    while starting still leads to a graceful drain instead of the default abrupt exit."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    return stop
-
-
 async def _start_http(app: web.Application, listen: ListenAddress) -> web.AppRunner:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -106,7 +94,7 @@ async def serve(
     """Run until SIGTERM or SIGINT. `deliver=False` leaves the delivery workers out and
     `check_auth=False` the auth-check process: for the submission benchmark
     (tests/perf/bench_submission.py), which measures the listeners alone."""
-    stop = _stop_on_signals()
+    stop = stop_on_signals(settings.shutdown_drain)
     await migrate(url, wait=60.0)  # the database may still be starting at boot
     pool = await open_pool(url, max_size=_pool_size(settings))
     tokens = reply_tokens(settings)
@@ -147,25 +135,47 @@ async def serve(
         await stop.wait()
         log.info("stopping: finishing transactions in flight")
     finally:
-        if supervisor is not None:
-            supervisor.cancel()
-            await asyncio.gather(supervisor, return_exceptions=True)
-        for worker in workers:
-            if worker.pid is not None and worker.is_alive():
-                os.kill(worker.pid, signal.SIGTERM)
-        # Sessions in flight on both sides finish together within the one grace period.
-        await asyncio.gather(
-            *([listener.drain(DRAIN_GRACE_SECONDS)] if listener is not None else []),
-            *([submission.drain(DRAIN_GRACE_SECONDS)] if submission is not None else []),
-            *([delivery.stop(DRAIN_GRACE_SECONDS)] if delivery is not None else []),
-        )
-        for runner in runners:
-            await runner.cleanup()
-        for worker in workers:
-            await asyncio.get_running_loop().run_in_executor(
-                None, worker.join, DRAIN_GRACE_SECONDS + 5
+        grace = session_grace(settings.shutdown_drain)
+
+        async def stop_children() -> None:
+            if supervisor is not None:
+                supervisor.cancel()
+                await asyncio.gather(supervisor, return_exceptions=True)
+            for worker in workers:
+                if worker.pid is not None and worker.is_alive():
+                    os.kill(worker.pid, signal.SIGTERM)
+
+        async def drain_sessions() -> None:
+            # Sessions in flight on both sides finish together within the one grace period.
+            await asyncio.gather(
+                *([listener.drain(grace)] if listener is not None else []),
+                *([submission.drain(grace)] if submission is not None else []),
+                *([delivery.stop(grace)] if delivery is not None else []),
             )
-        await pool.close()
+
+        async def close_http() -> None:
+            for runner in runners:
+                await runner.cleanup()
+
+        async def join_children() -> None:
+            await asyncio.gather(*(_exited(worker) for worker in workers))
+
+        steps: list[Step] = [
+            ("signalling the child processes", stop_children),
+            ("finishing SMTP sessions and deliveries in flight", drain_sessions),
+            ("closing the HTTP listener", close_http),
+            ("waiting for the child processes", join_children),
+        ]
+        try:
+            await drain_within(settings.shutdown_drain, pool, steps)
+        finally:
+            for worker in workers:  # each bounds its own drain; one that did not is killed
+                if worker.is_alive():
+                    log.warning(
+                        "a child process outlived the stop; killing it",
+                        extra={"child": worker.name, "pid": worker.pid},
+                    )
+                    worker.kill()
 
 
 async def _supervise(
@@ -225,11 +235,12 @@ def _start_auth_checker(settings: Settings, url: str) -> multiprocessing.process
 
 def auth_check_main(settings: Settings, url: str, parent_pid: int) -> None:
     """The auth-check process: the workers only, until SIGTERM or orphaned."""
+    die_with_parent(parent_pid)
     configure_logging(settings.log_level, settings.log_format)
     _lower_cpu_priority()  # first: the threads started later inherit it
 
     async def main() -> None:
-        stop = _stop_on_signals()
+        stop = stop_on_signals(settings.shutdown_drain)
         pool = await open_pool(url, min_size=1, max_size=4)
         resolver = BlockingResolver(settings.dns_servers)
         checkers = AuthCheckWorkers(
@@ -241,8 +252,11 @@ def auth_check_main(settings: Settings, url: str, parent_pid: int) -> None:
         try:
             await _until_stopped_or_orphaned(stop, parent_pid)
         finally:
-            await checkers.stop(DRAIN_GRACE_SECONDS)
-            await pool.close()
+
+            async def stop_checks() -> None:
+                await checkers.stop(session_grace(settings.shutdown_drain))
+
+            await drain_within(settings.shutdown_drain, pool, [("finishing checks", stop_checks)])
 
     run_in_loop(main)
 
@@ -281,16 +295,22 @@ def _start_mx_workers(settings: Settings, url: str) -> list[multiprocessing.proc
 
 def mx_worker_main(settings: Settings, url: str, parent_pid: int) -> None:
     """An extra MX process: the listener only, on the shared port, until SIGTERM or orphaned."""
+    die_with_parent(parent_pid)
     configure_logging(settings.log_level, settings.log_format)
 
     async def main() -> None:
-        stop = _stop_on_signals()
+        stop = stop_on_signals(settings.shutdown_drain)
         pool = await open_pool(url, max_size=_pool_size(settings))
         listener = await start_mx(settings, pool, reply_tokens(settings), reuse_port=True)
         try:
             await _until_stopped_or_orphaned(stop, parent_pid)
         finally:
-            await listener.drain(DRAIN_GRACE_SECONDS)
-            await pool.close()
+
+            async def drain_sessions() -> None:
+                await listener.drain(session_grace(settings.shutdown_drain))
+
+            await drain_within(
+                settings.shutdown_drain, pool, [("finishing SMTP sessions", drain_sessions)]
+            )
 
     run_in_loop(main)
