@@ -7,14 +7,16 @@ With OPENSEND_MX_PROCESSES above 1, extra processes share the MX port (SO_REUSEP
 protocol work uses more than one core; each has its own loop and pool, and Postgres is the only
 thing they share. The authentication checks of received mail run in one more process, beside
 the delivery workers' but apart from the MX's (see mta/authcheck_worker.py); of several nodes,
-one checks at a time and the others wait for its advisory lock. Prometheus samples
-from all of them are merged through a shared directory.
+one checks at a time and the others wait for its advisory lock. Every child is started again
+when it dies, and ends when this process dies. Prometheus samples from all of them are merged
+through a shared directory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import multiprocessing
 import os
@@ -103,7 +105,7 @@ async def serve(
     submission: SubmissionListeners | None = None
     delivery: DeliveryWorkers | None = None
     workers: list[multiprocessing.process.BaseProcess] = []
-    supervisor: asyncio.Task[None] | None = None
+    supervisors: list[asyncio.Task[None]] = []
     try:
         if only in (None, "mta"):
             shared = settings.mx_processes > 1
@@ -112,7 +114,11 @@ async def serve(
             submission = await start_submission(
                 settings, pool, tokens, submission_tls_context(settings)
             )
-            workers = _start_mx_workers(settings, url)
+            # Each extra MX process is started again if it dies (one that starts while the
+            # database is away exits at once), so the port keeps its configured processes.
+            for number in range(1, settings.mx_processes):
+                start = functools.partial(_start_mx_worker, settings, url, number)
+                supervisors.append(_supervised(start, workers))
             if deliver:
                 delivery = DeliveryWorkers(pool, url, settings, Resolver(settings.dns_servers))
                 await delivery.start()
@@ -122,10 +128,7 @@ async def serve(
             only in (None, "mta") and settings.auth_checks and check_auth
         )
         if checks_here:
-            supervisor = asyncio.get_running_loop().create_task(
-                _supervise(lambda: _start_auth_checker(settings, url), workers)
-            )
-            supervisor.add_done_callback(_report_if_failed)
+            supervisors.append(_supervised(lambda: _start_auth_checker(settings, url), workers))
         if only in (None, "api"):
             app = make_app(pool, settings, tokens, Resolver(settings.dns_servers))
             runners.append(await _start_http(app, settings.api_listen))
@@ -138,9 +141,9 @@ async def serve(
         grace = session_grace(settings.shutdown_drain)
 
         async def stop_children() -> None:
-            if supervisor is not None:
+            for supervisor in supervisors:
                 supervisor.cancel()
-                await asyncio.gather(supervisor, return_exceptions=True)
+            await asyncio.gather(*supervisors, return_exceptions=True)
             for worker in workers:
                 if worker.pid is not None and worker.is_alive():
                     os.kill(worker.pid, signal.SIGTERM)
@@ -200,6 +203,15 @@ async def _supervise(
         )
         await asyncio.sleep(delay)
         delay = min(delay * 2, RESTART_MAX_SECONDS)
+
+
+def _supervised(
+    start: Callable[[], multiprocessing.process.BaseProcess],
+    workers: list[multiprocessing.process.BaseProcess],
+) -> asyncio.Task[None]:
+    supervisor = asyncio.get_running_loop().create_task(_supervise(start, workers))
+    supervisor.add_done_callback(_report_if_failed)
+    return supervisor
 
 
 def _report_if_failed(task: asyncio.Task[None]) -> None:
@@ -281,16 +293,15 @@ async def _until_stopped_or_orphaned(stop: asyncio.Event, parent_pid: int) -> No
             await asyncio.wait_for(stop.wait(), timeout=1.0)
 
 
-def _start_mx_workers(settings: Settings, url: str) -> list[multiprocessing.process.BaseProcess]:
+def _start_mx_worker(
+    settings: Settings, url: str, number: int
+) -> multiprocessing.process.BaseProcess:
     context = multiprocessing.get_context("spawn")
-    workers: list[multiprocessing.process.BaseProcess] = []
-    for number in range(1, settings.mx_processes):
-        worker = context.Process(
-            target=mx_worker_main, args=(settings, url, os.getpid()), name=f"opensend-mx-{number}"
-        )
-        worker.start()
-        workers.append(worker)
-    return workers
+    worker = context.Process(
+        target=mx_worker_main, args=(settings, url, os.getpid()), name=f"opensend-mx-{number}"
+    )
+    worker.start()
+    return worker
 
 
 def mx_worker_main(settings: Settings, url: str, parent_pid: int) -> None:

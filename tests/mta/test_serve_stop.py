@@ -1,5 +1,6 @@
 """A stop always ends: `opensend serve` drains within OPENSEND_SHUTDOWN_DRAIN_SECONDS even with
-its database gone, then terminates its pool; and its children never outlive it, even SIGKILLed.
+its database gone, then terminates its pool; its children never outlive it, even SIGKILLed, and
+an extra MX process that dies is started again.
 
 The server runs as operators run it (a subprocess) on a cluster of its own that the test stops.
 Every wait is bounded far above the drain's bound, only to stop a hung test.
@@ -152,3 +153,50 @@ async def test_a_drain_past_its_bound_terminates_the_pool_naming_what_was_held(
     [record] = [r for r in caplog.records if "OPENSEND_SHUTDOWN_DRAIN_SECONDS" in r.message]
     assert record.waiting_for == "a step that never ends"
     assert record.connections_held == 1
+
+
+def mx_listeners(server: OpenSendServer) -> list[psutil.Process]:
+    """The server's processes that listen on its MX port (SO_REUSEPORT: one socket each)."""
+    listening = []
+    for process in [psutil.Process(server.process.pid), *descendants(server)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            connections = process.net_connections(kind="tcp")
+            if any(
+                c.status == psutil.CONN_LISTEN and c.laddr.port == server.mx_port
+                for c in connections
+            ):
+                listening.append(process)
+    return listening
+
+
+async def until_listeners(server: OpenSendServer, count: int) -> list[psutil.Process]:
+    """Polled: no event tells that a process has bound the port."""
+    for _ in range(int(WAIT_SECONDS / 0.2)):
+        found = mx_listeners(server)
+        if len(found) == count:
+            return found
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{count} processes never listened on the MX port:\n{server.output()}")
+
+
+@pytest.mark.slow
+async def test_an_extra_mx_process_that_dies_while_the_database_is_away_is_started_again(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Found by the soak test: an extra MX process started while the database was away exited
+    at once and was never started again, leaving the port one process short until a restart."""
+    env = stop_env(tmp_path, cluster, OPENSEND_MX_PROCESSES="2")
+    async with opensend_server(env, tmp_path / "serve.log") as server:
+        listeners = await until_listeners(server, 2)
+        [worker] = [p for p in listeners if p.pid != server.process.pid]
+        await cluster.stop()
+        worker.kill()
+        await asyncio.to_thread(worker.wait, WAIT_SECONDS)
+        await cluster.start()
+        again = await until_listeners(server, 2)
+        assert worker.pid not in {p.pid for p in again}
+        sent = await smtp_send(server.mx_port, "c@example.net", [f"x@{DOMAIN}"], message())
+        assert sent.data is not None and sent.data[0] == 250, sent
+        server.signal(signal.SIGTERM)
+        assert await server.exit_code() == 0, server.output()
+    assert "child=opensend-mx-1" in server.output()
