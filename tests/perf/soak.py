@@ -531,6 +531,7 @@ async def account(
         "orphans": orphans,
         "stops_that_did_not_end": unended,
         "unanswered_attempts": ledger.unanswered,
+        "error_replies": ledger.codes,
         "refusals": ledger.refusals[:10],
         "smtp_source_runs": ledger.mx_runs,
     }
@@ -555,6 +556,20 @@ def verdict(figures: dict[str, Any]) -> list[str]:
         problems.append(f"stops that did not end: {figures['stops_that_did_not_end']}")
     if figures["delivery"]["at_sink_but_not_stored"]:
         problems.append("messages at the sink that were never stored")
+    # Storage trouble is temporary: SMTP 4xx, HTTP 503; never an SMTP 5xx nor an HTTP 500
+    # (DESIGN.md section 7).
+    permanent = {
+        k: n
+        for k, n in figures["error_replies"].items()
+        if (k.startswith(("mx ", "submission ")) and k.split()[1][0] == "5")
+        or k.split()[1] == "500"
+    }
+    if permanent:
+        problems.append(f"permanent refusals: {permanent}")
+    mismatched = [k for k in figures["error_replies"] if " " in k[k.index(" ") + 1 :]]
+    mismatched = [k for k in mismatched if k.split()[1][0] != k.split()[2][0]]
+    if mismatched:
+        problems.append(f"basic and enhanced codes disagree: {mismatched}")
     if not figures["queue_settled"]:
         problems.append("the queue did not empty within --settle")
     return problems
@@ -578,6 +593,7 @@ def print_figures(figures: dict[str, Any]) -> None:
         f"stuck rows  {figures['stuck']['rows']:>6}  (claimed {figures['stuck']['claimed']}, "
         f"idempotency keys in flight {figures['stuck']['idempotency_in_flight']})",
         f"orphans     {figures['orphans']:>6}  after {len(figures['faults'])} stops and kills",
+        f"refusals    {figures['error_replies']}",
         "faults      "
         + ", ".join(
             f"{f['kind']}@{f['at']}s"

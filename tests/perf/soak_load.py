@@ -28,6 +28,7 @@ DOMAIN = "soak.test"  # ours: receiving, verified, a catch-all route
 REMOTE = "remote.test"  # theirs: every outbound message goes to the loopback sink (the relay)
 MARKER = re.compile(rb"soak-(?:api|sub|reply)-\d+-\d+")
 _QUEUED = re.compile(r"queued as ((?:[0-9a-f-]{36}\s*)+)")
+_REFUSAL = re.compile(r"\b([45]\d\d)[ -]([45])\.\d{1,3}\.\d{1,3}\b")
 # Bounds that only stop a client that hangs; no figure depends on them.
 SMTP_SOURCE_SECONDS = 60.0
 CLIENT_SECONDS = 30.0
@@ -48,9 +49,15 @@ class Ledger:
     unanswered: dict[str, int] = field(default_factory=dict)
     # Requests refused with a 4xx that a retry cannot change: the load's own mistake, shown.
     refusals: list[str] = field(default_factory=list)
+    # Every 4xx and 5xx the server answered, as "kind code" (SMTP: "code class.x.x").
+    codes: dict[str, int] = field(default_factory=dict)
 
     def miss(self, kind: str) -> None:
         self.unanswered[kind] = self.unanswered.get(kind, 0) + 1
+
+    def answered(self, kind: str, code: str) -> None:
+        key = f"{kind} {code}"
+        self.codes[key] = self.codes.get(key, 0) + 1
 
 
 @dataclass(frozen=True)
@@ -88,8 +95,11 @@ async def mx_load(target: Target, ledger: Ledger, stop: asyncio.Event, sessions:
             if process.returncode is None:  # cancelled: the soak is ending
                 process.kill()
                 await process.wait()
-        for match in _QUEUED.finditer(output.decode(errors="replace")):
+        text = output.decode(errors="replace")
+        for match in _QUEUED.finditer(text):
             ledger.mx_ids.update(match.group(1).split())
+        for match in _REFUSAL.finditer(text):
+            ledger.answered("mx", f"{match.group(1)} {match.group(2)}.x.x")
         if process.returncode != 0:
             ledger.miss("mx run cut short")
             await _pause(stop, 0.2)  # the server is away: do not spin
@@ -170,6 +180,14 @@ async def submission_load(target: Target, ledger: Ledger, stop: asyncio.Event) -
             if found:
                 ledger.submission[marker] = found.group(1).split()[0]
             await client.quit()
+        except aiosmtplib.SMTPResponseException as refused:
+            found = _REFUSAL.search(f"{refused.code} {refused.message}")
+            ledger.answered(
+                "submission",
+                f"{found.group(1)} {found.group(2)}.x.x" if found else str(refused.code),
+            )
+            ledger.miss("submission")
+            await _pause(stop, 0.2)
         except (aiosmtplib.SMTPException, OSError, TimeoutError):
             ledger.miss("submission")
             await _pause(stop, 0.2)
@@ -202,6 +220,7 @@ async def _post_until_stored(
                     email_id: str = (await r.json())["id"]
                     return email_id
                 text = await r.text()
+                ledger.answered("reply" if "reply" in path else "emails", str(r.status))
                 if 400 <= r.status < 500 and r.status not in (409, 429):
                     ledger.refusals.append(f"{path} {r.status} {text[:200]}")
                     return None  # refused for good: a retry would get the same
