@@ -113,7 +113,8 @@ class _ExitWatchdog:
         self._timer.start()
 
     def _exit(self) -> None:
-        log.critical("the stop did not end in time; exiting now", extra={"seconds": self._seconds})
+        # Straight to stderr, not through logging: the thread that is stuck may hold its lock.
+        os.write(2, f"the stop did not end within {self._seconds:.0f}s; exiting now\n".encode())
         os._exit(EXIT_FORCED)
 
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import asyncpg
 import psutil
 import pytest
 
-from mta.stopping import drain_within
+from mta.stopping import EXIT_FORCED, drain_within
 from storage import directory
 from storage.database import open_pool
 from storage.migrate import migrate
@@ -200,3 +201,40 @@ async def test_an_extra_mx_process_that_dies_while_the_database_is_away_is_start
         server.signal(signal.SIGTERM)
         assert await server.exit_code() == 0, server.output()
     assert "child=opensend-mx-1" in server.output()
+
+
+# A process whose loop never comes back once told to stop: the watchdog must end it.
+STUCK_AFTER_SIGTERM = """
+import asyncio, sys, time
+from mta.stopping import stop_on_signals
+
+async def main():
+    stop = stop_on_signals(0.1)
+    print("ready", flush=True)
+    await stop.wait()
+    time.sleep(3600)  # the loop blocked: no drain step can run, nor the pool's terminate
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.slow
+async def test_a_process_stuck_after_sigterm_is_ended_by_the_exit_watchdog() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        STUCK_AFTER_SIGTERM,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        assert await asyncio.wait_for(process.stdout.readline(), WAIT_SECONDS) == b"ready\n"
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), WAIT_SECONDS)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == EXIT_FORCED
+    assert b"the stop did not end within" in stderr
