@@ -305,6 +305,7 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
         server = Server(env, workdir / "serve.log")
         faults: list[Fault] = []
+        load: list[asyncio.Task[None]] = []
         ledger = Ledger()
         try:
             await server.start()
@@ -318,7 +319,7 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             )
             stop_load = asyncio.Event()
             retry_until = [float("inf")]
-            load = [
+            load += [
                 asyncio.create_task(mx_load(target, ledger, stop_load, args.mx_sessions)),
                 *(
                     asyncio.create_task(api_load(target, ledger, stop_load, retry_until, n))
@@ -340,6 +341,9 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             final.until = time.monotonic()
             faults.append(final)
         finally:
+            for task in load:  # on a failure: smtp-source and the clients stop here
+                task.cancel()
+            await asyncio.gather(*load, return_exceptions=True)
             await server.destroy()
             await sink.stop()
         figures = await account(cluster.url, ledger, handler, faults)
