@@ -147,7 +147,10 @@ class Server:
     def family(self) -> list[psutil.Process]:
         assert self.process is not None
         with contextlib.suppress(psutil.NoSuchProcess):
-            return psutil.Process(self.process.pid).children(recursive=True)
+            children: list[psutil.Process] = psutil.Process(self.process.pid).children(
+                recursive=True
+            )
+            return children
         return []
 
     async def kill(self, fault: Fault) -> None:
