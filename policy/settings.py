@@ -134,6 +134,11 @@ class Settings:
     auth_lockout: float
     auth_failure_delay: float
 
+    # How long a stop (SIGTERM) may take: sessions and deliveries in flight finish within it,
+    # then the database pool is terminated and the process exits. systemd's TimeoutStopSec must
+    # be longer (mta/stopping.py adds a margin).
+    shutdown_drain: float
+
     log_level: str
     log_format: str
 
@@ -550,6 +555,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             "OPENSEND_AUTH_FAILURE_DELAY",
             env.get("OPENSEND_AUTH_FAILURE_DELAY", "").strip() or "1s",
         ),
+        shutdown_drain=float(_int(env, "OPENSEND_SHUTDOWN_DRAIN_SECONDS", 20)),
         log_level=log_level,
         log_format=log_format,
         env_names=tuple(sorted(name for name in env if name.startswith("OPENSEND_"))),
