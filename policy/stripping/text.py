@@ -43,6 +43,9 @@ def strip_text(text: str) -> str:
     lines = _lines(text[:MAX_TEXT_CHARS])
     kept: list[str | None] = []  # None marks where history was taken out
     history = False  # an introduced quote was seen: every later quote is history too
+    # Whether a line with text is kept yet: tracked, not looked up in `kept` at each marker,
+    # which made blank lines before many markers quadratic work.
+    written = False
     index = 0
     while index < len(lines):
         line = lines[index]
@@ -57,6 +60,7 @@ def strip_text(text: str) -> str:
                     end += 1  # a quoted line the client wrapped after quoting it
             else:
                 kept.extend(lines[index:end])
+                written = True  # a quoted line always holds its mark
             index = end
             continue
         span = attribution_span(lines, index)
@@ -67,16 +71,17 @@ def strip_text(text: str) -> str:
                 kept.append(None)
                 index = following
                 continue
-            if not _has_content(kept):
+            if not written:
                 index += span  # an attribution that only opens the message
                 continue
             break
-        if is_forward_separator(line) and not _has_content(kept):
+        if is_forward_separator(line) and not written:
             index = _after_header_block(lines, index + 1)
             continue
         if is_separator(line) or header_block_at(lines, index) or is_device_signature(line):
             break
         kept.append(line)
+        written = written or bool(line.strip())
         index += 1
     return tidy(kept)
 
@@ -120,10 +125,6 @@ def _next_nonblank(lines: list[str], start: int) -> int | None:
         if lines[index].strip():
             return index
     return None
-
-
-def _has_content(kept: list[str | None]) -> bool:
-    return any(line is not None and line.strip() for line in kept)
 
 
 # -- attribution lines -----------------------------------------------------------------------

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from policy.stripping import text as text_module
 from policy.stripping.html import strip_html
 from policy.stripping.message import strip_bodies, strip_message
 from policy.stripping.text import MAX_TEXT_CHARS, strip_text
+from tests.support.work import lines_run
 
 NEW = "Tuesday at ten works for me."
 
@@ -249,3 +251,24 @@ def test_lines_of_near_markers() -> None:
 def test_hostile_html(markup: str) -> None:
     html, text = strip_html(markup)
     assert len(html) <= 4 * len(markup) and len(text) <= len(markup)
+
+
+@pytest.mark.parametrize(
+    "marker",
+    [
+        pytest.param("On 1 Jan 2024, A <a@b.c> wrote:\n", id="attributions"),
+        pytest.param("---------- Forwarded message ----------\n", id="forwards"),
+    ],
+)
+def test_work_grows_linearly_with_blank_lines_before_markers(marker: str) -> None:
+    """Blank lines, then many attribution or forward lines with nothing written above them:
+    twice the input is about twice the work, not four times (each marker once looked back
+    over every line kept so far)."""
+
+    def text(size: int) -> str:
+        return "\n" * (size // 2) + marker * (size // 2 // len(marker))
+
+    size = MAX_TEXT_CHARS // 4
+    small = lines_run(text_module, lambda: strip_text(text(size)))
+    large = lines_run(text_module, lambda: strip_text(text(2 * size)))
+    assert large < 3 * small, (small, large)
