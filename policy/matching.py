@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from uuid import UUID
 
-from policy.msgid import msg_ids
+from policy.msgid import first_msg_ids, msg_ids, newest_msg_ids
 from policy.routing import TokenVerdict
 from policy.tokens import ReplyToken, ReplyTokens, TokenFailure, find_tokens
 
@@ -98,8 +98,9 @@ def candidates(
     for token in find_tokens(reply_token_header or ""):
         found.append(Candidate(MatchSource.REPLY_TOKEN_HEADER, token=token))
     for source, ids in (
-        (MatchSource.IN_REPLY_TO, message_ids(in_reply_to)),
-        (MatchSource.REFERENCES, list(reversed(message_ids(references)))),
+        # Only the part of each field that can decide is read (policy.msgid.MAX_FIELD_CHARS).
+        (MatchSource.IN_REPLY_TO, first_msg_ids(in_reply_to)),
+        (MatchSource.REFERENCES, list(reversed(newest_msg_ids(references)))),
     ):
         for msgid in ids:
             tokens = find_tokens(msgid)

@@ -12,6 +12,12 @@ _FWS = frozenset(" \t\r\n")
 # obsolete, local-part and domain: none holds "," or ";" outside quotes), so some clients use
 # them between bare ids: `References: a1@x.example,b2@y.example`.
 _SEPARATORS = frozenset(",;")
+# How much of a field is read, from the end where its ids matter: In-Reply-To and Message-ID
+# name theirs first; References names the thread oldest first, so its newest ids come last
+# (RFC 5322 section 3.6.4), and clients trim the oldest. Real fields stay far below this; a
+# hostile one of megabytes (25 MB read in Python took seconds of the MX's event loop, and sent
+# a million ids to the lookup) then costs no more than a long real one.
+MAX_FIELD_CHARS = 16 * 1024
 
 
 def _skip_comment(value: str, start: int) -> int:
@@ -103,7 +109,24 @@ def msg_ids(value: str | None, *, bare_without_at: bool = False) -> list[str]:
     return found
 
 
+def first_msg_ids(value: str | None) -> list[str]:
+    """The ids of the first MAX_FIELD_CHARS of an In-Reply-To field, which names one message
+    (the cut may leave a piece of a later id, which names nothing stored)."""
+    return msg_ids(value[:MAX_FIELD_CHARS] if value else value)
+
+
+def newest_msg_ids(value: str | None) -> list[str]:
+    """The ids of the last MAX_FIELD_CHARS of a References field, oldest first as written,
+    without the piece of an id the cut went through."""
+    if not value or len(value) <= MAX_FIELD_CHARS:
+        return msg_ids(value)
+    tail = value[-MAX_FIELD_CHARS:]
+    # The next id starts at the first bracket or separator after the cut.
+    starts = [at for at in (tail.find(char) for char in _FWS | _SEPARATORS | {"<"}) if at >= 0]
+    return msg_ids(tail[min(starts) :]) if starts else []
+
+
 def first_msg_id(value: str | None) -> str | None:
     """The Message-ID field's id (RFC 5322 section 3.6.4 allows exactly one), or None."""
-    ids = msg_ids(value, bare_without_at=True)
+    ids = msg_ids(value[:MAX_FIELD_CHARS] if value else value, bare_without_at=True)
     return ids[0] if ids else None

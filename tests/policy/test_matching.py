@@ -19,6 +19,7 @@ from policy.matching import (
     message_ids,
     verify_token,
 )
+from policy.msgid import MAX_FIELD_CHARS
 from policy.routing import TokenVerdict
 from policy.tokens import ReplyToken, ReplyTokens, TokenFailure
 
@@ -122,6 +123,22 @@ def test_candidates_list_comma_separated_bare_references_newest_first() -> None:
         "middle@x.example",
         "root@x.example",
     ]
+
+
+def test_candidates_of_a_huge_references_are_its_newest_ids_and_bounded() -> None:
+    """A hostile References of a megabyte: only its newest part is read, its newest id first,
+    and the cut through an id yields no piece of one."""
+    ids = [f"m{n}@x.example" for n in range(60_000)]
+    offered = candidates([], None, None, " ".join(f"<{i}>" for i in ids))
+    assert [c.message_id for c in offered[:2]] == [ids[-1], ids[-2]]
+    assert {c.message_id for c in offered} <= set(ids)
+    assert len(offered) <= MAX_FIELD_CHARS // len("<m1@x.example> ")
+
+
+def test_candidates_of_a_huge_in_reply_to_start_with_its_first_id() -> None:
+    offered = candidates([], None, "<a@x.example> " + "<b@x.example> " * 100_000, None)
+    assert offered[0].message_id == "a@x.example"
+    assert len(offered) <= MAX_FIELD_CHARS // len("<b@x.example> ") + 1
 
 
 def test_candidates_list_references_newest_first() -> None:

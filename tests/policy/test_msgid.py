@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from policy import msgid
 from policy.msgid import first_msg_id, msg_ids
+from tests.support.work import lines_run
 
 
 @pytest.mark.parametrize(
@@ -119,3 +121,15 @@ def test_odd_but_readable_shapes(value: str | None, ids: list[str]) -> None:
 )
 def test_first_msg_id_reads_the_message_id_field(value: str, expected: str | None) -> None:
     assert first_msg_id(value) == expected
+
+
+def test_first_msg_id_reads_a_bounded_part_of_a_huge_field() -> None:
+    """A comment of megabytes after the id (hostile, or a broken gateway): the id is found and
+    the work does not grow with the field."""
+
+    def read(comment_size: int) -> int:
+        field = "<a@x.example> (" + "x" * comment_size + ")"
+        assert first_msg_id(field) == "a@x.example"
+        return lines_run(msgid, lambda: first_msg_id(field))
+
+    assert read(1_000_000) <= read(100_000) * 1.1
