@@ -15,7 +15,7 @@ from email.utils import format_datetime
 from enum import StrEnum
 from typing import Any
 
-from policy.msgid import msg_ids
+from policy.msgid import MAX_FIELD_CHARS, first_msg_ids, msg_ids, newest_msg_ids
 from policy.sending_fields import valid_address
 
 # RFC 5322 section 3.6.4: msg-id is "<" id-left "@" id-right ">". Ids that do not have this
@@ -145,7 +145,13 @@ def sender(body: Mapping[str, Any]) -> str:
 
 def message_ids(field_text: str | None) -> list[str]:
     """The msg-ids of an In-Reply-To or References field, without brackets, in order; only
-    those our own References field can repeat (`id-left "@" id-right`)."""
+    those our own References field can repeat (`id-left "@" id-right`). Of a field too long
+    to keep whole, only its root and newest ids, which is all `references` keeps, read from
+    each end (policy.msgid.MAX_FIELD_CHARS) instead of walked through."""
+    if field_text is not None and len(field_text) > 2 * MAX_FIELD_CHARS:
+        head = [msg_id for msg_id in first_msg_ids(field_text) if _BARE_MSG_ID.fullmatch(msg_id)]
+        tail = newest_msg_ids(field_text)
+        return head[:1] + [msg_id for msg_id in tail if _BARE_MSG_ID.fullmatch(msg_id)]
     return [msg_id for msg_id in msg_ids(field_text) if _BARE_MSG_ID.fullmatch(msg_id)]
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from policy import reply_compose
+from policy import msgid, reply_compose
 from policy.reply_compose import (
     MAX_REFERENCES,
     MAX_REFERENCES_OCTETS,
@@ -16,6 +16,7 @@ from policy.reply_compose import (
     ReplyRefusal,
 )
 from policy.sending_fields import parse_headers
+from tests.support.work import lines_run
 
 
 def original(**fields: Any) -> Original:
@@ -207,3 +208,19 @@ def test_malformed_address_names_itself(given: str) -> None:
 def test_both_spellings_of_a_dual_named_field_are_read(snake: str, camel: str, value: Any) -> None:
     assert reply_compose.field({snake: value}, snake) == value
     assert reply_compose.field({camel: value}, snake) == value
+
+
+def test_a_huge_references_is_read_from_its_ends_only() -> None:
+    """A hostile References of megabytes on a received message: the reply keeps its root and
+    newest ids as for a long real one, and reading it costs no more for twice the size."""
+
+    def chain(count: int) -> str:
+        return " ".join(f"<id{i}@x.example>" for i in range(count))
+
+    def work(count: int) -> int:
+        return lines_run(msgid, lambda: reply_compose.references(chain(count), "p@x.example"))
+
+    ids = reply_compose.references(chain(60_000), "p@x.example")
+    assert ids[0] == "id0@x.example" and ids[-1] == "p@x.example"
+    assert ids[1:-1] == [f"id{i}@x.example" for i in range(60_000 - MAX_REFERENCES + 2, 60_000)]
+    assert work(120_000) <= work(60_000) * 1.1
