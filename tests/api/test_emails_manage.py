@@ -34,7 +34,7 @@ async def test_get_answers_resend_fields_tracking_and_each_recipients_delivery(
         "to": ["ann@example.net"],
         "cc": ["cc@example.org"],
         "bcc": ["bcc@example.com"],
-        "reply_to": None,
+        "reply_to": [],
         "subject": body["subject"],
         "html": body["html"],
         "text": body["text"],
