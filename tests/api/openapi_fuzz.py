@@ -1,9 +1,11 @@
 """Schemathesis driven against the real API on loopback: each operation of a document gets a
 bounded number of generated requests (valid and invalid), and every answer is checked.
 
-The requests carry a real tenant's API key; with even odds a generated case is made plausible
-(the tenant's verified domain as sender, ids of resources that exist), so that the valid paths are
-exercised too, not only the refusals. Findings are collected, not raised, so one run lists them all.
+The requests carry a real tenant's API key. Two thirds of the valid cases are made plausible (the
+tenant's verified domain as sender, ids of resources that exist), so that the valid paths are
+exercised too, not only the refusals; half of those get a hostile character in one string
+(`HOSTILE`), so that those valid paths meet it. Findings are collected, not raised, so that one
+run lists them all.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ class Report:
     statuses: dict[int, int] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     seconds: float = 0.0
+    successes: dict[str, int] = field(default_factory=dict)  # 2xx answers, by operation
 
     def summary(self) -> str:
         return (
@@ -97,6 +100,34 @@ def id_kind(path: str) -> str:
     return "none"
 
 
+# Fields of an email that random text seldom fills validly, with a value that is valid.
+EMAIL_DEFAULTS = {
+    "cc": "cc@example.net",
+    "bcc": None,
+    "reply_to": "Help <help@example.net>",
+    "headers": {"X-Campaign": "fuzz"},
+    "tags": [{"name": "kind", "value": "fuzz"}],
+    "attachments": [{"filename": "a.txt", "content": "aGk="}],
+    "scheduled_at": "in 1 hour",
+}
+
+
+def plausible_email(item: dict[str, Any], sender: str) -> None:
+    """The generated text of the bodies stays; what an address or header must be is made so."""
+    item.update({"from": sender, "to": ["ann@example.net"]})
+    subject = item.get("subject")
+    if not (isinstance(subject, str) and subject.isprintable() and subject.strip()):
+        item["subject"] = "Hello"
+    if not any(isinstance(item.get(f), str) and item[f].strip() for f in ("html", "text")):
+        item["text"] = "Hello"
+    for name, value in EMAIL_DEFAULTS.items():
+        if name in item:
+            item[name] = value
+    if "attachments" in item or "scheduled_at" in item:
+        item.pop("attachments", None)  # not in batches; a single email may have one
+        item.pop("scheduled_at", None)
+
+
 def plausible(case: Case, world: World, draw: Callable[[st.SearchStrategy[Any]], Any]) -> None:
     """Turn a generated case into one that can succeed: real ids, the tenant's own domain."""
     path, method = case.operation.path, case.operation.method.lower()
@@ -110,19 +141,59 @@ def plausible(case: Case, world: World, draw: Callable[[st.SearchStrategy[Any]],
     if path in ("/emails", "/emails/batch") and method == "post":
         for item in body if isinstance(body, list) else [body]:
             if isinstance(item, dict):
-                item.update({"from": sender, "to": ["ann@example.net"]})
-                item.setdefault("text", "Hello")
-                item.pop("attachments", None) if path == "/emails/batch" else None
+                plausible_email(item, sender)
     elif path.endswith("/reply") and isinstance(body, dict):
-        body["from"] = sender
+        plausible_email(body, sender)
+        for name in ("to", "replyTo", "from_name"):  # to: the original's sender
+            body.pop(name, None)
     elif path == "/contacts" and method == "post" and isinstance(body, dict):
         body["email"] = f"c{draw(st.integers(0, 10**9))}@example.net"
-    elif path == "/domains" and method == "post" and isinstance(body, dict):
-        body["name"] = f"fuzz{draw(st.integers(0, 10**9))}.example.org"
+    elif path.startswith("/domains") and isinstance(body, dict):
+        for name in ("capabilities", "reply_domain", "open_tracking", "click_tracking", "tls"):
+            body.pop(name, None)
+        if method == "post":
+            body["name"] = f"fuzz{draw(st.integers(0, 10**9))}.example.org"
+        else:
+            body.pop("name", None)
     elif path == "/events/inbound" and isinstance(body, dict):
         body.pop("raw_mime_base64", None)
         body["raw_mime"] = f"From: a@example.net\r\nTo: x@{world.domain}\r\n\r\nHi\r\n"
         body["recipients"] = [f"x@{world.domain}"]
+
+
+# Characters that pass a schema's `type: string` but not every layer below: NUL (PostgreSQL text),
+# line breaks (headers), a lone surrogate (UTF-8), a line separator, DEL and a byte order mark.
+HOSTILE = ("\0", "\r\n", "\n", "\ud800", "\u2028", "\x7f", "\ufeff")
+IN_URLS = tuple(c for c in HOSTILE if c != "\ud800")  # no URL can encode half a character
+
+Slot = tuple[Any, Any]  # a container and the key (or index) of one of its strings
+
+
+def string_slots(value: Any) -> list[Slot]:
+    """Every string leaf of a JSON value, as (container, key) so that it can be replaced."""
+    items: Iterable[tuple[Any, Any]] = ()
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    slots: list[Slot] = []
+    for key, item in items:
+        slots += [(value, key)] if isinstance(item, str) else string_slots(item)
+    return slots
+
+
+def hostile(case: Case, draw: Callable[[st.SearchStrategy[Any]], Any]) -> None:
+    """One hostile character into one string the case sends: in the body, path or query. After
+    `plausible`, it reaches the layers that valid requests reach (storage, message building)."""
+    slots = [(slot, HOSTILE) for slot in string_slots(case.body)]
+    for part in (case.path_parameters, case.query):
+        slots += [(slot, IN_URLS) for slot in string_slots(part or {})]
+    if not slots:
+        return
+    (container, key), characters = draw(st.sampled_from(slots))
+    text: str = container[key]
+    at = draw(st.integers(0, len(text)))
+    container[key] = text[:at] + draw(st.sampled_from(characters)) + text[at:]
 
 
 def answer_problems(response: Response, operation: APIOperation) -> list[str]:
@@ -176,11 +247,17 @@ def fuzz_operation(
         suppress_health_check=list(HealthCheck),
     )
     def run(case: Case, data: st.DataObject) -> None:
-        if mode is GenerationMode.POSITIVE and data.draw(st.booleans()):
+        # Valid cases: a third as generated, a third plausible, a third plausible and hostile.
+        shaping = data.draw(st.integers(0, 2)) if mode is GenerationMode.POSITIVE else 0
+        if shaping >= 1:
             plausible(case, world, data.draw)
+        if shaping == 2:
+            hostile(case, data.draw)
         response = case.call(base_url=base_url, session=http, headers=auth, timeout=60)
         report.requests += 1
         report.statuses[response.status_code] = report.statuses.get(response.status_code, 0) + 1
+        if response.status_code < 300:
+            report.successes[operation.label] = report.successes.get(operation.label, 0) + 1
         problems = answer_problems(response, operation)
         if response.status_code >= 500:
             problems.append("a server error")
