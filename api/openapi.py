@@ -1,7 +1,5 @@
-"""The API's OpenAPI 3.1 document, written once here as data and served at GET /openapi.json.
-
-Every route of `api.app.make_app` has an operation here and every operation a route: the test
-tests/api/test_openapi.py walks the router and holds the two together. Schemas: api.openapi_schemas.
+"""The API's OpenAPI 3.1 document, written once here as data and served at GET /openapi.json;
+tests/api/test_openapi.py holds it to `api.app`'s router, both ways. Schemas: api.openapi_schemas.
 """
 
 from __future__ import annotations

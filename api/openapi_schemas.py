@@ -1,7 +1,5 @@
-"""The OpenAPI document's `components.schemas`: one JSON Schema per resource, request and answer.
-
-`api.openapi` refers to them by `$ref`; the shapes are those the route modules render, with Resend's
-field names (resend.com/docs/api-reference). Nullable fields say so: the fuzz tests hold us to it.
+"""The OpenAPI document's `components.schemas` (api.openapi refers to them by `$ref`): one JSON
+Schema per resource, request and answer, as the route modules render them, with Resend's names.
 """
 
 from __future__ import annotations
