@@ -17,46 +17,35 @@ PATH = "/openapi.json"
 # -- parameters -----------------------------------------------------------------------------------
 
 
-def path_param(name: str, description: str, schema: Schema | None = None) -> Schema:
-    return {
-        "name": name,
-        "in": "path",
-        "required": True,
-        "description": description,
-        "schema": schema or {"type": "string"},
-    }
+def param(where: str, name: str, description: str, schema: Schema | None = None) -> Schema:
+    """A parameter `in` the path, the query or a header; path parameters are always required."""
+    found: Schema = {"name": name, "in": where, "description": description}
+    if where == "path":
+        found["required"] = True
+    found["schema"] = schema or {"type": "string"}
+    return found
 
 
-def query_param(name: str, description: str, schema: Schema | None = None) -> Schema:
-    return {
-        "name": name,
-        "in": "query",
-        "description": description,
-        "schema": schema or {"type": "string"},
-    }
-
-
-def header_param(name: str, description: str, schema: Schema | None = None) -> Schema:
-    return {
-        "name": name,
-        "in": "header",
-        "description": description,
-        "schema": schema or {"type": "string"},
-    }
-
-
-ID = path_param("id", "The resource's id (a UUID; anything else is 404).")
-EMAIL_ID = path_param(
-    "id", "The sent email's id.", {"type": "string", "pattern": "^[0-9A-Fa-f-]{32,36}$"}
+ID = param("path", "id", "The resource's id (a UUID; anything else is 404).")
+EMAIL_ID = param(
+    "path", "id", "The sent email's id.", {"type": "string", "pattern": "^[0-9A-Fa-f-]{32,36}$"}
 )
+ATTACHMENT_ID = param(
+    "path", "attachment_id", "The attachment's id (its MIME part path, such as `2`, works too)."
+)
+CONTACT_ID = param("path", "id", "The contact's id or email address.")
 PAGE = [
-    query_param(
-        "limit", "1 to 100 (default 20).", {"type": "integer", "minimum": 1, "maximum": 100}
+    param(
+        "query",
+        "limit",
+        "1 to 100 (default 20).",
+        {"type": "integer", "minimum": 1, "maximum": 100},
     ),
-    query_param("after", "The id of an item of the list: the page after it.", UUID),
-    query_param("before", "The id of an item of the list: the page before it.", UUID),
+    param("query", "after", "The id of an item of the list: the page after it.", UUID),
+    param("query", "before", "The id of an item of the list: the page before it.", UUID),
 ]
-IDEMPOTENCY_KEY = header_param(
+IDEMPOTENCY_KEY = param(
+    "header",
     "Idempotency-Key",
     "Sends once per key (1 to 256 characters) for 24 hours; a repeat answers the first response.",
     {"type": "string", "minLength": 1, "maxLength": 256},
@@ -150,7 +139,8 @@ BATCH = op(
     responses(answer("BatchResponse"), 409, 413, 429),
     params=[
         IDEMPOTENCY_KEY,
-        header_param(
+        param(
+            "header",
             "x-batch-validation",
             "`strict` (default) or `permissive`.",
             {"enum": ["strict", "permissive"]},
@@ -249,20 +239,23 @@ PATHS: dict[str, dict[str, Operation]] = {
             responses(answer("ReceivedEmailList")),
             params=[
                 *PAGE,
-                query_param(
+                param(
+                    "query",
                     "reply_match_status",
                     "`matched` or `unmatched`.",
                     {"enum": ["matched", "unmatched"]},
                 ),
-                query_param("thread_id", "Only this thread's messages.", UUID),
-                query_param("recipient", "Only messages delivered to this address."),
-                query_param("from", "Only messages from this address."),
-                query_param(
+                param("query", "thread_id", "Only this thread's messages.", UUID),
+                param("query", "recipient", "Only messages delivered to this address."),
+                param("query", "from", "Only messages from this address."),
+                param(
+                    "query",
                     "received_after",
                     "ISO 8601 date-time.",
                     {"type": "string", "format": "date-time"},
                 ),
-                query_param(
+                param(
+                    "query",
                     "received_before",
                     "ISO 8601 date-time.",
                     {"type": "string", "format": "date-time"},
@@ -291,7 +284,7 @@ PATHS: dict[str, dict[str, Operation]] = {
             "Receiving",
             "Retrieve one attachment's metadata and download link",
             responses(answer("ReceivedAttachment")),
-            params=[ID, path_param("attachment_id", "The MIME part path, such as `2` or `1.2`.")],
+            params=[ID, ATTACHMENT_ID],
         )
     },
     "/emails/receiving/{id}/attachments/{attachment_id}/content": {
@@ -299,7 +292,7 @@ PATHS: dict[str, dict[str, Operation]] = {
             "Receiving",
             "Download one attachment's decoded bytes",
             responses(binary("*/*", "The bytes, with the part's own Content-Type.")),
-            params=[ID, path_param("attachment_id", "The MIME part path, such as `2` or `1.2`.")],
+            params=[ID, ATTACHMENT_ID],
         )
     },
     "/emails/receiving/{id}/raw": {
@@ -330,20 +323,20 @@ PATHS: dict[str, dict[str, Operation]] = {
             "Contacts",
             "Retrieve a contact by id or email address",
             responses(answer("Contact")),
-            params=[path_param("id", "The contact's id or email address.")],
+            params=[CONTACT_ID],
         ),
         "patch": op(
             "Contacts",
             "Update a contact by id or email address",
             responses(answer("ContactObjectId"), 413),
-            params=[path_param("id", "The contact's id or email address.")],
+            params=[CONTACT_ID],
             body=json_body("UpdateContactRequest"),
         ),
         "delete": op(
             "Contacts",
             "Delete a contact by id or email address",
             responses(answer("DeletedContact")),
-            params=[path_param("id", "The contact's id or email address.")],
+            params=[CONTACT_ID],
         ),
     },
     "/domains": {
@@ -401,17 +394,21 @@ PATHS: dict[str, dict[str, Operation]] = {
                 answer("InboundEventResponse", "Stored (or a duplicate event)."), 413, status=202
             ),
             params=[
-                header_param(
-                    "X-OpenSend-Recipients", "Raw form: envelope recipients, comma-separated."
+                param(
+                    "header",
+                    "X-OpenSend-Recipients",
+                    "Raw form: envelope recipients, comma-separated.",
                 ),
-                header_param(
-                    "X-OpenSend-Event-Id", "Raw form: the provider's event id (deduplicates)."
+                param(
+                    "header",
+                    "X-OpenSend-Event-Id",
+                    "Raw form: the provider's event id (deduplicates).",
                 ),
-                header_param("X-OpenSend-Mail-From", "Raw form: the reverse-path."),
-                query_param("recipient", "Raw form: an envelope recipient."),
-                query_param("recipients", "Raw form: envelope recipients, comma-separated."),
-                query_param("event_id", "Raw form: the provider's event id."),
-                query_param("mail_from", "Raw form: the reverse-path."),
+                param("header", "X-OpenSend-Mail-From", "Raw form: the reverse-path."),
+                param("query", "recipient", "Raw form: an envelope recipient."),
+                param("query", "recipients", "Raw form: envelope recipients, comma-separated."),
+                param("query", "event_id", "Raw form: the provider's event id."),
+                param("query", "mail_from", "Raw form: the reverse-path."),
             ],
             body={
                 "required": True,
@@ -429,7 +426,7 @@ PATHS: dict[str, dict[str, Operation]] = {
             "Amazon SNS: SES receipt notifications (mail stored in S3) and subscription messages",
             responses(answer("SnsResponse"), 413, status=200)
             | {"202": answer("InboundEventResponse", "The SES notification's message was stored.")},
-            params=[header_param("x-amz-sns-message-type", "SNS's message type.")],
+            params=[param("header", "x-amz-sns-message-type", "SNS's message type.")],
             body={
                 "required": True,
                 "content": {
