@@ -10,8 +10,10 @@ run lists them all.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -122,7 +124,7 @@ def plausible_email(item: dict[str, Any], sender: str) -> None:
         item["text"] = "Hello"
     for name, value in EMAIL_DEFAULTS.items():
         if name in item:
-            item[name] = value
+            item[name] = copy.deepcopy(value)  # `hostile` may change it in place
     if "attachments" in item or "scheduled_at" in item:
         item.pop("attachments", None)  # not in batches; a single email may have one
         item.pop("scheduled_at", None)
@@ -131,6 +133,8 @@ def plausible_email(item: dict[str, Any], sender: str) -> None:
 def plausible(case: Case, world: World, draw: Callable[[st.SearchStrategy[Any]], Any]) -> None:
     """Turn a generated case into one that can succeed: real ids, the tenant's own domain."""
     path, method = case.operation.path, case.operation.method.lower()
+    if case.headers and "Idempotency-Key" in case.headers:
+        case.headers["Idempotency-Key"] = str(uuid.uuid4())  # a new request, not a replay
     for name in case.path_parameters or {}:
         if name == "attachment_id":
             case.path_parameters[name] = "2"
