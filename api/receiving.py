@@ -72,6 +72,9 @@ def _bracketed(message_id: str | None) -> str | None:
 NEVER = "9999-12-31T23:59:59+00:00"
 
 
+OMITTED_WHEN_NULL = ("filename", "content_id")
+
+
 def part_path(entry: dict[str, Any], index: int) -> str:
     """The attachment's MIME part path ("2", "1.2"): enough to find it again in the raw message."""
     return str(entry.get("part") or index + 1)
@@ -327,8 +330,11 @@ def _find_attachment(entries: list[dict[str, Any]], attachment_id: str, email_id
 
 
 def _linked(body: dict[str, Any], email_id: UUID, origin: str) -> dict[str, Any]:
+    """The attachment with its download link. Resend's SDK types this form's `filename` and
+    `content_id` as absent or a string (never null), so an unknown one is left out."""
     url = f"{origin}/emails/receiving/{email_id}/attachments/{body['id']}/content"
-    return {**body, "download_url": url, "expires_at": NEVER}
+    given = {k: v for k, v in body.items() if v is not None or k not in OMITTED_WHEN_NULL}
+    return {**given, "download_url": url, "expires_at": NEVER}
 
 
 def _str(value: UUID | None) -> str | None:

@@ -111,17 +111,18 @@ RESEND_QUIRKS: list[Quirk] = [
         widen("DomainRecord", "record", to={"type": "string"}),
     ),
     (
-        "Received attachment content_id: the document says string, the SDK's Optional[str].",
+        "A received email's attachment content_id: the document says string, SDK Optional[str].",
         each(
-            *(
-                widen(schema, *where, "content_id", to=NULLABLE_STRING)
-                for schema, where in (
-                    ("ListReceivedEmailsResponse", (*LIST_ITEM, *RECEIVED_ATTACHMENT)),
-                    ("GetReceivedEmailResponse", RECEIVED_ATTACHMENT),
-                    ("ListAttachmentsResponse", LIST_ITEM),
-                    ("RetrievedAttachment", ()),
-                )
-            )
+            widen(
+                "ListReceivedEmailsResponse",
+                *LIST_ITEM,
+                *RECEIVED_ATTACHMENT,
+                "content_id",
+                to=NULLABLE_STRING,
+            ),
+            widen(
+                "GetReceivedEmailResponse", *RECEIVED_ATTACHMENT, "content_id", to=NULLABLE_STRING
+            ),
         ),
     ),
     (

@@ -323,6 +323,8 @@ async def test_attachments_are_listed_described_and_downloaded_byte_for_byte(
     # UUIDs, as Resend's attachment ids are, and links that need the key rather than expire.
     assert all(UUID(a["id"]) for a in (first, second))
     assert first["expires_at"] == "9999-12-31T23:59:59+00:00"
+    # Resend's SDK: absent or a string in the linked form, Optional in the email's own list.
+    assert "content_id" not in first and detail["attachments"][0]["content_id"] is None
     assert missing["name"] == "not_found"
 
 
