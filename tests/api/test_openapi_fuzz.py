@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,9 @@ from tests.api.openapi_fuzz import ALL_CHECKS, Report, World, fuzz
 from tests.conftest import ApiServer, MakeTenant
 
 # Generated requests per operation and mode (valid, invalid): the whole file stays well under a
-# minute on two busy cores, and derandomized runs make a finding reproducible.
-EXAMPLES = 12
+# minute on two busy cores, and derandomized runs make a finding reproducible. A deeper run:
+# OPENSEND_FUZZ_EXAMPLES=100.
+EXAMPLES = int(os.environ.get("OPENSEND_FUZZ_EXAMPLES", "12"))
 RESEND_DOCUMENT = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference"
 RESEND_DOCUMENT = RESEND_DOCUMENT / "resend-openapi.yaml"
 
