@@ -22,6 +22,7 @@ from aiosmtpd.smtp import SMTP, syntax
 
 from mta import metrics
 from policy import replies
+from policy.addresses import envelope_address_refusal
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ class MXProtocol(SMTP):
     connections_metric = metrics.CONNECTIONS
     active_metric = metrics.CONNECTIONS_ACTIVE
     refused_metric = metrics.MESSAGES_REFUSED
+    offers_smtputf8 = True  # RFC 6531: advertised in EHLO, and the SMTPUTF8 MAIL parameter taken
 
     def __init__(
         self,
@@ -134,6 +136,9 @@ class MXProtocol(SMTP):
         )
         self.event_handler = handler
         self.data_size_limit = data_size_limit
+        # aiosmtpd decodes command arguments as UTF-8 (surrogate escapes for the rest) only with
+        # this on; off, it answers non-ASCII with a bare "500". Whether SMTPUTF8 is offered is
+        # `offers_smtputf8`, and what a non-ASCII address gets is policy's (address_refusal).
         self.enable_SMTPUTF8 = True
         self._decode_data = False
         self.command_size_limits = collections.defaultdict(lambda: self.command_size_limit)
@@ -231,6 +236,16 @@ class MXProtocol(SMTP):
         # aiosmtpd spells the null reverse-path "<>": an empty string would read as "no MAIL".
         return found.group(1) or "<>", found.group(2)
 
+    def address_refusal(self, address: str, *, sender: bool) -> replies.Reply | None:
+        """The reply refusing a MAIL or RCPT address for its characters, or None (policy's)."""
+        assert self.envelope is not None
+        return envelope_address_refusal(
+            address,
+            declared_smtputf8=self.envelope.smtp_utf8,
+            offers_smtputf8=self.offers_smtputf8,
+            sender=sender,
+        )
+
     async def push(self, status: AnyStr) -> None:
         text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
         if not text.startswith(f"220 {self.hostname} "):  # RFC 2034 section 3: not the greeting
@@ -261,7 +276,7 @@ class MXProtocol(SMTP):
             lines.append(f"SIZE {self.data_size_limit}")  # RFC 1870
             self.command_size_limits["MAIL"] = 512 + 26
         lines.append("8BITMIME")  # RFC 6152
-        if self.enable_SMTPUTF8:
+        if self.offers_smtputf8:
             lines.append("SMTPUTF8")  # RFC 6531
             self.command_size_limits["MAIL"] += 10
         lines.append("ENHANCEDSTATUSCODES")  # RFC 2034

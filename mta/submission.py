@@ -103,6 +103,9 @@ class SubmissionHandler:
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]
     ) -> str:
+        refused = server.address_refusal(address, sender=True)
+        if refused is not None:
+            return str(refused)
         mailbox = envelope_sender(address)
         try:
             account = await self._logins.current(account_of(session))
@@ -140,6 +143,9 @@ class SubmissionHandler:
     ) -> str:
         # Logged in, a client may send anywhere; delivery follows the envelope alone (addresses
         # named only in the header fields are not sent to, RFC 5321 section 3.3).
+        refused = server.address_refusal(address, sender=False)
+        if refused is not None:
+            return str(refused)
         reply = recipient_reply(address, envelope.rcpt_tos, self._limits.max_recipients)
         if reply is replies.S250_RECIPIENT_OK:
             add_recipient(address, envelope.rcpt_tos)

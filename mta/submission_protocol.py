@@ -29,11 +29,11 @@ class SubmissionProtocol(MXProtocol):
     connections_metric = metrics.SUBMISSION_CONNECTIONS
     active_metric = metrics.SUBMISSION_CONNECTIONS_ACTIVE
     refused_metric = metrics.SUBMISSION_MESSAGES_REFUSED
+    offers_smtputf8 = False
 
     def __init__(self, handler: SubmissionHandler, **options: Any) -> None:
         super().__init__(handler, **options)
         self.event_handler: SubmissionHandler = handler
-        self.enable_SMTPUTF8 = False
         self._auth_required = True  # aiosmtpd checks it before HELP, VRFY, MAIL, RCPT, DATA
 
     def extensions(self) -> list[str]:

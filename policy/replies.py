@@ -134,6 +134,24 @@ S550_MALFORMED_HEADER = Reply(
 )
 S554_LOOP = Reply(554, "5.4.6", "Message refused: too many Received headers, probable mail loop")
 S552_TOO_BIG = Reply(552, "5.3.4", "Message too big for this server")
+# RFC 5321 section 4.1.1.11 and RFC 1869: a MAIL or RCPT parameter that was not advertised.
+S555_MAIL_PARAMETERS = Reply(555, "5.5.4", "MAIL FROM parameters not recognized or not implemented")
+S555_RCPT_PARAMETERS = Reply(555, "5.5.4", "RCPT TO parameters not recognized or not implemented")
+# RFC 6531 section 3.4: an address with non-ASCII characters needs the SMTPUTF8 parameter on
+# MAIL; without it the server answers 553 with X.6.7, "non-ASCII addresses not permitted for
+# that sender/recipient" (RFC 6531's own enhanced code), as Postfix does.
+S553_NON_ASCII_ADDRESS = Reply(
+    553,
+    "5.6.7",
+    "Address with non-ASCII characters needs SMTPUTF8: declare it on MAIL FROM, or use an "
+    "ASCII address",
+)
+# The submission ports do not offer SMTPUTF8 (outbound delivery does not speak it).
+S553_NON_ASCII_NOT_SENDABLE = Reply(
+    553,
+    "5.6.7",
+    "Addresses with non-ASCII characters cannot be sent from here; use an ASCII address",
+)
 S554_NO_VALID_RECIPIENTS = Reply(554, "5.5.1", "No valid recipients")
 
 # Every entry above, for the class-agreement test and for documentation.

@@ -459,6 +459,43 @@ async def test_smtputf8_addresses_and_8bit_body_are_accepted_and_stored_unchange
     assert row["text_body"].strip() == "Grüße aus Köln, 10 € pro Stück 📨"
 
 
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        pytest.param("MAIL FROM:<zoë@bücher.example>", replies.S553_NON_ASCII_ADDRESS, id="mail"),
+        pytest.param("RCPT TO:<zoë@{domain}>", replies.S553_NON_ASCII_ADDRESS, id="rcpt"),
+        # Bytes that are not UTF-8 make no address, SMTPUTF8 or not (RFC 6531 section 3.3).
+        pytest.param(
+            "MAIL FROM:<z\udcffe@example.net> SMTPUTF8", replies.S501_SYNTAX_SENDER, id="latin1"
+        ),
+    ],
+)
+async def test_non_ascii_address_without_smtputf8_is_refused_553_5_6_7(
+    mx: MXListener, pool: Pool, make_tenant: MakeTenant, command: str, expected: Reply
+) -> None:
+    acme = await make_tenant(catch_all=True)
+    async with raw_session(mx.port) as client:
+        if command.startswith("RCPT"):
+            assert_reply(await client.command("MAIL FROM:<a@example.net>"), replies.S250_SENDER_OK)
+        line = command.replace("{domain}", acme.name).encode("utf-8", "surrogateescape")
+        await client.send_raw(line + b"\r\n")
+        reply = await client.read_reply(REPLY_TIMEOUT)
+        # The refusal leaves the session usable: the same address with SMTPUTF8 goes through.
+        assert_reply(await client.command("RSET"), replies.S250_OK)
+        assert_reply(
+            await client.command("MAIL FROM:<zoë@bücher.example> SMTPUTF8"),
+            replies.S250_SENDER_OK,
+        )
+        assert_reply(await client.command(f"RCPT TO:<zoë@{acme.name}>"), replies.S250_RECIPIENT_OK)
+
+    assert (reply.code, reply.enhanced, reply.text) == (
+        expected.code,
+        expected.enhanced,
+        f"{expected.enhanced} {expected.text}",
+    )
+    assert await stored_count(pool, acme) == 0
+
+
 # -- STARTTLS ---------------------------------------------------------------------------------
 
 
