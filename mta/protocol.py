@@ -3,7 +3,8 @@
 aiosmtpd (pinned in pyproject.toml: this subclass relies on its internals) keeps RFC order and
 parsing. This subclass adds what an internet-facing MX needs: a connection cap answered with 421,
 an EHLO that advertises PIPELINING and ENHANCEDSTATUSCODES, enhanced codes on every reply, a
-DATA reader that takes the message in blocks instead of line by line, and refusal of bare CR/LF.
+DATA reader that takes the message in blocks instead of line by line and normalises bare LF
+and stray CR (Postfix 3.9's defaults) while ending DATA at CRLF.CRLF only.
 Decisions stay with the handler (`mta.inbound`).
 """
 
@@ -52,14 +53,28 @@ class ConnectionGate:
         self.active -= 1
 
 
-def has_bare_line_ending(content: bytes) -> bool:
-    """True when a CR or LF appears outside a CRLF pair.
+# Postfix 3.9's default, smtpd_forbid_bare_newline = normalize (postconf(5), and "SMTP
+# Smuggling" at https://www.postfix.org/smtp-smuggling.html): a line that ends in a bare LF is
+# taken as if it ended in CRLF, while DATA still ends ONLY at CRLF.CRLF, so none of the
+# smuggling look-alikes (LF.LF, CRLF.LF, LF.CRLF, CR.CR) ends a message and what follows them
+# stays inside it. A lone dot on a line so ended is an ordinary line, unstuffed like any other
+# (RFC 5321 section 4.5.2). A CR that does not start a CRLF ends no line for Postfix either;
+# its cleanup replaces such a stray CR with a space (cleanup_replace_stray_cr_lf, Postfix 3.9),
+# so the message we store, sign and relay holds CRLF line ends only and no remote server can
+# read a line end, or a signature, differently from us.
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+_STRAY_CR = re.compile(rb"\r(?!\n)")
 
-    RFC 5321 section 2.3.8 allows line endings only as CRLF; a bare LF or CR before a dot is how
-    SMTP smuggling hides a second message from a server that reads them as line ends.
-    """
-    pairs = content.count(b"\r\n")
-    return content.count(b"\n") != pairs or content.count(b"\r") != pairs
+
+def normalise_line_endings(data: bytes) -> bytes:
+    """`data` with every bare LF made CRLF and every stray CR made a space (see above)."""
+    pairs = data.count(b"\r\n")
+    if data.count(b"\n") != pairs:
+        data = _BARE_LF.sub(b"\r\n", data)
+        pairs = data.count(b"\r\n")
+    if data.count(b"\r") != pairs:
+        data = _STRAY_CR.sub(b" ", data)
+    return data
 
 
 def _handler_hooks(handler: Any) -> dict[str, Any]:
@@ -362,15 +377,6 @@ class MXProtocol(SMTP):
             self._set_post_data_state()
             await self.push(str(replies.S552_TOO_BIG))
             return
-        if has_bare_line_ending(content):
-            self.refused_metric.labels("bare_line_ending").inc()
-            log.warning(
-                "refused message with bare CR or LF",
-                extra={"peer": self.session.peer if self.session else None},
-            )
-            self._set_post_data_state()
-            await self.push(str(replies.S550_BARE_LF))
-            return
         self.envelope.content = content
         self.envelope.original_content = content
         try:
@@ -417,7 +423,8 @@ class MXProtocol(SMTP):
         if too_big:
             return b"", True
         body = block[: -len(_END_OF_DATA) + 2]  # keep the final CRLF, drop ".\r\n"
-        content = body.replace(b"\r\n.", b"\r\n")[2:]
+        # Lines first (bare LF and stray CR, see normalise_line_endings), then dot-stuffing.
+        content = normalise_line_endings(body).replace(b"\r\n.", b"\r\n")[2:]
         if limit and len(content) > limit:
             return b"", True
         return content, False

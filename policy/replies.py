@@ -126,7 +126,6 @@ S553_FROM_NOT_ALLOWED = Reply(
     "5.7.1",
     "Message refused: the From: field must be one address on a verified domain of your account",
 )
-S550_BARE_LF = Reply(550, "5.5.2", "Message refused: bare LF or CR found; lines must end with CRLF")
 S550_MALFORMED_HEADER = Reply(
     550,
     "5.6.0",
