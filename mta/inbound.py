@@ -156,13 +156,13 @@ class MXHandler:
         for record in records:
             metrics.MESSAGES_STORED.labels(record.reply_match_status).inc()
         ids = " ".join(str(record.id) for record in records)
-        return str(replies.S250_QUEUED.with_text(f"Ok: queued as {ids}"))
+        return str(replies.S250_QUEUED.format(id=ids))
 
     async def handle_exception(self, error: Exception) -> str:
         # aiosmtpd would answer an escaped exception with 500; nothing accepted is at stake
         # here, but the sender must retry rather than bounce (DESIGN.md 7).
         log.exception("unexpected error in SMTP session")
-        return str(replies.S451_TEMP_STORAGE)
+        return str(replies.S451_LOCAL_ERROR)
 
     async def _records(
         self, session: Any, envelope: Any, transaction: Transaction, parsed: Any, raw: bytes

@@ -262,9 +262,16 @@ class MXProtocol(SMTP):
         )
 
     async def push(self, status: AnyStr) -> None:
+        transport: Any = self.transport
+        if transport is None or transport.is_closing():
+            # The client is gone (a cut connection, a failed TLS session): nobody to answer,
+            # and asyncio's TLS transport raises on a write after its close.
+            return
         text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
-        if not text.startswith(f"220 {self.hostname} "):  # RFC 2034 section 3: not the greeting
-            text = replies.with_enhanced_code(text)
+        if text == f"250 {self.hostname}":  # aiosmtpd's answer to HELO
+            text = str(replies.S250_HELO.format(hostname=self.hostname))
+        elif not text.startswith(f"220 {self.hostname} "):  # RFC 2034 section 3: not the greeting
+            text = replies.engine_reply(text)
         await super().push(text)
 
     # -- commands -----------------------------------------------------------------------------
@@ -272,7 +279,7 @@ class MXProtocol(SMTP):
     @syntax("EHLO hostname")
     async def smtp_EHLO(self, hostname: str) -> None:
         if not hostname:
-            await self.push("501 5.5.4 Syntax: EHLO hostname")
+            await self.push(str(replies.S501_EHLO_SYNTAX))
             return
         self._set_rset_state()
         assert self.session is not None
@@ -304,15 +311,15 @@ class MXProtocol(SMTP):
         """RFC 3207, through the event loop's own TLS (uvloop's is native code) rather than
         aiosmtpd's hand-made asyncio.sslproto layer: a third of the CPU of a STARTTLS session."""
         if arg:
-            await self.push("501 Syntax: STARTTLS")
+            await self.push(str(replies.S501_NO_ARGUMENT))
             return
         if self.tls_version is not None:  # RFC 3207 section 4: no TLS inside TLS
             await self.push(str(replies.S503_ALREADY_TLS))
             return
         if not self.tls_context:
-            await self.push("454 TLS not available")
+            await self.push(str(replies.S454_TLS_NOT_AVAILABLE))
             return
-        await self.push("220 Ready to start TLS")
+        await self.push(str(replies.S220_READY_TLS))
         # RFC 3207 section 4.2: commands pipelined in the clear are discarded (CVE-2011-0411).
         # Now, not after the handshake, when the client's first command in TLS may be here.
         self._reader._buffer.clear()  # type: ignore[attr-defined]
@@ -350,14 +357,14 @@ class MXProtocol(SMTP):
             return
         assert self.envelope is not None
         if not self.envelope.mail_from:
-            await self.push(str(replies.S503_BAD_SEQUENCE.with_text("Send MAIL first")))
+            await self.push(str(replies.S503_MAIL_FIRST))
             return
         if not self.envelope.rcpt_tos:
             # RFC 2920 section 3.1: with pipelining, DATA after every RCPT failed gets 554 or 503.
             await self.push(str(replies.S554_NO_VALID_RECIPIENTS))
             return
         if arg:
-            await self.push("501 5.5.4 Syntax: DATA")
+            await self.push(str(replies.S501_NO_ARGUMENT))
             return
         await self.push(str(replies.S354_DATA))
         self._reset_timeout(self._data_timeout)
@@ -386,6 +393,19 @@ class MXProtocol(SMTP):
             # over: the client's next MAIL starts a new one rather than meeting "503 nested".
             self._set_post_data_state()
         await self.push(status)
+
+    @syntax("HELP [command]")
+    async def smtp_HELP(self, arg: str) -> None:
+        # One fixed answer: aiosmtpd's lists its method table and echoes the argument.
+        await self.push(str(replies.S214_HELP))
+
+    @syntax("VRFY <address>")
+    async def smtp_VRFY(self, arg: str) -> None:
+        # RFC 5321 section 3.5.3: 252 says nothing about whether the mailbox exists, so VRFY
+        # is no directory-harvest tool; the argument is neither looked up nor echoed.
+        if await self.check_auth_needed("VRFY"):
+            return
+        await self.push(str(replies.S252_CANNOT_VRFY if arg else replies.S501_VRFY_SYNTAX))
 
     async def smtp_AUTH(self, arg: str) -> None:  # no @syntax: HELP must not list it
         # Port 25 takes mail for our domains only; authenticated sending is on the submission

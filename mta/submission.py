@@ -185,12 +185,12 @@ class SubmissionHandler:
             log.warning("submitted message not stored", extra={"error": str(error)})
             return str(replies.S451_TEMP_STORAGE)
         metrics.SUBMISSION_MESSAGES_QUEUED.labels("yes" if email.reply_token else "no").inc()
-        return str(replies.S250_QUEUED.with_text(f"Ok: queued as {email.id}"))
+        return str(replies.S250_QUEUED.format(id=str(email.id)))
 
     async def handle_exception(self, error: Exception) -> str:
         # aiosmtpd would answer an escaped exception with 500: the client must retry instead.
         log.exception("unexpected error in submission session")
-        return str(replies.S451_TEMP_STORAGE)
+        return str(replies.S451_LOCAL_ERROR)
 
     # -- helpers ------------------------------------------------------------------------------
 

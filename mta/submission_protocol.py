@@ -93,7 +93,7 @@ class SubmissionProtocol(MXProtocol):
     def _auth_out_of_sequence(self) -> replies.Reply | None:
         assert self.session is not None and self.envelope is not None
         if not self.session.extended_smtp:
-            return replies.S503_BAD_SEQUENCE.with_text("Send EHLO before AUTH")
+            return replies.S503_EHLO_BEFORE_AUTH
         if self.tls_version is None:
             return replies.S538_ENCRYPTION_REQUIRED
         if self.session.authenticated:
