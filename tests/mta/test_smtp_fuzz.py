@@ -167,32 +167,34 @@ def commands(domain: str) -> st.SearchStrategy[bytes]:
     return st.one_of(with_argument, alone)
 
 
-BODY_LINES = st.one_of(
-    st.sampled_from(
-        [
-            b"Subject: fuzz\r\n",
-            b"From: a@example.net\r\n",
-            b"\r\n",
-            b".\r\n.",  # a lone dot is the end of the message
-            b"..\r\n",
-            b"\n.\n",
-            b"\r\n.\n",
-            b"\n.\r\n",
-            b"\r.\r",
-            b"MAIL FROM:<ceo@example.com>\r\n",
-            b"Received: from x by y\r\n",
-            b"From : other@example.com\r\n",
-        ]
-    ),
-    st.binary(max_size=80),
-    st.integers(min_value=990, max_value=3000).map(lambda n: b"L" * n + b"\r\n"),
-)
+def body_lines(domain: str) -> st.SearchStrategy[bytes]:
+    return st.one_of(
+        st.sampled_from(
+            [
+                f"From: support@{domain}\r\n".encode(),
+                b"Subject: fuzz\r\n",
+                b"From: a@example.net\r\n",
+                b"\r\n",
+                b".\r\n.",  # a lone dot is the end of the message
+                b"..\r\n",
+                b"\n.\n",
+                b"\r\n.\n",
+                b"\n.\r\n",
+                b"\r.\r",
+                b"MAIL FROM:<ceo@example.com>\r\n",
+                b"Received: from x by y\r\n",
+                b"From : other@example.com\r\n",
+            ]
+        ),
+        st.binary(max_size=80),
+        st.integers(min_value=990, max_value=3000).map(lambda n: b"L" * n + b"\r\n"),
+    )
 
 
 def data_blocks(domain: str) -> st.SearchStrategy[bytes]:
     """A whole transaction, pipelined: MAIL, RCPT, DATA, and a body that may or may not end."""
     envelope = f"MAIL FROM:<support@{domain}>\r\nRCPT TO:<x@{domain}>\r\nDATA\r\n".encode()
-    return st.tuples(st.lists(BODY_LINES, max_size=8), st.booleans()).map(
+    return st.tuples(st.lists(body_lines(domain), max_size=8), st.booleans()).map(
         lambda parts: envelope + b"".join(parts[0]) + (b"\r\n.\r\n" if parts[1] else b"")
     )
 
