@@ -23,6 +23,7 @@ from policy import replies
 from policy.auth_throttle import AuthVerdict
 from policy.compose import mint_tracking
 from policy.inbound import Arrival, received_header
+from policy.long_lines import HeaderLineTooLong, fit_line_lengths
 from policy.message import ParsedMessage, parse_message
 from policy.sending import SenderDomain
 from policy.sending_fields import Mailbox
@@ -156,7 +157,12 @@ class SubmissionHandler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         account = account_of(session)
-        raw: bytes = envelope.original_content
+        try:
+            # Lines over 998 octets re-encoded before anything reads or signs the message.
+            raw = fit_line_lengths(envelope.original_content)
+        except HeaderLineTooLong:
+            metrics.SUBMISSION_MESSAGES_REFUSED.labels("header_line_too_long").inc()
+            return str(replies.S554_HEADER_LINE_TOO_LONG)
         parsed = parse_message(raw)
         if parsed.received_count > self._limits.max_received_headers:
             metrics.SUBMISSION_MESSAGES_REFUSED.labels("loop").inc()
@@ -174,7 +180,9 @@ class SubmissionHandler:
                 )
                 if verdict.domain is None or author is None:
                     return self._refused(f"from_{verdict.reason}", verdict.reply, account, None)
-                email = self._email(server, session, envelope, account, parsed, author, verdict)
+                email = self._email(
+                    server, session, envelope, account, raw, parsed, author, verdict
+                )
                 if await self._store([email], None):
                     break
             else:
@@ -217,6 +225,7 @@ class SubmissionHandler:
         session: Any,
         envelope: Any,
         account: Account,
+        raw: bytes,
         parsed: ParsedMessage,
         author: Mailbox,
         verdict: SenderVerdict,
@@ -245,7 +254,7 @@ class SubmissionHandler:
         # No "for <recipient>": it would name a blind recipient to the others.
         trace = received_header(email_id, arrival, None)
         copy = submitted_email(
-            envelope.original_content,
+            raw,
             parsed,
             tracking,
             author=author,

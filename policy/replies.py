@@ -186,6 +186,15 @@ S550_MALFORMED_HEADER = Reply(
     "5.6.0",
     "Message refused: a header field name must be printable ASCII followed directly by a colon",
 )
+# RFC 5322 section 2.1.1: a line is at most 998 characters. A long body line is re-encoded
+# (policy.long_lines); a header line cannot be without changing the field, so the message is
+# refused: 554, RFC 5321's "transaction failed" after DATA, with RFC 3463's X.6.0 "other media
+# error" (the content is at fault; not the mailbox, X.1, nor the protocol, X.5).
+S554_HEADER_LINE_TOO_LONG = Reply(
+    554,
+    "5.6.0",
+    "Message refused: a header line is longer than 998 characters; fold or shorten that field",
+)
 S554_LOOP = Reply(554, "5.4.6", "Message refused: too many Received headers, probable mail loop")
 S552_TOO_BIG = Reply(552, "5.3.4", "Message too big for this server")
 # RFC 5321 section 4.1.1.11 and RFC 1869: a MAIL or RCPT parameter that was not advertised.
