@@ -23,7 +23,7 @@ from policy import replies
 from policy.auth_throttle import AuthVerdict
 from policy.compose import mint_tracking
 from policy.inbound import Arrival, received_header
-from policy.long_lines import HeaderLineTooLong, fit_line_lengths
+from policy.long_lines import Unfittable, fit_line_lengths
 from policy.message import ParsedMessage, parse_message
 from policy.sending import SenderDomain
 from policy.sending_fields import Mailbox
@@ -160,9 +160,9 @@ class SubmissionHandler:
         try:
             # Lines over 998 octets re-encoded before anything reads or signs the message.
             raw = fit_line_lengths(envelope.original_content)
-        except HeaderLineTooLong:
-            metrics.SUBMISSION_MESSAGES_REFUSED.labels("header_line_too_long").inc()
-            return str(replies.S554_HEADER_LINE_TOO_LONG)
+        except Unfittable as refusal:
+            metrics.SUBMISSION_MESSAGES_REFUSED.labels(refusal.reason).inc()
+            return str(refusal.reply)
         parsed = parse_message(raw)
         if parsed.received_count > self._limits.max_received_headers:
             metrics.SUBMISSION_MESSAGES_REFUSED.labels("loop").inc()

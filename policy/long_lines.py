@@ -17,24 +17,42 @@ from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 
+from policy import replies
 from policy.compose import base64_lines, quoted_printable
+from policy.replies import Reply
 from policy.submission import header_fields
 
 CRLF = b"\r\n"
 MAX_LINE = 998  # octets, without the CRLF
+# Postfix's mime_nesting_limit: deeper is no mail client's work, and each level costs a pass.
+MAX_NESTING = 100
 
 
-class HeaderLineTooLong(ValueError):
-    """A header line over MAX_LINE octets: no transfer encoding can shorten it."""
+class Unfittable(ValueError):
+    """A message whose long lines no transfer encoding can shorten; `reply` refuses it."""
+
+    reply: Reply
+    reason: str  # for the metrics label and the log
+
+
+class HeaderLineTooLong(Unfittable):
+    reply = replies.S554_HEADER_LINE_TOO_LONG
+    reason = "header_line_too_long"
+
+
+class NestingTooDeep(Unfittable):
+    reply = replies.S554_MIME_TOO_DEEP
+    reason = "mime_too_deep"
 
 
 def fit_line_lengths(raw: bytes) -> bytes:
     """`raw` with every line at most MAX_LINE octets; `raw` itself when it already was.
 
-    Raises HeaderLineTooLong for a header line over the limit, at any depth."""
+    Raises HeaderLineTooLong for a header line over the limit at any depth, NestingTooDeep
+    for a long line under more than MAX_NESTING multipart or message levels."""
     if _longest_line(raw) <= MAX_LINE:
         return raw
-    return _entity(raw, top=True)
+    return _entity(raw, 0)
 
 
 def _longest_line(data: bytes) -> int:
@@ -51,23 +69,26 @@ def _split(entity: bytes) -> tuple[bytes, bytes, bytes]:
     return entity[: end + 2], CRLF, entity[end + 4 :]
 
 
-def _entity(entity: bytes, *, top: bool = False) -> bytes:
+def _entity(entity: bytes, depth: int) -> bytes:
     head, blank, body = _split(entity)
     if head and _longest_line(head) > MAX_LINE:
         raise HeaderLineTooLong("a header line is longer than 998 octets")
     if not body or _longest_line(body) <= MAX_LINE:
         return entity
+    if depth > MAX_NESTING:
+        raise NestingTooDeep("MIME parts nested too deep")
     fields: Message = BytesHeaderParser(policy=compat32).parsebytes(head + CRLF)
     content_type = fields.get_content_type()
     boundary = fields.get_param("boundary") if content_type.startswith("multipart/") else None
     if isinstance(boundary, str) and boundary:
-        return head + blank + _multipart(body, boundary.encode("utf-8", "surrogateescape"))
+        encoded = boundary.encode("utf-8", "surrogateescape")
+        return head + blank + _multipart(body, encoded, depth + 1)
     if content_type == "message/rfc822":  # RFC 2046 section 5.2.1: a whole message inside
-        return head + blank + _entity(body)
-    return _leaf(head, body, fields, top=top)
+        return head + blank + _entity(body, depth + 1)
+    return _leaf(head, body, fields, top=depth == 0)
 
 
-def _multipart(body: bytes, boundary: bytes) -> bytes:
+def _multipart(body: bytes, boundary: bytes, depth: int) -> bytes:
     """Each body part fitted; delimiter lines, preamble and epilogue as they were (RFC 2046
     section 5.1.1: a delimiter is "--" boundary at the start of a line, then optional white
     space; the CRLF before it belongs to it, so parts are the lines between)."""
@@ -79,7 +100,7 @@ def _multipart(body: bytes, boundary: bytes) -> bytes:
         stripped = line.rstrip(b" \t")
         if stripped in (delimiter, delimiter + b"--"):
             if part is not None:
-                out.append(_entity(CRLF.join(part)))
+                out.append(_entity(CRLF.join(part), depth))
             out.append(line)
             part = [] if stripped == delimiter else None
         elif part is None:
@@ -87,7 +108,7 @@ def _multipart(body: bytes, boundary: bytes) -> bytes:
         else:
             part.append(line)
     if part is not None:  # no close-delimiter: the last part runs to the end
-        out.append(_entity(CRLF.join(part)))
+        out.append(_entity(CRLF.join(part), depth))
     return CRLF.join(out)
 
 

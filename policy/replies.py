@@ -195,6 +195,9 @@ S554_HEADER_LINE_TOO_LONG = Reply(
     "5.6.0",
     "Message refused: a header line is longer than 998 characters; fold or shorten that field",
 )
+S554_MIME_TOO_DEEP = Reply(
+    554, "5.6.0", "Message refused: MIME parts are nested more than 100 levels deep"
+)
 S554_LOOP = Reply(554, "5.4.6", "Message refused: too many Received headers, probable mail loop")
 S552_TOO_BIG = Reply(552, "5.3.4", "Message too big for this server")
 # RFC 5321 section 4.1.1.11 and RFC 1869: a MAIL or RCPT parameter that was not advertised.

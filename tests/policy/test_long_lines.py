@@ -11,7 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from policy.long_lines import MAX_LINE, HeaderLineTooLong, fit_line_lengths
+from policy.long_lines import (
+    MAX_LINE,
+    MAX_NESTING,
+    HeaderLineTooLong,
+    NestingTooDeep,
+    fit_line_lengths,
+)
 
 LONG = "word " * 300  # 1,500 characters on one line
 
@@ -136,3 +142,20 @@ def test_any_text_comes_out_in_short_lines_and_reads_the_same(lines: list[str]) 
 
     assert longest(fitted) <= MAX_LINE
     assert parsed(fitted).get_content() == text
+
+
+def nested(depth: int) -> bytes:
+    """A long line under `depth` levels of multipart/mixed."""
+    opening = b"".join(
+        b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i)
+        for i in range(depth)
+    )
+    closing = b"".join(b"\r\n--b%d--\r\n" % i for i in reversed(range(depth)))
+    return b"MIME-Version: 1.0\r\n" + opening + b"\r\n" + b"x" * 1200 + closing
+
+
+def test_a_long_line_under_the_nesting_limit_is_fitted_and_deeper_is_refused() -> None:
+    """Postfix's mime_nesting_limit; deeper, each level would be one more pass (and recursion)."""
+    assert longest(fit_line_lengths(nested(MAX_NESTING))) <= 78
+    with pytest.raises(NestingTooDeep):
+        fit_line_lengths(nested(3000))
