@@ -62,6 +62,15 @@ async def tenant_on(pool: Pool, tokens: ReplyTokens, key: DkimKeyPair) -> Tenant
     return TenantWorld(pool, tokens, tenant, domain)
 
 
+async def signing_tenant(
+    pool: Pool, tokens: ReplyTokens, key: DkimKeyPair, dns: LoopbackDNSServer
+) -> TenantWorld:
+    """A tenant as `tenant_on` makes it, its DKIM key published in the test's DNS."""
+    world = await tenant_on(pool, tokens, key)
+    dns.zone.add(record_name(key.selector, world.name), "TXT", record_value(key.public_key))
+    return world
+
+
 async def test_submitted_message_is_delivered_signed_tracked_to_envelope_recipients_only(
     queue: Queue,
     sink: Sink,
@@ -72,10 +81,7 @@ async def test_submitted_message_is_delivered_signed_tracked_to_envelope_recipie
     start_test_submission: StartSubmission,
 ) -> None:
     url, pool = queue
-    acme = await tenant_on(pool, tokens, dkim_key)
-    dns.zone.add(
-        record_name(dkim_key.selector, acme.name), "TXT", record_value(dkim_key.public_key)
-    )
+    acme = await signing_tenant(pool, tokens, dkim_key, dns)
     server = await start_test_submission(on=pool)
     content = message(
         sender=f"Acme Support <support@{acme.name}>",
@@ -156,10 +162,7 @@ async def test_a_long_line_from_swaks_is_re_encoded_signed_and_delivered(
     kind: str,
 ) -> None:
     url, pool = queue
-    acme = await tenant_on(pool, tokens, dkim_key)
-    dns.zone.add(
-        record_name(dkim_key.selector, acme.name), "TXT", record_value(dkim_key.public_key)
-    )
+    acme = await signing_tenant(pool, tokens, dkim_key, dns)
     server = await start_test_submission(on=pool)
     content, meaning = long_line_message(f"support@{acme.name}", kind)
     data = tmp_path / "message.eml"
