@@ -220,6 +220,18 @@ class MXProtocol(SMTP):
             return
         await super()._handle_client()
 
+    async def handle_exception(self, error: Exception) -> str:
+        transport: Any = self.transport
+        if transport is None or transport.is_closing():
+            # The server closed this session (a lockout, too many errors) or the client did,
+            # while the engine still held commands it had read; asyncio's TLS transport raises
+            # on any use after its close. Not a fault, and nobody to answer: end the session's
+            # task as a lost connection ends it.
+            log.debug("session closed under a command", extra={"error": repr(error)})
+            raise asyncio.CancelledError
+        status: str = await super().handle_exception(error)  # the handler's: log, then 451
+        return status
+
     def _timeout_cb(self) -> None:
         # RFC 5321 section 4.5.3.2: tell the client why before closing an idle connection.
         transport: Any = self.transport

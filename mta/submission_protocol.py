@@ -53,7 +53,7 @@ class SubmissionProtocol(MXProtocol):
         return True
 
     @syntax("AUTH <mechanism>")
-    async def smtp_AUTH(self, arg: str) -> None:
+    async def smtp_AUTH(self, arg: str | None) -> None:
         if await self.check_helo_needed("EHLO"):
             return
         assert self.session is not None and self.envelope is not None
@@ -61,7 +61,7 @@ class SubmissionProtocol(MXProtocol):
         if problem is not None:
             await self.push(str(problem))
             return
-        words = arg.split()
+        words = (arg or "").split()  # aiosmtpd passes None for "AUTH" with no argument
         if not 1 <= len(words) <= 2:
             await self.push(str(replies.S501_AUTH_SYNTAX))
             return

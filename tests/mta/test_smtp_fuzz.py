@@ -290,7 +290,7 @@ def good_session(target: Target) -> None:
     ], seen
 
 
-def fuzz(target: Target, examples: int) -> None:
+def fuzz(target: Target, examples: int, caplog: pytest.LogCaptureFixture) -> None:
     @settings(
         max_examples=examples,
         deadline=None,
@@ -299,6 +299,7 @@ def fuzz(target: Target, examples: int) -> None:
     )
     @given(script=scripts(target))
     def session(script: Script) -> None:
+        before = len(escaped_exceptions(caplog))
         seen = play(target, script)
         problems = [(code, lines, problem) for code, lines, problem in seen if problem]
         assert problems == [], (script, seen)
@@ -306,6 +307,9 @@ def fuzz(target: Target, examples: int) -> None:
         local_error = (replies.S451_LOCAL_ERROR.code, [str(replies.S451_LOCAL_ERROR)[4:]])
         assert local_error not in [(code, lines) for code, lines, _ in seen], (script, seen)
         good_session(target)
+        # Logged by the server's loop while it served the two sessions: so Hypothesis can
+        # shrink a script that makes one to its smallest form.
+        assert escaped_exceptions(caplog)[before:] == [], script
 
     session()
 
@@ -326,7 +330,7 @@ async def test_mx_answers_any_input_from_the_catalogue_and_serves_the_next_sessi
 ) -> None:
     acme = await make_tenant(catch_all=True)
     target = Target(mx.port, None, acme.name, None)
-    await asyncio.to_thread(fuzz, target, EXAMPLES)
+    await asyncio.to_thread(fuzz, target, EXAMPLES, caplog)
     assert escaped_exceptions(caplog) == []
 
 
@@ -335,7 +339,17 @@ async def test_submission_in_the_clear_answers_any_input_from_the_catalogue(
 ) -> None:
     server = await start_test_submission()
     target = Target(server.starttls_port, None, "example.com", None)
-    await asyncio.to_thread(fuzz, target, EXAMPLES)
+    await asyncio.to_thread(fuzz, target, EXAMPLES, caplog)
+    assert escaped_exceptions(caplog) == []
+
+
+async def test_submission_in_tls_before_login_answers_any_input_from_the_catalogue(
+    start_test_submission: StartSubmission, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Port 465 before AUTH: the SASL exchanges (334 challenges) get the random lines."""
+    server = await start_test_submission()
+    target = Target(server.implicit_port, server.client_context(), "example.com", None)
+    await asyncio.to_thread(fuzz, target, EXAMPLES, caplog)
     assert escaped_exceptions(caplog) == []
 
 
@@ -353,7 +367,7 @@ async def test_submission_after_login_answers_any_input_from_the_catalogue(
         + b"\r\n"
     )
     target = Target(server.implicit_port, server.client_context(), acme.name, login)
-    await asyncio.to_thread(fuzz, target, EXAMPLES)
+    await asyncio.to_thread(fuzz, target, EXAMPLES, caplog)
     assert escaped_exceptions(caplog) == []
 
 
@@ -396,14 +410,49 @@ async def test_vrfy_of_bytes_that_are_not_utf8_is_answered_252(mx: MXListener) -
     assert seen[2] == (vrfy.code, [f"{vrfy.enhanced} {vrfy.text}"], None)
 
 
+async def test_auth_without_a_mechanism_is_a_syntax_error_inside_tls(
+    start_test_submission: StartSubmission,
+) -> None:
+    """A bare "AUTH" reached the mechanism parser as None: an AttributeError, answered 451."""
+    server = await start_test_submission()
+    target = Target(server.implicit_port, server.client_context(), "example.com", None)
+    seen = await asyncio.to_thread(session_replies, target, b"EHLO c.example\r\nAUTH\r\nQUIT\r\n")
+    syntax = replies.S501_AUTH_SYNTAX
+    assert seen[2] == (syntax.code, [f"{syntax.enhanced} {syntax.text}"], None)
+
+
 async def test_commands_pipelined_after_the_server_closed_a_tls_session_raise_nothing(
     start_test_submission: StartSubmission, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """After "502 too many unrecognized commands" the server closes; it went on answering the
-    commands already read, and a write on a closed TLS transport raised (AttributeError)."""
+    """After "502 too many unrecognized commands" the server closes the TLS transport, while
+    the engine still holds commands it read: asyncio's closed TLS transport raised
+    AttributeError when the next reply was written, or MAIL asked for the TLS version."""
     server = await start_test_submission()
     target = Target(server.implicit_port, server.client_context(), "example.com", None)
-    seen = await asyncio.to_thread(session_replies, target, b"XX\r\n" * 6 + b"NOOP\r\n" * 20)
+    data = b"XX\r\n" * 6 + b"NOOP\r\nMAIL FROM:<a@example.com>\r\n" * 20
+    seen = await asyncio.to_thread(session_replies, target, data)
     goodbye = replies.S502_TOO_MANY_UNKNOWN
     assert (goodbye.code, [f"{goodbye.enhanced} {goodbye.text}"], None) in seen
+    assert escaped_exceptions(caplog) == []
+
+
+async def test_an_error_in_a_session_already_closed_ends_it_without_a_fault(
+    start_test_submission: StartSubmission, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found on port 465: between the TLS transport's close and the session hearing of it, a
+    buffered MAIL asked for the TLS version and asyncio raised AttributeError, which reached the
+    handler as an unexpected error. Such an error now ends the session as a lost connection."""
+    server = await start_test_submission()
+    reader, writer = await asyncio.open_connection(
+        HOST, server.implicit_port, ssl=server.client_context(), server_hostname=SUBMISSION_HOST
+    )
+    try:
+        assert (await reader.readline()).startswith(b"220 ")
+        [session] = server.listeners.implicit_tls.protocols
+        assert session.transport is not None
+        session.transport.close()
+        with pytest.raises(asyncio.CancelledError):
+            await session.handle_exception(AttributeError("no attribute '_get_extra_info'"))
+    finally:
+        writer.close()
     assert escaped_exceptions(caplog) == []
