@@ -52,7 +52,7 @@ def fit_line_lengths(raw: bytes) -> bytes:
     for a long line under more than MAX_NESTING multipart or message levels."""
     if _longest_line(raw) <= MAX_LINE:
         return raw
-    return _entity(raw, 0)
+    return _entity(raw, 0, message=True)
 
 
 def _longest_line(data: bytes) -> int:
@@ -69,7 +69,9 @@ def _split(entity: bytes) -> tuple[bytes, bytes, bytes]:
     return entity[: end + 2], CRLF, entity[end + 4 :]
 
 
-def _entity(entity: bytes, depth: int) -> bytes:
+def _entity(entity: bytes, depth: int, *, message: bool = False) -> bytes:
+    """One MIME entity fitted; `message` when it is a whole message (the top, or the body of
+    a message/rfc822 part), whose header may need MIME-Version."""
     head, blank, body = _split(entity)
     if head and _longest_line(head) > MAX_LINE:
         raise HeaderLineTooLong("a header line is longer than 998 octets")
@@ -84,8 +86,8 @@ def _entity(entity: bytes, depth: int) -> bytes:
         encoded = boundary.encode("utf-8", "surrogateescape")
         return head + blank + _multipart(body, encoded, depth + 1)
     if content_type == "message/rfc822":  # RFC 2046 section 5.2.1: a whole message inside
-        return head + blank + _entity(body, depth + 1)
-    return _leaf(head, body, fields, top=depth == 0)
+        return head + blank + _entity(body, depth + 1, message=True)
+    return _leaf(head, body, fields, message=message)
 
 
 def _multipart(body: bytes, boundary: bytes, depth: int) -> bytes:
@@ -112,7 +114,7 @@ def _multipart(body: bytes, boundary: bytes, depth: int) -> bytes:
     return CRLF.join(out)
 
 
-def _leaf(head: bytes, body: bytes, fields: Message, *, top: bool) -> bytes:
+def _leaf(head: bytes, body: bytes, fields: Message, *, message: bool) -> bytes:
     """The part's content decoded from its transfer encoding and encoded again: text (the
     default type, RFC 2045 section 5.2) as quoted-printable, anything else as base64."""
     encoding = str(fields.get("Content-Transfer-Encoding", "7bit")).strip().lower()
@@ -125,7 +127,7 @@ def _leaf(head: bytes, body: bytes, fields: Message, *, top: bool) -> bytes:
         for field in header_fields(head + CRLF)[0]
         if field.split(b":", 1)[0].strip().lower() != b"content-transfer-encoding"
     ]
-    if top and fields.get("MIME-Version") is None:
+    if message and fields.get("MIME-Version") is None:
         kept.append(b"MIME-Version: 1.0\r\n")  # RFC 2045 section 4: encodings need it
     kept.append(b"Content-Transfer-Encoding: " + new_encoding + CRLF)
     # The body keeps ending as it did: a message's final CRLF (RFC 5321 section 4.1.1.4).

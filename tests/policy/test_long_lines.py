@@ -159,3 +159,21 @@ def test_a_long_line_under_the_nesting_limit_is_fitted_and_deeper_is_refused() -
     assert longest(fit_line_lengths(nested(MAX_NESTING))) <= 78
     with pytest.raises(NestingTooDeep):
         fit_line_lengths(nested(3000))
+
+
+def test_a_long_line_in_a_forwarded_message_is_fitted_inside_it() -> None:
+    raw = (
+        b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="m"\r\n\r\n--m\r\n'
+        b"Content-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\n"
+        + LONG.encode()
+        + b"\r\n--m--\r\n"
+    )
+
+    fitted = fit_line_lengths(raw)
+
+    assert longest(fitted) <= 78
+    [part] = parsed(fitted).iter_parts()
+    [inner] = part.iter_parts()
+    assert inner["Subject"] == "inner"
+    assert inner["MIME-Version"] == "1.0"
+    assert inner.get_content() == LONG
