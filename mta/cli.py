@@ -309,8 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = add("serve", cmd_serve, "run the server (MX, submission, delivery, API, metrics)")
     serve.add_argument(
         "--only",
-        choices=["mta", "api", "authcheck"],
-        help="run one part only (authcheck: the SPF/DKIM/DMARC/ARC checks of received mail)",
+        choices=["mta", "api", "authcheck", "webhooks"],
+        help="run one part only (authcheck: the SPF/DKIM/DMARC/ARC checks of received mail; "
+        "webhooks: webhook delivery)",
     )
     add("migrate", cmd_migrate, "apply database migrations")
 

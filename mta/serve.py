@@ -32,6 +32,7 @@ from mta.dns import BlockingResolver, Resolver
 from mta.logs import configure_logging
 from mta.server import MXListener, SubmissionListeners, start_mx, start_submission
 from mta.tls import submission_tls_context
+from mta.webhooks.worker import WebhookWorkers
 from policy.settings import ListenAddress, Settings
 from policy.tokens import ReplyTokens
 from storage.database import open_pool
@@ -114,6 +115,7 @@ async def serve(
     listener: MXListener | None = None
     submission: SubmissionListeners | None = None
     delivery: DeliveryWorkers | None = None
+    webhooks: WebhookWorkers | None = None
     workers: list[multiprocessing.process.BaseProcess] = []
     supervisor: asyncio.Task[None] | None = None
     try:
@@ -128,6 +130,16 @@ async def serve(
             if deliver:
                 delivery = DeliveryWorkers(pool, url, settings, Resolver(settings.dns_servers))
                 await delivery.start()
+        # Webhook delivery: beside the MTA, or alone (`--only webhooks`) on hosts of its own.
+        if only in (None, "mta", "webhooks") and deliver:
+            webhooks = WebhookWorkers(
+                pool,
+                url,
+                settings.webhooks,
+                Resolver(settings.dns_servers),
+                require_https=settings.production,
+            )
+            await webhooks.start()
         # The checks of received mail: beside the MX unless OPENSEND_AUTH_CHECKS=off, or alone
         # (`--only authcheck`) on a host of their own, which needs nothing but the database.
         checks_here = only == "authcheck" or (
@@ -158,6 +170,7 @@ async def serve(
             *([listener.drain(DRAIN_GRACE_SECONDS)] if listener is not None else []),
             *([submission.drain(DRAIN_GRACE_SECONDS)] if submission is not None else []),
             *([delivery.stop(DRAIN_GRACE_SECONDS)] if delivery is not None else []),
+            *([webhooks.stop(DRAIN_GRACE_SECONDS)] if webhooks is not None else []),
         )
         for runner in runners:
             await runner.cleanup()
