@@ -37,6 +37,7 @@ class Receiver:
     posts: list[Post] = field(default_factory=list)
     answers: list[int] = field(default_factory=list)  # status codes to give, in order; then 200
     hang: bool = False  # never answer (until the server stops)
+    gate: asyncio.Event | None = None  # when given, answer only once it is set
     arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     @classmethod
@@ -65,6 +66,8 @@ class Receiver:
             self.arrived.notify_all()
         if self.hang:
             await asyncio.Event().wait()
+        if self.gate is not None:
+            await self.gate.wait()
         status = self.answers.pop(0) if self.answers else 200
         return web.Response(status=status, text=f"answered {status}")
 
