@@ -162,3 +162,66 @@ async def _attempts_when(hook_id: str, event_id: str, count: int) -> list[dict[s
             return found
         await asyncio.sleep(0.05)
     raise AssertionError(f"only {len(found)} attempts recorded")
+
+
+async def test_grouped_sends_bounces_and_delays_each_reach_the_receiver(
+    queue: Queue,
+    sink: Sink,
+    receiver: Receiver,
+    tokens: ReplyTokens,
+    dkim_key: DkimKeyPair,
+    tmp_path: Path,
+) -> None:
+    url, pool = queue
+    env = {"OPENSEND_TRANSPORTS": f"example.net={sink.host}:{sink.port}"}
+    sink.handler.rcpt_replies = {
+        "gone@example.net": "550 5.1.1 No such user",
+        "later@example.net": "450 4.2.1 Mailbox busy",
+    }
+    domain, key = await tenant_with_key(pool, dkim_key)
+    async with (
+        api_server(pool, tokens, tmp_path, **env) as api_url,
+        emails_api(api_url, key) as client,
+    ):
+        with sdk_as(key, api_url):
+            _, secret = await create_webhook(
+                receiver.url, ["email.sent", "email.bounced", "email.delivery_delayed"]
+            )
+        # Concurrent sends are committed in groups (storage/sending_writer.py): each still
+        # has its event.
+        sent_ids = await asyncio.gather(
+            *(
+                client.sent_id(
+                    {
+                        "from": f"support@{domain.name}",
+                        "to": [f"ok{n}@example.net"],
+                        "subject": f"n{n}",
+                        "text": "hi\n",
+                    }
+                )
+                for n in range(12)
+            )
+        )
+        mixed = await client.sent_id(
+            {
+                "from": f"support@{domain.name}",
+                "to": ["gone@example.net", "later@example.net"],
+                "subject": "mixed",
+                "text": "hi\n",
+            }
+        )
+        async with (
+            delivery_workers(pool, url, tmp_path, **env),
+            webhook_workers(pool, url, tmp_path),
+        ):
+            sent = await receiver.wait_for_type("email.sent", 13)
+            [bounced] = await receiver.wait_for_type("email.bounced")
+            [delayed] = await receiver.wait_for_type("email.delivery_delayed")
+    assert {verified(p, secret)["data"]["email_id"] for p in sent} == {*sent_ids, mixed}
+    bounce = verified(bounced, secret)["data"]
+    assert bounce["email_id"] == mixed and bounce["to"] == ["gone@example.net"]
+    assert bounce["bounce"]["type"] == "Permanent"
+    assert "No such user" in bounce["bounce"]["message"]
+    assert "550" in bounce["bounce"]["diagnosticCode"]
+    delay = verified(delayed, secret)["data"]
+    assert delay["to"] == ["later@example.net"] and "Mailbox busy" in delay["delay"]["message"]
