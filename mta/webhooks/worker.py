@@ -111,10 +111,12 @@ class WebhookWorkers:
                 await self._room.wait()
                 continue
             self._wakeup.clear()
+            self._room.clear()
+            limit = min(BATCH, room)
             try:
                 claim = await outbox.claim(
                     self._pool,
-                    limit=min(BATCH, room),
+                    limit=limit,
                     per_endpoint=self._settings.endpoint_concurrency,
                     lease_seconds=self._settings.lease,
                 )
@@ -128,12 +130,13 @@ class WebhookWorkers:
                 task = asyncio.get_running_loop().create_task(self._deliver(claim.token, delivery))
                 self._in_flight.add(task)
                 task.add_done_callback(self._done)
-            if not claim.deliveries:
-                await wait_for_any(await self._idle_seconds(), self._wakeup, self._stopping)
-            elif len(claim.deliveries) < min(BATCH, room):
-                # All that is due now is under way (or at its endpoint's cap): wait for a
-                # wake-up, a request to finish, or the next due time.
-                await wait_for_any(await self._idle_seconds(), self._wakeup, self._room)
+            if len(claim.deliveries) < limit:
+                # All that is due now is under way, or its endpoint is at its cap: wait for a
+                # wake-up (a new event), a request to finish (room, perhaps below a cap again),
+                # or the next due time.
+                await wait_for_any(
+                    await self._idle_seconds(), self._wakeup, self._room, self._stopping
+                )
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)

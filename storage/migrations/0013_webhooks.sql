@@ -10,15 +10,18 @@
 
 -- UUIDv7 (RFC 9562 section 5.7) made in SQL, for rows the triggers write: a random (v4) uuid
 -- with its first 48 bits replaced by the Unix time in milliseconds and its version set to 7.
-CREATE FUNCTION opensend_uuid7() RETURNS uuid LANGUAGE sql VOLATILE AS $$
-    SELECT encode(
+CREATE FUNCTION opensend_uuid7() RETURNS uuid LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    -- plpgsql, not sql: its expression is planned once per session, not at every call.
+    RETURN encode(
         set_bit(set_bit(
             overlay(uuid_send(gen_random_uuid())
                     PLACING substring(int8send(
                         floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3)
                     FROM 1 FOR 6),
             52, 1), 53, 1),
-        'hex')::uuid
+        'hex')::uuid;
+END
 $$;
 
 CREATE TABLE webhooks (
@@ -52,7 +55,6 @@ CREATE TABLE webhook_events (
     created_at  timestamptz NOT NULL DEFAULT now(),
     data        jsonb NOT NULL
 );
-CREATE INDEX webhook_events_tenant ON webhook_events (tenant_id, created_at);
 
 -- One per (event, endpoint). Its id is the webhook-id header, the same on every retry, so a
 -- receiver can de-duplicate. No foreign key to webhooks: a message stored while its tenant
@@ -79,8 +81,6 @@ CREATE TABLE webhook_deliveries (
 );
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (webhook_id, next_attempt_at)
     WHERE status IN ('pending', 'attempting');
-CREATE INDEX webhook_deliveries_next ON webhook_deliveries (next_attempt_at)
-    WHERE status IN ('pending', 'attempting');
 CREATE INDEX webhook_deliveries_listed ON webhook_deliveries (webhook_id, id DESC);
 
 CREATE TABLE webhook_attempts (
@@ -103,10 +103,14 @@ ALTER TABLE email_events ADD CONSTRAINT email_events_type_known CHECK (type IN (
     'email.scheduled', 'email.canceled', 'email.failed', 'email.suppressed',
     'email.complained'));
 
+-- plpgsql keeps the query's plan for the session: this runs for every email event, received
+-- message, domain and contact change, with or without webhooks.
 CREATE FUNCTION opensend_webhook_subscribed(p_tenant uuid, p_type text) RETURNS boolean
-LANGUAGE sql STABLE AS $$
-    SELECT EXISTS (SELECT 1 FROM webhooks
-                   WHERE tenant_id = p_tenant AND status = 'enabled' AND p_type = ANY (events))
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN EXISTS (SELECT 1 FROM webhooks
+                   WHERE tenant_id = p_tenant AND status = 'enabled' AND p_type = ANY (events));
+END
 $$;
 
 -- The event and one delivery per subscribed endpoint; the workers are woken at COMMIT.
