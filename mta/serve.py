@@ -25,6 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from api.app import make_app, make_ops_app
+from api.http_client import LookupResolver
 from mta.authcheck import Authenticator
 from mta.authcheck_worker import AuthCheckWorkers
 from mta.delivery import DeliveryWorkers
@@ -136,7 +137,7 @@ async def serve(
                 pool,
                 url,
                 settings.webhooks,
-                Resolver(settings.dns_servers),
+                LookupResolver(Resolver(settings.dns_servers)),
                 require_https=settings.production,
             )
             await webhooks.start()

@@ -1,22 +1,21 @@
 """The HTTP client of webhook delivery: no redirects, connect and total timeouts, and a check of
 every address a connection is about to use.
 
-aiohttp resolves names through `GuardedResolver`, which refuses a name that resolves to any
-address policy forbids, at every new connection, so a name that changes its answer after the
-endpoint was stored (DNS rebinding) still cannot reach loopback or the private network. An
-address literal is not resolved; `refused_literal` checks it before the request.
+aiohttp resolves names through `GuardedResolver`, around the server's own resolver (given by
+the composition root), which refuses a name that resolves to any address policy forbids, at
+every new connection: a name that changes its answer after the endpoint was stored (DNS
+rebinding) still cannot reach loopback or the private network. An address literal is not
+resolved; the worker checks it before the request.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from dataclasses import dataclass
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from policy.dns import DnsLookup, DnsTemporaryError
 from policy.webhooks.endpoints import refusal
 
 USER_AGENT = "OpenSend-Webhooks/1"
@@ -29,39 +28,24 @@ class UnsafeAddress(OSError):
 
 
 class GuardedResolver(AbstractResolver):
-    def __init__(self, dns: DnsLookup, *, allow_private: bool) -> None:
-        self._dns = dns
+    """Another resolver's answers, refused whole when any address is one webhooks may not
+    reach (a name with one public and one private address could be steered to the latter)."""
+
+    def __init__(self, inner: AbstractResolver, *, allow_private: bool) -> None:
+        self._inner = inner
         self._allow_private = allow_private
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
-        try:
-            addresses = await self._dns.addresses(host)
-        except (DnsTemporaryError, ValueError) as error:
-            raise OSError(f"cannot resolve {host}: {error}") from error
-        if not addresses:
-            raise OSError(f"{host} has no address")
-        reason = refusal(addresses, allow_private=self._allow_private)
+        results = await self._inner.resolve(host, port, family)
+        reason = refusal([r["host"] for r in results], allow_private=self._allow_private)
         if reason is not None:
             raise UnsafeAddress(f"{host} resolves to {reason}")
-        results: list[ResolveResult] = []
-        for address in addresses:
-            version = ipaddress.ip_address(address).version
-            results.append(
-                {
-                    "hostname": host,
-                    "host": address,
-                    "port": port,
-                    "family": socket.AF_INET6 if version == 6 else socket.AF_INET,
-                    "proto": 0,
-                    "flags": socket.AI_NUMERICHOST,
-                }
-            )
         return results
 
     async def close(self) -> None:
-        return None
+        await self._inner.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +56,7 @@ class Answer:
 
 
 def client_session(
-    dns: DnsLookup,
+    resolver: AbstractResolver,
     *,
     allow_private: bool,
     connect_timeout: float,
@@ -80,7 +64,7 @@ def client_session(
     per_host: int,
 ) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(
-        resolver=GuardedResolver(dns, allow_private=allow_private),
+        resolver=GuardedResolver(resolver, allow_private=allow_private),
         limit=0,
         limit_per_host=per_host,
         use_dns_cache=False,  # every new connection resolves, and is checked, again

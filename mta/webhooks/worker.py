@@ -19,10 +19,10 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 
 from mta.wakeup import wait_for_any
 from mta.webhooks import http, metrics
-from policy.dns import DnsLookup
 from policy.settings import WebhookSettings
 from policy.webhooks import payloads, retry, signing
 from policy.webhooks.endpoints import InvalidEndpoint, parse_endpoint, refusal
@@ -46,14 +46,14 @@ class WebhookWorkers:
         pool: Pool,
         url: str,
         settings: WebhookSettings,
-        dns: DnsLookup,
+        resolver: AbstractResolver,
         *,
         require_https: bool,
         max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         self._pool = pool
         self._settings = settings
-        self._dns = dns
+        self._resolver = resolver
         self._require_https = require_https
         self._max_in_flight = max_in_flight
         self.listener = QueueListener(url, self.wake, channel=outbox.NOTIFY_CHANNEL)
@@ -70,7 +70,7 @@ class WebhookWorkers:
 
     async def start(self) -> None:
         self._session = http.client_session(
-            self._dns,
+            self._resolver,
             allow_private=self._settings.allow_private,
             connect_timeout=self._settings.connect_timeout,
             timeout=self._settings.timeout,

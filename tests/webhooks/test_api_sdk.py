@@ -3,10 +3,8 @@ remove, and the validation and tenant isolation around them."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -17,19 +15,7 @@ from policy.webhooks.events import EVENT_TYPES
 from storage.database import Pool
 from tests.conftest import ApiServer, MakeTenant, StartApi
 from tests.support.dns_server import LoopbackDNSServer
-
-T = TypeVar("T")
-
-
-@pytest.fixture
-def sdk() -> Iterator[None]:
-    saved = resend.api_key, resend.api_url
-    yield
-    resend.api_key, resend.api_url = saved
-
-
-async def call(function: Callable[..., T], *args: Any) -> T:
-    return await asyncio.to_thread(function, *args)
+from tests.webhooks.world import call
 
 
 async def test_sdk_creates_gets_lists_updates_rotates_and_removes(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
 from pathlib import Path
 from uuid import UUID
 
@@ -20,8 +19,8 @@ from storage import contacts
 from storage.database import Pool
 from storage.outbound import insert_tracked_email, new_email_id
 from storage.webhooks.events import record_email_event
-from tests.support.delivery_world import queue_database
 from tests.support.dns_server import LoopbackDNSServer
+from tests.webhooks.conftest import Queue
 from tests.webhooks.receiver import WAIT_SECONDS, Receiver, verified
 from tests.webhooks.world import (
     api_server,
@@ -31,28 +30,6 @@ from tests.webhooks.world import (
     tenant_with_key,
     webhook_workers,
 )
-
-Queue = tuple[str, Pool]
-
-
-@pytest.fixture(scope="module")
-async def queue(database_url: str) -> AsyncIterator[Queue]:
-    async with queue_database(database_url) as made:
-        yield made
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    started = await Receiver.start()
-    yield started
-    await started.stop()
-
-
-@pytest.fixture
-async def other_receiver() -> AsyncIterator[Receiver]:
-    started = await Receiver.start()
-    yield started
-    await started.stop()
 
 
 async def new_contact(pool: Pool, tenant_id: UUID) -> None:

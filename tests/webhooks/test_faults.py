@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
 from pathlib import Path
 from uuid import UUID
 
@@ -19,32 +18,10 @@ from storage.database import Pool, open_pool
 from storage.migrate import migrate
 from storage.webhooks import endpoints
 from tests.support.databases import disposable_cluster
-from tests.support.delivery_world import queue_database
 from tests.support.opensend_cli import opensend_server, server_env
+from tests.webhooks.conftest import Queue
 from tests.webhooks.receiver import WAIT_SECONDS, Receiver, verified
 from tests.webhooks.world import webhook_workers
-
-Queue = tuple[str, Pool]
-
-
-@pytest.fixture(scope="module")
-async def queue(database_url: str) -> AsyncIterator[Queue]:
-    async with queue_database(database_url) as made:
-        yield made
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    started = await Receiver.start()
-    yield started
-    await started.stop()
-
-
-@pytest.fixture
-async def other_receiver() -> AsyncIterator[Receiver]:
-    started = await Receiver.start()
-    yield started
-    await started.stop()
 
 
 async def subscribed_tenant(pool: Pool, *receivers: Receiver) -> tuple[UUID, list[str]]:

@@ -15,13 +15,13 @@ import resend
 from mta.server import start_mx
 from policy.dkim_keys import DkimKeyPair
 from policy.tokens import ReplyTokens
-from storage.database import Pool
 from tests.api.emails_client import emails_api
 from tests.api.test_emails_send import parsed
 from tests.conftest import make_settings, message, smtp_send
-from tests.support.delivery_world import delivery_workers, queue_database
+from tests.support.delivery_world import delivery_workers
 from tests.support.queued_mail import poll_until
 from tests.support.smtp_sink import Sink
+from tests.webhooks.conftest import Queue
 from tests.webhooks.receiver import Receiver, verified
 from tests.webhooks.world import (
     api_server,
@@ -32,26 +32,12 @@ from tests.webhooks.world import (
     webhook_workers,
 )
 
-Queue = tuple[str, Pool]
 CUSTOMER = "customer@example.net"
-
-
-@pytest.fixture(scope="module")
-async def queue(database_url: str) -> AsyncIterator[Queue]:
-    async with queue_database(database_url) as made:
-        yield made
 
 
 @pytest.fixture
 async def sink() -> AsyncIterator[Sink]:
     started = await Sink.start()
-    yield started
-    await started.stop()
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    started = await Receiver.start()
     yield started
     await started.stop()
 

@@ -14,6 +14,7 @@ import resend
 from aiohttp import web
 
 from api.app import make_app
+from api.http_client import LookupResolver
 from mta.dns import Resolver
 from mta.webhooks.worker import WebhookWorkers
 from policy.dkim_keys import DkimKeyPair
@@ -42,7 +43,7 @@ async def webhook_workers(
         pool,
         url,
         settings.webhooks,
-        Resolver(settings.dns_servers, lifetime=3.0),
+        LookupResolver(Resolver(settings.dns_servers, lifetime=3.0)),
         require_https=settings.production,
     )
     await workers.start()
