@@ -25,7 +25,6 @@ from typing import Any
 from aiohttp import web
 
 from api.app import make_app, make_ops_app
-from api.http_client import LookupResolver
 from mta.authcheck import Authenticator
 from mta.authcheck_worker import AuthCheckWorkers
 from mta.delivery import DeliveryWorkers
@@ -33,6 +32,7 @@ from mta.dns import BlockingResolver, Resolver
 from mta.logs import configure_logging
 from mta.server import MXListener, SubmissionListeners, start_mx, start_submission
 from mta.tls import submission_tls_context
+from mta.webhooks.process import start_webhook_process, workers_for
 from mta.webhooks.worker import WebhookWorkers
 from policy.settings import ListenAddress, Settings
 from policy.tokens import ReplyTokens
@@ -119,6 +119,7 @@ async def serve(
     webhooks: WebhookWorkers | None = None
     workers: list[multiprocessing.process.BaseProcess] = []
     supervisor: asyncio.Task[None] | None = None
+    webhook_supervisor: asyncio.Task[None] | None = None
     try:
         if only in (None, "mta"):
             shared = settings.mx_processes > 1
@@ -131,16 +132,16 @@ async def serve(
             if deliver:
                 delivery = DeliveryWorkers(pool, url, settings, Resolver(settings.dns_servers))
                 await delivery.start()
-        # Webhook delivery: beside the MTA, or alone (`--only webhooks`) on hosts of its own.
-        if only in (None, "mta", "webhooks") and deliver:
-            webhooks = WebhookWorkers(
-                pool,
-                url,
-                settings.webhooks,
-                LookupResolver(Resolver(settings.dns_servers)),
-                require_https=settings.production,
-            )
+        # Webhook delivery: beside the MTA in a process of its own at a lower CPU priority
+        # (mail first; see mta/webhooks/process.py), or here alone (`--only webhooks`).
+        if only == "webhooks" and deliver:
+            webhooks = workers_for(settings, pool, url)
             await webhooks.start()
+        elif only in (None, "mta") and deliver:
+            webhook_supervisor = asyncio.get_running_loop().create_task(
+                _supervise(lambda: start_webhook_process(settings, url), workers)
+            )
+            webhook_supervisor.add_done_callback(_report_if_failed)
         # The checks of received mail: beside the MX unless OPENSEND_AUTH_CHECKS=off, or alone
         # (`--only authcheck`) on a host of their own, which needs nothing but the database.
         checks_here = only == "authcheck" or (
@@ -160,9 +161,10 @@ async def serve(
         await stop.wait()
         log.info("stopping: finishing transactions in flight")
     finally:
-        if supervisor is not None:
-            supervisor.cancel()
-            await asyncio.gather(supervisor, return_exceptions=True)
+        for task in (supervisor, webhook_supervisor):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         for worker in workers:
             if worker.pid is not None and worker.is_alive():
                 os.kill(worker.pid, signal.SIGTERM)

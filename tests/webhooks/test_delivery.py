@@ -19,6 +19,8 @@ from storage import contacts
 from storage.database import Pool
 from storage.outbound import insert_tracked_email, new_email_id
 from storage.webhooks.events import record_email_event
+from tests.api.test_ingest import post as ingest_post
+from tests.conftest import ApiServer, MakeTenant, message
 from tests.support.dns_server import LoopbackDNSServer
 from tests.webhooks.conftest import Queue
 from tests.webhooks.receiver import WAIT_SECONDS, Receiver, verified
@@ -328,3 +330,33 @@ async def _types(pool: Pool, tenant_id: UUID) -> list[str]:
         "SELECT type FROM webhook_events WHERE tenant_id = $1 ORDER BY id", tenant_id
     )
     return [r["type"] for r in rows]
+
+
+async def test_ingested_mail_for_two_tenants_writes_each_its_email_received(
+    api: ApiServer, pool: Pool, make_tenant: MakeTenant, sdk: None
+) -> None:
+    """The ingester stores one copy per recipient tenant; each copy has its own event."""
+    acme, other = await make_tenant(), await make_tenant()
+    for world in (acme, other):
+        await world.route(f"support@{world.name}")
+        resend.api_key, resend.api_url = await world.api_key(), api.url
+        await create_webhook("http://127.0.0.1:9/", ["email.received"])
+    raw = message(to=f"support@{acme.name}", subject="Two of us")
+    status, body = await ingest_post(
+        api.url,
+        raw=raw,
+        headers={
+            "X-OpenSend-Recipients": f"support@{acme.name}, support@{other.name}",
+            "X-OpenSend-Event-Id": f"evt-{acme.name}",
+        },
+    )
+    assert status == 202, body
+    for world in (acme, other):
+        [row] = await pool.fetch(
+            "SELECT type, data FROM webhook_events WHERE tenant_id = $1", world.id
+        )
+        assert row["type"] == "email.received"
+        data = row["data"]
+        assert data["ingest_source"] == "inbound" and data["subject"] == "Two of us"
+        assert data["rcpt_to"] == [f"support@{world.name}"]
+        assert data["reply_match_status"] == "unmatched"

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import signal
 from pathlib import Path
 from uuid import UUID
 
+import aiohttp
 import pytest
 
 from policy.webhooks import signing
@@ -139,3 +141,27 @@ async def test_two_worker_processes_deliver_each_event_once_per_endpoint(
         assert len(ids) == len(set(ids)) == 40
         for post in got.posts:
             verified(post, secret)
+
+
+@pytest.mark.slow
+async def test_serve_only_mta_delivers_webhooks_from_its_own_process_and_exports_metrics(
+    queue: Queue, receiver: Receiver, tmp_path: Path
+) -> None:
+    url, pool = queue
+    tenant_id, [secret] = await subscribed_tenant(pool, receiver)
+    env = worker_env(tmp_path, url, OPENSEND_AUTH_CHECKS="off")
+    async with opensend_server(env, tmp_path / "mta.log") as server:
+        await events(pool, tenant_id, 3)
+        posts = await receiver.wait_for(3)
+        await all_succeeded(pool, tenant_id, 3)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{server.metrics_port}/metrics") as answer,
+        ):
+            exposition = await answer.text()
+        server.signal(signal.SIGTERM)
+        assert await server.exit_code() == 0, server.output()
+    for post in posts:
+        verified(post, secret)
+    assert 'opensend_webhook_deliveries_total{result="success"} 3.0' in exposition
+    assert "opensend_webhook_pending_deliveries" in exposition
