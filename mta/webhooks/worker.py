@@ -134,9 +134,10 @@ class WebhookWorkers:
                 # All that is due now is under way, or its endpoint is at its cap: wait for a
                 # wake-up (a new event), a request to finish (room, perhaps below a cap again),
                 # or the next due time.
-                await wait_for_any(
-                    await self._idle_seconds(), self._wakeup, self._room, self._stopping
-                )
+                # While requests are under way each one's end wakes this loop: no need to ask
+                # the database for the next due time after every claim.
+                idle = POLL_SECONDS if self._in_flight else await self._idle_seconds()
+                await wait_for_any(idle, self._wakeup, self._room, self._stopping)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)

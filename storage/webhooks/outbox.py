@@ -21,14 +21,14 @@ from storage.ids import uuid7
 NOTIFY_CHANNEL = "opensend_webhooks"
 
 # Claims and outcomes do not wait for their WAL flush (synchronous_commit off, for their own
-# transaction only): one lost in a crash costs a resend under the same webhook-id, which the
-# at-least-once contract allows anyway, and the flush would otherwise be paid per attempt,
-# beside the MX's commits on the same disk. The events themselves are written in the changing
-# transaction, which keeps its durable commit.
-ASYNC_COMMIT = "SET LOCAL synchronous_commit TO off"
+# one-statement transaction only, set inside the statement to save a round trip): one lost in a
+# crash costs a resend under the same webhook-id, which the at-least-once contract allows
+# anyway, and the flush would otherwise be paid per attempt, beside the MX's commits on the
+# same disk. The events themselves are written in the changing transaction, durably.
+_ASYNC_COMMIT = "SELECT set_config('synchronous_commit', 'off', true) AS async_commit"
 
-CLAIM = """
-WITH picked AS (
+CLAIM = f"""
+WITH async_commit AS ({_ASYNC_COMMIT}), picked AS (
     SELECT d.id FROM webhooks w
     CROSS JOIN LATERAL (
         SELECT d.id FROM webhook_deliveries d
@@ -47,7 +47,7 @@ UPDATE webhook_deliveries d
 SET lease_until = now() + make_interval(secs => $3),
     next_attempt_at = now() + make_interval(secs => $3),
     lease_token = $4
-FROM picked, webhook_events e, webhooks w
+FROM picked, async_commit, webhook_events e, webhooks w
 WHERE d.id = picked.id AND e.id = d.event_id AND w.id = d.webhook_id
 RETURNING d.id, d.webhook_id, d.tenant_id, d.attempts, e.type, e.created_at, e.data,
           w.endpoint, w.signing_secret,
@@ -56,7 +56,7 @@ RETURNING d.id, d.webhook_id, d.tenant_id, d.attempts, e.type, e.created_at, e.d
 # Every attempt is recorded, even one whose lease was lost meanwhile (it was made); only the
 # lease holder moves the delivery on. The endpoint's failing streak starts at its first failure
 # and ends at a success; past `$12` seconds of failing it is disabled, for the tenant to see.
-RECORD_OUTCOME = """
+RECORD_OUTCOME = f"""
 WITH d AS (
     UPDATE webhook_deliveries
     SET status = $3, attempts = attempts + 1, last_attempt_at = $6,
@@ -81,7 +81,8 @@ WITH d AS (
     WHERE w.id = d.webhook_id AND (NOT $11 OR w.failing_since IS NOT NULL)
     RETURNING w.status
 )
-SELECT (SELECT count(*) FROM d)::int AS applied, (SELECT status FROM endpoint) AS endpoint_status
+SELECT (SELECT count(*) FROM d)::int AS applied, (SELECT status FROM endpoint) AS endpoint_status,
+       ({_ASYNC_COMMIT})
 """
 # Claimed rows a stopping worker never started: due again at once.
 RELEASE = """
@@ -153,9 +154,8 @@ class AttemptOutcome:
 
 async def claim(pool: Pool, *, limit: int, per_endpoint: int, lease_seconds: int) -> Claim:
     token = uuid7()
-    async with storage_errors(), pool.acquire() as conn, conn.transaction():
-        await conn.execute(ASYNC_COMMIT)
-        rows = await conn.fetch(CLAIM, limit, per_endpoint, float(lease_seconds), token)
+    async with storage_errors():
+        rows = await pool.fetch(CLAIM, limit, per_endpoint, float(lease_seconds), token)
     return Claim(token, [ClaimedDelivery(**dict(row)) for row in rows])
 
 
@@ -164,9 +164,8 @@ async def record_outcome(
 ) -> tuple[bool, str | None]:
     """Whether the outcome moved the delivery on (its lease still held), and the endpoint's
     status when this attempt changed its failing streak."""
-    async with storage_errors(), pool.acquire() as conn, conn.transaction():
-        await conn.execute(ASYNC_COMMIT)
-        row = await conn.fetchrow(
+    async with storage_errors():
+        row = await pool.fetchrow(
             RECORD_OUTCOME,
             outcome.delivery_id,
             outcome.token,

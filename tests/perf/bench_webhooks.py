@@ -40,6 +40,7 @@ from typing import Any
 
 import aiosmtplib
 import asyncpg
+import psutil
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -173,8 +174,23 @@ async def latency(port: int, receiver: Receiver, messages: int) -> dict[str, Any
     }
 
 
+def cpu_seconds(roots: list[int]) -> float:
+    """User and system CPU time so far of these processes and all their descendants (the
+    server with its webhook and MX children; the postmaster with its backends)."""
+    total = 0.0
+    for root in roots:
+        try:
+            parent = psutil.Process(root)
+            for process in [parent, *parent.children(recursive=True)]:
+                times = process.cpu_times()
+                total += times.user + times.system
+        except psutil.Error:
+            continue
+    return total
+
+
 async def mx_rates(
-    conn: asyncpg.Connection, port: int, hook_id: Any, load: Load, rounds: int
+    conn: asyncpg.Connection, port: int, hook_id: Any, load: Load, rounds: int, roots: list[int]
 ) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
     for number in range(rounds):
@@ -187,9 +203,12 @@ async def mx_rates(
                     "enabled" if subscribed else "disabled",
                 )
                 stored_before = await conn.fetchval("SELECT count(*) FROM received_emails")
+                cpu_before = cpu_seconds(roots)
                 run = await asyncio.to_thread(run_smtp_source, "127.0.0.1", port, load, mode, 600)
                 stored = await conn.fetchval("SELECT count(*) FROM received_emails") - stored_before
                 drain = await drained(conn) if subscribed else 0.0
+                # Through the drain: what the webhooks cost, whenever the workers spent it.
+                cpu_ms = (cpu_seconds(roots) - cpu_before) * 1000 / max(1, stored)
                 runs.append(
                     {
                         "round": number + 1,
@@ -198,6 +217,7 @@ async def mx_rates(
                         "msgs_per_s": run.msgs_per_s,
                         "ok": run.ok and stored == load.messages,
                         "drain_after_s": drain,
+                        "server_and_db_cpu_ms_per_msg": cpu_ms,
                     }
                 )
                 print(f"  {runs[-1]}", flush=True)
@@ -217,7 +237,17 @@ async def mx_rates(
         with_ = statistics.median(
             r["msgs_per_s"] for r in runs if r["mode"] == mode.value and r["webhook"]
         )
+        cpu = {
+            flag: statistics.median(
+                r["server_and_db_cpu_ms_per_msg"]
+                for r in runs
+                if r["mode"] == mode.value and r["webhook"] is flag
+            )
+            for flag in (False, True)
+        }
         summary[mode.value] = {
+            "cpu_ms_per_msg_without": cpu[False],
+            "cpu_ms_per_msg_with": cpu[True],
             "without_msgs_per_s": without,
             "with_msgs_per_s": with_,
             "ratio_median": statistics.median(ratios),
@@ -260,7 +290,8 @@ async def main(args: argparse.Namespace) -> int:
                 size=args.size,
                 recipient=f"user@{DOMAIN}",
             )
-            result["mx"] = await mx_rates(conn, peer.mx_port, hook_id, load, args.rounds)
+            roots = [pid for pid in (peer.pid, peer.postmaster_pid()) if pid is not None]
+            result["mx"] = await mx_rates(conn, peer.mx_port, hook_id, load, args.rounds, roots)
             for mode, figures in result["mx"]["summary"].items():
                 print(f"  {mode}: {figures}", flush=True)
             await conn.close()
