@@ -38,6 +38,7 @@ class Receiver:
     answers: list[int] = field(default_factory=list)  # status codes to give, in order; then 200
     hang: bool = False  # never answer (until the server stops)
     gate: asyncio.Event | None = None  # when given, answer only once it is set
+    location: str | None = None  # a Location header for every answer (redirects)
     arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     @classmethod
@@ -69,7 +70,8 @@ class Receiver:
         if self.gate is not None:
             await self.gate.wait()
         status = self.answers.pop(0) if self.answers else 200
-        return web.Response(status=status, text=f"answered {status}")
+        headers = {"Location": self.location} if self.location else {}
+        return web.Response(status=status, text=f"answered {status}", headers=headers)
 
     async def wait_for(self, count: int) -> list[Post]:
         async with asyncio.timeout(WAIT_SECONDS), self.arrived:

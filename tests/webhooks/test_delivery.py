@@ -360,3 +360,29 @@ async def test_ingested_mail_for_two_tenants_writes_each_its_email_received(
         assert data["ingest_source"] == "inbound" and data["subject"] == "Two of us"
         assert data["rcpt_to"] == [f"support@{world.name}"]
         assert data["reply_match_status"] == "unmatched"
+
+
+async def test_a_redirect_is_not_followed_but_retried_as_a_failure(
+    queue: Queue,
+    receiver: Receiver,
+    other_receiver: Receiver,
+    tokens: ReplyTokens,
+    dkim_key: DkimKeyPair,
+    tmp_path: Path,
+) -> None:
+    url, pool = queue
+    domain, key = await tenant_with_key(pool, dkim_key)
+    receiver.answers = [307]
+    receiver.location = other_receiver.url
+    async with (
+        api_server(pool, tokens, tmp_path) as api_url,
+        webhook_workers(pool, url, tmp_path),
+    ):
+        with sdk_as(key, api_url):
+            await create_webhook(receiver.url, ["contact.created"])
+        await new_contact(pool, domain.tenant_id)
+        first, second = await receiver.wait_for(2)
+        attempts = await attempts_of(pool, first.id, 2)
+    assert first.id == second.id
+    assert [a["status_code"] for a in attempts] == [307, 200]
+    assert other_receiver.posts == []
