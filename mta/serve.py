@@ -137,7 +137,7 @@ async def serve(
         if only == "webhooks" and deliver:
             webhooks = workers_for(settings, pool, url)
             await webhooks.start()
-        elif only in (None, "mta") and deliver:
+        elif only in (None, "mta") and deliver and settings.webhooks.beside_mta:
             webhook_supervisor = asyncio.get_running_loop().create_task(
                 _supervise(lambda: start_webhook_process(settings, url), workers)
             )

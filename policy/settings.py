@@ -90,6 +90,9 @@ class WebhookSettings:
 
     # Loopback, private, link-local and multicast endpoints allowed (development and tests).
     allow_private: bool
+    # Whether `serve` and `serve --only mta` run the workers beside the MTA; off where other
+    # hosts run `serve --only webhooks`.
+    beside_mta: bool
     # Seconds between attempts after the first (Resend's: 5s, 5m, 30m, 2h, 5h, 10h, 10h).
     retry_schedule: tuple[int, ...]
     connect_timeout: float
@@ -392,6 +395,7 @@ def _webhook_settings(env: Mapping[str, str], environment: Environment) -> Webho
         allow_private=_on_off(
             env, "OPENSEND_WEBHOOK_ALLOW_PRIVATE", environment is Environment.DEVELOPMENT
         ),
+        beside_mta=_on_off(env, "OPENSEND_WEBHOOK_WORKERS", True),
         retry_schedule=tuple(
             parse_duration("OPENSEND_WEBHOOK_RETRY_SCHEDULE", step)
             for step in schedule_raw.split(",")

@@ -113,7 +113,8 @@ def test_an_oversized_payload_loses_attachments_first_then_all_but_its_ids() -> 
 
 def test_webhook_settings_defaults_and_refusals(tmp_path: Path) -> None:
     development = make_settings(tmp_path).webhooks
-    assert development.allow_private is True
+    assert development.allow_private is True and development.beside_mta is True
+    assert make_settings(tmp_path, OPENSEND_WEBHOOK_WORKERS="off").webhooks.beside_mta is False
     assert development.retry_schedule == retry.RESEND_SCHEDULE
     production = make_settings(
         tmp_path, OPENSEND_ENV="production", OPENSEND_DATABASE_URL="postgresql://x/y"
