@@ -31,7 +31,6 @@ from storage.errors import StorageError
 from storage.queue_notify import QueueListener
 from storage.webhooks import outbox
 from storage.webhooks.outbox import AttemptOutcome, ClaimedDelivery
-from storage.webhooks.writer import AttemptWriter
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +64,6 @@ class WebhookWorkers:
         self._services: list[asyncio.Task[None]] = []
         self._claimer: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
-        # Outcomes not committed within the lease are moot: the delivery is claimable again.
-        self._writer = AttemptWriter(
-            pool,
-            disable_after_seconds=retry.DISABLE_AFTER_SECONDS,
-            give_up_after=settings.lease,
-        )
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -203,7 +196,7 @@ class WebhookWorkers:
                     "retry_in": step.retry_in,
                 },
             )
-        await self._record(delivery, outcome, unsafe is not None)
+        await self._record(outcome, unsafe is not None)
 
     def _unsafe(self, endpoint: str) -> str | None:
         """An address literal is not resolved, so GuardedResolver never sees it: checked here."""
@@ -215,27 +208,31 @@ class WebhookWorkers:
             return None
         return refusal([parsed.host], allow_private=self._settings.allow_private)
 
-    async def _record(
-        self, delivery: ClaimedDelivery, outcome: AttemptOutcome, unsafe: bool
-    ) -> None:
-        """Commit the outcome (with others under way, in one statement); if it never commits,
-        the lease runs out and the delivery is sent again, under the same id."""
-        try:
-            recorded = await self._writer.write(outcome)
-        except StorageError as error:
-            _warn("could not record a webhook attempt; it will be sent again", error)
-            return
-        if delivery.id not in recorded.applied:
+    async def _record(self, outcome: AttemptOutcome, unsafe: bool) -> None:
+        """Commit the outcome, trying again while the database is away and the lease lasts; if
+        it never commits, the lease runs out and the delivery is sent again (same id)."""
+        deadline = time.monotonic() + self._settings.lease
+        delay = 0.2
+        while True:
+            try:
+                applied, endpoint_status = await outbox.record_outcome(
+                    self._pool, outcome, disable_after_seconds=retry.DISABLE_AFTER_SECONDS
+                )
+                break
+            except StorageError as error:
+                if time.monotonic() + delay >= deadline:
+                    _warn("could not record a webhook attempt; it will be sent again", error)
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        if not applied:
             metrics.DELIVERIES.labels("lost_lease").inc()
             return
         result = "unsafe" if unsafe else {"attempting": "retry"}.get(outcome.status, outcome.status)
         metrics.DELIVERIES.labels(result).inc()
-        if delivery.webhook_id in recorded.disabled and outcome.status != "success":
+        if endpoint_status == "disabled":
             metrics.ENDPOINTS_DISABLED.inc()
-            log.warning(
-                "webhook endpoint disabled after failing for 5 days",
-                extra={"webhook": str(delivery.webhook_id)},
-            )
+            log.warning("webhook endpoint disabled after failing for 5 days")
 
     async def _refresh_stats(self) -> None:
         while True:

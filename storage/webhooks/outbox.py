@@ -9,7 +9,6 @@ again then, for any worker, under the same id.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -54,52 +53,35 @@ RETURNING d.id, d.webhook_id, d.tenant_id, d.attempts, e.type, e.created_at, e.d
           w.endpoint, w.signing_secret,
           CASE WHEN w.previous_secret_until > now() THEN w.previous_secret END AS previous_secret
 """
-# Attempts committed together (storage/webhooks/writer.py), one statement for a group. Every
-# attempt is recorded, even one whose lease was lost meanwhile (it was made); only the lease
-# holder moves the delivery on. An endpoint's failing streak starts at its first failure and
-# ends at a success; past `$12` seconds of failing it is disabled, for the tenant to see.
-RECORD_OUTCOMES = f"""
-WITH u AS (
-    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::float8[], $5::uuid[],
-                         $6::timestamptz[], $7::int[], $8::float8[], $9::text[], $10::text[],
-                         $11::boolean[])
-        AS u (delivery_id, token, status, retry_in, attempt_id, attempted_at, status_code,
-              latency_ms, response, error, succeeded)
-), d AS (
-    UPDATE webhook_deliveries w
-    SET status = u.status, attempts = w.attempts + 1, last_attempt_at = u.attempted_at,
-        next_attempt_at = CASE WHEN u.status = 'attempting'
-                               THEN now() + make_interval(secs => u.retry_in)
-                               ELSE w.next_attempt_at END,
-        finished_at = CASE WHEN u.status IN ('success', 'failed') THEN now() END,
+# Every attempt is recorded, even one whose lease was lost meanwhile (it was made); only the
+# lease holder moves the delivery on. The endpoint's failing streak starts at its first failure
+# and ends at a success; past `$12` seconds of failing it is disabled, for the tenant to see.
+RECORD_OUTCOME = f"""
+WITH d AS (
+    UPDATE webhook_deliveries
+    SET status = $3, attempts = attempts + 1, last_attempt_at = $6,
+        next_attempt_at = CASE WHEN $3 = 'attempting' THEN now() + make_interval(secs => $4)
+                               ELSE next_attempt_at END,
+        finished_at = CASE WHEN $3 IN ('success', 'failed') THEN now() END,
         lease_until = NULL, lease_token = NULL
-    FROM u
-    WHERE w.id = u.delivery_id AND w.lease_token = u.token
-    RETURNING w.id, w.webhook_id, u.succeeded, u.attempted_at
+    WHERE id = $1 AND lease_token = $2
+    RETURNING id, webhook_id
 ), attempt AS (
     INSERT INTO webhook_attempts (id, delivery_id, attempted_at, status_code, latency_ms,
                                   response, error)
-    SELECT attempt_id, delivery_id, attempted_at, status_code, latency_ms, response, error
-    FROM u
-), streak AS (
-    SELECT webhook_id, bool_or(succeeded) AS succeeded, min(attempted_at) AS first_failure
-    FROM d GROUP BY webhook_id
+    VALUES ($5, $1, $6, $7, $8, $9, $10)
 ), endpoint AS (
     UPDATE webhooks w
-    SET failing_since = CASE WHEN s.succeeded THEN NULL
-                             ELSE coalesce(w.failing_since, s.first_failure) END,
-        status = CASE WHEN NOT s.succeeded
-                           AND w.failing_since < now() - make_interval(secs => $12)
+    SET failing_since = CASE WHEN $11 THEN NULL ELSE coalesce(w.failing_since, $6) END,
+        status = CASE WHEN NOT $11 AND w.failing_since < now() - make_interval(secs => $12)
                       THEN 'disabled' ELSE w.status END,
-        disabled_reason = CASE WHEN NOT s.succeeded
-                                    AND w.failing_since < now() - make_interval(secs => $12)
+        disabled_reason = CASE WHEN NOT $11 AND w.failing_since < now() - make_interval(secs => $12)
                                THEN 'failing' ELSE w.disabled_reason END
-    FROM streak s
-    WHERE w.id = s.webhook_id AND (NOT s.succeeded OR w.failing_since IS NOT NULL)
-    RETURNING w.id, w.status
+    FROM d
+    WHERE w.id = d.webhook_id AND (NOT $11 OR w.failing_since IS NOT NULL)
+    RETURNING w.status
 )
-SELECT ARRAY(SELECT id FROM d) AS applied,
-       ARRAY(SELECT id FROM endpoint WHERE status = 'disabled') AS disabled,
+SELECT (SELECT count(*) FROM d)::int AS applied, (SELECT status FROM endpoint) AS endpoint_status,
        ({_ASYNC_COMMIT})
 """
 # Claimed rows a stopping worker never started: due again at once.
@@ -177,32 +159,28 @@ async def claim(pool: Pool, *, limit: int, per_endpoint: int, lease_seconds: int
     return Claim(token, [ClaimedDelivery(**dict(row)) for row in rows])
 
 
-@dataclass(frozen=True, slots=True)
-class Recorded:
-    applied: set[UUID]  # deliveries moved on (their lease still held)
-    disabled: set[UUID]  # endpoints these attempts disabled (5 days of failures)
-
-
-async def record_outcomes(
-    pool: Pool, outcomes: Sequence[AttemptOutcome], *, disable_after_seconds: int
-) -> Recorded:
+async def record_outcome(
+    pool: Pool, outcome: AttemptOutcome, *, disable_after_seconds: int
+) -> tuple[bool, str | None]:
+    """Whether the outcome moved the delivery on (its lease still held), and the endpoint's
+    status when this attempt changed its failing streak."""
     async with storage_errors():
         row = await pool.fetchrow(
-            RECORD_OUTCOMES,
-            [o.delivery_id for o in outcomes],
-            [o.token for o in outcomes],
-            [o.status for o in outcomes],
-            [float(o.retry_in or 0) for o in outcomes],
-            [uuid7() for _ in outcomes],
-            [o.attempted_at for o in outcomes],
-            [o.status_code for o in outcomes],
-            [o.latency_ms for o in outcomes],
-            [o.response for o in outcomes],
-            [o.error for o in outcomes],
-            [o.succeeded for o in outcomes],
+            RECORD_OUTCOME,
+            outcome.delivery_id,
+            outcome.token,
+            outcome.status,
+            float(outcome.retry_in or 0),
+            uuid7(),
+            outcome.attempted_at,
+            outcome.status_code,
+            outcome.latency_ms,
+            outcome.response,
+            outcome.error,
+            outcome.succeeded,
             float(disable_after_seconds),
         )
-    return Recorded(set(row["applied"]), set(row["disabled"]))
+    return bool(row["applied"]), row["endpoint_status"]
 
 
 async def release(pool: Pool, token: UUID, delivery_ids: list[UUID]) -> None:
