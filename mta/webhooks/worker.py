@@ -196,7 +196,7 @@ class WebhookWorkers:
                     "retry_in": step.retry_in,
                 },
             )
-        await self._record(outcome, unsafe is not None)
+        await self._record(delivery, outcome, unsafe is not None)
 
     def _unsafe(self, endpoint: str) -> str | None:
         """An address literal is not resolved, so GuardedResolver never sees it: checked here."""
@@ -208,7 +208,9 @@ class WebhookWorkers:
             return None
         return refusal([parsed.host], allow_private=self._settings.allow_private)
 
-    async def _record(self, outcome: AttemptOutcome, unsafe: bool) -> None:
+    async def _record(
+        self, delivery: ClaimedDelivery, outcome: AttemptOutcome, unsafe: bool
+    ) -> None:
         """Commit the outcome, trying again while the database is away and the lease lasts; if
         it never commits, the lease runs out and the delivery is sent again (same id)."""
         deadline = time.monotonic() + self._settings.lease
@@ -232,7 +234,10 @@ class WebhookWorkers:
         metrics.DELIVERIES.labels(result).inc()
         if endpoint_status == "disabled":
             metrics.ENDPOINTS_DISABLED.inc()
-            log.warning("webhook endpoint disabled after failing for 5 days")
+            log.warning(
+                "webhook endpoint disabled after failing for 5 days",
+                extra={"webhook": str(delivery.webhook_id)},
+            )
 
     async def _refresh_stats(self) -> None:
         while True:
