@@ -38,6 +38,7 @@ from api import (
 from api.auth import Handler, require_api_key
 from api.context import DNS, POOL, SETTINGS, TOKENS, nul_refusal
 from api.errors import ApiError
+from api.webhooks import routes as webhooks
 from policy.dns import DnsLookup
 from policy.settings import Settings
 from policy.tokens import ReplyTokens
@@ -175,6 +176,7 @@ def make_app(
     app.router.add_routes(emails.routes)
     replies.install(app)  # POST /emails/{id}/reply and its Inbound-worded errors
     app.router.add_routes(domains.routes)
+    app.router.add_routes(webhooks.routes)
     ingest.install(app)  # POST /events/inbound, with its own token
     ses_s3.install(app)  # POST /events/inbound/ses-s3 and, when configured, its AWS clients
     return app
