@@ -29,14 +29,16 @@ from api import (
     emails,
     errors,
     ingest,
+    openapi,
     receiving,
     replies,
     ses_s3,
     threads,
 )
 from api.auth import Handler, require_api_key
-from api.context import DNS, POOL, SETTINGS, TOKENS
+from api.context import DNS, POOL, SETTINGS, TOKENS, nul_refusal
 from api.errors import ApiError
+from api.webhooks import routes as webhooks
 from policy.dns import DnsLookup
 from policy.settings import Settings
 from policy.tokens import ReplyTokens
@@ -104,6 +106,18 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_response(ApiError(errors.APPLICATION_ERROR))
 
 
+@web.middleware
+async def refuse_nul(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A NUL (`%00`) in the path or the query is a 400 naming where, before any handler passes it
+    to PostgreSQL, whose text cannot hold it (JSON bodies: api.context.parse_json)."""
+    if "\0" in request.path:
+        raise nul_refusal("path")
+    for name, value in request.query.items():
+        if "\0" in name or "\0" in value:
+            raise nul_refusal("query." + name.replace("\0", "\\u0000"))
+    return await handler(request)
+
+
 # Idempotency keys older than 24 hours are already ignored; this reclaims their rows.
 IDEMPOTENCY_SWEEP_SECONDS = 3600.0
 
@@ -144,7 +158,9 @@ def make_app(
 
     # Attachments arrive base64-encoded inside JSON: 4/3 of the message limit, plus the rest.
     max_body = settings.max_message_size * 4 // 3 + 1024 * 1024
-    app = web.Application(middlewares=[json_errors, require_api_key], client_max_size=max_body)
+    app = web.Application(
+        middlewares=[json_errors, require_api_key, refuse_nul], client_max_size=max_body
+    )
     app[POOL] = pool
     app[SETTINGS] = settings
     app[TOKENS] = tokens
@@ -152,6 +168,7 @@ def make_app(
     app.cleanup_ctx.append(sweep_idempotency_keys)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get(openapi.PATH, openapi.serve)  # every route below is described in it
     app.router.add_routes(api_keys.routes)
     app.router.add_routes(receiving.routes)
     app.router.add_routes(threads.routes)
@@ -159,6 +176,7 @@ def make_app(
     app.router.add_routes(emails.routes)
     replies.install(app)  # POST /emails/{id}/reply and its Inbound-worded errors
     app.router.add_routes(domains.routes)
+    app.router.add_routes(webhooks.routes)
     ingest.install(app)  # POST /events/inbound, with its own token
     ses_s3.install(app)  # POST /events/inbound/ses-s3 and, when configured, its AWS clients
     return app
