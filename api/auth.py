@@ -19,7 +19,7 @@ from aiohttp import web
 from api import errors
 from api.context import POOL
 from api.errors import ApiError
-from storage.account_caches import KeyCache
+from storage.account_caches import KeyCache, LastUseRecorder
 from storage.database import Pool
 from storage.errors import StorageError
 
@@ -57,6 +57,9 @@ def bearer_token(request: web.Request) -> str:
 
 # One cache per application (the app is frozen once started, so it cannot hold it itself).
 _KEY_CACHES: weakref.WeakKeyDictionary[web.Application, KeyCache] = weakref.WeakKeyDictionary()
+_LAST_USES: weakref.WeakKeyDictionary[web.Application, LastUseRecorder] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 async def authenticate(pool: Pool, request: web.Request) -> Caller:
@@ -70,6 +73,10 @@ async def authenticate(pool: Pool, request: web.Request) -> Caller:
         raise ApiError(errors.SERVICE_UNAVAILABLE) from error
     if key is None:
         raise ApiError(errors.INVALID_API_KEY)
+    last_uses = _LAST_USES.get(request.app)
+    if last_uses is None:
+        last_uses = _LAST_USES[request.app] = LastUseRecorder()
+    await last_uses.record(pool, key.id)  # GET /api-keys shows it, to the minute
     return Caller(key.tenant_id, key.id, key.permission, key.domain_id)
 
 

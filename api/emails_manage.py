@@ -3,14 +3,13 @@ scheduled email PATCH /emails/{id} (reschedule) and POST /emails/{id}/cancel.
 
 These need a full_access key (a sending_access key only sends, as in Resend). Another tenant's
 email, an unknown id and a malformed id all answer 404 not_found: an id's existence is never
-revealed. Malformed cursors in the query string are 422 invalid_parameter.
+revealed. The list pages and refuses its query as every list does (api.pagination).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
 
 from aiohttp import web
 
@@ -19,6 +18,7 @@ from api.api_keys import path_uuid
 from api.auth import CALLER
 from api.context import POOL, read_json
 from api.errors import ApiError
+from api.pagination import list_body, page_request, unknown_cursor
 from api.threads import thread_object
 from policy.sending import parse_scheduled_at
 from policy.sending_fields import Refusal
@@ -29,7 +29,6 @@ routes = web.RouteTableDef()
 # Only UUID-like ids match, so sibling paths such as /emails/receiving stay free for their own
 # routes whatever the order of registration.
 EMAIL_PATH = "/emails/{id:[0-9A-Fa-f-]{32,36}}"
-DEFAULT_LIMIT, MAX_LIMIT = 20, 100
 
 
 def _time(value: datetime | None) -> str | None:
@@ -70,38 +69,17 @@ def render_email(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _query_uuid(request: web.Request, name: str) -> UUID | None:
-    value = request.query.get(name)
-    if value is None:
-        return None
-    try:
-        return UUID(value)
-    except ValueError:
-        raise ApiError(errors.INVALID_PARAMETER, f"`{name}` must be an email id.") from None
-
-
 @routes.get("/emails")
 async def list_emails(request: web.Request) -> web.Response:
     caller = request[CALLER]
     caller.require_full_access()
-    raw_limit = request.query.get("limit", str(DEFAULT_LIMIT))
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
-        raise ApiError(errors.INVALID_PARAMETER, f"`limit` must be a number from 1 to {MAX_LIMIT}.")
-    after, before = _query_uuid(request, "after"), _query_uuid(request, "before")
-    if after is not None and before is not None:
-        raise ApiError(errors.INVALID_PARAMETER, "Use `after` or `before`, not both.")
+    asked = page_request(request)
     page = await sending.list_emails(
-        request.app[POOL], caller.tenant_id, int(raw_limit), after=after, before=before
+        request.app[POOL], caller.tenant_id, asked.limit, after=asked.after, before=asked.before
     )
     if page is None:
-        raise ApiError(errors.NOT_FOUND, "The email given as the cursor was not found.")
-    return web.json_response(
-        {
-            "object": "list",
-            "has_more": page.has_more,
-            "data": [render_summary(row) for row in page.rows],
-        }
-    )
+        raise unknown_cursor(asked)
+    return web.json_response(list_body([render_summary(row) for row in page.rows], page.has_more))
 
 
 @routes.get(EMAIL_PATH)

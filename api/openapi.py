@@ -379,7 +379,7 @@ PATHS: dict[str, dict[str, Operation]] = {
             responses(answer("NewApiKey"), 413, status=201),
             body=json_body("CreateApiKeyRequest"),
         ),
-        "get": op("API keys", "List API keys", responses(answer("ApiKeyList"))),
+        "get": op("API keys", "List API keys", responses(answer("ApiKeyList")), params=PAGE),
     },
     "/api-keys/{id}": {
         "delete": op(

@@ -357,6 +357,7 @@ CONTACT = obj(
         "last_name": NULLABLE_STRING,
         "created_at": TIME,
         "unsubscribed": BOOLEAN,
+        "properties": obj({}, description="Custom properties: none are kept, always {}."),
     },
     "object",
     "id",
@@ -365,6 +366,7 @@ CONTACT = obj(
     "last_name",
     "created_at",
     "unsubscribed",
+    "properties",
 )
 CONTACT_FIELDS: dict[str, Schema] = {
     "first_name": NULLABLE_STRING,
@@ -460,7 +462,18 @@ CREATE_DOMAIN = obj(
 )
 UPDATE_DOMAIN = obj({"name": NULLABLE_STRING, **DOMAIN_FIELDS})
 
-API_KEY = obj({"id": UUID, "name": STRING, "created_at": TIME}, "id", "name", "created_at")
+API_KEY = obj(
+    {
+        "id": UUID,
+        "name": STRING,
+        "created_at": TIME,
+        "last_used_at": {**NULLABLE_TIME, "description": "The last use, to the minute."},
+    },
+    "id",
+    "name",
+    "created_at",
+    "last_used_at",
+)
 CREATE_API_KEY = obj(
     {
         "name": {"type": "string", "maxLength": 50},
