@@ -14,6 +14,10 @@ Where one self-hosted server differs from Resend's hosted service, on purpose:
   on, another reply domain) leaves it and `verified` alone; the new record shows `not_started`
   until the next verify. Turning receiving on for a verified domain therefore takes mail at
   once for a name the tenant proved through its parent (the reply domain is a subdomain).
+- `records` holds only what Resend's SDK types allow (`SPF | DKIM | Receiving | ...`): the
+  receiving MX is `{record: "Receiving", type: "MX", priority}` (the command line's JSON says
+  "MX", as it always has). The DMARC record we suggest (checked, never required) is in
+  `suggested_records`, a field of our own, so strictly typed code still reads `records`.
 - record names are fully qualified (Resend's are relative): a reply domain's MX may sit in
   another zone, and a full name is unambiguous whichever zone the tenant edits.
 - `region` is kept and echoed but changes nothing; open/click tracking, tracking subdomains,
@@ -44,7 +48,13 @@ from policy import dkim_keys
 from policy.dns import DnsLookup
 from policy.domain_check import DomainCheck, check_domain
 from policy.domain_names import DomainNameError, is_subdomain, normalize_domain
-from policy.domain_records import Status, records_to_publish, setup_of, with_last_results
+from policy.domain_records import (
+    Purpose,
+    Status,
+    records_to_publish,
+    setup_of,
+    with_last_results,
+)
 from storage import domains
 from storage.database import Pool
 from storage.domains import DomainDetails
@@ -122,8 +132,17 @@ def domain_json(domain: DomainDetails, hostname: str) -> dict[str, Any]:
         "capabilities": _capabilities(domain),
         "reply_domain": domain.reply_domain,
         "last_checked_at": domain.last_checked_at.isoformat() if domain.last_checked_at else None,
-        "records": [check.as_json() for check in checks],
+        "records": [_resend_record(c.as_json()) for c in checks if c.spec.required],
+        "suggested_records": [c.as_json() for c in checks if not c.spec.required],
     }
+
+
+# Our record labels (policy.domain_records.Purpose) that Resend's SDK names otherwise.
+RESEND_LABELS = {Purpose.RECEIVING.value: "Receiving"}
+
+
+def _resend_record(record: dict[str, Any]) -> dict[str, Any]:
+    return {**record, "record": RESEND_LABELS.get(record["record"], record["record"])}
 
 
 def _capabilities(domain: DomainDetails) -> dict[str, str]:

@@ -392,7 +392,7 @@ DOMAIN_STATUS: Schema = {
 }
 DOMAIN_RECORD = obj(
     {
-        "record": {"enum": ["MX", "SPF", "DKIM", "DMARC"]},
+        "record": {"enum": ["Receiving", "SPF", "DKIM", "DMARC"]},
         "name": STRING,
         "type": {"enum": ["MX", "TXT"]},
         "ttl": STRING,
@@ -435,10 +435,20 @@ DOMAIN = {
                 "click_tracking": {"const": False},
                 "reply_domain": NULLABLE_STRING,
                 "last_checked_at": NULLABLE_TIME,
-                "records": {"type": "array", "items": ref("DomainRecord")},
+                "records": {
+                    "type": "array",
+                    "items": ref("DomainRecord"),
+                    "description": "The records to publish: Receiving (MX), SPF, DKIM.",
+                },
+                "suggested_records": {
+                    "type": "array",
+                    "items": ref("DomainRecord"),
+                    "description": "Checked, never required: DMARC.",
+                },
             },
             "object",
             "records",
+            "suggested_records",
         ),
     ]
 }

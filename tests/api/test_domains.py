@@ -12,7 +12,14 @@ import pytest
 import resend
 
 from storage.database import Pool
-from tests.api.domains_client import HOST, DomainsApi, domains_api, new_name, record
+from tests.api.domains_client import (
+    HOST,
+    DomainsApi,
+    all_records,
+    domains_api,
+    new_name,
+    record,
+)
 from tests.conftest import ApiServer, MakeTenant, StartApi
 from tests.support.dns_server import LoopbackDNSServer
 
@@ -49,6 +56,7 @@ async def test_create_answers_201_with_resends_domain_shape(client: DomainsApi) 
         "reply_domain",
         "last_checked_at",
         "records",
+        "suggested_records",
     }
     assert (created["object"], created["name"], created["status"]) == (
         "domain",
@@ -58,15 +66,17 @@ async def test_create_answers_201_with_resends_domain_shape(client: DomainsApi) 
     assert (created["region"], created["reply_domain"]) == ("us-east-1", f"inbound.{name}")
     assert created["capabilities"] == {"sending": "enabled", "receiving": "enabled"}
     assert (created["open_tracking"], created["click_tracking"]) == (False, False)
-    assert [(r["record"], r["type"], r["status"]) for r in created["records"]] == [
-        ("MX", "MX", "not_started"),
+    assert [(r["record"], r["type"], r["status"]) for r in all_records(created)] == [
+        ("Receiving", "MX", "not_started"),
         ("SPF", "TXT", "not_started"),
         ("DKIM", "TXT", "not_started"),
         ("DMARC", "TXT", "not_started"),
     ]
-    assert all(set(r) - {"priority"} == RECORD_FIELDS for r in created["records"])
-    assert all(r["ttl"] == "Auto" for r in created["records"])
-    mx = record(created, "MX")
+    # Only the labels Resend's SDK types allow in `records`; the DMARC suggestion beside it.
+    assert [r["record"] for r in created["suggested_records"]] == ["DMARC"]
+    assert all(set(r) - {"priority"} == RECORD_FIELDS for r in all_records(created))
+    assert all(r["ttl"] == "Auto" for r in all_records(created))
+    mx = record(created, "Receiving")
     assert (mx["name"], mx["value"], mx["priority"]) == (f"inbound.{name}", HOST, 10)
     assert record(created, "SPF")["value"] == f"v=spf1 a:{HOST} ~all"
     assert record(created, "DMARC") | {"status": None} == {
@@ -153,7 +163,7 @@ async def test_patch_turns_receiving_on_with_a_reply_domain_and_off_again(
     client: DomainsApi,
 ) -> None:
     created = await client.create(new_name())
-    assert "MX" not in {r["record"] for r in created["records"]}
+    assert "Receiving" not in {r["record"] for r in created["records"]}
     reply = f"inbound.{created['name']}"
 
     on = await client.patch(created["id"], {"receiving": True, "reply_domain": reply})
@@ -162,9 +172,9 @@ async def test_patch_turns_receiving_on_with_a_reply_domain_and_off_again(
 
     assert on.status == 200
     assert on.body["capabilities"]["receiving"] == "enabled"
-    assert record(on.body, "MX")["name"] == reply
+    assert record(on.body, "Receiving")["name"] == reply
     assert off.body["capabilities"]["receiving"] == "disabled"
-    assert "MX" not in {r["record"] for r in off.body["records"]}
+    assert "Receiving" not in {r["record"] for r in off.body["records"]}
     assert back_on.body["reply_domain"] == reply  # kept while receiving was off
     assert (await client.get(created["id"])).body == back_on.body
 
@@ -183,7 +193,7 @@ async def test_patch_removes_the_reply_domain(client: DomainsApi) -> None:
     created = await client.create(name, receiving=True, reply_domain=f"inbound.{name}")
     answer = await client.patch(created["id"], {"reply_domain": None})
     assert answer.body["reply_domain"] is None
-    assert record(answer.body, "MX")["name"] == name
+    assert record(answer.body, "Receiving")["name"] == name
 
 
 async def test_delete_answers_resends_shape_and_the_domain_is_gone(client: DomainsApi) -> None:
@@ -349,7 +359,7 @@ async def test_the_resend_sdk_manages_domains_unchanged(
         "sa-east-1",
         "not_started",
     )
-    assert {r["record"] for r in created["records"]} == {"SPF", "DKIM", "DMARC"}
+    assert {r["record"] for r in all_records(created)} == {"SPF", "DKIM", "DMARC"}
     assert calls["got"]["id"] == created["id"]
     assert created["id"] in {d["id"] for d in calls["listed"]["data"]}
     assert calls["updated"]["id"] == created["id"]
