@@ -37,6 +37,7 @@ from api import (
 )
 from api.auth import Handler, require_api_key
 from api.context import DNS, POOL, SETTINGS, TOKENS, nul_refusal
+from api.downloads import routes as downloads
 from api.errors import ApiError
 from policy.dns import DnsLookup
 from policy.settings import Settings
@@ -175,6 +176,7 @@ def make_app(
     app.router.add_routes(emails.routes)
     replies.install(app)  # POST /emails/{id}/reply and its Inbound-worded errors
     app.router.add_routes(domains.routes)
+    app.router.add_routes(downloads.routes)  # signed download links, no API key
     ingest.install(app)  # POST /events/inbound, with its own token
     ses_s3.install(app)  # POST /events/inbound/ses-s3 and, when configured, its AWS clients
     return app

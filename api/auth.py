@@ -30,6 +30,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLIC_PATHS = frozenset(
     {"/healthz", "/metrics", "/openapi.json", "/events/inbound", "/events/inbound/ses-s3"}
 )
+# Signed download links carry their own proof instead of a key (api.downloads.routes checks it).
+PUBLIC_PREFIX = "/download/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +86,12 @@ async def authenticate(pool: Pool, request: web.Request) -> Caller:
 async def require_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
     match = request.match_info
     resource = match.route.resource
-    if match.http_exception is not None or resource is None or resource.canonical in PUBLIC_PATHS:
+    if (
+        match.http_exception is not None
+        or resource is None
+        or resource.canonical in PUBLIC_PATHS
+        or resource.canonical.startswith(PUBLIC_PREFIX)
+    ):
         return await handler(request)  # public, or aiohttp's own 404/405 answer
     request[CALLER] = await authenticate(request.app[POOL], request)
     return await handler(request)

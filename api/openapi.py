@@ -34,6 +34,13 @@ ATTACHMENT_ID = param(
     "path", "attachment_id", "The attachment's id (its MIME part path, such as `2`, works too)."
 )
 CONTACT_ID = param("path", "id", "The contact's id or email address.")
+SENT_ATTACHMENT_ID = param("path", "attachment_id", "The attachment's id (a UUID).")
+# What a signed download link (api.downloads) carries instead of an API key.
+LINK = [
+    param("query", "tenant", "The tenant the link was signed for.", UUID),
+    param("query", "expires", "When the link stops working (Unix seconds).", {"type": "integer"}),
+    param("query", "signature", "HMAC-SHA256 of the link under the server's secret."),
+]
 PAGE = [
     param(
         "query",
@@ -57,7 +64,7 @@ JSON = "application/json"
 ERROR_DESCRIPTIONS = {
     400: "Invalid request: the message says which field and why.",
     401: "Missing API key (or ingester token).",
-    403: "Invalid API key, or a resource the key may not use.",
+    403: "Invalid API key, a resource the key may not use, or a bad or expired download link.",
     404: "No such resource for this key's tenant.",
     409: "The Idempotency-Key was used with another request, or is still in progress.",
     413: "The request body is too large.",
@@ -219,6 +226,57 @@ PATHS: dict[str, dict[str, Operation]] = {
             params=[EMAIL_ID],
             body=json_body("RescheduleRequest"),
         ),
+    },
+    "/emails/{id}/attachments": {
+        "get": op(
+            "Emails",
+            "List a sent email's attachments",
+            responses(answer("SentAttachmentList")),
+            params=[EMAIL_ID],
+        )
+    },
+    "/emails/{id}/attachments/{attachment_id}": {
+        "get": op(
+            "Emails",
+            "Retrieve one sent attachment's metadata and signed download link",
+            responses(answer("SentAttachment")),
+            params=[EMAIL_ID, SENT_ATTACHMENT_ID],
+        )
+    },
+    "/emails/{id}/attachments/{attachment_id}/content": {
+        "get": op(
+            "Emails",
+            "Download one sent attachment's decoded bytes",
+            responses(binary("*/*", "The bytes, with the attachment's own Content-Type.")),
+            params=[EMAIL_ID, SENT_ATTACHMENT_ID],
+        )
+    },
+    "/download/emails/{id}/attachments/{attachment_id}/content": {
+        "get": op(
+            "Downloads",
+            "A sent attachment's bytes through its signed link (`download_url`)",
+            responses(binary("*/*", "The bytes."), errors=(403, 404, 500, 503)),
+            params=[EMAIL_ID, SENT_ATTACHMENT_ID, *LINK],
+            security=PUBLIC,
+        )
+    },
+    "/download/emails/receiving/{id}/attachments/{attachment_id}/content": {
+        "get": op(
+            "Downloads",
+            "A received attachment's bytes through its signed link (`download_url`)",
+            responses(binary("*/*", "The bytes."), errors=(403, 404, 500, 503)),
+            params=[ID, ATTACHMENT_ID, *LINK],
+            security=PUBLIC,
+        )
+    },
+    "/download/emails/receiving/{id}/raw": {
+        "get": op(
+            "Downloads",
+            "A received message's raw bytes through its signed link (`raw.download_url`)",
+            responses(binary("message/rfc822", "The message."), errors=(403, 404, 500, 503)),
+            params=[ID, *LINK],
+            security=PUBLIC,
+        )
     },
     "/emails/{id}/cancel": {
         "post": op(

@@ -272,6 +272,11 @@ THREAD = obj(
 
 # -- received mail --------------------------------------------------------------------------------
 
+# A signed download link (api.downloads): works without the API key until `expires_at`.
+LINK_FIELDS: dict[str, Schema] = {
+    "download_url": {**STRING, "description": "Signed: needs no API key; expires."},
+    "expires_at": {**TIME, "description": "When `download_url` stops working (an hour on)."},
+}
 RECEIVED_ATTACHMENT = obj(
     {
         "object": {"const": "attachment"},
@@ -279,14 +284,33 @@ RECEIVED_ATTACHMENT = obj(
         "index": INTEGER,
         "filename": NULLABLE_STRING,
         "content_type": NULLABLE_STRING,
-        "content_id": NULLABLE_STRING,
+        "content_id": {**STRING, "description": "Left out when the part has none."},
         "content_disposition": NULLABLE_STRING,
         "size": {"type": ["integer", "null"]},
-        "download_url": STRING,
-        "expires_at": {**TIME, "description": "Never: 9999-12-31; the link needs the API key."},
+        **LINK_FIELDS,
     },
     "id",
     "index",
+    "download_url",
+    "expires_at",
+)
+SENT_ATTACHMENT = obj(
+    {
+        "object": {"const": "attachment"},
+        "id": UUID,
+        "filename": {**STRING, "description": "Left out when none was given."},
+        "content_type": STRING,
+        "content_id": {**STRING, "description": "Only for an inline attachment."},
+        "content_disposition": {"enum": ["inline", "attachment"]},
+        "size": INTEGER,
+        **LINK_FIELDS,
+    },
+    "id",
+    "content_type",
+    "content_disposition",
+    "size",
+    "download_url",
+    "expires_at",
 )
 RECEIVED_SUMMARY = obj(
     {
@@ -334,7 +358,7 @@ RECEIVED_EMAIL = {
                 # What the person wrote, without quoted history; null until the worker ran.
                 "stripped_text": NULLABLE_STRING,
                 "stripped_html": NULLABLE_STRING,
-                "raw": obj({"download_url": STRING, "expires_at": TIME}),
+                "raw": obj(LINK_FIELDS, "download_url", "expires_at"),
                 "thread": ref("ThreadObject"),
             },
             "object",
@@ -557,6 +581,8 @@ SCHEMAS: dict[str, Schema] = {
     "ThreadList": list_of("Thread"),
     "ReceivedAttachment": RECEIVED_ATTACHMENT,
     "ReceivedAttachmentList": list_of("ReceivedAttachment"),
+    "SentAttachment": SENT_ATTACHMENT,
+    "SentAttachmentList": list_of("SentAttachment"),
     "ReceivedEmailSummary": RECEIVED_SUMMARY,
     "ReceivedEmail": RECEIVED_EMAIL,
     "ReceivedEmailList": list_of("ReceivedEmailSummary"),

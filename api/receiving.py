@@ -16,6 +16,7 @@ from api import errors, mime_parts
 from api.api_keys import path_uuid
 from api.auth import CALLER
 from api.context import POOL, SETTINGS
+from api.downloads.signing import signed_link
 from api.errors import ApiError
 from api.pagination import list_body, page_request, query_datetime, query_uuid, unknown_cursor
 from api.threads import display_address, thread_object
@@ -57,19 +58,9 @@ def _address_filter(query: Mapping[str, str], name: str) -> str | None:
     return value
 
 
-def _origin(request: web.Request) -> str:
-    # Absolute, as Resend's download_url is; our links need the same bearer key as any call.
-    return str(request.url.origin())
-
-
 def _bracketed(message_id: str | None) -> str | None:
     # Stored without angle brackets (matching compares bare ids); shown as the field writes it.
     return None if message_id is None else f"<{message_id}>"
-
-
-# Resend's download links expire; ours need the API key instead and do not. Its document and SDK
-# type `expires_at` as a date-time string, so "never" is the latest one.
-NEVER = "9999-12-31T23:59:59+00:00"
 
 
 OMITTED_WHEN_NULL = ("filename", "content_id")
@@ -147,7 +138,9 @@ def authentication_json(email: ReceivedEmail) -> dict[str, Any] | None:
     }
 
 
-def detail_json(email: ReceivedEmail, origin: str, thread: dict[str, Any]) -> dict[str, Any]:
+def detail_json(
+    email: ReceivedEmail, raw_link: dict[str, str], thread: dict[str, Any]
+) -> dict[str, Any]:
     return {
         "object": "email",
         **summary_json(email),
@@ -177,8 +170,8 @@ def detail_json(email: ReceivedEmail, origin: str, thread: dict[str, Any]) -> di
         "match_source": email.match_source,
         "token_failure": email.token_failure,
         "token_failure_source": email.token_failure_source,
-        # Resend's shape; our link needs the API key and does not expire.
-        "raw": {"download_url": f"{origin}/emails/receiving/{email.id}/raw", "expires_at": NEVER},
+        # Resend's shape: a signed link that needs no API key and expires (api.downloads).
+        "raw": raw_link,
         "thread": thread,
     }
 
@@ -237,27 +230,27 @@ async def get_received(request: web.Request) -> web.Response:
         thread = await thread_object(
             pool, caller.tenant_id, email.thread_id, match_status=email.reply_match_status
         )
-    return web.json_response(detail_json(email, _origin(request), thread or _lone_thread(email)))
+    raw_link = signed_link(request, caller.tenant_id, f"/emails/receiving/{email.id}/raw")
+    return web.json_response(detail_json(email, raw_link, thread or _lone_thread(email)))
 
 
-async def _attachments_of(request: web.Request) -> tuple[UUID, list[dict[str, Any]]]:
-    """The received email named in the path and its attachments, or the caller's 404."""
-    caller = request[CALLER]
-    caller.require_full_access()
+async def _attachments_of(request: web.Request) -> tuple[UUID, UUID, list[dict[str, Any]]]:
+    """The caller's tenant, the received email named in the path and its attachments, or 404."""
+    tenant_id = _full_access_tenant(request)
     email_id = path_uuid(request)
-    entries = await received.get_attachments(request.app[POOL], caller.tenant_id, email_id)
+    entries = await received.get_attachments(request.app[POOL], tenant_id, email_id)
     if entries is None:
         raise ApiError(errors.NOT_FOUND, "Email not found.")
-    return email_id, entries
+    return tenant_id, email_id, entries
 
 
 @routes.get("/emails/receiving/{id}/attachments")
 async def list_attachments(request: web.Request) -> web.Response:
     """Every attachment at once: a message holds few, so `has_more` is always false."""
-    email_id, entries = await _attachments_of(request)
-    origin = _origin(request)
+    tenant_id, email_id, entries = await _attachments_of(request)
     data = [
-        _linked(attachment_json(e, i, email_id), email_id, origin) for i, e in enumerate(entries)
+        _linked(request, tenant_id, attachment_json(e, i, email_id), email_id)
+        for i, e in enumerate(entries)
     ]
     return web.json_response(list_body(data, False))
 
@@ -265,27 +258,36 @@ async def list_attachments(request: web.Request) -> web.Response:
 @routes.get("/emails/receiving/{id}/attachments/{attachment_id}")
 async def get_attachment(request: web.Request) -> web.Response:
     """Resend's attachment object, whose `download_url` serves the bytes."""
-    email_id, entries = await _attachments_of(request)
+    tenant_id, email_id, entries = await _attachments_of(request)
     index = _find_attachment(entries, request.match_info["attachment_id"], email_id)
-    body = _linked(attachment_json(entries[index], index, email_id), email_id, _origin(request))
+    body = _linked(request, tenant_id, attachment_json(entries[index], index, email_id), email_id)
     return web.json_response({"object": "attachment", **body})
 
 
-async def _raw_of(request: web.Request) -> tuple[UUID, RawMessage]:
-    """The received email named in the path, with its raw bytes, or the caller's 404."""
-    caller = request[CALLER]
-    caller.require_full_access()
+async def _raw_of(request: web.Request, tenant_id: UUID) -> tuple[UUID, RawMessage]:
+    """The received email named in the path, with its raw bytes, or a 404."""
     email_id = path_uuid(request)
-    stored = await received.get_raw(request.app[POOL], caller.tenant_id, email_id)
+    stored = await received.get_raw(request.app[POOL], tenant_id, email_id)
     if stored is None:
         raise ApiError(errors.NOT_FOUND, "Email not found.")
     return email_id, stored
 
 
+def _full_access_tenant(request: web.Request) -> UUID:
+    caller = request[CALLER]
+    caller.require_full_access()
+    return caller.tenant_id
+
+
 @routes.get("/emails/receiving/{id}/attachments/{attachment_id}/content")
 async def download_attachment(request: web.Request) -> web.Response:
+    """The decoded bytes of one attachment, with the API key (the signed link needs none)."""
+    return await attachment_content(request, _full_access_tenant(request))
+
+
+async def attachment_content(request: web.Request, tenant_id: UUID) -> web.Response:
     """The decoded bytes of one attachment, read again from the stored raw message."""
-    email_id, stored = await _raw_of(request)
+    email_id, stored = await _raw_of(request, tenant_id)
     index = _find_attachment(stored.attachments, request.match_info["attachment_id"], email_id)
     entry = attachment_json(stored.attachments[index], index, email_id)
     path = part_path(stored.attachments[index], index)
@@ -307,10 +309,15 @@ async def download_attachment(request: web.Request) -> web.Response:
 
 @routes.get("/emails/receiving/{id}/raw")
 async def get_raw(request: web.Request) -> web.Response:
+    """The raw message, with the API key (the signed link in `raw.download_url` needs none)."""
+    return await raw_message(request, _full_access_tenant(request))
+
+
+async def raw_message(request: web.Request, tenant_id: UUID) -> web.Response:
     """The message as received, with our Received trace field on top (RFC 5321 section 4.4)
     and, once checked, our Authentication-Results above it, as a boundary MTA adds it (RFC 8601
     section 5): a mail client or filter that imports the file reads our verdicts in it."""
-    email_id, stored = await _raw_of(request)
+    email_id, stored = await _raw_of(request, tenant_id)
     verdicts = header_field(stored.auth_header) if stored.auth_header else b""
     trace = stored.received_header.encode("utf-8") + b"\r\n" if stored.received_header else b""
     raw = obscure_forged_results(stored.raw, request.app[SETTINGS].hostname)
@@ -333,12 +340,14 @@ def _find_attachment(entries: list[dict[str, Any]], attachment_id: str, email_id
     raise ApiError(errors.NOT_FOUND, "Attachment not found.")
 
 
-def _linked(body: dict[str, Any], email_id: UUID, origin: str) -> dict[str, Any]:
-    """The attachment with its download link. Resend's SDK types this form's `filename` and
-    `content_id` as absent or a string (never null), so an unknown one is left out."""
-    url = f"{origin}/emails/receiving/{email_id}/attachments/{body['id']}/content"
+def _linked(
+    request: web.Request, tenant_id: UUID, body: dict[str, Any], email_id: UUID
+) -> dict[str, Any]:
+    """The attachment with its signed download link. Resend's SDK types this form's `filename`
+    and `content_id` as absent or a string (never null), so an unknown one is left out."""
+    path = f"/emails/receiving/{email_id}/attachments/{body['id']}/content"
     given = {k: v for k, v in body.items() if v is not None or k not in OMITTED_WHEN_NULL}
-    return {**given, "download_url": url, "expires_at": NEVER}
+    return {**given, **signed_link(request, tenant_id, path)}
 
 
 def _str(value: UUID | None) -> str | None:

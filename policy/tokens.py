@@ -79,6 +79,12 @@ class ReplyTokens:
         self._current = secret
         self._all = (secret, *previous)
 
+    @property
+    def secrets(self) -> tuple[bytes, ...]:
+        """The current secret first, then the previous ones: what other signatures (download
+        links, policy.download_links) are keyed and rotated with."""
+        return self._all
+
     @staticmethod
     def _signature(secret: bytes, tenant_id: UUID, email_id: UUID, reply_domain: str) -> str:
         message = f"v1:{tenant_id}:{email_id.hex}:{reply_domain.lower()}".encode()
