@@ -39,6 +39,7 @@ from api.auth import Handler, require_api_key
 from api.context import DNS, POOL, SETTINGS, TOKENS, nul_refusal
 from api.downloads import routes as downloads
 from api.errors import ApiError
+from api.inbound_compat import routes as inbound_compat
 from policy.dns import DnsLookup
 from policy.settings import Settings
 from policy.tokens import ReplyTokens
@@ -175,6 +176,7 @@ def make_app(
     app.router.add_routes(contacts.routes)
     app.router.add_routes(emails.routes)
     replies.install(app)  # POST /emails/{id}/reply and its Inbound-worded errors
+    app.router.add_routes(inbound_compat.routes)  # Inbound's e2 and v2 mail replies
     app.router.add_routes(domains.routes)
     app.router.add_routes(downloads.routes)  # signed download links, no API key
     ingest.install(app)  # POST /events/inbound, with its own token

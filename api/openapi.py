@@ -290,6 +290,24 @@ PATHS: dict[str, dict[str, Operation]] = {
     "/api/v2/emails/{id}/reply": {
         "post": {**REPLY, "summary": "The same reply, at Inbound's path"}
     },
+    "/api/e2/emails/{id}/reply": {
+        "post": op(
+            "Emails",
+            "The same reply, as Inbound's `inboundemail` SDK sends and reads it",
+            responses(answer("E2ReplyResponse"), 409, 413, 429),
+            params=[ID, IDEMPOTENCY_KEY],
+            body=json_body("E2ReplyRequest"),
+        )
+    },
+    "/api/v2/mail": {
+        "post": op(
+            "Emails",
+            "Reply to a received email from the address it came to (`@inboundemail/sdk`)",
+            responses(answer("MailReplyResponse"), 409, 413, 429),
+            params=[IDEMPOTENCY_KEY],
+            body=json_body("MailReplyRequest"),
+        )
+    },
     "/emails/receiving": {
         "get": op(
             "Receiving",

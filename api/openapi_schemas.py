@@ -208,8 +208,49 @@ REPLY = obj(
     "from",
     description="Inbound's reply fields; `html` or `text` is required.",
 )
+# awsMessageId: no SES here; the Message-ID again, as Inbound's SDK types it a string.
+MESSAGE_ID_AGAIN: Schema = {**STRING, "description": "The Message-ID (there is no SES here)."}
 REPLY_ANSWER = obj(
-    {"id": UUID, "messageId": STRING, "awsMessageId": {"type": "null"}},
+    {"id": UUID, "messageId": STRING, "awsMessageId": MESSAGE_ID_AGAIN},
+    "id",
+    "messageId",
+    "awsMessageId",
+)
+E2_REPLY = {
+    "allOf": [
+        ref("ReplyRequest"),
+        obj({"reply_all": {**BOOLEAN, "description": "Copy the original's Cc recipients."}}),
+    ]
+}
+E2_REPLY_ANSWER = obj(
+    {
+        "id": UUID,
+        "aws_message_id": MESSAGE_ID_AGAIN,
+        "is_thread_reply": {"const": False},
+        "message_id": STRING,
+        "replied_to_email_id": UUID,
+        "replied_to_thread_id": UUID,
+    },
+    "id",
+    "aws_message_id",
+    "is_thread_reply",
+    "message_id",
+    "replied_to_email_id",
+)
+MAIL_REPLY = obj(
+    {
+        "emailId": UUID,
+        "to": NULLABLE_ADDRESSES,
+        "subject": NULLABLE_STRING,
+        "textBody": NULLABLE_STRING,
+        "htmlBody": NULLABLE_STRING,
+    },
+    "emailId",
+    description="Sent from the address the email was received at.",
+)
+MAIL_REPLY_ANSWER = obj(
+    {"message": STRING, "id": UUID, "messageId": STRING, "awsMessageId": MESSAGE_ID_AGAIN},
+    "message",
     "id",
     "messageId",
     "awsMessageId",
@@ -575,6 +616,10 @@ SCHEMAS: dict[str, Schema] = {
     "RescheduleRequest": RESCHEDULE,
     "ReplyRequest": REPLY,
     "ReplyResponse": REPLY_ANSWER,
+    "E2ReplyRequest": E2_REPLY,
+    "E2ReplyResponse": E2_REPLY_ANSWER,
+    "MailReplyRequest": MAIL_REPLY,
+    "MailReplyResponse": MAIL_REPLY_ANSWER,
     "ThreadMessage": THREAD_MESSAGE,
     "ThreadObject": THREAD_OBJECT,
     "Thread": THREAD,
