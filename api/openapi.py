@@ -255,7 +255,7 @@ PATHS: dict[str, dict[str, Operation]] = {
         "get": op(
             "Downloads",
             "A sent attachment's bytes through its signed link (`download_url`)",
-            responses(binary("*/*", "The bytes."), errors=(403, 404, 500, 503)),
+            responses(binary("*/*", "The bytes."), errors=(400, 403, 404, 500, 503)),
             params=[EMAIL_ID, SENT_ATTACHMENT_ID, *LINK],
             security=PUBLIC,
         )
@@ -264,7 +264,7 @@ PATHS: dict[str, dict[str, Operation]] = {
         "get": op(
             "Downloads",
             "A received attachment's bytes through its signed link (`download_url`)",
-            responses(binary("*/*", "The bytes."), errors=(403, 404, 500, 503)),
+            responses(binary("*/*", "The bytes."), errors=(400, 403, 404, 500, 503)),
             params=[ID, ATTACHMENT_ID, *LINK],
             security=PUBLIC,
         )
@@ -273,7 +273,7 @@ PATHS: dict[str, dict[str, Operation]] = {
         "get": op(
             "Downloads",
             "A received message's raw bytes through its signed link (`raw.download_url`)",
-            responses(binary("message/rfc822", "The message."), errors=(403, 404, 500, 503)),
+            responses(binary("message/rfc822", "The message."), errors=(400, 403, 404, 500, 503)),
             params=[ID, *LINK],
             security=PUBLIC,
         )
@@ -297,6 +297,14 @@ PATHS: dict[str, dict[str, Operation]] = {
             responses(answer("E2ReplyResponse"), 409, 413, 429),
             params=[ID, IDEMPOTENCY_KEY],
             body=json_body("E2ReplyRequest"),
+        )
+    },
+    "/api/e2/emails/{id}": {
+        "get": op(
+            "Emails",
+            "A received or sent email, as Inbound's `inboundemail` SDK reads it",
+            responses(answer("E2Email")),
+            params=[ID],
         )
     },
     "/api/v2/mail": {

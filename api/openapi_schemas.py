@@ -237,6 +237,31 @@ E2_REPLY_ANSWER = obj(
     "message_id",
     "replied_to_email_id",
 )
+E2_EMAIL = obj(
+    {
+        "object": {"const": "email"},
+        "id": UUID,
+        "type": {"enum": ["sent", "received", "scheduled"]},
+        "status": STRING,
+        "created_at": TIME,
+        "from": STRING,
+        "to": STRINGS,
+        "subject": STRING,
+        "has_attachments": BOOLEAN,
+        "attachments": {"type": "array", "items": {"type": "object"}},
+        "thread_id": NULLABLE_UUID,
+    },
+    "object",
+    "id",
+    "type",
+    "status",
+    "created_at",
+    "from",
+    "to",
+    "subject",
+    "has_attachments",
+    description="A received or sent email as Inbound's e2 API shows it (bodies and headers too).",
+)
 MAIL_REPLY = obj(
     {
         "emailId": UUID,
@@ -325,15 +350,17 @@ RECEIVED_ATTACHMENT = obj(
         "index": INTEGER,
         "filename": NULLABLE_STRING,
         "content_type": NULLABLE_STRING,
-        "content_id": {**STRING, "description": "Left out when the part has none."},
+        "content_id": {
+            **NULLABLE_STRING,
+            "description": "Null in the email's own list; left out where the link is given.",
+        },
         "content_disposition": NULLABLE_STRING,
         "size": {"type": ["integer", "null"]},
         **LINK_FIELDS,
     },
     "id",
     "index",
-    "download_url",
-    "expires_at",
+    description="The attachments routes add `download_url` and `expires_at`.",
 )
 SENT_ATTACHMENT = obj(
     {
@@ -618,6 +645,7 @@ SCHEMAS: dict[str, Schema] = {
     "ReplyResponse": REPLY_ANSWER,
     "E2ReplyRequest": E2_REPLY,
     "E2ReplyResponse": E2_REPLY_ANSWER,
+    "E2Email": E2_EMAIL,
     "MailReplyRequest": MAIL_REPLY,
     "MailReplyResponse": MAIL_REPLY_ANSWER,
     "ThreadMessage": THREAD_MESSAGE,

@@ -110,7 +110,7 @@ def summary_json(email: ReceivedSummary) -> dict[str, Any]:
     }
 
 
-def _header_object(fields: list[list[str]]) -> dict[str, str]:
+def header_object(fields: list[list[str]]) -> dict[str, str]:
     """Resend's `headers` object: one value per name, the first (topmost) one. Repeated fields
     (Received, DKIM-Signature) are all in `header_list`."""
     seen: set[str] = set()
@@ -152,7 +152,7 @@ def detail_json(
         # stripped it (policy/stripping/).
         "stripped_text": email.stripped_text,
         "stripped_html": email.stripped_html,
-        "headers": _header_object(email.headers),
+        "headers": header_object(email.headers),
         "header_list": [list(pair) for pair in email.headers],
         "in_reply_to": email.in_reply_to,
         "references": email.references,

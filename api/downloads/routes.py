@@ -3,6 +3,7 @@ a genuine link that has not expired, and a 403 for any other (tampered, expired,
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -11,9 +12,12 @@ from aiohttp import web
 from api import emails_manage, errors, receiving
 from api.downloads.signing import PREFIX, links_of
 from api.errors import ApiError
-from policy.download_links import SignedLink
+from policy.download_links import SIGNATURE_HEX_DIGITS, SignedLink
 
 routes = web.RouteTableDef()
+
+# What policy.download_links signs with: anything else is refused before it is compared.
+SIGNATURE = re.compile(f"[0-9a-f]{{{SIGNATURE_HEX_DIGITS}}}")
 
 
 def _tenant_of_link(request: web.Request) -> UUID:
@@ -26,7 +30,9 @@ def _tenant_of_link(request: web.Request) -> UUID:
         signature = query["signature"]
     except (KeyError, ValueError):
         raise ApiError(errors.INVALID_DOWNLOAD_LINK) from None
-    if not links_of(request).valid(link, signature, datetime.now(UTC)):
+    if not SIGNATURE.fullmatch(signature) or not links_of(request).valid(
+        link, signature, datetime.now(UTC)
+    ):
         raise ApiError(errors.INVALID_DOWNLOAD_LINK)
     return link.tenant_id
 

@@ -5,6 +5,7 @@
   reply fields plus `reply_all` (the original's Cc recipients, but for our own addresses);
   answers `{id, aws_message_id, is_thread_reply, message_id, replied_to_email_id,
   replied_to_thread_id}`. The id is a received email's; Inbound's thread ids are not ours.
+- `GET /api/e2/emails/{id}` (`client.emails.retrieve`): a received or sent email in its shape.
 - `POST /api/v2/mail` (`@inboundemail/sdk` 4.x, `email.received.reply`): `{emailId, to, subject,
   textBody, htmlBody?}`, sent from the address the email was received at (for a reply address,
   the address our own email was sent from); answers `{message, id, messageId, awsMessageId}`.
@@ -20,11 +21,13 @@ from uuid import UUID
 
 from aiohttp import web
 
-from api import errors
+from api import emails_manage, errors, receiving
+from api.api_keys import path_uuid
 from api.auth import CALLER
 from api.context import POOL
 from api.errors import ApiError
 from api.replies import answer_received, read_body, received_id_of
+from api.threads import display_address
 from storage import received, sending
 from storage.received import ReceivedEmail
 from storage.sending import NewEmail
@@ -113,3 +116,54 @@ async def mail_reply(request: web.Request) -> web.Response:
     }
     given = {name: value for name, value in fields.items() if value is not None}
     return await answer_received(request, received_id, given, MAIL_REPLY, mail_answer)
+
+
+@routes.get("/api/e2/emails/{id}")
+async def e2_retrieve(request: web.Request) -> web.Response:
+    """A received email, else a sent one, as `inboundemail`'s EmailRetrieveResponse."""
+    caller = request[CALLER]
+    caller.require_full_access()
+    email_id = path_uuid(request)
+    pool = request.app[POOL]
+    found = await received.get_received(pool, caller.tenant_id, email_id)
+    if found is not None:
+        return web.json_response(_received_e2(found))
+    sent = await sending.get_email(pool, caller.tenant_id, email_id)
+    attachments = await sending.get_attachments(pool, caller.tenant_id, email_id)
+    if sent is None or attachments is None:
+        raise ApiError(errors.NOT_FOUND, "Email not found.")
+    resend = emails_manage.render_email(sent)
+    return web.json_response(
+        {
+            **resend,
+            "type": "scheduled" if sent["status"] == "scheduled" else "sent",
+            "status": str(sent["status"]),
+            "subject": resend["subject"] or "",
+            "has_attachments": bool(attachments),
+            "attachments": [{k: v for k, v in a.items() if v is not None} for a in attachments],
+        }
+    )
+
+
+def _received_e2(email: ReceivedEmail) -> dict[str, Any]:
+    return {
+        "object": "email",
+        "id": str(email.id),
+        "type": "received",
+        "status": "received",
+        "created_at": email.received_at.isoformat(),
+        "from": display_address(email.from_name, email.from_address) or "",
+        "to": list(email.to_addresses),
+        "subject": email.subject or "",
+        "has_attachments": bool(email.attachments),
+        "attachments": [
+            receiving.attachment_json(a, i, email.id) for i, a in enumerate(email.attachments)
+        ],
+        "cc": list(email.cc_addresses),
+        "reply_to": list(email.reply_to_addresses),
+        "headers": receiving.header_object(email.headers),
+        "html": email.html_body,
+        "text": email.text_body,
+        "sent_at": email.sent_at.isoformat() if email.sent_at else None,
+        "thread_id": str(email.thread_id) if email.thread_id else None,
+    }

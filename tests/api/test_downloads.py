@@ -134,6 +134,7 @@ async def test_expired_tampered_and_moved_links_are_refused(
         "another tenant": with_query(url, tenant=str(other.id)),
         "another email": url.replace(str(received_id), str(elsewhere)),
         "no signature": url.split("?")[0],
+        "signature not hex": with_query(url, signature="é" * len(signature_now)),
     }
     assert (await fetch(anonymous, url))[0] == 200
     for why, bad in refused.items():

@@ -8,7 +8,8 @@ const client = new Inbound();
 const plain = (answer) => ({ data: answer, error: null });
 const I = (path) => `Awaited<ReturnType<Inbound${path}>>`;
 
-await call("emails.reply", I('["emails"]["reply"]'), () =>
+await call("emails.retrieve (received)", I('["emails"]["retrieve"]'), () => client.emails.retrieve(ctx.received), plain);
+const reply = await call("emails.reply", I('["emails"]["reply"]'), () =>
   client.emails.reply(ctx.received, { from: `Acme Support <support@${ctx.domain}>`, text: "It ships tomorrow." }), plain);
 await call("emails.reply (every option)", I('["emails"]["reply"]'), () =>
   client.emails.reply(ctx.received, {
@@ -22,5 +23,7 @@ await call("emails.reply (every option)", I('["emails"]["reply"]'), () =>
     reply_all: true,
     tags: [{ name: "kind", value: "support" }],
   }), plain);
+
+await call("emails.retrieve (sent)", I('["emails"]["retrieve"]'), () => client.emails.retrieve(reply?.id ?? "none"), plain);
 
 print();
