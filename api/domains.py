@@ -134,6 +134,7 @@ def domain_json(domain: DomainDetails, hostname: str) -> dict[str, Any]:
         "last_checked_at": domain.last_checked_at.isoformat() if domain.last_checked_at else None,
         "records": [_resend_record(c.as_json()) for c in checks if c.spec.required],
         "suggested_records": [c.as_json() for c in checks if not c.spec.required],
+        "deleted": False,  # Resend's Python SDK types it as always present
     }
 
 
@@ -275,17 +276,10 @@ async def list_domains(request: web.Request) -> web.Response:
     found = await domains.list_domains(
         pool, caller.tenant_id, limit=page.limit, after=page.after, before=page.before
     )
-    data = [
-        {
-            "id": str(d.id),
-            "name": d.name,
-            "status": d.status,
-            "created_at": d.created_at.isoformat(),
-            "region": d.region,
-            "capabilities": _capabilities(d),
-        }
-        for d in found.domains
-    ]
+    # The whole domain, records included: Resend's Python SDK types each item as its `Domain`
+    # (records and `deleted` required); the Node SDK's narrower item is a part of it.
+    hostname = request.app[SETTINGS].hostname
+    data = [domain_json(d, hostname) for d in found.domains]
     return web.json_response(list_body(data, found.has_more))
 
 
@@ -340,4 +334,6 @@ async def delete_domain(request: web.Request) -> web.Response:
     if not await domains.delete_domain(request.app[POOL], domain.tenant_id, domain.id):
         raise ApiError(errors.NOT_FOUND, "Domain not found.")
     log.info("domain deleted", extra={"domain": domain.name})
-    return web.json_response({"object": "domain", "id": str(domain.id), "deleted": True})
+    # What was deleted, as Resend's Python SDK types the answer (its `Domain`).
+    gone = {**domain_json(domain, request.app[SETTINGS].hostname), "deleted": True}
+    return web.json_response(gone)
