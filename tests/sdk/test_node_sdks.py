@@ -7,21 +7,19 @@ tests fail with the command that installs them, never skip.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from mta.server import MXListener
 from policy.dkim_keys import DkimKeyPair
 from policy.tokens import ReplyTokens
+from tests.api import test_reply_delivered as reply_world
 from tests.api.test_emails_send import parsed
+from tests.api.test_receiving import deliver, with_attachments
 from tests.api.test_reply_delivered import CUSTOMER, Queue, running
 from tests.conftest import ApiServer, MakeTenant, TenantWorld, message, smtp_send
 from tests.sdk.node_sdks import Call, node_available, run_script
-from tests.support.delivery_world import queue_database
 from tests.support.queued_mail import poll_until
 from tests.support.smtp_sink import Sink
 
@@ -34,16 +32,8 @@ async def received_with_attachment(world: TenantWorld, mx: MXListener) -> str:
     """A message with a text body and one attachment, received through the real MX."""
     address = f"support@{world.name}"
     await world.route(address)
-    msg = EmailMessage()
-    msg["From"] = "Carol <customer@example.net>"
-    msg["To"] = address
-    msg["Subject"] = "Where is my order?"
-    msg["Message-ID"] = f"<order-question@{world.name}.example.net>"
-    msg.set_content("Hi,\nwhere is my order?\n")
-    msg.add_attachment(b"order 42", maintype="application", subtype="pdf", filename="order.pdf")
-    delivery = await smtp_send(mx.port, "customer@example.net", [address], msg.as_bytes())
-    [stored] = delivery.stored_ids
-    return str(stored)
+    content = with_attachments(address, [("order.pdf", b"order 42", "application/pdf")])
+    return str(await deliver(mx, world, content, rcpt=address))
 
 
 def assert_all_pass(calls: list[Call]) -> None:
@@ -52,61 +42,43 @@ def assert_all_pass(calls: list[Call]) -> None:
     assert not failed, summary + "\n".join(failed)
 
 
-async def sdk_world(api: ApiServer, mx: MXListener, make_tenant: MakeTenant) -> dict[str, Any]:
+def sdk_env(key: str, url: str) -> dict[str, str]:
+    """What a user's program sets: each SDK's key and base URL variables, nothing else."""
+    names = ("RESEND_API_KEY", "RESEND_BASE_URL", "INBOUND_API_KEY", "INBOUND_BASE_URL")
+    return dict(zip(names, (key, url, key, url), strict=True))
+
+
+# One script per SDK: Resend's every served method, Inbound's e2 and v2 replies.
+SCRIPTS = ["resend_calls.mjs", "inboundemail_calls.mjs", "inbound_sdk_calls.mjs"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=["resend", "inboundemail", "inbound_sdk"])
+async def test_node_sdk_every_served_method_answers_as_its_types_promise(
+    api: ApiServer, mx: MXListener, make_tenant: MakeTenant, script: str
+) -> None:
+    require_node()
     acme = await make_tenant()
-    received = await received_with_attachment(acme, mx)
-    return {"domain": acme.name, "received": received, "key": await acme.api_key()}
-
-
-async def test_resend_node_sdk_every_served_method(
-    api: ApiServer, mx: MXListener, make_tenant: MakeTenant
-) -> None:
-    require_node()
-    world = await sdk_world(api, mx, make_tenant)
-    env = {"RESEND_API_KEY": world["key"], "RESEND_BASE_URL": api.url}
-    calls = await run_script("resend_calls.mjs", world, env)
+    world = {"domain": acme.name, "received": await received_with_attachment(acme, mx)}
+    calls = await run_script(script, world, sdk_env(await acme.api_key(), api.url))
     assert_all_pass(calls)
 
 
-async def test_inboundemail_sdk_replies(
-    api: ApiServer, mx: MXListener, make_tenant: MakeTenant
-) -> None:
-    require_node()
-    world = await sdk_world(api, mx, make_tenant)
-    env = {"INBOUND_API_KEY": world["key"], "INBOUND_BASE_URL": api.url}
-    calls = await run_script("inboundemail_calls.mjs", world, env)
-    assert_all_pass(calls)
-
-
-async def test_inbound_sdk_replies(api: ApiServer, mx: MXListener, make_tenant: MakeTenant) -> None:
-    require_node()
-    world = await sdk_world(api, mx, make_tenant)
-    env = {"INBOUND_API_KEY": world["key"], "INBOUND_BASE_URL": api.url}
-    calls = await run_script("inbound_sdk_calls.mjs", world, env)
-    assert_all_pass(calls)
-
-
-@pytest.fixture(scope="module")
-async def queue(database_url: str) -> AsyncIterator[Queue]:
-    """A queue database of this module's own, for the delivery workers (as the reply tests)."""
-    async with queue_database(database_url) as made:
-        yield made
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[Sink]:
-    started = await Sink.start()
-    yield started
-    await started.stop()
+# The delivery world of the reply tests (its own queue database, the customer's sink), shared.
+reply_queue, customer_sink = reply_world.queue, reply_world.sink
 
 
 async def test_inbound_replies_through_both_sdks_reach_the_customer_threaded(
-    queue: Queue, sink: Sink, tokens: ReplyTokens, dkim_key: DkimKeyPair, tmp_path: Path
+    reply_queue: Queue,
+    customer_sink: Sink,
+    tokens: ReplyTokens,
+    dkim_key: DkimKeyPair,
+    tmp_path: Path,
 ) -> None:
     """Both Inbound SDKs reply to a customer's message; the delivery workers hand every reply to
     the customer's server (a loopback sink), each answering the customer's Message-ID."""
     require_node()
-    async with running(queue, sink, tokens, dkim_key, tmp_path) as world:
+    sink = customer_sink
+    async with running(reply_queue, sink, tokens, dkim_key, tmp_path) as world:
         question = message(
             sender=f"Carol <{CUSTOMER}>",
             to=f"support@{world.domain}",
@@ -118,7 +90,7 @@ async def test_inbound_replies_through_both_sdks_reach_the_customer_threaded(
         ).stored_ids
         key = (await world.client.call("POST", "/api-keys", {"name": "sdk"})).body["token"]
         context = {"domain": world.domain, "received": str(received_id)}
-        env = {"INBOUND_API_KEY": key, "INBOUND_BASE_URL": world.client.url}
+        env = sdk_env(key, world.client.url)
         calls = [
             *await run_script("inboundemail_calls.mjs", context, env),
             *await run_script("inbound_sdk_calls.mjs", context, env),
