@@ -293,7 +293,8 @@ PATHS: dict[str, dict[str, Operation]] = {
     "/api/e2/emails/{id}/reply": {
         "post": op(
             "Emails",
-            "The same reply, as Inbound's `inboundemail` SDK sends and reads it",
+            "The same reply, as Inbound's `inboundemail` SDK sends and reads it (the id: a "
+            "received email's, or a thread's for its newest received message)",
             responses(answer("E2ReplyResponse"), 409, 413, 429),
             params=[ID, IDEMPOTENCY_KEY],
             body=json_body("E2ReplyRequest"),

@@ -222,9 +222,12 @@ async def answer_received(
     body: dict[str, Any],
     endpoint: str,
     answer: Answer,
+    *,
+    named: str | None = None,
 ) -> web.Response:
     """Send `body` (Inbound's reply fields) as a reply to the received email, once per
-    Idempotency-Key of `endpoint`, and answer in the shape `answer` gives."""
+    Idempotency-Key of `endpoint` and of what the request `named` (the id in its path, by
+    default the email's), and answer in the shape `answer` gives."""
     caller = request[CALLER]
     pool = request.app[POOL]
 
@@ -265,7 +268,8 @@ async def answer_received(
                 break
         raise unstored(outcome)
 
-    return await idempotent(request, endpoint, {"email_id": str(received_id), "body": body}, work)
+    scope = {"email_id": named or str(received_id), "body": body}
+    return await idempotent(request, endpoint, scope, work)
 
 
 for _path in PATHS:

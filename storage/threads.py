@@ -61,6 +61,11 @@ t.id, t.subject, t.created_at, t.last_message_at,
  ORDER BY r.received_at DESC, r.id DESC LIMIT 1) AS contact_id
 """
 SELECT_THREAD = "SELECT " + THREAD_COLUMNS + " FROM threads t WHERE t.tenant_id = $1 AND t.id = $2"
+# The newest received message of a thread: what "reply to the thread" answers.
+SELECT_LATEST_RECEIVED = """
+SELECT id FROM received_emails WHERE tenant_id = $1 AND thread_id = $2
+ORDER BY received_at DESC, id DESC LIMIT 1
+"""
 
 # Keyset pages on threads_tenant_recent (tenant_id, last_message_at DESC); the id breaks ties
 # (one group commit touches many threads at the same instant) with an incremental sort.
@@ -140,6 +145,13 @@ async def list_threads(
     if before is not None:
         page.reverse()
     return page, len(rows) > limit
+
+
+async def latest_received(pool: Pool, tenant_id: UUID, thread_id: UUID) -> UUID | None:
+    """The id of the thread's newest received message; None: no such thread, or none received."""
+    async with storage_errors():
+        found: UUID | None = await pool.fetchval(SELECT_LATEST_RECEIVED, tenant_id, thread_id)
+    return found
 
 
 async def thread_messages(

@@ -4,7 +4,8 @@
 - `POST /api/e2/emails/{id}/reply` (`inboundemail` 0.20, `client.emails.reply`): Inbound's
   reply fields plus `reply_all` (the original's Cc recipients, but for our own addresses);
   answers `{id, aws_message_id, is_thread_reply, message_id, replied_to_email_id,
-  replied_to_thread_id}`. The id is a received email's; Inbound's thread ids are not ours.
+  replied_to_thread_id}`. The id is a received email's, or a thread's (GET /threads): then the
+  reply answers the thread's newest received message, as Inbound's does.
 - `GET /api/e2/emails/{id}` (`client.emails.retrieve`): a received or sent email in its shape.
 - `POST /api/v2/mail` (`@inboundemail/sdk` 4.x, `email.received.reply`): `{emailId, to, subject,
   textBody, htmlBody?}`, sent from the address the email was received at (for a reply address,
@@ -16,6 +17,7 @@ prefixes). `aws_message_id`/`awsMessageId` hold the Message-ID: there is no SES 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 from uuid import UUID
 
@@ -28,7 +30,7 @@ from api.context import POOL
 from api.errors import ApiError
 from api.replies import answer_received, read_body, received_id_of
 from api.threads import display_address
-from storage import received, sending
+from storage import received, sending, threads
 from storage.received import ReceivedEmail
 from storage.sending import NewEmail
 
@@ -40,11 +42,11 @@ MAIL_REPLY = "POST /api/v2/mail"
 REPLY_LOCAL_PREFIX = "reply+"
 
 
-def e2_answer(email: NewEmail, original: ReceivedEmail) -> dict[str, Any]:
+def e2_answer(email: NewEmail, original: ReceivedEmail, *, thread: bool) -> dict[str, Any]:
     answer: dict[str, Any] = {
         "id": str(email.id),
         "aws_message_id": email.message_id,
-        "is_thread_reply": False,  # the id named an email, not a thread
+        "is_thread_reply": thread,  # whether the id in the path named a thread
         "message_id": email.message_id,
         "replied_to_email_id": str(original.id),
     }
@@ -75,15 +77,23 @@ def _ours(address: str, original: ReceivedEmail) -> bool:
 
 @routes.post("/api/e2/emails/{id}/reply")
 async def e2_reply(request: web.Request) -> web.Response:
-    received_id = received_id_of(request.match_info["id"])
+    named = received_id_of(request.match_info["id"])
     body = await read_body(request)
     reply_all = body.pop("reply_all", False)
     if not isinstance(reply_all, bool):
         raise ApiError(errors.VALIDATION_ERROR, "`reply_all` must be true or false.")
+    pool, tenant_id = request.app[POOL], request[CALLER].tenant_id
+    original = await received.get_received(pool, tenant_id, named)
+    thread = original is None
+    if original is None:  # a thread's id: its newest received message
+        latest = await threads.latest_received(pool, tenant_id, named)
+        original = await _received(request, latest) if latest is not None else None
+    if original is None:
+        raise ApiError(errors.REPLY_NOT_FOUND)
     if reply_all and body.get("cc") is None:
-        original = await _received(request, received_id)
         body["cc"] = [a for a in original.cc_addresses if not _ours(a, original)] or None
-    return await answer_received(request, received_id, body, E2_REPLY, e2_answer)
+    answer = functools.partial(e2_answer, thread=thread)
+    return await answer_received(request, original.id, body, E2_REPLY, answer, named=str(named))
 
 
 async def _sender(request: web.Request, original: ReceivedEmail) -> str:

@@ -3,10 +3,13 @@ and its answer shape, /api/v2/mail sent from the address the email came to, Inbo
 
 from __future__ import annotations
 
+from uuid import uuid4
+
 from mta.server import MXListener
 from storage.database import Pool
 from tests.api.emails_client import email_row, emails_api
 from tests.api.reply_client import received_email
+from tests.api.test_reply_send import matched_received
 from tests.conftest import ApiServer, MakeTenant
 
 
@@ -75,3 +78,20 @@ async def test_inbound_routes_answer_inbounds_errors(
     assert (unknown.status, unknown.body["error"]) == (400, "Valid email ID is required")
     assert (missing.status, missing.body["error"]) == (404, "Email not found")
     assert (refused.status, refused.body["error"]) == (401, "Unauthorized")
+
+
+async def test_e2_reply_to_a_thread_answers_its_newest_received_message(
+    api: ApiServer, pool: Pool, mx: MXListener, make_tenant: MakeTenant
+) -> None:
+    acme = await make_tenant()
+    async with emails_api(api, await acme.api_key()) as client:
+        sent, received_id = await matched_received(acme, client, pool, mx)
+        thread_id = str(sent["thread_id"])
+        body = {"from": f"support@{acme.name}", "text": "Tomorrow."}
+        answer = await client.call("POST", f"/api/e2/emails/{thread_id}/reply", body)
+        unknown = await client.call("POST", f"/api/e2/emails/{uuid4()}/reply", body)
+    assert answer.status == 200, answer.body
+    assert answer.body["is_thread_reply"] is True
+    assert answer.body["replied_to_email_id"] == received_id
+    assert answer.body["replied_to_thread_id"] == thread_id
+    assert (unknown.status, unknown.body["error"]) == (404, "Email not found")
