@@ -40,6 +40,7 @@ from api.context import DNS, POOL, SETTINGS, TOKENS, nul_refusal
 from api.downloads import routes as downloads
 from api.errors import ApiError
 from api.inbound_compat import routes as inbound_compat
+from api.webhooks import routes as webhooks
 from policy.dns import DnsLookup
 from policy.settings import Settings
 from policy.tokens import ReplyTokens
@@ -179,6 +180,7 @@ def make_app(
     app.router.add_routes(inbound_compat.routes)  # Inbound's e2 and v2 mail replies
     app.router.add_routes(domains.routes)
     app.router.add_routes(downloads.routes)  # signed download links, no API key
+    app.router.add_routes(webhooks.routes)
     ingest.install(app)  # POST /events/inbound, with its own token
     ses_s3.install(app)  # POST /events/inbound/ses-s3 and, when configured, its AWS clients
     return app

@@ -15,14 +15,12 @@ through a shared directory.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import multiprocessing
 import os
 import signal
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -31,10 +29,20 @@ from mta.authcheck import Authenticator
 from mta.authcheck_worker import AuthCheckWorkers
 from mta.delivery import DeliveryWorkers
 from mta.dns import BlockingResolver, Resolver
+from mta.event_loop import run_in_loop
 from mta.logs import configure_logging
 from mta.server import MXListener, SubmissionListeners, start_mx, start_submission
-from mta.stopping import Step, die_with_parent, drain_within, session_grace, stop_on_signals
+from mta.stopping import (
+    Step,
+    die_with_parent,
+    drain_within,
+    session_grace,
+    stop_on_signals,
+    until_stopped_or_orphaned,
+)
 from mta.tls import submission_tls_context
+from mta.webhooks.process import start_webhook_process, workers_for
+from mta.webhooks.worker import WebhookWorkers
 from policy.settings import ListenAddress, Settings
 from policy.tokens import ReplyTokens
 from storage.database import open_pool
@@ -59,17 +67,6 @@ def reply_tokens(settings: Settings) -> ReplyTokens:
     # Production has an explicit secret (policy.settings refuses to start without one).
     secret = settings.reply_token_secret or load_or_create_secret(settings.data_dir)
     return ReplyTokens(secret, settings.reply_token_secrets_previous)
-
-
-def run_in_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run on uvloop where available: the SMTP protocol loop is the MX's bottleneck."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported OS
-        asyncio.run(main())
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main())
 
 
 async def _start_http(app: web.Application, listen: ListenAddress) -> web.AppRunner:
@@ -104,6 +101,7 @@ async def serve(
     listener: MXListener | None = None
     submission: SubmissionListeners | None = None
     delivery: DeliveryWorkers | None = None
+    webhooks: WebhookWorkers | None = None
     workers: list[multiprocessing.process.BaseProcess] = []
     supervisors: list[asyncio.Task[None]] = []
     try:
@@ -122,6 +120,13 @@ async def serve(
             if deliver:
                 delivery = DeliveryWorkers(pool, url, settings, Resolver(settings.dns_servers))
                 await delivery.start()
+        # Webhook delivery: beside the MTA in a process of its own at a lower CPU priority
+        # (mail first; see mta/webhooks/process.py), or here alone (`--only webhooks`).
+        if only == "webhooks" and deliver:
+            webhooks = workers_for(settings, pool, url)
+            await webhooks.start()
+        elif only in (None, "mta") and deliver and settings.webhooks.beside_mta:
+            supervisors.append(_supervised(lambda: start_webhook_process(settings, url), workers))
         # The checks of received mail: beside the MX unless OPENSEND_AUTH_CHECKS=off, or alone
         # (`--only authcheck`) on a host of their own, which needs nothing but the database.
         checks_here = only == "authcheck" or (
@@ -154,6 +159,7 @@ async def serve(
                 *([listener.drain(grace)] if listener is not None else []),
                 *([submission.drain(grace)] if submission is not None else []),
                 *([delivery.stop(grace)] if delivery is not None else []),
+                *([webhooks.stop(grace)] if webhooks is not None else []),
             )
 
         async def close_http() -> None:
@@ -262,7 +268,7 @@ def auth_check_main(settings: Settings, url: str, parent_pid: int) -> None:
         )
         await checkers.start()
         try:
-            await _until_stopped_or_orphaned(stop, parent_pid)
+            await until_stopped_or_orphaned(stop, parent_pid)
         finally:
 
             async def stop_checks() -> None:
@@ -286,13 +292,6 @@ def _lower_cpu_priority() -> None:
         log.warning("auth checks run at normal CPU priority", extra={"error": str(error)})
 
 
-async def _until_stopped_or_orphaned(stop: asyncio.Event, parent_pid: int) -> None:
-    """Also stop when orphaned: the parent died without telling us."""
-    while not stop.is_set() and os.getppid() == parent_pid:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=1.0)
-
-
 def _start_mx_worker(
     settings: Settings, url: str, number: int
 ) -> multiprocessing.process.BaseProcess:
@@ -314,7 +313,7 @@ def mx_worker_main(settings: Settings, url: str, parent_pid: int) -> None:
         pool = await open_pool(url, max_size=_pool_size(settings))
         listener = await start_mx(settings, pool, reply_tokens(settings), reuse_port=True)
         try:
-            await _until_stopped_or_orphaned(stop, parent_pid)
+            await until_stopped_or_orphaned(stop, parent_pid)
         finally:
 
             async def drain_sessions() -> None:

@@ -10,6 +10,7 @@ and a margin, a watchdog thread ends the process even if its event loop is stuck
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import os
@@ -131,3 +132,10 @@ def die_with_parent(parent_pid: int) -> None:
     # The parent may have died between fork and prctl: the signal would never come.
     if os.getppid() != parent_pid:
         os._exit(0)
+
+
+async def until_stopped_or_orphaned(stop: asyncio.Event, parent_pid: int) -> None:
+    """Also stop when orphaned: the parent died without telling us."""
+    while not stop.is_set() and os.getppid() == parent_pid:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=1.0)

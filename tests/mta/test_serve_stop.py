@@ -117,13 +117,13 @@ async def test_sigterm_after_the_database_stopped_under_load_exits_within_the_dr
 async def test_children_do_not_outlive_a_sigkilled_server(
     cluster: Cluster, tmp_path: Path, database: str
 ) -> None:
-    """The auth checker and an extra MX process, with their database up or gone (then they
-    would be retrying it): each ends when the server is killed."""
+    """The auth checker, the webhook workers and an extra MX process, with their database up or
+    gone (then they would be retrying it): each ends when the server is killed."""
     env = stop_env(tmp_path, cluster, OPENSEND_MX_PROCESSES="2")
     async with opensend_server(env, tmp_path / "serve.log") as server:
         children = descendants(server)
         spawned = [c for c in children if "spawn_main" in " ".join(c.cmdline())]
-        assert len(spawned) == 2, children  # the checker and one MX worker
+        assert len(spawned) == 3, children  # the checker, the webhook workers, one MX worker
         if database == "gone":
             await cluster.stop()
         server.signal(signal.SIGKILL)
