@@ -9,9 +9,11 @@ from uuid import UUID
 
 from aiohttp import web
 
-from api import emails_manage, errors, receiving
+from api import errors
+from api.conversations import receiving
 from api.downloads.signing import PREFIX, links_of
 from api.errors import ApiError
+from api.sending import manage as emails_manage
 from policy.download_links import SIGNATURE_HEX_DIGITS, SignedLink
 
 routes = web.RouteTableDef()

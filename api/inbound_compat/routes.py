@@ -1,5 +1,5 @@
 """Inbound's other reply routes, answered by the same pipeline as POST /emails/{id}/reply
-(`api.replies.answer_received`), each in the shape its SDK types:
+(`api.sending.replies.answer_received`), each in the shape its SDK types:
 
 - `POST /api/e2/emails/{id}/reply` (`inboundemail` 0.20, `client.emails.reply`): Inbound's
   reply fields plus `reply_all` (the original's Cc recipients, but for our own addresses);
@@ -11,8 +11,8 @@
   textBody, htmlBody?}`, sent from the address the email was received at (for a reply address,
   the address our own email was sent from); answers `{message, id, messageId, awsMessageId}`.
 
-Errors carry Inbound's `"error"` beside Resend's fields (api.replies.inbound_errors covers these
-prefixes). `aws_message_id`/`awsMessageId` hold the Message-ID: there is no SES here.
+Errors carry Inbound's `"error"` beside Resend's fields (api.sending.replies.inbound_errors covers
+these prefixes). `aws_message_id`/`awsMessageId` hold the Message-ID: there is no SES here.
 """
 
 from __future__ import annotations
@@ -23,16 +23,20 @@ from uuid import UUID
 
 from aiohttp import web
 
-from api import emails_manage, errors, receiving
-from api.api_keys import path_uuid
+from api import errors
+from api.account.api_keys import path_uuid
 from api.auth import CALLER
 from api.context import POOL
+from api.conversations import receiving
+from api.conversations.threads import display_address
 from api.errors import ApiError
-from api.replies import answer_received, read_body, received_id_of
-from api.threads import display_address
-from storage import received, sending, threads
-from storage.received import ReceivedEmail
-from storage.sending import NewEmail
+from api.sending import manage as emails_manage
+from api.sending.replies import answer_received, read_body, received_id_of
+from storage.conversations import threads
+from storage.inbound import received
+from storage.inbound.received import ReceivedEmail
+from storage.sending import emails as sending
+from storage.sending.emails import NewEmail
 
 routes = web.RouteTableDef()
 

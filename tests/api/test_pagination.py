@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.api.emails_client import emails_api
+from tests.api.sending.emails_client import emails_api
 from tests.conftest import ApiServer, MakeTenant
 
 LISTS = ["/emails", "/emails/receiving", "/contacts", "/api-keys", "/domains", "/threads"]

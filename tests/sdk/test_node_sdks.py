@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from mta.server import MXListener
-from policy.dkim_keys import DkimKeyPair
+from mta.listeners import MXListener
+from policy.domains.dkim_keys import DkimKeyPair
 from policy.tokens import ReplyTokens
-from tests.api import test_reply_delivered as reply_world
-from tests.api.test_emails_send import parsed
-from tests.api.test_receiving import deliver, with_attachments
-from tests.api.test_reply_delivered import CUSTOMER, Queue, running
+from tests.api.conversations.test_receiving import deliver, with_attachments
+from tests.api.sending import test_reply_delivered as reply_world
+from tests.api.sending.test_emails import parsed
+from tests.api.sending.test_reply_delivered import CUSTOMER, Queue, running
 from tests.conftest import ApiServer, MakeTenant, TenantWorld, message, smtp_send
 from tests.sdk.node_sdks import Call, node_available, run_script
 from tests.support.queued_mail import poll_until

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import resend
 
-from mta.server import MXListener
+from mta.listeners import MXListener
 from tests.conftest import ApiServer, MakeTenant
 from tests.sdk.python_sdk import Recorder
 from tests.sdk.test_node_sdks import received_with_attachment
