@@ -35,6 +35,7 @@ from api import (
 )
 from api.auth import CALLER, authenticate
 from api.context import DNS, POOL, SETTINGS, TOKENS
+from api.dashboard.app import make_dashboard
 from api.errors import ApiError
 from policy.dns import DnsLookup
 from policy.settings import Settings
@@ -53,6 +54,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLIC_PATHS = frozenset(
     {"/healthz", "/metrics", "/openapi.json", "/events/inbound", "/events/inbound/ses-s3"}
 )
+# The dashboard signs people in with its own sessions (api.dashboard), not API keys.
+DASHBOARD_PREFIX = "/dashboard/"
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -116,7 +119,12 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 async def require_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
     match = request.match_info
     resource = match.route.resource
-    if match.http_exception is not None or resource is None or resource.canonical in PUBLIC_PATHS:
+    if (
+        match.http_exception is not None
+        or resource is None
+        or resource.canonical in PUBLIC_PATHS
+        or request.path.startswith(DASHBOARD_PREFIX)
+    ):
         return await handler(request)  # public, or aiohttp's own 404/405 answer
     request[CALLER] = await authenticate(request.app[POOL], request)
     return await handler(request)
@@ -179,4 +187,5 @@ def make_app(
     app.router.add_routes(domains.routes)
     ingest.install(app)  # POST /events/inbound, with its own token
     ses_s3.install(app)  # POST /events/inbound/ses-s3 and, when configured, its AWS clients
+    app.add_subapp(DASHBOARD_PREFIX.rstrip("/"), make_dashboard(app, settings))
     return app

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import logging
 import os
@@ -21,10 +22,12 @@ from uuid import UUID
 from mta.dns import Resolver
 from mta.logs import configure_logging
 from policy import dkim_keys
+from policy.dashboard.passwords import WeakPassword, hash_password
 from policy.domain_names import DomainNameError, normalize_domain
 from policy.domain_records import Status, records_to_publish, setup_of, with_last_results
 from policy.settings import Settings, SettingsError, check_serve, load_settings
 from storage import directory, domains, replies
+from storage.dashboard import users as dashboard_users
 from storage.database import Pool, open_pool
 from storage.domains import DomainDetails
 from storage.embedded import embedded_database_url, stop_embedded
@@ -257,6 +260,37 @@ async def cmd_apikey_create(settings: Settings, args: argparse.Namespace) -> Non
     await _with_pool(settings, work)
 
 
+def read_password() -> str:
+    """Asked twice at a terminal; from a script, the first line of standard input."""
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    password = getpass.getpass("Password: ")
+    if getpass.getpass("Password again: ") != password:
+        raise CommandError("the two passwords differ; nothing was created")
+    return password
+
+
+async def cmd_user_create(settings: Settings, args: argparse.Namespace) -> None:
+    try:
+        password_hash = hash_password(read_password())
+    except WeakPassword as error:
+        raise CommandError(f"user {args.email} not created: {error}") from None
+
+    async def work(pool: Pool) -> None:
+        tenant_id = await _tenant_id(pool, args.tenant)
+        try:
+            user = await dashboard_users.create_user(pool, tenant_id, args.email, password_hash)
+        except StorageError as error:
+            raise CommandError(f"user {args.email} not created: {error}") from error
+        emit(
+            args,
+            {"id": user.id, "email": user.email, "tenant_id": user.tenant_id},
+            f"dashboard user {user.email} created: {user.id}",
+        )
+
+    await _with_pool(settings, work)
+
+
 async def cmd_db_url(settings: Settings, args: argparse.Namespace) -> None:
     print(database_url(settings))
 
@@ -357,6 +391,18 @@ def build_parser() -> argparse.ArgumentParser:
     apikey_create = add("create", cmd_apikey_create, "create an API key", apikey)
     apikey_create.add_argument("--tenant", required=True, help="tenant name or id")
     apikey_create.add_argument("--name", default="default", help="a name to recognise it by")
+
+    user = commands.add_parser("user", help="manage dashboard users").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    user_create = add(
+        "create",
+        cmd_user_create,
+        "create a dashboard user (password asked, or read from standard input)",
+        user,
+    )
+    user_create.add_argument("email")
+    user_create.add_argument("--tenant", required=True, help="tenant name or id")
 
     db = commands.add_parser("db", help="the database").add_subparsers(
         dest="action", required=True, metavar="ACTION"

@@ -1,0 +1,236 @@
+"""Mail pages: sent emails (search, detail with reply address, deliveries and conversation),
+received mail (list, detail, its body on its own sandboxed URL) and threads.
+
+They read through the JSON API's storage functions, always with the session's tenant: another
+tenant's id finds nothing and answers 404, like an id that never existed.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+from uuid import UUID
+
+from aiohttp import web
+
+from api.context import POOL, TOKENS
+from api.dashboard.context import SESSION, PageNotFound, path_id, render
+from policy.dashboard.mailbody import body_csp, clean_html, split_quoted
+from policy.dashboard.search import parse_search
+from policy.tokens import ReplyToken, token_from_local_part
+from storage import received, sending, threads
+from storage.dashboard.search import EmailQuery, search_emails
+from storage.database import Pool
+from storage.received import ReceivedEmail, ReceivedFilters
+from storage.threads import ThreadMessage
+
+routes = web.RouteTableDef()
+
+PAGE_SIZE = 50
+MATCH_BADGES = {
+    "recipient": "reply address",
+    "x-opensend-reply-token": "token header",
+    "in-reply-to": "In-Reply-To",
+    "references": "References",
+}
+
+
+def _cursor(request: web.Request) -> UUID | None:
+    try:
+        return UUID(request.query["after"]) if "after" in request.query else None
+    except ValueError:
+        return None
+
+
+@routes.get("/")
+async def home(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPSeeOther(request.app.router["emails"].url_for())
+
+
+@routes.get("/emails", name="emails")
+async def list_emails(request: web.Request) -> web.Response:
+    tenant_id = request[SESSION].tenant_id
+    text = request.query.get("q", "").strip()
+    terms = parse_search(text)
+    rows, more = await search_emails(
+        request.app[POOL],
+        tenant_id,
+        EmailQuery(
+            to=terms.to,
+            sender=terms.sender,
+            subject=terms.subject,
+            status=terms.status,
+            has_reply=terms.has_reply,
+            words=terms.words,
+        ),
+        limit=PAGE_SIZE,
+        after=_cursor(request),
+    )
+    return render(request, "emails.html", {"emails": rows, "more": more, "q": text})
+
+
+def reply_card(request: web.Request, tenant_id: UUID, row: dict[str, Any]) -> dict[str, Any] | None:
+    """The reply address decoded: its token, the email it names, its domain, whether it is
+    genuine (the same HMAC check the MX makes at RCPT time)."""
+    address = row["reply_address"]
+    if not address:
+        return None
+    local, _, domain = address.rpartition("@")
+    token = token_from_local_part(local)
+    if not isinstance(token, ReplyToken):
+        return {"address": address, "token": None}
+    return {
+        "address": address,
+        "token": str(token),
+        "email_id": token.email_id,
+        "reply_domain": domain,
+        "signature_valid": request.config_dict[TOKENS].signature_valid(token, tenant_id, domain),
+        "message_id": row["message_id"],
+    }
+
+
+async def conversation(pool: Pool, tenant_id: UUID, thread_id: UUID | None) -> list[dict[str, Any]]:
+    """The thread's messages oldest first; each received one with its body and match facts."""
+    if thread_id is None:
+        return []
+    found = (await threads.thread_messages(pool, tenant_id, [thread_id]))[thread_id]
+    entries = []
+    for message in found.messages:
+        entries.append(await _entry(pool, tenant_id, message))
+    return entries
+
+
+async def _entry(pool: Pool, tenant_id: UUID, message: ThreadMessage) -> dict[str, Any]:
+    entry: dict[str, Any] = {"message": message, "text": "", "quoted": "", "detail": None}
+    if message.direction == "outbound":
+        row = await sending.get_email(pool, tenant_id, message.id)
+        entry["text"] = (row or {}).get("text_body") or ""
+    else:
+        detail = await received.get_received(pool, tenant_id, message.id)
+        if detail is not None:
+            entry["detail"] = detail
+            entry["text"], entry["quoted"] = split_quoted(detail.text_body or "")
+            entry["badge"] = MATCH_BADGES.get(detail.match_source or "")
+            entry["auth"] = auth_summary(detail)
+    return entry
+
+
+def auth_summary(email: ReceivedEmail) -> dict[str, str] | None:
+    results = email.auth_results
+    if not results:
+        return None
+    dkim = results.get("dkim") or []
+    return {
+        "spf": (results.get("spf") or {}).get("result", "none"),
+        "dkim": ", ".join(d.get("result", "none") for d in dkim) or "none",
+        "dmarc": (results.get("dmarc") or {}).get("result", "none"),
+    }
+
+
+@routes.get("/emails/{id}", name="email")
+async def email_detail(request: web.Request) -> web.Response:
+    tenant_id = request[SESSION].tenant_id
+    pool = request.app[POOL]
+    row = await sending.get_email(pool, tenant_id, path_id(request))
+    if row is None:
+        raise PageNotFound()
+    return render(
+        request,
+        "email.html",
+        {
+            "email": row,
+            "card": reply_card(request, tenant_id, row),
+            "messages": await conversation(pool, tenant_id, row["thread_id"]),
+        },
+    )
+
+
+@routes.get("/received", name="received")
+async def list_received(request: web.Request) -> web.Response:
+    tenant_id = request[SESSION].tenant_id
+    status = request.query.get("status")
+    status = status if status in ("matched", "unmatched") else None
+    recipient = request.query.get("recipient", "").strip() or None
+    listed = await received.list_received(
+        request.app[POOL],
+        tenant_id,
+        ReceivedFilters(match_status=status, recipient=recipient),
+        limit=PAGE_SIZE,
+        after=_cursor(request),
+    )
+    items, more = listed if listed is not None else ([], False)
+    return render(
+        request,
+        "received_list.html",
+        {"items": items, "more": more, "status": status or "", "recipient": recipient or ""},
+    )
+
+
+@routes.get("/received/{id}", name="received_detail")
+async def received_detail(request: web.Request) -> web.Response:
+    tenant_id = request[SESSION].tenant_id
+    pool = request.app[POOL]
+    email = await received.get_received(pool, tenant_id, path_id(request))
+    if email is None:
+        raise PageNotFound()
+    images = request.query.get("images") == "1"
+    return render(
+        request,
+        "received.html",
+        {
+            "email": email,
+            "auth": auth_summary(email),
+            "badge": MATCH_BADGES.get(email.match_source or ""),
+            "images": images,
+            "messages": await conversation(pool, tenant_id, email.thread_id),
+        },
+    )
+
+
+@routes.get("/received/{id}/body", name="received_body")
+async def received_body(request: web.Request) -> web.Response:
+    """The received message's body on its own URL, cleaned and sandboxed: the frame's page."""
+    email = await received.get_received(
+        request.app[POOL], request[SESSION].tenant_id, path_id(request)
+    )
+    if email is None:
+        raise PageNotFound()
+    if email.html_body:
+        document = clean_html(email.html_body)
+    else:
+        document = f'<pre style="white-space: pre-wrap">{html.escape(email.text_body or "")}</pre>'
+    page = f'<!doctype html><meta charset="utf-8"><body>{document}</body>'
+    return web.Response(
+        text=page,
+        content_type="text/html",
+        headers={
+            "Content-Security-Policy": body_csp(request.query.get("images") == "1"),
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+            "X-Frame-Options": "SAMEORIGIN",
+        },
+    )
+
+
+@routes.get("/threads", name="threads")
+async def list_threads(request: web.Request) -> web.Response:
+    tenant_id = request[SESSION].tenant_id
+    listed = await threads.list_threads(
+        request.app[POOL], tenant_id, limit=PAGE_SIZE, after=_cursor(request)
+    )
+    items, more = listed if listed is not None else ([], False)
+    return render(request, "threads.html", {"threads": items, "more": more})
+
+
+@routes.get("/threads/{id}", name="thread")
+async def thread_detail(request: web.Request) -> web.Response:
+    tenant_id = request[SESSION].tenant_id
+    pool = request.app[POOL]
+    thread = await threads.get_thread(pool, tenant_id, path_id(request))
+    if thread is None:
+        raise PageNotFound()
+    return render(
+        request,
+        "thread.html",
+        {"thread": thread, "messages": await conversation(pool, tenant_id, thread.id)},
+    )
