@@ -74,9 +74,7 @@ class Completed:
         return json.loads(self.stdout)
 
 
-async def run_opensend(
-    *args: str, env: Mapping[str, str], input: bytes | None = None
-) -> Completed:
+async def run_opensend(*args: str, env: Mapping[str, str], input: bytes | None = None) -> Completed:
     process = await asyncio.create_subprocess_exec(
         str(OPENSEND),
         *args,
@@ -86,9 +84,7 @@ async def run_opensend(
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        stdout, stderr = await asyncio.wait_for(
-            process.communicate(input), COMMAND_BOUND_SECONDS
-        )
+        stdout, stderr = await asyncio.wait_for(process.communicate(input), COMMAND_BOUND_SECONDS)
     finally:
         if process.returncode is None:
             process.kill()

