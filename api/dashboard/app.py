@@ -131,12 +131,17 @@ def make_dashboard(pool_app: web.Application, settings: Settings) -> web.Applica
     )
     dashboard[ANNOUNCEMENTS] = Announcements(dashboard[POOL])
     dashboard.cleanup_ctx.append(_listen)
+    dashboard.on_shutdown.append(_end_streams)
     dashboard.router.add_routes(signin.routes)
     dashboard.router.add_routes(pages.routes)
     dashboard.router.add_routes(account.routes)
     dashboard.router.add_routes(live.routes)
     dashboard.router.add_static("/static/", HERE / "static", name="static")
     return dashboard
+
+
+async def _end_streams(app: web.Application) -> None:
+    app[ANNOUNCEMENTS].close()
 
 
 async def _listen(app: web.Application) -> AsyncIterator[None]:

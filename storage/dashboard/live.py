@@ -48,12 +48,14 @@ def parse(payload: str) -> Announcement | None:
 class Announcements:
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
-        self._listeners: defaultdict[UUID, set[asyncio.Queue[Announcement]]] = defaultdict(set)
+        self._listeners: defaultdict[UUID, set[asyncio.Queue[Announcement | None]]] = defaultdict(
+            set
+        )
         self.listening = asyncio.Event()
 
     @contextlib.contextmanager
     def subscribe(self, tenant_id: UUID) -> Any:
-        queue: asyncio.Queue[Announcement] = asyncio.Queue(QUEUE_SIZE)
+        queue: asyncio.Queue[Announcement | None] = asyncio.Queue(QUEUE_SIZE)
         self._listeners[tenant_id].add(queue)
         try:
             yield queue
@@ -61,6 +63,15 @@ class Announcements:
             self._listeners[tenant_id].discard(queue)
             if not self._listeners[tenant_id]:
                 del self._listeners[tenant_id]
+
+    def close(self) -> None:
+        """Ends every subscriber's wait (None in its queue): at shutdown, streams must end
+        before the server's wait for open requests runs out."""
+        for queues in self._listeners.values():
+            for queue in queues:
+                if queue.full():
+                    queue.get_nowait()
+                queue.put_nowait(None)
 
     def _deliver(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         announcement = parse(payload)
