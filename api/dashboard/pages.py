@@ -195,8 +195,9 @@ async def received_body(request: web.Request) -> web.Response:
     )
     if email is None:
         raise PageNotFound()
+    images = request.query.get("images") == "1"
     if email.html_body:
-        document = clean_html(email.html_body)
+        document = clean_html(email.html_body, remote_images=images)
     else:
         document = f'<pre style="white-space: pre-wrap">{html.escape(email.text_body or "")}</pre>'
     page = f'<!doctype html><meta charset="utf-8"><body>{document}</body>'
@@ -204,7 +205,7 @@ async def received_body(request: web.Request) -> web.Response:
         text=page,
         content_type="text/html",
         headers={
-            "Content-Security-Policy": body_csp(request.query.get("images") == "1"),
+            "Content-Security-Policy": body_csp(images),
             "X-Content-Type-Options": "nosniff",
             "Referrer-Policy": "no-referrer",
             "X-Frame-Options": "SAMEORIGIN",

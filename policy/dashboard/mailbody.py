@@ -49,9 +49,18 @@ BODY_CSP_WITH_IMAGES = (
 )
 
 
-def clean_html(html: str) -> str:
+def _without_remote_images(tag: str, attribute: str, value: str) -> str | None:
+    """nh3's attribute filter while images are off: an image from elsewhere loses its source,
+    so not even a blocked request is made (the CSP would refuse it too)."""
+    if tag == "img" and attribute == "src" and not value.lower().startswith(("data:", "cid:")):
+        return None
+    return value
+
+
+def clean_html(html: str, *, remote_images: bool = False) -> str:
     cleaned: str = nh3.clean(
         html,
+        attribute_filter=None if remote_images else _without_remote_images,
         tags=set(ALLOWED_TAGS),
         attributes={tag: set(names) for tag, names in ALLOWED_ATTRIBUTES.items()},
         url_schemes=set(URL_SCHEMES),
