@@ -12,7 +12,7 @@ import jinja2
 from aiohttp import web
 
 from api.context import POOL
-from api.dashboard import account, live, pages, signin
+from api.dashboard import account, live, mail, pages, signin, work
 from api.dashboard.context import ANNOUNCEMENTS, PREFIX, SESSION, render
 from policy.auth_throttle import AuthLimits
 from policy.dashboard import sessions as rules
@@ -136,6 +136,8 @@ def make_dashboard(pool_app: web.Application, settings: Settings) -> web.Applica
     dashboard.router.add_routes(pages.routes)
     dashboard.router.add_routes(account.routes)
     dashboard.router.add_routes(live.routes)
+    dashboard.router.add_routes(mail.routes)
+    dashboard.router.add_routes(work.routes)
     dashboard.router.add_static("/static/", HERE / "static", name="static")
     return dashboard
 

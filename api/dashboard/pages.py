@@ -15,11 +15,15 @@ from aiohttp import web
 
 from api.context import POOL, TOKENS
 from api.dashboard.context import SESSION, PageNotFound, path_id, render
+from api.dashboard.work import LINK_PROBLEMS
+from api.receiving import attachment_json
 from policy.dashboard.mailbody import body_csp, clean_html, split_quoted
 from policy.dashboard.search import parse_search
 from policy.tokens import ReplyToken, token_from_local_part
 from storage import received, sending, threads
 from storage.dashboard.search import EmailQuery, search_emails
+from storage.dashboard.timeline import email_timeline
+from storage.dashboard.triage import Linked, audit_of
 from storage.database import Pool
 from storage.received import ReceivedEmail, ReceivedFilters
 from storage.threads import ThreadMessage
@@ -32,6 +36,7 @@ MATCH_BADGES = {
     "x-opensend-reply-token": "token header",
     "in-reply-to": "In-Reply-To",
     "references": "References",
+    "manual": "hand",  # linked by a dashboard user (storage.dashboard.triage)
 }
 
 
@@ -140,6 +145,7 @@ async def email_detail(request: web.Request) -> web.Response:
         {
             "email": row,
             "card": reply_card(request, tenant_id, row),
+            "timeline": await email_timeline(pool, tenant_id, row["id"]),
             "messages": await conversation(pool, tenant_id, row["thread_id"]),
         },
     )
@@ -174,11 +180,18 @@ async def received_detail(request: web.Request) -> web.Response:
     if email is None:
         raise PageNotFound()
     images = request.query.get("images") == "1"
+    try:
+        problem = LINK_PROBLEMS.get(Linked(request.query.get("problem", "")))
+    except ValueError:
+        problem = None
     return render(
         request,
         "received.html",
         {
             "email": email,
+            "problem": problem,
+            "audit": await audit_of(pool, tenant_id, email.id),
+            "attachments": [attachment_json(a, i) for i, a in enumerate(email.attachments)],
             "auth": auth_summary(email),
             "badge": MATCH_BADGES.get(email.match_source or ""),
             "images": images,

@@ -50,3 +50,28 @@ END $$;
 CREATE TRIGGER deliveries_dashboard_notify AFTER UPDATE OF status ON deliveries
     FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
     EXECUTE FUNCTION dashboard_notify_delivery();
+
+-- Who did what by hand in the dashboard, and when: linking an unmatched message to a
+-- conversation ("link to email…") is the first such action.
+CREATE TABLE dashboard_audit (
+    id           uuid PRIMARY KEY,
+    tenant_id    uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    user_id      uuid REFERENCES dashboard_users (id) ON DELETE SET NULL,
+    user_email   text NOT NULL,  -- kept when the user is deleted
+    action       text NOT NULL,
+    received_id  uuid,
+    email_id     uuid,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX dashboard_audit_tenant ON dashboard_audit (tenant_id, created_at DESC);
+COMMENT ON COLUMN received_emails.match_source IS
+    'How a matched message found its conversation: recipient (the reply address), '
+    'x-opensend-reply-token, in-reply-to, references, or manual (linked by a dashboard user; '
+    'see dashboard_audit).';
+
+-- The dashboard's reads: "has a reply" (search, overview) and a tenant's deferred deliveries
+-- (the queue page), each an index scan rather than a walk through the table.
+CREATE INDEX received_reply_to ON received_emails (reply_to_email_id)
+    WHERE reply_to_email_id IS NOT NULL;
+CREATE INDEX deliveries_tenant_deferred ON deliveries (tenant_id, next_attempt_at)
+    WHERE status = 'deferred';
