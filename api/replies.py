@@ -187,12 +187,23 @@ def _refusal(refusal: Refusal, sender_domain: str) -> ApiError:
 
 
 async def reply(request: web.Request) -> web.Response:
-    caller = request[CALLER]
     try:
         received_id = UUID(request.match_info["id"])
     except ValueError:
         raise ApiError(errors.REPLY_INVALID_EMAIL_ID) from None
-    body = await read_body(request)
+    return await answer(request, received_id, await read_body(request))
+
+
+async def answer(
+    request: web.Request,
+    received_id: UUID,
+    body: dict[str, Any],
+    *,
+    idempotency_key: str | None = None,
+) -> web.Response:
+    """The reply itself, for the caller in `request[CALLER]`: also what the dashboard's
+    composer calls (api.dashboard.compose, its key from the form), so both answer alike."""
+    caller = request[CALLER]
     pool = request.app[POOL]
 
     async def work(claim: Claim | None) -> tuple[int, Any]:
@@ -234,7 +245,8 @@ async def reply(request: web.Request) -> web.Response:
                 break
         raise unstored(outcome)
 
-    return await idempotent(request, ENDPOINT, {"email_id": str(received_id), "body": body}, work)
+    fingerprinted = {"email_id": str(received_id), "body": body}
+    return await idempotent(request, ENDPOINT, fingerprinted, work, key=idempotency_key)
 
 
 for _path in PATHS:

@@ -11,8 +11,8 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from api.context import POOL
-from api.dashboard import account, live, mail, pages, signin, work
+from api.context import DNS, POOL, SETTINGS, TOKENS
+from api.dashboard import account, compose, live, mail, pages, signin, work
 from api.dashboard.context import ANNOUNCEMENTS, PREFIX, SESSION, render
 from policy.auth_throttle import AuthLimits
 from policy.dashboard import sessions as rules
@@ -115,7 +115,9 @@ async def signed_in(request: web.Request, handler: Handler) -> web.StreamRespons
 
 def make_dashboard(pool_app: web.Application, settings: Settings) -> web.Application:
     dashboard = web.Application(middlewares=[html_errors, security_headers, signed_in])
-    dashboard[POOL] = pool_app[POOL]
+    # The composer answers through api.replies, which reads these from its request's app.
+    for key in (POOL, SETTINGS, TOKENS, DNS):
+        dashboard[key] = pool_app[key]
     dashboard[signin.THROTTLE] = signin.LoginThrottle(
         AuthLimits(
             max_failures=settings.auth_max_failures,
@@ -138,6 +140,7 @@ def make_dashboard(pool_app: web.Application, settings: Settings) -> web.Applica
     dashboard.router.add_routes(live.routes)
     dashboard.router.add_routes(mail.routes)
     dashboard.router.add_routes(work.routes)
+    dashboard.router.add_routes(compose.routes)
     dashboard.router.add_static("/static/", HERE / "static", name="static")
     return dashboard
 

@@ -14,6 +14,7 @@ from uuid import UUID
 from aiohttp import web
 
 from api.context import POOL, TOKENS
+from api.dashboard.compose import composer
 from api.dashboard.context import SESSION, PageNotFound, path_id, render
 from api.dashboard.work import LINK_PROBLEMS
 from api.receiving import attachment_json
@@ -139,14 +140,22 @@ async def email_detail(request: web.Request) -> web.Response:
     row = await sending.get_email(pool, tenant_id, path_id(request))
     if row is None:
         raise PageNotFound()
+    messages = await conversation(pool, tenant_id, row["thread_id"])
+    # The composer answers the latest reply in the conversation, as the sender it went to.
+    latest = next((m for m in reversed(messages) if m["message"].direction == "inbound"), None)
+    compose = None
+    if latest is not None:
+        sender = row["from_header"] or row["from_address"]
+        compose = composer(latest["message"].id, sender, request.path)
     return render(
         request,
         "email.html",
         {
             "email": row,
+            "compose": compose,
             "card": reply_card(request, tenant_id, row),
             "timeline": await email_timeline(pool, tenant_id, row["id"]),
-            "messages": await conversation(pool, tenant_id, row["thread_id"]),
+            "messages": messages,
         },
     )
 
@@ -196,8 +205,20 @@ async def received_detail(request: web.Request) -> web.Response:
             "badge": MATCH_BADGES.get(email.match_source or ""),
             "images": images,
             "messages": await conversation(pool, tenant_id, email.thread_id),
+            "compose": composer(
+                email.id, await _answering_as(pool, tenant_id, email), request.path
+            ),
         },
     )
+
+
+async def _answering_as(pool: Pool, tenant_id: UUID, email: ReceivedEmail) -> str | None:
+    """The From of a reply: the address our email went out from, else the one written to."""
+    if email.reply_to_email_id is not None:
+        sent = await sending.get_email(pool, tenant_id, email.reply_to_email_id)
+        if sent is not None:
+            return str(sent["from_header"] or sent["from_address"])
+    return email.rcpt_to[0] if email.rcpt_to else None
 
 
 @routes.get("/received/{id}/body", name="received_body")

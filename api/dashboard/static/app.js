@@ -45,6 +45,39 @@
     events.addEventListener("error", () => { body.dataset.live = "reconnecting"; });
   }
 
+  // -- the reply composer: posted in the background, the conversation re-read in place -------
+  for (const form of document.querySelectorAll("form[data-compose]")) {
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const status = form.querySelector("[data-compose-status]");
+      const button = form.querySelector("button[type=submit]");
+      button.disabled = true;
+      status.textContent = "Sending…";
+      try {
+        const response = await fetch(form.action, {
+          method: "POST",
+          body: new FormData(form),
+          credentials: "same-origin",
+          headers: { "Accept": "application/json", "X-CSRF-Token": body.dataset.csrf },
+        });
+        const answer = await response.json();
+        if (!response.ok) {
+          status.textContent = answer.message || "The reply was not sent.";
+          return;
+        }
+        status.textContent = "Sent.";
+        form.querySelector("textarea").value = "";
+        // The next reply is another email: it needs a key of its own.
+        form.querySelector("input[name=idempotency_key]").value = crypto.randomUUID();
+        await refresh();
+      } catch (_error) {
+        status.textContent = "The reply could not be sent; nothing was lost. Try again.";
+      } finally {
+        button.disabled = false;
+      }
+    });
+  }
+
   // -- keyboard shortcuts -------------------------------------------------------------------
   const help = document.getElementById("help");
   function items() {

@@ -328,3 +328,28 @@ async def test_screenshots_of_every_page(
         await context.close()
     for name in PAGES:
         assert (screenshots / f"{name}-{scheme}.png").stat().st_size > 0
+
+
+async def test_a_reply_from_the_composer_appears_in_the_thread_without_a_reload(
+    api: ApiServer, mx: MXListener, make_tenant: MakeTenant, context: BrowserContext
+) -> None:
+    acme = await make_tenant()
+    email, token = await acme.sent_email(subject="Composer")
+    await reply_through_mx(mx.port, token.address(acme.reply_domain), text="Any news?")
+    page = await signed_in_page(context, api, acme)
+    await page.goto(f"{local(api)}/dashboard/emails/{email.id}")
+    navigations: list[str] = []
+    page.on(
+        "framenavigated",
+        lambda frame: navigations.append(frame.url) if frame == page.main_frame else None,
+    )
+
+    await page.fill("textarea[name=text]", "Yes: it left the warehouse today.")
+    await page.get_by_role("button", name="Send reply").click()
+
+    outbound = page.locator("#conversation details.message.outbound")
+    await expect(outbound).to_have_count(2)
+    await expect(outbound.nth(1)).to_contain_text("Yes: it left the warehouse today.")
+    await expect(page.locator("[data-compose-status]")).to_have_text("Sent.")
+    assert navigations == []  # the page was never reloaded nor left
+    assert await page.input_value("textarea[name=text]") == ""
