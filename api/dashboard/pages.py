@@ -7,6 +7,7 @@ tenant's id finds nothing and answers 404, like an id that never existed.
 
 from __future__ import annotations
 
+import asyncio
 import html
 from typing import Any
 from uuid import UUID
@@ -100,10 +101,8 @@ async def conversation(pool: Pool, tenant_id: UUID, thread_id: UUID | None) -> l
     if thread_id is None:
         return []
     found = (await threads.thread_messages(pool, tenant_id, [thread_id]))[thread_id]
-    entries = []
-    for message in found.messages:
-        entries.append(await _entry(pool, tenant_id, message))
-    return entries
+    # Read side by side: the pool bounds how many run at once.
+    return list(await asyncio.gather(*(_entry(pool, tenant_id, m) for m in found.messages)))
 
 
 async def _entry(pool: Pool, tenant_id: UUID, message: ThreadMessage) -> dict[str, Any]:
