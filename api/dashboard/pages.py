@@ -17,12 +17,13 @@ from aiohttp import web
 from api.context import POOL, TOKENS
 from api.dashboard.compose import composer
 from api.dashboard.context import SESSION, PageNotFound, path_id, render
-from api.dashboard.work import LINK_PROBLEMS
+from api.dashboard.work import LINK_PROBLEMS, done_message
 from api.receiving import attachment_json
 from policy.dashboard.mailbody import body_csp, clean_html, split_quoted
 from policy.dashboard.search import parse_search
 from policy.tokens import ReplyToken, token_from_local_part
 from storage import received, sending, threads
+from storage.dashboard import queue
 from storage.dashboard.search import EmailQuery, search_emails
 from storage.dashboard.timeline import email_timeline
 from storage.dashboard.triage import Linked, audit_of
@@ -154,9 +155,21 @@ async def email_detail(request: web.Request) -> web.Response:
             "compose": compose,
             "card": reply_card(request, tenant_id, row),
             "timeline": await email_timeline(pool, tenant_id, row["id"]),
+            "deferred": await queue.deferred_of_email(pool, tenant_id, row["id"]),
+            "done": done_message(request.query.get("done", "")),
             "messages": messages,
         },
     )
+
+
+@routes.get("/emails/{id}/body", name="email_body")
+async def email_body(request: web.Request) -> web.Response:
+    """A sent email's HTML, previewed as received mail is: cleaned, sandboxed, its own URL (the
+    tenant's HTML may embed what a reader's browser should not run here either)."""
+    row = await sending.get_email(request.app[POOL], request[SESSION].tenant_id, path_id(request))
+    if row is None:
+        raise PageNotFound()
+    return sandboxed(row["html_body"], row["text_body"], images=request.query.get("images") == "1")
 
 
 @routes.get("/received", name="received")
@@ -228,11 +241,16 @@ async def received_body(request: web.Request) -> web.Response:
     )
     if email is None:
         raise PageNotFound()
-    images = request.query.get("images") == "1"
-    if email.html_body:
-        document = clean_html(email.html_body, remote_images=images)
+    return sandboxed(email.html_body, email.text_body, images=request.query.get("images") == "1")
+
+
+def sandboxed(html_body: str | None, text_body: str | None, *, images: bool) -> web.Response:
+    """A message body as the frame's own page: nh3-cleaned HTML (or the text, escaped) under
+    the sandbox CSP of policy.dashboard.mailbody."""
+    if html_body:
+        document = clean_html(html_body, remote_images=images)
     else:
-        document = f'<pre style="white-space: pre-wrap">{html.escape(email.text_body or "")}</pre>'
+        document = f'<pre style="white-space: pre-wrap">{html.escape(text_body or "")}</pre>'
     page = f'<!doctype html><meta charset="utf-8"><body>{document}</body>'
     return web.Response(
         text=page,

@@ -3,6 +3,7 @@ cancel, one or several at once) and the triage of unmatched replies ("link to em
 
 from __future__ import annotations
 
+import re
 from uuid import UUID
 
 from aiohttp import web
@@ -23,6 +24,18 @@ LINK_PROBLEMS = {
 }
 
 
+_DONE = re.compile(r"(retry|cancel)-(\d+)")
+
+
+def done_message(value: str) -> str | None:
+    """What the queue's last action did, from the `done` query of its redirect."""
+    found = _DONE.fullmatch(value)
+    if found is None:
+        return None
+    verb = "Retried now" if found.group(1) == "retry" else "Canceled"
+    return f"{verb}: {found.group(2)}."
+
+
 @routes.get("/overview", name="overview")
 async def show_overview(request: web.Request) -> web.Response:
     figures = await overview.overview(request.app[POOL], request[SESSION].tenant_id)
@@ -34,7 +47,7 @@ async def show_queue(request: web.Request) -> web.Response:
     items = await queue.list_deferred(
         request.app[POOL], request[SESSION].tenant_id, limit=QUEUE_PAGE
     )
-    done = request.query.get("done", "")
+    done = done_message(request.query.get("done", ""))
     return render(request, "queue.html", {"items": items, "done": done})
 
 
@@ -49,13 +62,16 @@ async def change_queue(request: web.Request) -> web.StreamResponse:
             raise PageNotFound() from None
     tenant_id = request[SESSION].tenant_id
     action = form.get("action")
+    # Back to the page the form was on (the queue, or an email's page), never elsewhere.
+    back = str(form.get("back", ""))
+    back = back if back.startswith(PREFIX + "/") and "?" not in back else PREFIX + "/queue"
     if action == "retry":
         count = await queue.retry_now(request.app[POOL], tenant_id, ids)
-        raise see_other(f"{PREFIX}/queue?done=retry-{count}")
-    if action == "cancel":
+    elif action == "cancel":
         count = await queue.cancel(request.app[POOL], tenant_id, ids)
-        raise see_other(f"{PREFIX}/queue?done=cancel-{count}")
-    raise PageNotFound()
+    else:
+        raise PageNotFound()
+    raise see_other(f"{back}?done={action}-{count}")
 
 
 @routes.post("/received/{id}/link")

@@ -28,14 +28,14 @@ class Deferred:
     next_attempt_at: datetime
 
 
-LIST_DEFERRED = """
+_DEFERRED = """
 SELECT d.id, d.email_id, e.subject, d.recipient, d.attempts, d.last_code, d.last_enhanced,
        d.last_response, d.remote_host, d.last_attempt_at, d.next_attempt_at
 FROM deliveries d JOIN emails e ON e.id = d.email_id
 WHERE d.tenant_id = $1 AND d.status = 'deferred'
-ORDER BY d.next_attempt_at, d.id
-LIMIT $2
 """
+LIST_DEFERRED = _DEFERRED + "ORDER BY d.next_attempt_at, d.id LIMIT $2"
+LIST_DEFERRED_OF_EMAIL = _DEFERRED + "AND d.email_id = $2 ORDER BY d.recipient"
 # Only deferred rows: a row being sent holds a worker's lease and is not ours to move.
 RETRY_NOW = f"""
 WITH moved AS (
@@ -71,6 +71,12 @@ SELECT count(*)::int FROM stopped
 async def list_deferred(pool: Pool, tenant_id: UUID, *, limit: int) -> list[Deferred]:
     async with storage_errors():
         rows = await pool.fetch(LIST_DEFERRED, tenant_id, limit)
+    return [Deferred(**dict(row)) for row in rows]
+
+
+async def deferred_of_email(pool: Pool, tenant_id: UUID, email_id: UUID) -> list[Deferred]:
+    async with storage_errors():
+        rows = await pool.fetch(LIST_DEFERRED_OF_EMAIL, tenant_id, email_id)
     return [Deferred(**dict(row)) for row in rows]
 
 

@@ -211,3 +211,38 @@ async def test_the_timeline_raw_file_and_attachments_of_a_message(
     assert attachment.headers["Content-Type"] == "application/octet-stream"
     assert raw.headers["Content-Type"] == "message/rfc822"
     assert "Subject: Re: invoice" in raw.text and raw.text.startswith("Received:")
+
+
+async def test_an_emails_page_retries_its_deferred_recipient_and_previews_it_sandboxed(
+    api: ApiServer, make_tenant: MakeTenant
+) -> None:
+    acme = await make_tenant()
+    email, _ = await acme.sent_email(to="a@example.org")
+    await acme.pool.execute(
+        "UPDATE emails SET html_body = $2, text_body = 'Plain words' WHERE id = $1",
+        email.id,
+        '<p>Hello</p><script>alert(1)</script><img src="https://tracker.example/p.gif">',
+    )
+    delivery = await deferred_delivery(acme, email.id, "a@example.org")
+    async with session() as http:
+        me, _ = await signed_in(api, acme, http)
+        page = await me.get(f"/dashboard/emails/{email.id}")
+        retried = await me.post(
+            "/dashboard/queue",
+            {
+                "csrf_token": page.csrf,
+                "action": "retry",
+                "delivery": str(delivery),
+                "back": f"/dashboard/emails/{email.id}",
+            },
+        )
+        after = await me.get(retried.location or "")
+        body = await me.get(f"/dashboard/emails/{email.id}/body")
+    assert f'name="delivery" value="{delivery}"' in page.text
+    assert "Plain words" in page.text
+    assert retried.location == f"/dashboard/emails/{email.id}?done=retry-1"
+    assert "Retried now: 1." in after.text
+    assert body.headers["Content-Security-Policy"].startswith("sandbox; default-src 'none'")
+    cleaned = body.text.split("<body>", 1)[1]
+    assert "<p>Hello</p>" in cleaned
+    assert "<script" not in cleaned and "tracker.example" not in cleaned
