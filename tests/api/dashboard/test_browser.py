@@ -18,11 +18,14 @@ import pytest
 from aiohttp import web
 from playwright.async_api import Browser, BrowserContext, Dialog, Page, expect
 
+from api.domains import domain_json
 from mta.server import MXListener
-from storage import directory
+from storage import directory, domains
 from tests.api.dashboard.conftest import new_context
 from tests.api.dashboard.support import HOSTILE_HTML, PASSWORD, make_user, reply_through_mx
-from tests.conftest import ApiServer, MakeTenant, TenantWorld
+from tests.api.domains_client import HOST, publish
+from tests.conftest import ApiServer, MakeTenant, StartApi, TenantWorld, message, smtp_send
+from tests.support.dns_server import LoopbackDNSServer
 
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
@@ -353,3 +356,51 @@ async def test_a_reply_from_the_composer_appears_in_the_thread_without_a_reload(
     await expect(page.locator("[data-compose-status]")).to_have_text("Sent.")
     assert navigations == []  # the page was never reloaded nor left
     assert await page.input_value("textarea[name=text]") == ""
+
+
+async def test_link_an_unmatched_reply_by_hand_in_the_browser(
+    api: ApiServer, mx: MXListener, make_tenant: MakeTenant, context: BrowserContext
+) -> None:
+    acme = await make_tenant(catch_all=True)
+    email, _token = await acme.sent_email(subject="Warranty claim")
+    address = f"help@{acme.name}"
+    sent = await smtp_send(
+        mx.port, "customer@example.net", [address], message(to=address, subject="my claim?")
+    )
+    [loose] = sent.stored_ids
+    page = await signed_in_page(context, api, acme)
+    await page.get_by_role("link", name="Received").click()
+    await page.get_by_role("link", name="my claim?").click()
+    await expect(page.locator(".badge.match-unmatched").first).to_be_visible()
+
+    await page.fill("input[name=email_id]", str(email.id))
+    await page.get_by_role("button", name="Link", exact=True).click()
+
+    await page.wait_for_url(f"**/dashboard/received/{loose}")
+    await expect(page.locator("main")).to_contain_text("Linked by hand")
+    await page.get_by_role("link", name="the sent email").click()
+    await expect(page.locator("#conversation")).to_contain_text("matched by hand")
+
+
+async def test_check_a_domain_against_the_loopback_dns_server(
+    start_test_api: StartApi,
+    dns: LoopbackDNSServer,
+    make_tenant: MakeTenant,
+    context: BrowserContext,
+) -> None:
+    api = await start_test_api(OPENSEND_DNS_SERVERS=dns.address)
+    acme = await make_tenant(verified=False)
+    details = await domains.get_domain(acme.pool, acme.id, acme.domain.id)
+    assert details is not None
+    publish(dns.zone, domain_json(details, HOST))
+    page = await signed_in_page(context, api, acme)
+    await page.get_by_role("link", name="Domains").click()
+    card = page.locator(f"#domain-{acme.domain.id}")
+    await expect(card.locator("h2 .status")).not_to_have_text("verified")
+
+    await card.get_by_role("button", name="Check now").click()
+
+    card = page.locator(f"#domain-{acme.domain.id}")
+    await expect(card.locator("h2 .status")).to_have_text("verified")
+    await expect(card.locator("td.status-verified")).to_have_count(4)
+    await expect(card).to_contain_text(f"10 {HOST}")
