@@ -9,6 +9,7 @@ from api.context import DNS, POOL, SETTINGS
 from api.dashboard.context import PREFIX, SESSION, PageNotFound, path_id, render, see_other
 from api.domains import domain_json, verify_domain
 from storage import contacts, directory, domains
+from storage.dashboard.contact_threads import threads_of_contact
 
 routes = web.RouteTableDef()
 
@@ -71,3 +72,14 @@ async def list_contacts(request: web.Request) -> web.Response:
         request.app[POOL], request[SESSION].tenant_id, limit=PAGE_SIZE
     )
     return render(request, "contacts.html", {"contacts": items, "more": more})
+
+
+@routes.get("/contacts/{id}", name="contact")
+async def contact_detail(request: web.Request) -> web.Response:
+    tenant_id = request[SESSION].tenant_id
+    pool = request.app[POOL]
+    contact = await contacts.get_contact(pool, tenant_id, path_id(request))
+    if contact is None:
+        raise PageNotFound()
+    found = await threads_of_contact(pool, tenant_id, contact.id)
+    return render(request, "contact.html", {"contact": contact, "threads": found})

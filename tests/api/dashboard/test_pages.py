@@ -192,3 +192,27 @@ async def test_lists_and_account_pages_render_for_the_tenant(
     assert "Welcome aboard" in thread.text and "Thanks" in thread.text
     assert acme.name in domains.text and "Check now" in domains.text
     assert "dana@example.org" in contacts.text and "Dana Lee" in contacts.text
+
+
+async def test_a_contacts_page_lists_their_conversations(
+    api: ApiServer, mx: MXListener, make_tenant: MakeTenant
+) -> None:
+    acme, other = await make_tenant(), await make_tenant()
+    carol = await contacts_store.create_contact(
+        acme.pool, acme.id, "customer@example.net", "Carol", None, False
+    )
+    theirs = await contacts_store.create_contact(
+        other.pool, other.id, "customer@example.net", None, None, False
+    )
+    email, token = await acme.sent_email(subject="Carol's order")
+    quiet, _ = await acme.sent_email(subject="Nobody answered this")
+    await reply_through_mx(mx.port, token.address(acme.reply_domain), text="Thanks")
+    async with session() as http:
+        me = await signed_in(api, acme, http)
+        listed = await me.get("/dashboard/contacts")
+        page = await me.get(f"/dashboard/contacts/{carol.id}")
+        foreign = await me.get(f"/dashboard/contacts/{theirs.id}")
+    assert f"/dashboard/contacts/{carol.id}" in listed.text
+    assert f"/dashboard/threads/{email.thread_id}" in page.text
+    assert f"/dashboard/threads/{quiet.thread_id}" not in page.text
+    assert foreign.status == 404
