@@ -22,6 +22,7 @@ from uuid import UUID
 from mta.dns import Resolver
 from mta.logs import configure_logging
 from policy import dkim_keys
+from policy.dashboard import totp
 from policy.dashboard.passwords import WeakPassword, hash_password
 from policy.domain_names import DomainNameError, normalize_domain
 from policy.domain_records import Status, records_to_publish, setup_of, with_last_results
@@ -291,6 +292,25 @@ async def cmd_user_create(settings: Settings, args: argparse.Namespace) -> None:
     await _with_pool(settings, work)
 
 
+async def cmd_user_totp(settings: Settings, args: argparse.Namespace) -> None:
+    secret = None if args.off else totp.new_secret()
+
+    async def work(pool: Pool) -> None:
+        if not await dashboard_users.set_totp(pool, args.email, secret):
+            raise CommandError(f"no dashboard user {args.email}; create it with `user create`")
+        if secret is None:
+            emit(args, {"email": args.email, "totp": False}, f"two-factor off for {args.email}")
+            return
+        uri = totp.provisioning_uri(secret, args.email)
+        emit(
+            args,
+            {"email": args.email, "totp": True, "secret": secret, "uri": uri},
+            f"two-factor on for {args.email}; add it to an authenticator app (shown once):\n{uri}",
+        )
+
+    await _with_pool(settings, work)
+
+
 async def cmd_db_url(settings: Settings, args: argparse.Namespace) -> None:
     print(database_url(settings))
 
@@ -403,6 +423,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     user_create.add_argument("email")
     user_create.add_argument("--tenant", required=True, help="tenant name or id")
+    user_totp = add(
+        "totp", cmd_user_totp, "turn two-factor sign-in on (prints a new secret) or off", user
+    )
+    user_totp.add_argument("email")
+    user_totp.add_argument("--off", action="store_true", help="turn it off")
 
     db = commands.add_parser("db", help="the database").add_subparsers(
         dest="action", required=True, metavar="ACTION"

@@ -7,11 +7,12 @@ import secrets
 from pathlib import Path
 from uuid import UUID
 
+import pyotp
 import pytest
 
 from storage.database import Pool
 from tests.api.dashboard.support import reader, session
-from tests.conftest import ApiServer, MakeTenant
+from tests.conftest import ApiServer, MakeTenant, StartApi
 from tests.support.opensend_cli import opensend_env, run_opensend
 
 PASSWORD = "a long enough passphrase"
@@ -61,3 +62,34 @@ async def test_user_create_refuses_a_short_password_and_a_taken_address(
     assert first.returncode == 0 and "dashboard user" in first.stdout
     assert again.returncode == 1 and "not created" in again.stderr
     assert "Traceback" not in short.stderr + again.stderr
+
+
+async def test_two_factor_turned_on_needs_a_fresh_code_and_a_code_counts_once(
+    env: dict[str, str], start_test_api: StartApi, make_tenant: MakeTenant
+) -> None:
+    # An API of its own: the failures it counts must not lock other tests' logins out.
+    api = await start_test_api(OPENSEND_AUTH_FAILURE_DELAY="0")
+    world = await make_tenant()
+    email = f"ops-{secrets.token_hex(4)}@{world.name}"
+    await run_opensend(
+        "user", "create", email, "--tenant", world.tenant.name, env=env,
+        input=f"{PASSWORD}\n".encode(),
+    )  # fmt: skip
+    on = (await run_opensend("user", "totp", email, "--json", env=env)).json()
+    assert on["uri"].startswith("otpauth://totp/OpenSend:")
+    code = pyotp.TOTP(on["secret"]).now()
+
+    async with session() as http:
+        me = reader(api.url, http)
+        form = {"email": email, "password": PASSWORD}
+        without = await me.post("/dashboard/login", form)
+        wrong = await me.post(
+            "/dashboard/login", {**form, "code": "000000" if code != "000000" else "111111"}
+        )
+        right = await me.post("/dashboard/login", {**form, "code": code})
+        replayed = await me.post("/dashboard/login", {**form, "code": code})
+        off = await run_opensend("user", "totp", email, "--off", env=env)
+        plain = await me.post("/dashboard/login", form)
+    assert (without.status, wrong.status, right.status, replayed.status) == (401, 401, 303, 401)
+    assert off.returncode == 0
+    assert plain.status == 303

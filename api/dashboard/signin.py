@@ -15,6 +15,7 @@ from api.dashboard.context import PREFIX, SESSION, PageNotFound, path_id, render
 from policy import auth_throttle
 from policy.auth_throttle import AuthLimits, FailureRecord, Outcome
 from policy.dashboard import sessions as rules
+from policy.dashboard import totp
 from policy.dashboard.passwords import verify_password
 from storage.dashboard import sessions, users
 
@@ -55,7 +56,7 @@ THROTTLE = web.AppKey("dashboard_login_throttle", LoginThrottle)
 LOCKED_OUT_TEXT = (
     "Too many failed sign-ins from your address. Wait a quarter of an hour and try again."
 )
-WRONG_TEXT = "Wrong email address or password."
+WRONG_TEXT = "Wrong email address, password or code."
 
 
 def _next_path(value: str | None) -> str:
@@ -90,6 +91,10 @@ async def login(request: web.Request) -> web.StreamResponse:
     valid = await loop.run_in_executor(
         None, verify_password, user.password_hash if user else None, password
     )
+    if valid and user is not None and user.totp_secret is not None:
+        # Two-factor: the code of this time step (or one either side), used at most once.
+        step = totp.matching_step(user.totp_secret, str(form.get("code", "")))
+        valid = step is not None and await users.use_totp_step(pool, user.id, step)
     if user is None or not valid:
         outcome, delay = throttle.failed(ip)
         await asyncio.sleep(delay)  # RFC 4954 section 4's advice for AUTH, applied here too

@@ -5,6 +5,10 @@ CREATE TABLE dashboard_users (
     tenant_id      uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
     email          text NOT NULL,
     password_hash  text NOT NULL,
+    -- Two-factor sign-in (RFC 6238), optional per user: the base32 secret, and the last time
+    -- step a code was accepted for, so a code seen once cannot sign in again.
+    totp_secret    text,
+    totp_last_step bigint,
     created_at     timestamptz NOT NULL DEFAULT now()
 );
 -- One account per address across the installation: sign-in names no tenant.
