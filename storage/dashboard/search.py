@@ -4,6 +4,7 @@ and free words, one tenant at a time, newest first, a keyset page at a time."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -21,6 +22,10 @@ class EmailQuery:
     status: str | None = None
     has_reply: bool = False
     words: str | None = None  # in the subject or any recipient
+    domain: str | None = None  # the sending domain, exactly
+    tag: str | None = None  # a tag's name, exactly
+    sent_after: datetime | None = None  # inclusive
+    sent_before: datetime | None = None  # exclusive
 
 
 def _like(value: str | None) -> str | None:
@@ -48,6 +53,10 @@ WHERE e.tenant_id = $1
                          WHERE r.tenant_id = e.tenant_id AND r.reply_to_email_id = e.id))
   AND ($7::text IS NULL OR e.subject ILIKE $7 OR array_to_string(e.to_addresses, ' ') ILIKE $7)
   AND ($8::timestamptz IS NULL OR (e.created_at, e.id) < ($8, $9::uuid))
+  AND ($11::text IS NULL OR lower(split_part(e.from_address, '@', 2)) = $11)
+  AND ($12::text IS NULL OR e.tags @> jsonb_build_array(jsonb_build_object('name', $12::text)))
+  AND ($13::timestamptz IS NULL OR e.created_at >= $13)
+  AND ($14::timestamptz IS NULL OR e.created_at < $14)
 ORDER BY e.created_at DESC, e.id DESC
 LIMIT $10
 """
@@ -74,5 +83,9 @@ async def search_emails(
             cursor["created_at"] if cursor else None,
             cursor["id"] if cursor else None,
             limit + 1,
+            query.domain,
+            query.tag,
+            query.sent_after,
+            query.sent_before,
         )
     return [dict(r) for r in rows[:limit]], len(rows) > limit

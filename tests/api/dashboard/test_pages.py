@@ -216,3 +216,31 @@ async def test_a_contacts_page_lists_their_conversations(
     assert f"/dashboard/threads/{email.thread_id}" in page.text
     assert f"/dashboard/threads/{quiet.thread_id}" not in page.text
     assert foreign.status == 404
+
+
+async def test_search_by_sending_domain_tag_and_date(
+    api: ApiServer, make_tenant: MakeTenant
+) -> None:
+    acme = await make_tenant()
+    tagged, _ = await acme.sent_email(subject="Welcome")
+    plain, _ = await acme.sent_email(subject="Receipt")
+    await acme.pool.execute(
+        """UPDATE emails SET tags = '[{"name": "welcome", "value": "v1"}]' WHERE id = $1""",
+        tagged.id,
+    )
+    today = await acme.pool.fetchval("SELECT (now() AT TIME ZONE 'UTC')::date")
+    async with session() as http:
+        me = await signed_in(api, acme, http)
+        by_tag = await me.get("/dashboard/emails?q=tag:welcome")
+        by_domain = await me.get(f"/dashboard/emails?q=domain:{acme.name.upper()}")
+        other_domain = await me.get("/dashboard/emails?q=domain:elsewhere.example")
+        since_today = await me.get(f"/dashboard/emails?q=after:{today}")
+        before_today = await me.get(f"/dashboard/emails?q=before:{today}")
+
+    def found(page_text: str) -> set[str]:
+        return {s for s in ("Welcome", "Receipt") if f'"subject">{s}<' in page_text}
+
+    assert found(by_tag.text) == {"Welcome"}
+    assert found(by_domain.text) == found(since_today.text) == {"Welcome", "Receipt"}
+    assert found(other_domain.text) == found(before_today.text) == set()
+    assert plain.id != tagged.id
