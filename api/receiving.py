@@ -284,15 +284,14 @@ async def download_attachment(request: web.Request) -> web.Response:
     )
 
 
-@routes.get("/emails/receiving/{id}/raw")
-async def get_raw(request: web.Request) -> web.Response:
+def eml_response(email_id: UUID, stored: RawMessage, hostname: str) -> web.Response:
     """The message as received, with our Received trace field on top (RFC 5321 section 4.4)
     and, once checked, our Authentication-Results above it, as a boundary MTA adds it (RFC 8601
-    section 5): a mail client or filter that imports the file reads our verdicts in it."""
-    email_id, stored = await _raw_of(request)
+    section 5): a mail client or filter that imports the file reads our verdicts in it. Also
+    the dashboard's download (api.dashboard.mail)."""
     verdicts = header_field(stored.auth_header) if stored.auth_header else b""
     trace = stored.received_header.encode("utf-8") + b"\r\n" if stored.received_header else b""
-    raw = obscure_forged_results(stored.raw, request.app[SETTINGS].hostname)
+    raw = obscure_forged_results(stored.raw, hostname)
     return web.Response(
         body=verdicts + trace + raw,
         headers={
@@ -301,6 +300,12 @@ async def get_raw(request: web.Request) -> web.Response:
             "X-Content-Type-Options": "nosniff",
         },
     )
+
+
+@routes.get("/emails/receiving/{id}/raw")
+async def get_raw(request: web.Request) -> web.Response:
+    email_id, stored = await _raw_of(request)
+    return eml_response(email_id, stored, request.app[SETTINGS].hostname)
 
 
 def _find_attachment(entries: list[dict[str, Any]], attachment_id: str) -> int:

@@ -10,8 +10,7 @@ from aiohttp import web
 from api import mime_parts
 from api.context import POOL, SETTINGS
 from api.dashboard.context import SESSION, PageNotFound, path_id
-from api.receiving import attachment_json
-from policy.authentication import header_field, obscure_forged_results
+from api.receiving import attachment_json, eml_response
 from storage import received
 from storage.received import RawMessage
 
@@ -28,19 +27,8 @@ async def _raw(request: web.Request) -> tuple[UUID, RawMessage]:
 
 @routes.get("/received/{id}/raw", name="received_raw")
 async def download_raw(request: web.Request) -> web.Response:
-    """Our Authentication-Results and Received fields on top, as the API serves it."""
     email_id, stored = await _raw(request)
-    verdicts = header_field(stored.auth_header) if stored.auth_header else b""
-    trace = stored.received_header.encode("utf-8") + b"\r\n" if stored.received_header else b""
-    raw = obscure_forged_results(stored.raw, request.config_dict[SETTINGS].hostname)
-    return web.Response(
-        body=verdicts + trace + raw,
-        headers={
-            "Content-Type": "message/rfc822",
-            "Content-Disposition": f'attachment; filename="{email_id}.eml"',
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
+    return eml_response(email_id, stored, request.config_dict[SETTINGS].hostname)
 
 
 @routes.get("/received/{id}/attachments/{part}", name="received_attachment")
