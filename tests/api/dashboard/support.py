@@ -11,7 +11,7 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 from http.cookies import SimpleCookie
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import aiohttp
 
@@ -139,3 +139,22 @@ async def reply_through_mx(
     )
     [stored] = sent.stored_ids
     return stored
+
+
+async def deferred_delivery(world: TenantWorld, email_id: UUID, recipient: str) -> UUID:
+    """A recipient the delivery workers deferred: as storage.queue leaves the row."""
+    delivery_id = uuid4()
+    await world.pool.execute(
+        "INSERT INTO deliveries (id, email_id, tenant_id, recipient, recipient_domain, status,"
+        " attempts, next_attempt_at, last_code, last_enhanced, last_response, remote_host)"
+        " VALUES ($1, $2, $3, $4, 'example.org', 'deferred', 2, now() + interval '1 hour',"
+        " 451, '4.7.1', 'greylisted, try later', 'mx.example.org')",
+        delivery_id,
+        email_id,
+        world.id,
+        recipient,
+    )
+    await world.pool.execute(
+        "UPDATE emails SET status = 'delivery_delayed' WHERE id = $1", email_id
+    )
+    return delivery_id

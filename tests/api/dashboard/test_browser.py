@@ -22,7 +22,13 @@ from api.domains import domain_json
 from mta.server import MXListener
 from storage import directory, domains
 from tests.api.dashboard.conftest import new_context
-from tests.api.dashboard.support import HOSTILE_HTML, PASSWORD, make_user, reply_through_mx
+from tests.api.dashboard.support import (
+    HOSTILE_HTML,
+    PASSWORD,
+    deferred_delivery,
+    make_user,
+    reply_through_mx,
+)
 from tests.api.domains_client import HOST, publish
 from tests.conftest import ApiServer, MakeTenant, StartApi, TenantWorld, message, smtp_send
 from tests.support.dns_server import LoopbackDNSServer
@@ -225,6 +231,8 @@ async def test_the_layout_fits_a_360_pixel_wide_screen(
             ("email", f"/dashboard/emails/{email.id}"),
             ("received", f"/dashboard/received/{received_id}"),
             ("domains", "/dashboard/domains"),
+            ("overview", "/dashboard/overview"),
+            ("queue", "/dashboard/queue"),
         ]:
             await page.goto(local(api) + path, wait_until="load")
             width = await page.evaluate("document.scrollingElement.scrollWidth")
@@ -282,8 +290,8 @@ async def test_another_tenants_pages_answer_404_in_the_browser(
         await expect(page.locator("main")).not_to_contain_text("Their secret")
 
 
-PAGES = ["emails", "email", "received", "received_list", "threads", "thread", "domains",
-         "api-keys", "contacts", "sessions", "login"]  # fmt: skip
+PAGES = ["overview", "emails", "email", "received", "received_list", "threads", "thread",
+         "queue", "domains", "api-keys", "contacts", "sessions", "login"]  # fmt: skip
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
@@ -303,7 +311,10 @@ async def test_screenshots_of_every_page(
         text="Thanks! When will it arrive?\n\nOn Monday you wrote:\n> Your order has shipped\n",
         html='<p style="color:#222;background:#fffbe6">Thanks! <b>When</b> will it arrive?</p>',
     )
+    await deferred_delivery(acme, email.id, "customer@example.net")
     paths = {
+        "overview": "/dashboard/overview",
+        "queue": "/dashboard/queue",
         "emails": "/dashboard/emails",
         "email": f"/dashboard/emails/{email.id}",
         "received": f"/dashboard/received/{received_id}",

@@ -5,10 +5,17 @@ timeline, and a received message's raw file and attachments."""
 from __future__ import annotations
 
 from email.message import EmailMessage
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 from mta.server import MXListener
-from tests.api.dashboard.support import Reader, make_user, reader, reply_through_mx, session
+from tests.api.dashboard.support import (
+    Reader,
+    deferred_delivery,
+    make_user,
+    reader,
+    reply_through_mx,
+    session,
+)
 from tests.conftest import ApiServer, MakeTenant, TenantWorld, message, smtp_send
 
 
@@ -17,25 +24,6 @@ async def signed_in(api: ApiServer, world: TenantWorld, http: object) -> tuple[R
     email = await make_user(world)
     await me.sign_in(email)
     return me, email
-
-
-async def deferred_delivery(world: TenantWorld, email_id: UUID, recipient: str) -> UUID:
-    """A recipient the delivery workers deferred: as storage.queue leaves the row."""
-    delivery_id = uuid4()
-    await world.pool.execute(
-        "INSERT INTO deliveries (id, email_id, tenant_id, recipient, recipient_domain, status,"
-        " attempts, next_attempt_at, last_code, last_enhanced, last_response, remote_host)"
-        " VALUES ($1, $2, $3, $4, 'example.org', 'deferred', 2, now() + interval '1 hour',"
-        " 451, '4.7.1', 'greylisted, try later', 'mx.example.org')",
-        delivery_id,
-        email_id,
-        world.id,
-        recipient,
-    )
-    await world.pool.execute(
-        "UPDATE emails SET status = 'delivery_delayed' WHERE id = $1", email_id
-    )
-    return delivery_id
 
 
 async def test_the_queue_retries_now_and_cancels_several_at_once(
