@@ -126,7 +126,8 @@ async def logout(request: web.Request) -> web.StreamResponse:
     session = request[SESSION]
     await sessions.revoke_session(request.app[POOL], session.user_id, session.id)
     response = see_other(PREFIX + "/login")
-    response.del_cookie(rules.COOKIE_NAME, path="/")
+    # A browser takes a `__Host-` cookie's removal only with the same Secure attribute.
+    response.del_cookie(rules.COOKIE_NAME, path="/", secure=True, httponly=True, samesite="Lax")
     raise response
 
 

@@ -27,7 +27,7 @@
     const response = await fetch(window.location.href, { credentials: "same-origin" });
     if (!response.ok) return;
     const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
-    for (const id of ["conversation", "deliveries"]) {
+    for (const id of ["conversation", "deliveries", "timeline"]) {
       const now = document.getElementById(id);
       const next = fresh.getElementById(id);
       if (now && next) now.replaceWith(document.adoptNode(next));

@@ -171,6 +171,7 @@ async def test_every_flow_works_with_javascript_off(
 
         await page.get_by_role("button", name="Sign out").click()
         await page.wait_for_url("**/dashboard/login")
+        assert [c["name"] for c in await context.cookies()] == []  # the browser dropped it too
         await page.goto(f"{local(api)}/dashboard/emails/{email.id}")
         await page.wait_for_url(re.compile(r".*/dashboard/login\?next=.*"))
     finally:
