@@ -244,3 +244,15 @@ async def test_search_by_sending_domain_tag_and_date(
     assert found(by_domain.text) == found(since_today.text) == {"Welcome", "Receipt"}
     assert found(other_domain.text) == found(before_today.text) == set()
     assert plain.id != tagged.id
+
+
+async def test_an_unknown_dashboard_path_answers_the_html_404_page(
+    api: ApiServer, make_tenant: MakeTenant
+) -> None:
+    acme = await make_tenant()
+    async with session() as http:
+        me = await signed_in(api, acme, http)
+        page = await me.get("/dashboard/no-such-page")
+    assert page.status == 404
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert "There is nothing here" in page.text
