@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-import asyncpg
-
 from storage.database import Pool
 
 log = logging.getLogger(__name__)
@@ -85,7 +83,7 @@ class Announcements:
         while True:
             try:
                 await self._listen_once()
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
+            except Exception as error:  # nothing may end the listening for good
                 log.warning("dashboard announcements lost", extra={"error": str(error)})
             await asyncio.sleep(RECONNECT_SECONDS)
 

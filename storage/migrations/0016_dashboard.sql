@@ -51,8 +51,11 @@ BEGIN
                       NEW.tenant_id::text || ':' || NEW.email_id::text || ':delivery');
     RETURN NULL;
 END $$;
+-- Only the states a reader waits for: a claim (queued -> sending) is not worth a NOTIFY on
+-- the delivery path, which sends thousands a second.
 CREATE TRIGGER deliveries_dashboard_notify AFTER UPDATE OF status ON deliveries
-    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status
+                       AND NEW.status IN ('delivered', 'deferred', 'bounced', 'canceled'))
     EXECUTE FUNCTION dashboard_notify_delivery();
 
 -- Who did what by hand in the dashboard, and when: linking an unmatched message to a
