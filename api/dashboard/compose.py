@@ -1,8 +1,5 @@
-"""The reply composer: a form on a received message's page (and on the sent email's page, for
-the latest reply in its conversation) that answers through POST /emails/{id}/reply's own code
-(`api.replies.answer`), with an Idempotency-Key minted into the form so a double submit sends
-one email. Without JavaScript the form posts and comes back; with it, the thread updates in place.
-"""
+"""The reply composer: answers through api.replies.answer (POST /emails/{id}/reply's code) with
+an Idempotency-Key minted into the form; works as a plain form, or in place with JavaScript."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""Mail pages: sent emails (search, detail with reply address, deliveries and conversation),
-received mail (list, detail, its body on its own sandboxed URL) and threads.
-
-They read through the JSON API's storage functions, always with the session's tenant: another
-tenant's id finds nothing and answers 404, like an id that never existed.
-"""
+"""Mail pages: sent emails (search, detail with reply address, timeline and conversation),
+received mail (list, detail, sandboxed body) and threads; always the session's tenant's."""
 
 from __future__ import annotations
 

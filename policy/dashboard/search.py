@@ -1,6 +1,5 @@
-"""The dashboard's search syntax: `to:`, `from:`, `subject:`, `status:`, `domain:` (sending
-domain), `tag:` (a tag's name), `after:`/`before:` (YYYY-MM-DD, UTC), `has:reply`, and free
-words; an operator's value may be quoted ("subject:\"order 42\"")."""
+"""The dashboard's search syntax: `to:`, `from:`, `subject:`, `status:`, `domain:`, `tag:`,
+`after:`/`before:` (YYYY-MM-DD, UTC), `has:reply` and free words; values may be quoted."""
 
 from __future__ import annotations
 

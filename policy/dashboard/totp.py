@@ -1,6 +1,5 @@
-"""Optional two-factor sign-in: RFC 6238 time-based one-time codes (pyotp), 30-second steps,
-one step of clock drift either way (RFC 6238 section 5.2). Returns the step a code matched,
-so storage can refuse a code used before."""
+"""Optional two-factor sign-in: RFC 6238 codes (pyotp), 30-second steps, one step of drift
+either way (section 5.2); the matched step is returned so storage refuses a replay."""
 
 from __future__ import annotations
 

@@ -1,4 +1,2 @@
-"""Storage of the dashboard: its users, their sessions, its searches and its live announcements.
-
-May import `storage` (database, errors, ids) and nothing else of ours, like the rest of storage/.
-"""
+"""Storage of the dashboard: users, sessions, searches, queue, triage, live announcements.
+May import `storage` (database, errors, ids, queue) and nothing else of ours."""

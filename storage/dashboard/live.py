@@ -1,10 +1,5 @@
-"""Live announcements for the dashboard: LISTEN on `opensend_dashboard` (fed by the triggers of
-migration 0016), fanned out per tenant to the pages that are open.
-
-One pooled connection is held for the listener's lifetime (a LISTEN needs a connection of its
-own); it is taken again after a loss. What was announced while it was away is gone: a page
-catches up on reload, which is what it would do without JavaScript anyway.
-"""
+"""Live announcements: LISTEN on `opensend_dashboard` (migration 0016's triggers) on a held
+pooled connection, fanned out per tenant to the open pages; taken again after a loss."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""The overview page's figures for one tenant: today's deliveries by state, today's replies
-matched against unmatched, and per sending domain the reply rate and the median time to the
-first reply (of the emails sent in the last 30 days)."""
+"""The overview's figures for one tenant: today's deliveries by state, replies matched against
+unmatched, and per sending domain the reply rate and median first reply (30 days)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
-"""Dashboard users: people who sign in, each belonging to one tenant; their argon2 hashes.
-
-The address is unique across the installation (case-insensitively), since sign-in names no tenant.
-"""
+"""Dashboard users: people who sign in, each of one tenant, with their argon2 hash and optional
+TOTP secret; an address is unique across the installation (sign-in names no tenant)."""
 
 from __future__ import annotations
 
