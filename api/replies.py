@@ -17,7 +17,7 @@ from uuid import UUID
 from aiohttp import web
 
 from api import errors
-from api.auth import CALLER
+from api.auth import CALLER, require_api_key
 from api.context import POOL, InvalidJson, request_json
 from api.emails import store, unstored
 from api.emails_build import Builder
@@ -93,8 +93,6 @@ async def inbound_errors(request: web.Request, handler: Any) -> web.StreamRespon
 def install(app: web.Application) -> None:
     """The routes, and the error translation just outside authentication (whose refusals it
     rewords), inside the application's JSON error rendering."""
-    from api.app import require_api_key  # api.app calls this while it builds the app
-
     app.router.add_routes(routes)
     app.middlewares.insert(app.middlewares.index(require_api_key), inbound_errors)
 

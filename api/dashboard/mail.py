@@ -10,7 +10,7 @@ from aiohttp import web
 from api import mime_parts
 from api.context import POOL, SETTINGS
 from api.dashboard.context import SESSION, PageNotFound, path_id
-from api.receiving import attachment_json, eml_response
+from api.receiving import attachment_json, eml_response, part_path
 from storage import received
 from storage.received import RawMessage
 
@@ -34,19 +34,25 @@ async def download_raw(request: web.Request) -> web.Response:
 @routes.get("/received/{id}/attachments/{part}", name="received_attachment")
 async def download_attachment(request: web.Request) -> web.Response:
     """Always as a download (never rendered as a page of ours), nosniff."""
-    _email_id, stored = await _raw(request)
+    email_id, stored = await _raw(request)
     wanted = request.match_info["part"]
-    entries = [attachment_json(entry, i) for i, entry in enumerate(stored.attachments)]
-    entry = next((e for e in entries if e["id"] == wanted), None)
-    part = await mime_parts.extract(stored.raw, wanted) if entry is not None else None
-    if entry is None or part is None:
+    # By the attachment's id, as the API gives it, or by its MIME part path (older links).
+    for index, stored_entry in enumerate(stored.attachments):
+        path = part_path(stored_entry, index)
+        entry = attachment_json(stored_entry, index, email_id)
+        if wanted in (entry["id"], path):
+            break
+    else:
+        raise PageNotFound()
+    part = await mime_parts.extract(stored.raw, path)
+    if part is None:  # metadata and message disagree: only if the parser changed since
         raise PageNotFound()
     return web.Response(
         body=part.payload,
         headers={
             "Content-Type": "application/octet-stream",
             "Content-Disposition": mime_parts.content_disposition(
-                entry["filename"], f"attachment-{entry['id']}"
+                entry["filename"], f"attachment-{path}"
             ),
             "X-Content-Type-Options": "nosniff",
         },

@@ -212,7 +212,9 @@ async def received_detail(request: web.Request) -> web.Response:
             "email": email,
             "problem": problem,
             "audit": await audit_of(pool, tenant_id, email.id),
-            "attachments": [attachment_json(a, i) for i, a in enumerate(email.attachments)],
+            "attachments": [
+                attachment_json(a, i, email.id) for i, a in enumerate(email.attachments)
+            ],
             "auth": auth_summary(email),
             "badge": MATCH_BADGES.get(email.match_source or ""),
             "images": images,
