@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from api.account.domains import domain_json, verify_domain
 from api.context import DNS, POOL, SETTINGS
 from api.dashboard.context import PREFIX, SESSION, PageNotFound, path_id, render, see_other
-from api.domains import domain_json, verify_domain
-from storage import contacts, directory, domains
+from storage.account import directory, domains
+from storage.conversations import contacts
 from storage.dashboard.contact_threads import threads_of_contact
 
 routes = web.RouteTableDef()

@@ -14,9 +14,9 @@ from aiohttp import web
 from api.context import DNS, POOL, SETTINGS, TOKENS
 from api.dashboard import account, compose, live, mail, pages, signin, work
 from api.dashboard.context import ANNOUNCEMENTS, PREFIX, SESSION, render
-from policy.auth_throttle import AuthLimits
 from policy.dashboard import sessions as rules
 from policy.settings import Settings
+from policy.submission.throttle import AuthLimits
 from storage.dashboard import sessions
 from storage.dashboard.live import Announcements
 from storage.errors import StorageError
@@ -115,7 +115,7 @@ async def signed_in(request: web.Request, handler: Handler) -> web.StreamRespons
 
 def make_dashboard(pool_app: web.Application, settings: Settings) -> web.Application:
     dashboard = web.Application(middlewares=[html_errors, security_headers, signed_in])
-    # The composer answers through api.replies, which reads these from its request's app.
+    # The composer answers through api.sending.replies, which reads these from its request's app.
     for key in (POOL, SETTINGS, TOKENS, DNS):
         dashboard[key] = pool_app[key]
     dashboard[signin.THROTTLE] = signin.LoginThrottle(

@@ -1,5 +1,5 @@
-"""The reply composer: answers through api.replies.answer (POST /emails/{id}/reply's code) with
-an Idempotency-Key minted into the form; works as a plain form, or in place with JavaScript."""
+"""The reply composer: answers through api.sending.replies.answer (POST /emails/{id}/reply's code)
+with an Idempotency-Key minted into the form; works as a plain form, or in place with JavaScript."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from uuid import UUID, uuid4
 
 from aiohttp import web
 
-from api import replies
 from api.auth import CALLER, Caller
 from api.dashboard.context import PREFIX, SESSION, path_id, render, see_other
 from api.errors import ApiError
+from api.sending import replies
 
 routes = web.RouteTableDef()
 

@@ -10,7 +10,7 @@ from uuid import UUID
 import aiohttp_jinja2
 from aiohttp import web
 
-from policy.auth_throttle import AuthLimits
+from policy.submission.throttle import AuthLimits
 from storage.dashboard.live import Announcements
 from storage.dashboard.sessions import Session
 

@@ -7,12 +7,12 @@ from uuid import UUID
 
 from aiohttp import web
 
-from api import mime_parts
 from api.context import POOL, SETTINGS
+from api.conversations import mime_parts
+from api.conversations.receiving import attachment_json, eml_response, part_path
 from api.dashboard.context import SESSION, PageNotFound, path_id
-from api.receiving import attachment_json, eml_response, part_path
-from storage import received
-from storage.received import RawMessage
+from storage.inbound import received
+from storage.inbound.received import RawMessage
 
 routes = web.RouteTableDef()
 

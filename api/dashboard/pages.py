@@ -11,21 +11,23 @@ from uuid import UUID
 from aiohttp import web
 
 from api.context import POOL, TOKENS
+from api.conversations.receiving import attachment_json
 from api.dashboard.compose import composer
 from api.dashboard.context import SESSION, PageNotFound, path_id, render
 from api.dashboard.work import LINK_PROBLEMS, done_message
-from api.receiving import attachment_json
 from policy.dashboard.mailbody import body_csp, clean_html, split_quoted
 from policy.dashboard.search import parse_search
 from policy.tokens import ReplyToken, token_from_local_part
-from storage import received, sending, threads
+from storage.conversations import threads
+from storage.conversations.threads import ThreadMessage
 from storage.dashboard import queue
 from storage.dashboard.search import EmailQuery, search_emails
 from storage.dashboard.timeline import email_timeline
 from storage.dashboard.triage import Linked, audit_of
 from storage.database import Pool
-from storage.received import ReceivedEmail, ReceivedFilters
-from storage.threads import ThreadMessage
+from storage.inbound import received
+from storage.inbound.received import ReceivedEmail, ReceivedFilters
+from storage.sending import emails as sending
 
 routes = web.RouteTableDef()
 

@@ -1,5 +1,5 @@
 """Sign-in, sign-out and the list of one's sessions; failed sign-ins are slowed down and then
-locked out per client address by the same rules as submission AUTH (policy.auth_throttle)."""
+locked out per client address by the same rules as submission AUTH (policy.submission.throttle)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from aiohttp import web
 
 from api.context import POOL
 from api.dashboard.context import PREFIX, SESSION, PageNotFound, path_id, render, see_other
-from policy import auth_throttle
-from policy.auth_throttle import AuthLimits, FailureRecord, Outcome
 from policy.dashboard import sessions as rules
 from policy.dashboard import totp
 from policy.dashboard.passwords import verify_password
+from policy.submission import throttle as auth_throttle
+from policy.submission.throttle import AuthLimits, FailureRecord, Outcome
 from storage.dashboard import sessions, users
 
 routes = web.RouteTableDef()

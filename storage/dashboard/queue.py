@@ -8,9 +8,9 @@ from datetime import datetime
 from uuid import UUID
 
 from storage.database import Pool
+from storage.delivery.queue import NOTIFY_CHANNEL
 from storage.errors import storage_errors
 from storage.ids import uuid7
-from storage.queue import NOTIFY_CHANNEL
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,14 +33,14 @@ from smtp_load import quantile  # noqa: E402
 
 from api.app import make_app  # noqa: E402
 from mta.dns import Resolver  # noqa: E402
-from mta.server import start_mx  # noqa: E402
+from mta.listeners import start_mx  # noqa: E402
 from policy.dashboard.passwords import hash_password  # noqa: E402
 from policy.tokens import ReplyTokens  # noqa: E402
-from storage import directory  # noqa: E402
+from storage.account import directory  # noqa: E402
 from storage.dashboard import users  # noqa: E402
 from storage.database import open_pool  # noqa: E402
 from storage.migrate import migrate  # noqa: E402
-from storage.outbound import insert_tracked_email, new_email_id  # noqa: E402
+from storage.sending.outbound import insert_tracked_email, new_email_id  # noqa: E402
 from tests.api.dashboard.support import reply_message  # noqa: E402
 from tests.conftest import TEST_SECRET, make_settings, smtp_send  # noqa: E402
 from tests.support.postgres import session_database  # noqa: E402

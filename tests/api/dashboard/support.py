@@ -142,7 +142,7 @@ async def reply_through_mx(
 
 
 async def deferred_delivery(world: TenantWorld, email_id: UUID, recipient: str) -> UUID:
-    """A recipient the delivery workers deferred: as storage.queue leaves the row."""
+    """A recipient the delivery workers deferred: as storage.delivery.queue leaves the row."""
     delivery_id = uuid4()
     await world.pool.execute(
         "INSERT INTO deliveries (id, email_id, tenant_id, recipient, recipient_domain, status,"

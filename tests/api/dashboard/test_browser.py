@@ -18,9 +18,10 @@ import pytest
 from aiohttp import web
 from playwright.async_api import Browser, BrowserContext, Dialog, Page, expect
 
-from api.domains import domain_json
-from mta.server import MXListener
-from storage import directory, domains
+from api.account.domains import domain_json
+from mta.listeners import MXListener
+from storage.account import directory, domains
+from tests.api.account.domains_client import HOST, publish
 from tests.api.dashboard.conftest import new_context
 from tests.api.dashboard.support import (
     HOSTILE_HTML,
@@ -29,7 +30,6 @@ from tests.api.dashboard.support import (
     make_user,
     reply_through_mx,
 )
-from tests.api.domains_client import HOST, publish
 from tests.conftest import ApiServer, MakeTenant, StartApi, TenantWorld, message, smtp_send
 from tests.support.dns_server import LoopbackDNSServer
 

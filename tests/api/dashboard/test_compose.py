@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from mta.server import MXListener
+from mta.listeners import MXListener
 from tests.api.dashboard.support import make_user, reader, reply_through_mx, session
 from tests.conftest import ApiServer, MakeTenant
 

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 import aiohttp
 
-from mta.server import MXListener
+from mta.listeners import MXListener
 from policy.dashboard.sessions import COOKIE_NAME
 from tests.api.dashboard.support import make_user, reader, reply_through_mx, session
 from tests.conftest import ApiServer, MakeTenant, TenantWorld

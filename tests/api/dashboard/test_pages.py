@@ -7,10 +7,10 @@ from __future__ import annotations
 import html
 from uuid import UUID
 
-from mta.server import MXListener
+from mta.listeners import MXListener
 from policy.dashboard.mailbody import BODY_CSP, BODY_CSP_WITH_IMAGES
-from storage import contacts as contacts_store
-from storage import directory
+from storage.account import directory
+from storage.conversations import contacts as contacts_store
 from tests.api.dashboard.support import (
     HOSTILE_HTML,
     Reader,

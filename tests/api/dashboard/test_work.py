@@ -7,7 +7,7 @@ from __future__ import annotations
 from email.message import EmailMessage
 from uuid import uuid4
 
-from mta.server import MXListener
+from mta.listeners import MXListener
 from tests.api.dashboard.support import (
     Reader,
     deferred_delivery,
