@@ -17,9 +17,13 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from policy.addresses import split_mailbox
+from policy.bounces.report import Report, read_report
+from policy.classify.rules import Classification, classify
+from policy.classify.signals import read_signals, wants_report
 from policy.matching import (
     KnownMessage,
     Match,
+    MatchStatus,
     OutboundEvidence,
     candidates,
     decide,
@@ -219,6 +223,10 @@ class ReceivedMessage:
     token_failure_source: str | None
     ingest_source: str | None
     ingest_event_id: str | None
+    # What kind of mail this is (policy.classify) and the rule that said so; a report's reading.
+    classification: str = "human"
+    classification_reason: str = "no_rule"
+    report: dict[str, Any] | None = None
 
 
 _date_cache: tuple[int, str] = (0, "")
@@ -271,9 +279,11 @@ async def received_messages(
         assert decision.tenant_id is not None
         by_tenant.setdefault(decision.tenant_id, []).append(decision)
 
+    report = _report(parsed, raw, arrival, accepted)
     records = []
     for tenant_id, decisions in by_tenant.items():
-        match = await _match(tenant_id, decisions, parsed, lookups, tokens)
+        match = await _match(tenant_id, decisions, parsed, lookups, tokens, report)
+        kind = _classification(parsed, arrival, match, report)
         # An address given twice (or two aliases of one target) is one recipient.
         recipients = list(dict.fromkeys(d.delivered_to for d in decisions if d.delivered_to))
         record_id = new_id()
@@ -315,9 +325,59 @@ async def received_messages(
                 token_failure_source=match.failure_source.value if match.failure_source else None,
                 ingest_source=arrival.source if arrival.event_id is not None else None,
                 ingest_event_id=arrival.event_id,
+                classification=kind.kind.value,
+                classification_reason=kind.reason,
+                report=_report_json(report) if kind.automatic else None,
             )
         )
     return records
+
+
+def _report(
+    parsed: ParsedMessage, raw: bytes, arrival: Arrival, accepted: Sequence[RcptDecision]
+) -> Report | None:
+    """The light parse of a report, only for messages that may be one (policy.classify)."""
+    sender = parsed.from_address
+    if not wants_report(parsed.headers, mail_from=arrival.mail_from, from_address=sender):
+        return None
+    # The report's own addresses are never the failed recipient of a text bounce.
+    own = {d.mailbox.address.lower() for d in accepted if d.mailbox is not None}
+    own.update(a.lower() for a in (*parsed.to, *parsed.cc))
+    if parsed.from_address:
+        own.add(parsed.from_address.lower())
+    if arrival.mail_from:
+        own.add(arrival.mail_from.lower())
+    return read_report(raw, ignore_addresses=frozenset(own))
+
+
+def _classification(
+    parsed: ParsedMessage, arrival: Arrival, match: Match, report: Report | None
+) -> Classification:
+    matched = match.status is MatchStatus.MATCHED
+    return classify(
+        read_signals(
+            parsed.headers,
+            mail_from=arrival.mail_from,
+            from_address=parsed.from_address,
+            subject=parsed.subject,
+            text=parsed.text,
+            in_reply_to=parsed.in_reply_to,
+            matched=matched,
+            matched_by_token=matched and match.by_token,
+            report=report,
+        )
+    )
+
+
+def _report_json(report: Report | None) -> dict[str, Any] | None:
+    if report is None or report.form == "none":
+        return None
+    return {
+        "form": report.form,
+        "feedback_type": report.feedback_type,
+        "returned_message_id": report.returned_message_id,
+        "recipients": [r.as_json() for r in report.recipients],
+    }
 
 
 async def _match(
@@ -326,6 +386,7 @@ async def _match(
     parsed: ParsedMessage,
     lookups: InboundLookups,
     tokens: ReplyTokens,
+    report: Report | None,
 ) -> Match:
     offered = candidates(
         [d.token for d in decisions if d.token is not None],
@@ -333,6 +394,10 @@ async def _match(
         parsed.in_reply_to,
         parsed.references,
     )
+    if report is not None and (report.returned_token or report.returned_message_id):
+        # RFC 3464 section 2: a report returns the original message (or its header); its
+        # X-OpenSend-Reply-Token and Message-ID link the report to what it is about.
+        offered += candidates([], report.returned_token, report.returned_message_id, None)
     email_ids = sorted({c.token.email_id for c in offered if c.token is not None})
     message_ids = [c.message_id for c in offered if c.message_id is not None]
     if not email_ids and not message_ids:

@@ -74,6 +74,7 @@ class Match:
     thread_id: UUID | None = None
     token_failure: TokenFailure | None = None  # why the first token offered did not hold
     failure_source: MatchSource | None = None
+    by_token: bool = False  # decided by a verified reply token, not by a stored Message-ID
 
 
 _MSGID = re.compile(r"<([^<>\s]+)>")
@@ -161,6 +162,7 @@ def decide(
                     candidate.source,
                     reply_to_email_id=candidate.token.email_id,
                     thread_id=evidence.thread_id if evidence else None,
+                    by_token=True,
                 )
             if first_failure is None and verdict.failure is not None:
                 first_failure = (verdict.failure, candidate.source)

@@ -110,6 +110,12 @@ class ReceivedRecord(Protocol):
     def ingest_source(self) -> str | None: ...
     @property
     def ingest_event_id(self) -> str | None: ...
+    @property
+    def classification(self) -> str: ...
+    @property
+    def classification_reason(self) -> str: ...
+    @property
+    def report(self) -> dict[str, Any] | None: ...
 
 
 # Everything matching needs for one tenant, in one round trip: the outbound emails that tokens
@@ -168,6 +174,9 @@ RECEIVED_COLUMNS = (
     "token_failure_source",
     "ingest_source",
     "ingest_event_id",
+    "classification",
+    "classification_reason",
+    "report",
 )
 # The contact is looked up inside the INSERT: one round trip fewer for every message. Nothing
 # else is written for the authentication checks: they find the message by its id
@@ -235,9 +244,16 @@ def _values(record: ReceivedRecord) -> tuple[Any, ...]:
     return tuple(values)
 
 
+def _touched_threads(records: Sequence[ReceivedRecord]) -> list[UUID]:
+    """Threads that a person's message moves; automatic mail is linked but is no activity."""
+    return sorted(
+        {r.thread_id for r in records if r.thread_id is not None and r.classification == "human"}
+    )
+
+
 async def store_received(pool: Pool, records: Sequence[ReceivedRecord]) -> None:
     """Store every record or none: one transaction, committed before this returns."""
-    threads = sorted({r.thread_id for r in records if r.thread_id is not None})
+    threads = _touched_threads(records)
     async with storage_errors(), pool.acquire() as conn, conn.transaction():
         await conn.executemany(INSERT_RECEIVED, [_values(r) for r in records])
         if threads:
@@ -279,7 +295,7 @@ async def store_ingested(
         new = [r for r in records if r.tenant_id not in stored_for]
         if new:
             await conn.executemany(INSERT_RECEIVED, [_values(r) for r in new])
-            threads = sorted({r.thread_id for r in new if r.thread_id is not None})
+            threads = _touched_threads(new)
             if threads:
                 await conn.execute(TOUCH_THREADS, threads)
     copies = earlier + [StoredCopy(r.id, r.tenant_id, r.reply_match_status) for r in new]
