@@ -26,7 +26,9 @@ from mta.outbound_routes import OutboundRouter, Route, Unroutable
 from mta.smtp_client import SessionFailed
 from mta.smtp_pool import PoolClosed, SmtpPool
 from policy import delivery_result as results
+from policy.bounces.verp import bounce_address
 from policy.delivery_result import SmtpAnswer, Stage, judge
+from policy.tokens import ReplyTokens
 from storage import queue
 from storage.database import Pool
 from storage.errors import StorageError
@@ -66,6 +68,7 @@ class ClaimPipeline:
         rules: RetryRules,
         stopping: asyncio.Event,
         done_with: Callable[[int], Awaitable[None]],
+        tokens: ReplyTokens | None = None,
     ) -> None:
         self._pool = pool
         self._router = router
@@ -76,6 +79,7 @@ class ClaimPipeline:
         self._stopping = stopping
         self._done_with = done_with  # gives the workers' room back, per group as it finishes
         self._large_messages = asyncio.Semaphore(LARGE_MESSAGES_AT_ONCE)
+        self._tokens = tokens  # signs bounce addresses; None sends with the email's own sender
 
     async def deliver(self, claim: Claim) -> None:
         groups: dict[tuple[UUID, object], list[ClaimedDelivery]] = defaultdict(list)
@@ -165,23 +169,37 @@ class ClaimPipeline:
         if message.size is None:
             return {r: SmtpAnswer.ours(results.MESSAGE_MISSING) for r in recipients}, None
         if message.raw is not None:
-            return await self._send(message, route, recipients, signed)
+            return await self._send(message, route, chunk, signed)
         async with self._large_messages:  # read now, and only a few at a time: a memory bound
-            return await self._send(message, route, recipients, signed)
+            return await self._send(message, route, chunk, signed)
 
     async def _send(
         self,
         message: OutboundMessage,
         route: Route,
-        recipients: list[str],
+        chunk: Sequence[ClaimedDelivery],
         signed: dict[UUID, asyncio.Future[bytes | None]],
     ) -> tuple[Answers, str | None]:
+        recipients = [d.recipient for d in chunk]
         if message.email_id not in signed:  # once per email per claim, shared by its groups
             signed[message.email_id] = asyncio.ensure_future(self._sign(message))
         content = await signed[message.email_id]
         if content is None:
             return {r: SmtpAnswer.ours(results.MESSAGE_MISSING) for r in recipients}, None
-        return await self._transact(route, message.sender, recipients, content)
+        if self._tokens is None or message.reply_domain is None:
+            return await self._transact(route, message.sender, recipients, content)
+        # VERP: each recipient gets its own envelope sender, so a DSN names its delivery even
+        # when the DSN itself is mangled; one transaction per recipient, on pooled sessions.
+        answers: Answers = {}
+        remote_host = None
+        for delivery in chunk:
+            sender = bounce_address(
+                self._tokens, message.tenant_id, delivery.id, message.reply_domain
+            )
+            one, host = await self._transact(route, sender, [delivery.recipient], content)
+            answers.update(one)
+            remote_host = host or remote_host
+        return answers, remote_host
 
     async def _sign(self, message: OutboundMessage) -> bytes | None:
         raw = await queue.content(self._pool, message)

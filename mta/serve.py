@@ -126,7 +126,9 @@ async def serve(
             )
             workers = _start_mx_workers(settings, url)
             if deliver:
-                delivery = DeliveryWorkers(pool, url, settings, Resolver(settings.dns_servers))
+                delivery = DeliveryWorkers(
+                    pool, url, settings, Resolver(settings.dns_servers), tokens=tokens
+                )
                 await delivery.start()
         # The checks of received mail: beside the MX unless OPENSEND_AUTH_CHECKS=off, or alone
         # (`--only authcheck`) on a host of their own, which needs nothing but the database.

@@ -19,6 +19,7 @@ from mta.submission_auth import Logins
 from mta.submission_protocol import SubmissionProtocol
 from mta.tls import server_tls_context
 from policy.auth_throttle import AuthLimits
+from policy.delivery_result import email_status
 from policy.settings import ListenAddress, Settings
 from policy.tokens import ReplyTokens
 from storage.database import Pool
@@ -63,7 +64,7 @@ async def start_mx(
 ) -> MXListener:
     loop = asyncio.get_running_loop()
     listen = listen or settings.mx_listen
-    writer = GroupCommitWriter(pool)
+    writer = GroupCommitWriter(pool, roll_up=email_status)
     handler = MXHandler(
         lookups=InboxLookups(pool),
         tokens=tokens,

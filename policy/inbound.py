@@ -17,12 +17,20 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from policy.addresses import split_mailbox
+from policy.bounces.effects import DeliveryReport, delivery_reports
 from policy.bounces.report import Report, read_report
-from policy.classify.rules import Classification, classify
+from policy.bounces.verp import (
+    BounceVerdict,
+    DeliveryEvidence,
+    bounce_token_from_local_part,
+    verify_bounce_token,
+)
+from policy.classify.rules import Classification, MailClass, classify
 from policy.classify.signals import read_signals, wants_report
 from policy.matching import (
     KnownMessage,
     Match,
+    MatchSource,
     MatchStatus,
     OutboundEvidence,
     candidates,
@@ -87,6 +95,19 @@ class KnownMessageFacts(Protocol):
     def thread_id(self) -> UUID | None: ...
 
 
+class DeliveryFacts(Protocol):
+    """The delivery a bounce address names (storage: DeliveryRow)."""
+
+    @property
+    def delivery_id(self) -> UUID: ...
+    @property
+    def email_id(self) -> UUID: ...
+    @property
+    def recipient(self) -> str: ...
+    @property
+    def thread_id(self) -> UUID | None: ...
+
+
 class MatchFacts(Protocol):
     @property
     def outbound(self) -> Mapping[UUID, OutboundFacts]: ...
@@ -104,6 +125,10 @@ class InboundLookups(Protocol):
     async def match_evidence(
         self, tenant_id: UUID, email_ids: Sequence[UUID], message_ids: Sequence[str]
     ) -> MatchFacts: ...
+
+    async def delivery_evidence(
+        self, tenant_id: UUID, delivery_id: UUID
+    ) -> DeliveryFacts | None: ...
 
 
 def _routing(found: RecipientRouteFacts | None) -> DomainRouting | None:
@@ -149,7 +174,25 @@ async def judge_recipient(
         return rcpt_syntax_rejected()
     routing = _routing(await lookups.recipient_route(mailbox.domain, route_candidates(mailbox)))
     verdict = None
+    bounce = None
     token = token_from_local_part(mailbox.local)
+    bounce_token = bounce_token_from_local_part(mailbox.local) if token is None else None
+    if routing is not None and bounce_token is not None:
+        if isinstance(bounce_token, TokenFailure):
+            bounce = BounceVerdict(None, bounce_token)
+        else:
+            found = await lookups.delivery_evidence(routing.tenant_id, bounce_token.delivery_id)
+            bounce = verify_bounce_token(
+                tokens,
+                bounce_token,
+                routing.tenant_id,
+                mailbox.domain,
+                None
+                if found is None
+                else DeliveryEvidence(
+                    found.delivery_id, found.email_id, found.recipient, found.thread_id
+                ),
+            )
     if routing is not None and token is not None:
         if isinstance(token, TokenFailure):
             verdict = TokenVerdict(None, token)
@@ -162,7 +205,7 @@ async def judge_recipient(
                 _outbound(evidence),
                 recipient_domain=mailbox.domain,
             )
-    return decide_rcpt(RcptInput(mailbox, routing, verdict))
+    return decide_rcpt(RcptInput(mailbox, routing, verdict, bounce))
 
 
 # -- Messages -----------------------------------------------------------------------------------
@@ -227,6 +270,8 @@ class ReceivedMessage:
     classification: str = "human"
     classification_reason: str = "no_rule"
     report: dict[str, Any] | None = None
+    # What the report does to the tenant's deliveries (policy.bounces.effects), applied with it.
+    delivery_reports: tuple[DeliveryReport, ...] = ()
 
 
 _date_cache: tuple[int, str] = (0, "")
@@ -283,7 +328,17 @@ async def received_messages(
     records = []
     for tenant_id, decisions in by_tenant.items():
         match = await _match(tenant_id, decisions, parsed, lookups, tokens, report)
+        verdicts = [d.bounce for d in decisions if d.bounce is not None]
+        match = _linked_by_bounce_address(match, verdicts)
         kind = _classification(parsed, arrival, match, report)
+        effects: tuple[DeliveryReport, ...] = ()
+        if kind.kind in (MailClass.BOUNCE, MailClass.COMPLAINT):
+            effects = delivery_reports(
+                report,
+                complaint=kind.kind is MailClass.COMPLAINT,
+                verdicts=verdicts,
+                returned_email_id=match.reply_to_email_id,
+            )
         # An address given twice (or two aliases of one target) is one recipient.
         recipients = list(dict.fromkeys(d.delivered_to for d in decisions if d.delivered_to))
         record_id = new_id()
@@ -328,9 +383,26 @@ async def received_messages(
                 classification=kind.kind.value,
                 classification_reason=kind.reason,
                 report=_report_json(report) if kind.automatic else None,
+                delivery_reports=effects,
             )
         )
     return records
+
+
+def _linked_by_bounce_address(match: Match, verdicts: Sequence[BounceVerdict]) -> Match:
+    """A report sent to a genuine bounce address is about that delivery's email and thread."""
+    if match.status is MatchStatus.MATCHED:
+        return match
+    for verdict in verdicts:
+        if verdict.valid and verdict.delivery is not None:
+            return Match(
+                MatchStatus.MATCHED,
+                MatchSource.RECIPIENT,
+                reply_to_email_id=verdict.delivery.email_id,
+                thread_id=verdict.delivery.thread_id,
+                by_token=True,
+            )
+    return match
 
 
 def _report(
@@ -342,12 +414,12 @@ def _report(
         return None
     # The report's own addresses are never the failed recipient of a text bounce.
     own = {d.mailbox.address.lower() for d in accepted if d.mailbox is not None}
-    own.update(a.lower() for a in (*parsed.to, *parsed.cc))
     if parsed.from_address:
         own.add(parsed.from_address.lower())
     if arrival.mail_from:
         own.add(arrival.mail_from.lower())
-    return read_report(raw, ignore_addresses=frozenset(own))
+    addressed = frozenset(a.lower() for a in (*parsed.to, *parsed.cc))
+    return read_report(raw, ignore_addresses=frozenset(own), unlikely_addresses=addressed)
 
 
 def _classification(

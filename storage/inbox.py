@@ -11,11 +11,13 @@ from uuid import UUID
 
 import asyncpg
 
+from storage.bounces.reports import DeliveryRow, ReportToApply, apply_reports, delivery_evidence
 from storage.database import Pool
 from storage.directory import RecipientRoute, lookup_recipient
 from storage.errors import StorageError, StorageUnavailable, storage_errors
 from storage.group_commit import GroupCommit
 from storage.lookup_cache import TTLCache
+from storage.queue import RollUp
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +118,8 @@ class ReceivedRecord(Protocol):
     def classification_reason(self) -> str: ...
     @property
     def report(self) -> dict[str, Any] | None: ...
+    @property
+    def delivery_reports(self) -> Sequence[ReportToApply]: ...
 
 
 # Everything matching needs for one tenant, in one round trip: the outbound emails that tokens
@@ -251,13 +255,18 @@ def _touched_threads(records: Sequence[ReceivedRecord]) -> list[UUID]:
     )
 
 
-async def store_received(pool: Pool, records: Sequence[ReceivedRecord]) -> None:
-    """Store every record or none: one transaction, committed before this returns."""
+async def store_received(pool: Pool, records: Sequence[ReceivedRecord], *, roll_up: RollUp) -> None:
+    """Store every record or none: one transaction, committed before this returns.
+
+    A report among them is applied to the delivery it is about in the same transaction
+    (storage.bounces.reports); `roll_up` turns recipient states into an email's status.
+    """
     threads = _touched_threads(records)
     async with storage_errors(), pool.acquire() as conn, conn.transaction():
         await conn.executemany(INSERT_RECEIVED, [_values(r) for r in records])
         if threads:
             await conn.execute(TOUCH_THREADS, threads)
+        await _apply_reports(conn, records, roll_up)
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,8 +284,21 @@ WHERE ingest_source = $1 AND ingest_event_id = $2 AND tenant_id = ANY($3::uuid[]
 """
 
 
+async def _apply_reports(
+    conn: asyncpg.Connection, records: Sequence[ReceivedRecord], roll_up: RollUp
+) -> None:
+    reported = [r for r in records if r.delivery_reports]
+    if reported:
+        await apply_reports(conn, reported, roll_up)
+
+
 async def store_ingested(
-    pool: Pool, records: Sequence[ReceivedRecord], *, source: str, event_id: str
+    pool: Pool,
+    records: Sequence[ReceivedRecord],
+    *,
+    source: str,
+    event_id: str,
+    roll_up: RollUp,
 ) -> tuple[list[StoredCopy], bool]:
     """Store an ingester event's records, except for tenants that have it already.
 
@@ -298,6 +320,7 @@ async def store_ingested(
             threads = _touched_threads(new)
             if threads:
                 await conn.execute(TOUCH_THREADS, threads)
+            await _apply_reports(conn, new, roll_up)
     copies = earlier + [StoredCopy(r.id, r.tenant_id, r.reply_match_status) for r in new]
     return sorted(copies, key=lambda copy: copy.id), not new
 
@@ -328,6 +351,9 @@ class InboxLookups:
     ) -> MatchEvidence:
         return await match_evidence(self._pool, tenant_id, email_ids, message_ids)
 
+    async def delivery_evidence(self, tenant_id: UUID, delivery_id: UUID) -> DeliveryRow | None:
+        return await delivery_evidence(self._pool, tenant_id, delivery_id)
+
 
 class GroupCommitWriter:
     """Commits concurrent messages together: one transaction and one WAL flush for many.
@@ -338,8 +364,11 @@ class GroupCommitWriter:
     than an outage is retried record by record, so one bad message cannot sink its neighbours.
     """
 
-    def __init__(self, pool: Pool, *, max_batch: int = 64, max_inflight: int = 2) -> None:
+    def __init__(
+        self, pool: Pool, *, roll_up: RollUp, max_batch: int = 64, max_inflight: int = 2
+    ) -> None:
         self._pool = pool
+        self._roll_up = roll_up
         self._group: GroupCommit[tuple[Sequence[ReceivedRecord], asyncio.Future[None]]] = (
             GroupCommit(self._flush, max_batch=max_batch, max_inflight=max_inflight)
         )
@@ -353,7 +382,9 @@ class GroupCommitWriter:
         self, batch: list[tuple[Sequence[ReceivedRecord], asyncio.Future[None]]]
     ) -> None:
         try:
-            await store_received(self._pool, [r for records, _ in batch for r in records])
+            await store_received(
+                self._pool, [r for records, _ in batch for r in records], roll_up=self._roll_up
+            )
         except StorageError as error:
             if error.temporary or len(batch) == 1:
                 for _, future in batch:
@@ -361,7 +392,7 @@ class GroupCommitWriter:
                 return
             for records, future in batch:
                 try:
-                    await store_received(self._pool, records)
+                    await store_received(self._pool, records, roll_up=self._roll_up)
                 except StorageError as single_error:
                     _settle(future, single_error)
                 else:

@@ -55,7 +55,7 @@ RETURNING id, tenant_id
 SELECT_MESSAGES = """
 SELECT e.id, e.tenant_id, e.from_address, octet_length(e.raw) AS size,
        CASE WHEN octet_length(e.raw) <= $2 THEN e.raw END AS raw,
-       dm.name AS domain, dm.dkim_selector, dm.dkim_private_key
+       dm.name AS domain, dm.dkim_selector, dm.dkim_private_key, e.reply_domain
 FROM emails e LEFT JOIN domains dm ON dm.id = e.domain_id
 WHERE e.id = ANY($1::uuid[])
 """
@@ -148,6 +148,8 @@ class OutboundMessage:
     domain: str | None
     dkim_selector: str | None
     dkim_private_key: str | None = field(repr=False)
+    # Where bounces come back (VERP, policy.bounces.verp); None: the domain does not receive.
+    reply_domain: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +211,7 @@ async def claim(pool: Pool, *, limit: int, lease_seconds: float) -> Claim:
                 m["domain"],
                 m["dkim_selector"],
                 m["dkim_private_key"],
+                m["reply_domain"],
             )
             for m in messages
         },

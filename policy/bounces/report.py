@@ -203,11 +203,17 @@ def _dsn_recipients(blocks: list[dict[str, str]]) -> list[ReportedRecipient]:
     return recipients
 
 
-def read_report(raw: bytes, *, ignore_addresses: frozenset[str] = frozenset()) -> Report:
+def read_report(
+    raw: bytes,
+    *,
+    ignore_addresses: frozenset[str] = frozenset(),
+    unlikely_addresses: frozenset[str] = frozenset(),
+) -> Report:
     """Read the report in `raw`; a message that is no report at all gives form `none`.
 
-    `ignore_addresses` are the report's own addresses (its From and To, the envelope), which a
-    text bounce mentions but which are never the failed recipient.
+    `ignore_addresses` are the report's own addresses (its From, the envelope), which a text
+    bounce may mention but which are never the failed recipient; `unlikely_addresses` (its To
+    and Cc, normally the original sender) are taken only when the notice names no other.
     """
     try:
         root = message_from_bytes(raw, policy=compat32)
@@ -236,7 +242,19 @@ def read_report(raw: bytes, *, ignore_addresses: frozenset[str] = frozenset()) -
         return _feedback(feedback_parts[0], bool(returned_parts), message_id, token)
     if str(report_type).lower() == "disposition-notification":
         return Report("disposition-notification", (), bool(returned_parts), message_id, token)
-    return _text_form(parts, returned_parts, ignore_addresses, message_id, token)
+    # Exim and Google name the failed addresses in a field of their own.
+    failed_field = " ".join(str(v) for v in root.get_all("X-Failed-Recipients") or [])
+    named = [a.group(0).lower() for a in _ADDRESS.finditer(failed_field[:4096])]
+    returned_to = _returned_to(returned_parts[0]) if returned_parts else None
+    if returned_to:
+        named.append(returned_to)
+    return _text_form(
+        parts,
+        returned_parts,
+        (ignore_addresses, unlikely_addresses),
+        (message_id, token),
+        named,
+    )
 
 
 def _feedback(part: Message, returned: bool, message_id: str | None, token: str | None) -> Report:
@@ -290,13 +308,15 @@ def _notice(text: str) -> str:
 def _text_form(
     parts: list[Message],
     returned_parts: list[Message],
-    ignore: frozenset[str],
-    message_id: str | None,
-    token: str | None,
+    ignored: tuple[frozenset[str], frozenset[str]],
+    returned_ids: tuple[str | None, str | None],
+    named: list[str],
 ) -> Report:
     """A bounce without a delivery-status part (Exim, qmail, Microsoft 365 and other text forms):
-    the failed address is the first address of the notice that is not the report's own; its
-    status is the first enhanced code (else reply code) after it."""
+    the failed address is the one X-Failed-Recipients names, else the first address of the
+    notice that is not the report's own, else the returned message's To; its status is the first
+    enhanced code (else reply code) after it."""
+    message_id, token = returned_ids
     texts = [p for p in parts if p.get_content_type() == "text/plain"]
     if not texts:
         texts = [p for p in parts if p.get_content_type() == "text/html"]
@@ -306,16 +326,11 @@ def _text_form(
     notice = _notice(body)
     if message_id is None and token is None:
         message_id, token = _ids_in_text(body[len(notice) :])
-    recipient = None
+    recipient = _failed_address(notice, named, *ignored)
     after = notice
-    for found in _ADDRESS.finditer(notice):
-        address = found.group(0).strip(".").lower()
-        local = address.partition("@")[0]
-        if address in ignore or local in SYSTEM_LOCAL_PARTS:
-            continue
-        recipient = address
-        after = notice[found.end() :]
-        break
+    if recipient is not None:
+        at = notice.lower().find(recipient)
+        after = notice[at + len(recipient) :] if at >= 0 else notice
     if recipient is None:
         return Report("text", (), bool(returned_parts), message_id, token)
     diagnostic = _diagnostic(after) or _diagnostic(notice)
@@ -341,6 +356,43 @@ def _text_form(
         message_id,
         token,
     )
+
+
+def _failed_address(
+    notice: str, named: list[str], ignore: frozenset[str], unlikely: frozenset[str]
+) -> str | None:
+    if named and named[0] not in ignore:
+        first_named = named[0]
+        # X-Failed-Recipients comes first; the returned message's To only when nothing else.
+        if len(named) > 1 or first_named not in unlikely:
+            return first_named
+    fallback = None
+    for found in _ADDRESS.finditer(notice):
+        address = found.group(0).strip(".").lower()
+        if address in ignore or address.partition("@")[0] in SYSTEM_LOCAL_PARTS:
+            continue
+        if address in unlikely:
+            fallback = fallback or address
+            continue
+        return address
+    if fallback is not None:
+        return fallback
+    return named[-1] if named and named[-1] not in ignore else None
+
+
+def _returned_to(part: Message) -> str | None:
+    """The first To address of the returned message (or returned header)."""
+    payload = part.get_payload()
+    if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+        value = str(payload[0].get("To") or "")
+    else:
+        found = _TO_LINE.search(_text(part))
+        value = found.group(1) if found else ""
+    address = _ADDRESS.search(value[:1024])
+    return address.group(0).lower() if address else None
+
+
+_TO_LINE = re.compile(r"^to:[ \t]*([^\n]{1,998})", re.IGNORECASE | re.MULTILINE)
 
 
 # A reply code or enhanced code where a diagnostic starts; looked for line by line.

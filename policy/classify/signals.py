@@ -22,7 +22,6 @@ _READ = frozenset(
         "list-id",
         "list-post",
         "list-unsubscribe",
-        "content-type",
     }
 )
 _VENDOR = ("x-autoreply", "x-autorespond", "x-autoresponder")
@@ -56,12 +55,22 @@ class Signals:
     auto_reply_subject: bool
     list_message: bool
     from_mail_system: bool  # null reverse-path, or From a MAILER-DAEMON/postmaster address
-    says_failure: bool  # the subject announces a delivery failure or delay
     answers_something: bool  # In-Reply-To present, or matched to one of our messages
     matched_by_token: bool  # matched through a genuine reply token of ours
-    has_own_text: bool  # the body has words that are not quoted lines
-    content_type: str  # the top-level media type, lowercased
     report: Report | None
+    subject: str | None
+    text: str | None
+
+    # Read only by the rules that need them, so ordinary mail never pays for them.
+    @property
+    def says_failure(self) -> bool:
+        """The subject announces a delivery failure or delay."""
+        return bool(self.subject and _FAILURE_SUBJECT.search(self.subject[:300]))
+
+    @property
+    def has_own_text(self) -> bool:
+        """The body has words that are not quoted lines."""
+        return _own_text(self.text)
 
 
 def _keyword(value: str | None) -> str | None:
@@ -113,12 +122,11 @@ def read_signals(
         auto_reply_subject=bool(subject and _AUTO_REPLY_SUBJECT.match(subject[:200])),
         list_message=any(name in fields for name in ("list-id", "list-post", "list-unsubscribe")),
         from_mail_system=mail_from in ("", "<>") or local in SYSTEM_LOCAL_PARTS,
-        says_failure=bool(subject and _FAILURE_SUBJECT.search(subject[:300])),
         answers_something=matched or bool(in_reply_to),
         matched_by_token=matched_by_token,
-        has_own_text=_own_text(text),
-        content_type=_keyword(fields.get("content-type")) or "text/plain",
         report=report,
+        subject=subject,
+        text=text,
     )
 
 
