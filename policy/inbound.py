@@ -37,7 +37,7 @@ from policy.matching import (
     decide,
     verify_token,
 )
-from policy.message import ParsedMessage
+from policy.message import ParsedMessage, clean_text
 from policy.routing import (
     DomainRouting,
     RcptDecision,
@@ -446,8 +446,10 @@ def _report_json(report: Report | None) -> dict[str, Any] | None:
         return None
     return {
         "form": report.form,
-        "feedback_type": report.feedback_type,
-        "returned_message_id": report.returned_message_id,
+        "feedback_type": clean_text(report.feedback_type) if report.feedback_type else None,
+        "returned_message_id": (
+            clean_text(report.returned_message_id) if report.returned_message_id else None
+        ),
         "recipients": [r.as_json() for r in report.recipients],
     }
 

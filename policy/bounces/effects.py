@@ -55,14 +55,9 @@ class DeliveryReport:
 
 
 def _details(row: ReportedRecipient) -> dict[str, Any]:
-    return {
-        "action": row.action,
-        "status": row.status,
-        "diagnostic_code": row.diagnostic,
-        "remote_mta": row.remote_mta,
-        "type": row.kind.type.value,
-        "subtype": row.kind.subtype.value,
-    }
+    shown = row.as_json()
+    del shown["email"]
+    return shown
 
 
 def _about(row: ReportedRecipient, complaint: bool) -> tuple[str, bool, str | None]:

@@ -8,12 +8,13 @@ linear (no nested quantifiers), so a hostile message costs no more than its size
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email import message_from_bytes
 from email.message import Message
 from email.policy import compat32
 
 from policy.bounces.taxonomy import BounceKind, bounce_kind
+from policy.message import clean_text
 
 # Human-readable notices are short; the rest of a text bounce is the returned message.
 MAX_NOTICE_CHARS = 64 * 1024
@@ -55,12 +56,13 @@ class ReportedRecipient:
     kind: BounceKind
 
     def as_json(self) -> dict[str, str | None]:
+        """The fields as stored (jsonb) and shown: text PostgreSQL can hold, without NUL."""
         return {
-            "email": self.address,
-            "action": self.action,
+            "email": _clean(self.address),
+            "action": _clean(self.action),
             "status": self.status,
-            "diagnostic_code": self.diagnostic,
-            "remote_mta": self.remote_mta,
+            "diagnostic_code": _clean(self.diagnostic),
+            "remote_mta": _clean(self.remote_mta),
             "type": self.kind.type.value,
             "subtype": self.kind.subtype.value,
         }
@@ -83,6 +85,17 @@ class Report:
         return tuple(r for r in self.recipients if r.action in ("failed", "delayed"))
 
 
+def _type(part: Message) -> str:
+    """The media type; a value broken across lines ("text/plain\\n charset=...") is cut at the
+    first white space, as a lenient reader does."""
+    kind = part.get_content_type()
+    return kind.split(None, 1)[0] if kind else kind
+
+
+def _clean(value: str | None) -> str | None:
+    return clean_text(value) if value else value
+
+
 def _fields(block: Message) -> dict[str, str]:
     return {name.lower(): " ".join(str(value).split()) for name, value in block.items()}
 
@@ -94,6 +107,20 @@ def _typed_value(value: str | None) -> str | None:
     _, _, rest = value.partition(";")
     text = (rest if rest else value).strip().strip("<>").strip()
     return text or None
+
+
+def _address_of(value: str | None) -> str | None:
+    """The mailbox in a recipient field, also when an MTA wrote a pipe or a path around it."""
+    text = _typed_value(value)
+    if text is None:
+        return None
+    if text.startswith("@") and ":" in text:
+        text = text.split(":", 1)[1]  # RFC 5321 section 4.1.2: a source route is ignored
+    dotted = "." in text.rpartition("@")[2]
+    if dotted and not any(c.isspace() for c in text) and not text.startswith(("|", "/", "@")):
+        return text  # an address as written, a quoted local part included (RFC 5321 4.1.2)
+    found = _ADDRESS.search(text[:1024])
+    return found.group(0) if found else None
 
 
 def _status(value: str | None) -> str | None:
@@ -108,7 +135,7 @@ def _parts(root: Message) -> list[Message]:
     while queue and len(found) < MAX_PARTS:
         part = queue.pop(0)
         found.append(part)
-        if part.get_content_type() in RETURNED_TYPES:
+        if _type(part) in RETURNED_TYPES:
             continue  # the returned message's own parts are not the report's
         payload = part.get_payload()
         if part.is_multipart() and isinstance(payload, list):
@@ -177,7 +204,9 @@ def _dsn_recipients(blocks: list[dict[str, str]]) -> list[ReportedRecipient]:
     per_message = blocks[0] if blocks else {}
     recipients = []
     for fields in blocks[1:] if len(blocks) > 1 else blocks:
-        address = _typed_value(fields.get("final-recipient") or fields.get("original-recipient"))
+        address = _address_of(fields.get("final-recipient")) or _address_of(
+            fields.get("original-recipient")
+        )
         action = (fields.get("action") or "").strip().lower() or None
         if address is None and action is None:
             continue
@@ -221,14 +250,24 @@ def read_report(
     except Exception:  # a parser failure: the message is stored as it is, unread
         return Report("none")
     report_type = (root.get_param("report-type") or "") if root.is_multipart() else ""
-    returned_parts = [p for p in parts if p.get_content_type() in RETURNED_TYPES]
+    returned_parts = [p for p in parts if _type(p) in RETURNED_TYPES]
     message_id, token = (None, None)
     if returned_parts:
         message_id, token = _returned_ids(returned_parts[0])
 
-    status_parts = [p for p in parts if p.get_content_type() in STATUS_TYPES]
+    status_parts = [p for p in parts if _type(p) in STATUS_TYPES]
+    # Exim and Google name the failed addresses in a field of their own.
+    failed_field = " ".join(str(v) for v in root.get_all("X-Failed-Recipients") or [])
+    named = [a.group(0).lower() for a in _ADDRESS.finditer(failed_field[:4096])]
     if status_parts:
         recipients = _dsn_recipients(_status_blocks(status_parts[0]))
+        if recipients and all(r.address is None for r in recipients):
+            # A Final-Recipient that holds no mailbox: the notice's own words name it.
+            text_form = _text_form(
+                parts, returned_parts, (ignore_addresses, unlikely_addresses), (None, None), named
+            )
+            if text_form.recipients:
+                recipients[0] = replace(recipients[0], address=text_form.recipients[0].address)
         if recipients:
             return Report(
                 "delivery-status",
@@ -237,14 +276,11 @@ def read_report(
                 message_id,
                 token,
             )
-    feedback_parts = [p for p in parts if p.get_content_type() in FEEDBACK_TYPES]
+    feedback_parts = [p for p in parts if _type(p) in FEEDBACK_TYPES]
     if feedback_parts:
         return _feedback(feedback_parts[0], bool(returned_parts), message_id, token)
     if str(report_type).lower() == "disposition-notification":
         return Report("disposition-notification", (), bool(returned_parts), message_id, token)
-    # Exim and Google name the failed addresses in a field of their own.
-    failed_field = " ".join(str(v) for v in root.get_all("X-Failed-Recipients") or [])
-    named = [a.group(0).lower() for a in _ADDRESS.finditer(failed_field[:4096])]
     returned_to = _returned_to(returned_parts[0]) if returned_parts else None
     if returned_to:
         named.append(returned_to)
@@ -317,9 +353,11 @@ def _text_form(
     notice that is not the report's own, else the returned message's To; its status is the first
     enhanced code (else reply code) after it."""
     message_id, token = returned_ids
-    texts = [p for p in parts if p.get_content_type() == "text/plain"]
+    texts = [p for p in parts if _type(p) == "text/plain"]
+    if not texts and not parts[0].is_multipart() and _type(parts[0]).startswith("multipart/"):
+        texts = parts[:1]  # a multipart whose boundary could not be found: read it as text
     if not texts:
-        texts = [p for p in parts if p.get_content_type() == "text/html"]
+        texts = [p for p in parts if _type(p) == "text/html"]
     if not texts:
         return Report("none", (), bool(returned_parts), message_id, token)
     body = _text(texts[0]).replace("\r\n", "\n")

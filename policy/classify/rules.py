@@ -10,7 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from policy.bounces.taxonomy import BounceType
 from policy.classify.signals import Signals
+
+UNDETERMINED = BounceType.UNDETERMINED
 
 
 class MailClass(StrEnum):
@@ -74,7 +77,10 @@ def returned_by_mail_system(s: Signals) -> bool:
     # out-of-office reply sent from the null path that quotes the original is not a bounce.
     if not s.from_mail_system or s.report is None or not s.report.recipients:
         return False
-    return s.says_failure or any(r.status is not None for r in s.report.recipients)
+    if s.says_failure or any(r.status is not None for r in s.report.recipients):
+        return True
+    # The message came back attached, and the notice's words give a reason for the failure.
+    return s.report.returned and any(r.kind.type is not UNDETERMINED for r in s.report.recipients)
 
 
 # -- people and their helpdesks ------------------------------------------------------------------

@@ -118,8 +118,10 @@ async def _one(
     client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=60, start_tls=False)
     await client.connect()
     try:
-        await client.ehlo("accuracy.example.net")
+        await client.ehlo(hostname="accuracy.example.net")
         response = await client.sendmail(envelope_sender(raw), [rcpt], wire_form(raw))
+    except aiosmtplib.SMTPResponseException as refused:
+        return {"label": label, "classification": f"refused {refused.code}", "first": None}
     finally:
         await client.quit()
     stored = response[1].split("queued as ", 1)[1].split()[0]
