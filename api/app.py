@@ -36,6 +36,7 @@ from api import (
 from api.auth import CALLER, authenticate
 from api.context import DNS, POOL, SETTINGS, TOKENS
 from api.errors import ApiError
+from api.suppressions import routes as suppression_routes
 from policy.dns import DnsLookup
 from policy.settings import Settings
 from policy.tokens import ReplyTokens
@@ -177,6 +178,7 @@ def make_app(
     app.router.add_routes(emails.routes)
     replies.install(app)  # POST /emails/{id}/reply and its Inbound-worded errors
     app.router.add_routes(domains.routes)
+    app.router.add_routes(suppression_routes.routes)
     ingest.install(app)  # POST /events/inbound, with its own token
     ses_s3.install(app)  # POST /events/inbound/ses-s3 and, when configured, its AWS clients
     return app

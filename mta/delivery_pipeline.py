@@ -83,11 +83,13 @@ class ClaimPipeline:
 
     async def deliver(self, claim: Claim) -> None:
         groups: dict[tuple[UUID, object], list[ClaimedDelivery]] = defaultdict(list)
+        live = [d for d in claim.deliveries if not d.suppressed]
+        await self._suppress(claim, [d for d in claim.deliveries if d.suppressed])
         try:
-            domains = sorted({d.recipient_domain for d in claim.deliveries})
+            domains = sorted({d.recipient_domain for d in live})
             found = await asyncio.gather(*map(self._route, domains))
             routes = dict(zip(domains, found, strict=True))
-            for delivery in claim.deliveries:
+            for delivery in live:
                 route = routes[delivery.recipient_domain]
                 groups[(delivery.email_id, _route_key(route))].append(delivery)
             signed: dict[UUID, asyncio.Future[bytes | None]] = {}
@@ -103,7 +105,36 @@ class ClaimPipeline:
                 log.error("a delivery failed unexpectedly", exc_info=failure)
         finally:
             if not groups:  # routing itself failed: no group gave its rows' room back
-                await self._done_with(len(claim.deliveries))
+                await self._done_with(len(live))
+
+    async def _suppress(self, claim: Claim, deliveries: Sequence[ClaimedDelivery]) -> None:
+        """Recipients on the tenant's suppression list are not attempted: each is recorded as
+        `suppressed`, with its email.suppressed event, and the rest of the email goes on."""
+        if not deliveries:
+            return
+        try:
+            await self._writer.write(
+                [
+                    Outcome(
+                        delivery_id=d.id,
+                        token=claim.token,
+                        email_id=d.email_id,
+                        tenant_id=d.tenant_id,
+                        recipient=d.recipient,
+                        status="suppressed",
+                        code=None,
+                        enhanced=None,
+                        response="The address is on the suppression list",
+                        remote_host=None,
+                        data={"reason": "suppressed", "recipient": d.recipient},
+                    )
+                    for d in deliveries
+                ]
+            )
+        except StorageError as error:  # the rows stay leased and come back: nothing is lost
+            log.warning("could not record suppressed deliveries", extra={"error": str(error)})
+        finally:
+            await self._done_with(len(deliveries))
 
     async def _route(self, domain: str) -> Route | Unroutable:
         """A lookup that fails in a way nobody foresaw is a temporary failure of that domain,

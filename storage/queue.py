@@ -41,7 +41,9 @@ SET status = 'sending', lease_until = now() + make_interval(secs => $2), lease_t
 FROM emails e
 WHERE d.id IN (SELECT id FROM expired UNION ALL SELECT id FROM due) AND e.id = d.email_id
 RETURNING d.id, d.email_id, d.tenant_id, d.recipient, d.recipient_domain, d.attempts,
-          extract(epoch FROM now() - greatest(d.queued_at, e.scheduled_at))::float8 AS age
+          extract(epoch FROM now() - greatest(d.queued_at, e.scheduled_at))::float8 AS age,
+          EXISTS (SELECT 1 FROM suppressions s
+                  WHERE s.tenant_id = d.tenant_id AND s.email = lower(d.recipient)) AS suppressed
 """
 # A scheduled email becomes sent when its first recipient is claimed; the status test makes
 # that happen once, whichever worker gets there first.
@@ -81,8 +83,8 @@ LOCK_EMAILS = "SELECT id FROM emails WHERE id = ANY($1::uuid[]) ORDER BY id FOR 
 UPDATE_OUTCOMES = """
 UPDATE deliveries d
 SET status = u.status,
-    attempts = d.attempts + 1,
-    last_attempt_at = now(),
+    attempts = d.attempts + CASE WHEN u.status = 'suppressed' THEN 0 ELSE 1 END,
+    last_attempt_at = CASE WHEN u.status = 'suppressed' THEN d.last_attempt_at ELSE now() END,
     next_attempt_at = CASE WHEN u.status = 'deferred'
                            THEN now() + make_interval(secs => u.retry_in)
                            ELSE d.next_attempt_at END,
@@ -136,6 +138,7 @@ class ClaimedDelivery:
     recipient_domain: str
     attempts: int  # made before this one
     age: float  # seconds since it was queued (or since its scheduled time)
+    suppressed: bool = False  # on the tenant's suppression list now: not attempted
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +184,7 @@ EVENT_FOR_STATUS = {
     "delivered": "email.delivered",
     "deferred": "email.delivery_delayed",
     "bounced": "email.bounced",
+    "suppressed": "email.suppressed",
 }
 
 

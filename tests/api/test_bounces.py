@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import pytest
 from aiohttp import web
@@ -181,6 +182,72 @@ async def test_dsn_to_the_bounce_address_bounces_that_recipient_and_suppresses_i
     assert listed is not None
     assert (listed["origin"], str(listed["source_id"])) == ("bounce", email_id)
 
+    # The next email to the address is not attempted; the rest of it goes out.
+    second = await world.api.sent_id(
+        {
+            "from": f"support@{world.domain}",
+            "to": ["gone@example.net", "fine@example.net"],
+            "subject": "Again",
+            "text": "Hi.",
+        }
+    )
+    await world.arrival("fine@example.net")
+    await _until(world, second, lambda d: {x["status"] for x in d} == {"delivered", "suppressed"})
+    by_recipient = {d["recipient"]: d for d in (await world.email(second))["deliveries"]}
+    assert by_recipient["gone@example.net"]["status"] == "suppressed"
+    assert by_recipient["gone@example.net"]["attempts"] == 0
+    assert len(world.sink.received_by("gone@example.net")) == 1  # only the first email
+    assert "email.suppressed" in await events(world.pool, second)
+
+
+async def test_an_email_only_to_suppressed_addresses_is_suppressed(world: World) -> None:
+    await world.pool.execute(
+        "INSERT INTO suppressions (id, tenant_id, email, origin) VALUES ($1, $2, $3, 'manual')",
+        uuid4(),
+        world.tenant_id,
+        "listed@example.net",
+    )
+    email_id = await world.send("Listed@Example.net")
+    await _until_status(world, email_id, "suppressed")
+    assert (await world.email(email_id))["last_event"] == "suppressed"
+    assert world.sink.received_by("Listed@Example.net") == []
+
+
+async def test_arf_complaint_about_our_message_is_recorded_and_suppresses(world: World) -> None:
+    email_id = await world.send("angry@example.net")
+    await world.arrival("angry@example.net")
+    await _until_status(world, email_id, "delivered")
+    message_id = (await world.email(email_id))["message_id"]
+    await directory.add_route(world.pool, world.tenant_id, f"fbl@{world.domain}", None)
+    report = (
+        "From: feedback@isp.example\r\nTo: fbl@example.com\r\nSubject: complaint\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=feedback-report; boundary="F"\r\n\r\n'
+        "--F\r\nContent-Type: text/plain\r\n\r\nA user marked this as spam.\r\n"
+        "--F\r\nContent-Type: message/feedback-report\r\n\r\n"
+        "Feedback-Type: abuse\r\nUser-Agent: isp-fbl/1.0\r\nVersion: 1\r\n"
+        "Original-Rcpt-To: angry@example.net\r\n"
+        "\r\n--F\r\nContent-Type: message/rfc822\r\n\r\n"
+        f"From: support@{world.domain}\r\nMessage-ID: <{message_id}>\r\n"
+        "Subject: Your order\r\n\r\nHi.\r\n--F--\r\n"
+    ).encode()
+    sent = await smtp_send(world.mx.port, "feedback@isp.example", [f"fbl@{world.domain}"], report)
+    [stored] = sent.stored_ids
+
+    row = await received(world.pool, stored)
+    assert (row["classification"], row["classification_reason"]) == ("complaint", "arf_complaint")
+    assert str(row["reply_to_email_id"]) == email_id
+    [delivery] = (await world.email(email_id))["deliveries"]
+    assert delivery["status"] == "delivered"  # a complaint does not undo the delivery
+    assert delivery["complained_at"] is not None
+    assert "email.complained" in await events(world.pool, email_id)
+    origin = await world.pool.fetchval(
+        "SELECT origin FROM suppressions WHERE tenant_id = $1 AND email = $2",
+        world.tenant_id,
+        "angry@example.net",
+    )
+    assert origin == "complaint"
+
 
 async def test_delayed_dsn_records_the_delay_and_keeps_the_delivery(world: World) -> None:
     email_id = await world.send("slow@example.net")
@@ -279,13 +346,18 @@ async def test_dsn_that_lost_the_envelope_is_linked_by_the_returned_message_id(
 
 
 async def _until_status(world: World, email_id: str, status: str) -> None:
+    await _until(world, email_id, lambda found: [d["status"] for d in found] == [status])
+
+
+async def _until(
+    world: World, email_id: str, holds: Callable[[list[dict[str, Any]]], bool]
+) -> None:
     """The delivery workers commit the outcome just after the sink's 250: wait for it."""
     for _ in range(1500):
-        [delivery] = (await world.email(email_id))["deliveries"]
-        if delivery["status"] == status:
+        if holds((await world.email(email_id))["deliveries"]):
             return
         await asyncio.sleep(0.02)
-    raise AssertionError(f"the delivery never became {status}")
+    raise AssertionError("the deliveries never reached the state expected")
 
 
 async def _suppressed(world: World, address: str) -> bool:
