@@ -85,6 +85,7 @@ class DeliveryWorkers:
             stopping=self._stopping,
             done_with=self._done_with,
             tokens=tokens,
+            hostname=settings.hostname,
         )
         self._room = asyncio.Condition()
         self._in_flight = 0

@@ -16,7 +16,8 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -26,12 +27,14 @@ from mta.outbound_routes import OutboundRouter, Route, Unroutable
 from mta.smtp_client import SessionFailed
 from mta.smtp_pool import PoolClosed, SmtpPool
 from policy import delivery_result as results
+from policy.bounces.dsn import FailedRecipient, compose_dsn, wants_dsn
 from policy.bounces.verp import bounce_address
 from policy.delivery_result import SmtpAnswer, Stage, judge
 from policy.tokens import ReplyTokens
 from storage import queue
 from storage.database import Pool
 from storage.errors import StorageError
+from storage.ids import uuid7
 from storage.queue import Claim, ClaimedDelivery, OutboundMessage, Outcome
 from storage.queue_writer import OutcomeWriter
 
@@ -69,6 +72,7 @@ class ClaimPipeline:
         stopping: asyncio.Event,
         done_with: Callable[[int], Awaitable[None]],
         tokens: ReplyTokens | None = None,
+        hostname: str = "localhost",
     ) -> None:
         self._pool = pool
         self._router = router
@@ -80,6 +84,7 @@ class ClaimPipeline:
         self._done_with = done_with  # gives the workers' room back, per group as it finishes
         self._large_messages = asyncio.Semaphore(LARGE_MESSAGES_AT_ONCE)
         self._tokens = tokens  # signs bounce addresses; None sends with the email's own sender
+        self._hostname = hostname  # the Reporting-MTA of the DSNs we send
 
     async def deliver(self, claim: Claim) -> None:
         groups: dict[tuple[UUID, object], list[ClaimedDelivery]] = defaultdict(list)
@@ -173,11 +178,49 @@ class ClaimPipeline:
                     self._outcome(claim.token, message, d, answers[d.recipient], remote_host)
                     for d in chunk
                 ]
+                outcomes = self._with_dsn(message, outcomes, signed)
                 await self._writer.write(outcomes)  # committed before this group moves on
                 for outcome in outcomes:
                     metrics.DELIVERY_ATTEMPTS.labels(outcome.status).inc()
         finally:
             await self._done_with(len(deliveries))
+
+    def _with_dsn(
+        self,
+        message: OutboundMessage,
+        outcomes: list[Outcome],
+        signed: dict[UUID, asyncio.Future[bytes | None]],
+    ) -> list[Outcome]:
+        """Submission mail that bounced gets an RFC 3464 DSN to its envelope sender, queued
+        with the first bounced outcome so that it commits with it (or not at all)."""
+        bounced = [o for o in outcomes if o.status == "bounced"]
+        if not bounced or not wants_dsn(message.source, message.sender):
+            return outcomes
+        header = None
+        content = signed.get(message.email_id)
+        if content is not None and content.done() and not content.exception():
+            raw = content.result()
+            header = raw.split(b"\r\n\r\n", 1)[0] if raw else None
+        dsn = compose_dsn(
+            email_id=uuid7(),
+            hostname=self._hostname,
+            envelope_sender=message.sender,
+            failures=[
+                FailedRecipient(
+                    o.recipient,
+                    o.code,
+                    o.enhanced,
+                    o.response,
+                    o.remote_host,
+                    bool(o.data.get("expired")),
+                )
+                for o in bounced
+            ],
+            original_header=header,
+            date=datetime.now(UTC),
+        )
+        first = outcomes.index(bounced[0])
+        return [*outcomes[:first], replace(bounced[0], dsn=dsn), *outcomes[first + 1 :]]
 
     async def _give_back(self, claim: Claim, chunk: Sequence[ClaimedDelivery]) -> None:
         """Stopping: rows not yet sent are due again for any worker (or, failing that, once

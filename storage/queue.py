@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import asyncpg
@@ -57,7 +57,7 @@ RETURNING id, tenant_id
 SELECT_MESSAGES = """
 SELECT e.id, e.tenant_id, e.from_address, octet_length(e.raw) AS size,
        CASE WHEN octet_length(e.raw) <= $2 THEN e.raw END AS raw,
-       dm.name AS domain, dm.dkim_selector, dm.dkim_private_key, e.reply_domain
+       dm.name AS domain, dm.dkim_selector, dm.dkim_private_key, e.reply_domain, e.source
 FROM emails e LEFT JOIN domains dm ON dm.id = e.domain_id
 WHERE e.id = ANY($1::uuid[])
 """
@@ -153,6 +153,7 @@ class OutboundMessage:
     dkim_private_key: str | None = field(repr=False)
     # Where bounces come back (VERP, policy.bounces.verp); None: the domain does not receive.
     reply_domain: str | None = None
+    source: str = "api"  # api, smtp (submission), reply, dsn
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +179,24 @@ class Outcome:
     remote_host: str | None
     retry_in: int | None = None
     data: Mapping[str, Any] = field(default_factory=dict)
+    dsn: DsnToQueue | None = None  # queued with this outcome, if it applies
+
+
+class DsnToQueue(Protocol):
+    """A delivery status notification to send (policy.bounces.dsn.Dsn)."""
+
+    @property
+    def email_id(self) -> UUID: ...
+    @property
+    def message_id(self) -> str: ...
+    @property
+    def to(self) -> str: ...
+    @property
+    def subject(self) -> str: ...
+    @property
+    def from_header(self) -> str: ...
+    @property
+    def raw(self) -> bytes: ...
 
 
 EVENT_FOR_STATUS = {
@@ -216,6 +235,7 @@ async def claim(pool: Pool, *, limit: int, lease_seconds: float) -> Claim:
                 m["dkim_selector"],
                 m["dkim_private_key"],
                 m["reply_domain"],
+                m["source"],
             )
             for m in messages
         },
@@ -296,6 +316,9 @@ async def record_outcomes(pool: Pool, outcomes: Sequence[Outcome], roll_up: Roll
                 for o in applied
             ],
         )
+        for outcome in applied:
+            if outcome.dsn is not None:
+                await _queue_dsn(conn, outcome.tenant_id, outcome.dsn)
         states: dict[UUID, dict[str, int]] = {}
         for row in await conn.fetch(COUNT_RECIPIENT_STATES, email_ids):
             states.setdefault(row["email_id"], {})[row["status"]] = row["n"]
@@ -308,6 +331,40 @@ async def record_outcomes(pool: Pool, outcomes: Sequence[Outcome], roll_up: Roll
             [last_event[email_id] for email_id in touched],
         )
     return set(attempts)
+
+
+# A DSN is an email of the tenant like any other, from the null reverse-path (from_address ''),
+# unsigned (no domain), never tracked for replies; its one delivery wakes the workers at COMMIT.
+INSERT_DSN = """
+WITH email AS (
+    INSERT INTO emails (id, tenant_id, from_address, from_header, to_addresses, subject,
+                        message_id, raw, status, last_event, source)
+    VALUES ($1, $2, '', $3, ARRAY[$4::text], $5, $6, $7, 'sent', 'email.sent', 'dsn')
+    RETURNING id
+), queue AS (
+    INSERT INTO deliveries (id, email_id, tenant_id, recipient, recipient_domain)
+    SELECT $8, email.id, $2, $4, lower(split_part($4, '@', 2)) FROM email
+), event AS (
+    INSERT INTO email_events (id, tenant_id, email_id, type)
+    SELECT $9, $2, email.id, 'email.sent' FROM email
+)
+SELECT pg_notify('opensend_deliveries', '')
+"""
+
+
+async def _queue_dsn(conn: asyncpg.Connection, tenant_id: UUID, dsn: DsnToQueue) -> None:
+    await conn.execute(
+        INSERT_DSN,
+        dsn.email_id,
+        tenant_id,
+        dsn.from_header,
+        dsn.to,
+        dsn.subject,
+        dsn.message_id,
+        dsn.raw,
+        uuid7(),
+        uuid7(),
+    )
 
 
 @dataclass(frozen=True, slots=True)

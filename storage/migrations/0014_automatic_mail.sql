@@ -40,6 +40,11 @@ ALTER TABLE email_events ADD CONSTRAINT email_events_type_check
                     'email.scheduled', 'email.canceled', 'email.complained', 'email.suppressed',
                     'email.failed', 'email.opened', 'email.clicked', 'email.received'));
 
+-- The RFC 3464 reports we send for undeliverable submission mail are emails of their own.
+ALTER TABLE emails DROP CONSTRAINT emails_source_check;
+ALTER TABLE emails ADD CONSTRAINT emails_source_check
+    CHECK (source IN ('api', 'smtp', 'reply', 'dsn'));
+
 -- One suppression list per tenant (Resend's /suppressions). origin: what put the address there;
 -- source_id: the email that bounced or drew the complaint (NULL for a manual entry).
 CREATE TABLE suppressions (

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
 import pytest
 
+from policy.bounces.dsn import FailedRecipient, compose_dsn, wants_dsn
 from policy.bounces.effects import LinkSource, delivery_reports
 from policy.bounces.report import read_report
 from policy.bounces.taxonomy import BounceSubtype, BounceType, bounce_kind, suppresses
@@ -229,3 +231,41 @@ def test_without_a_bounce_address_each_failed_or_delayed_row_is_a_report() -> No
         False,
         None,
     )
+
+
+def test_dsns_are_for_submission_mail_with_a_sender_only() -> None:
+    assert wants_dsn("smtp", "me@example.com")
+    assert not wants_dsn("api", "me@example.com")
+    assert not wants_dsn("smtp", "")
+    assert not wants_dsn("smtp", "<>")
+    assert not wants_dsn("dsn", "")
+
+
+def test_composed_dsn_reads_back_as_the_rfc3464_report_it_is() -> None:
+    composed = compose_dsn(
+        email_id=uuid4(),
+        hostname="mx.example.net",
+        envelope_sender="me@example.com",
+        failures=[
+            FailedRecipient(
+                "gone@example.org", 550, "5.1.1", "no such user", "mx.example.org", False
+            ),
+            FailedRecipient(
+                "slow@example.org", 451, "4.4.1", "no answer\r\nInjected: x", None, True
+            ),
+        ],
+        original_header=b"Message-ID: <m1@example.com>\r\nSubject: Hi",
+        date=datetime(2026, 12, 7, tzinfo=UTC),
+    )
+    report = read_report(composed.raw)
+    gone, slow = report.recipients
+    assert (gone.address, gone.status, gone.remote_mta) == (
+        "gone@example.org",
+        "5.1.1",
+        "mx.example.org",
+    )
+    # Given up after the queue's age limit: RFC 3463 X.4.7, whatever the last 4xx said.
+    assert (slow.action, slow.status) == ("failed", "5.4.7")
+    assert report.returned_message_id == "m1@example.com"
+    assert b"\r\nInjected:" not in composed.raw
+    assert composed.to == "me@example.com"
