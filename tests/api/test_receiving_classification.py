@@ -106,3 +106,39 @@ async def test_customer_reply_is_human_in_the_list(
     listed = await get_json(api, key, "/emails/receiving")
     [item] = [i for i in listed["data"] if i["id"] == str(stored)]
     assert (item["classification"], item["classification_reason"]) == ("human", "no_rule")
+
+
+async def test_ingested_message_is_classified_like_port_25(
+    api: ApiServer, make_tenant: MakeTenant
+) -> None:
+    acme = await make_tenant()
+    key = await acme.api_key()
+    email, token = await acme.sent_email()
+    reply_address = token.address(acme.reply_domain)
+    content = message(
+        to=reply_address,
+        subject="Out of Office: Your order",
+        body="Back on Monday.",
+        headers={"X-Autoreply": "yes", "In-Reply-To": f"<{email.message_id}>"},
+    )
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{api.url}/events/inbound",
+            data=content,
+            headers={
+                "Content-Type": "message/rfc822",
+                "X-OpenSend-Recipients": reply_address,
+                "X-OpenSend-Mail-From": "<>",
+            },
+        ) as response,
+    ):
+        body = await response.json()
+        assert response.status == 202, body
+    [stored] = body["emails"]
+    detail = await get_json(api, key, f"/emails/receiving/{stored['id']}")
+    assert (detail["classification"], detail["classification_reason"]) == (
+        "auto_reply",
+        "vendor_auto_reply",
+    )
+    assert detail["reply_to_email_id"] == str(email.id)

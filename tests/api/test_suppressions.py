@@ -4,9 +4,7 @@ Another tenant's entries are never seen."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import resend
@@ -14,20 +12,10 @@ from resend.exceptions import ResendError
 
 from storage.database import Pool
 from storage.suppressions.store import suppress
+from tests.api.test_emails_sdk import call, sdk
 from tests.conftest import ApiServer, MakeTenant
 
-T = TypeVar("T")
-
-
-@pytest.fixture
-def sdk() -> Iterator[None]:
-    saved = resend.api_key, resend.api_url
-    yield
-    resend.api_key, resend.api_url = saved
-
-
-async def call(function: Callable[..., T], *args: Any) -> T:
-    return await asyncio.to_thread(function, *args)
+__all__ = ["sdk"]  # the SDK's key and URL, set per test and put back (a fixture)
 
 
 async def test_sdk_adds_lists_gets_and_removes_suppressions(

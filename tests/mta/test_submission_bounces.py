@@ -4,7 +4,6 @@ sink standing for the sender's own server). API sends get events, not DSNs."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator
 from email import message_from_bytes
 from email.message import Message
@@ -19,10 +18,10 @@ from api.app import make_app
 from mta.dns import Resolver
 from policy.dkim_keys import DkimKeyPair
 from policy.tokens import ReplyTokens
-from storage import directory
 from storage.database import Pool
 from tests.api.emails_client import emails_api
-from tests.conftest import StartSubmission, TenantWorld, make_settings, message
+from tests.conftest import StartSubmission, make_settings, message
+from tests.mta.test_submission_delivery import tenant_on
 from tests.mta.test_submission_pipeline import submit
 from tests.support.delivery_world import delivery_workers, queue_database
 from tests.support.queued_mail import poll_until, wait_until_final
@@ -43,16 +42,6 @@ async def sink() -> AsyncIterator[Sink]:
     started.handler.rcpt_replies["gone@example.net"] = "550 5.1.1 <gone@example.net>: no such user"
     yield started
     await started.stop()
-
-
-async def tenant_on(pool: Pool, tokens: ReplyTokens, key: DkimKeyPair) -> TenantWorld:
-    suffix = secrets.token_hex(4)
-    tenant = await directory.create_tenant(pool, f"tenant-{suffix}")
-    name = f"t{suffix}.test"
-    domain = await directory.add_domain(
-        pool, tenant.id, name, receiving=False, reply_domain=None, verified=True, dkim=key
-    )
-    return TenantWorld(pool, tokens, tenant, domain)
 
 
 def report_parts(content: bytes) -> dict[str, Message]:
