@@ -24,6 +24,9 @@ ALTER TABLE deliveries
     ADD COLUMN report jsonb,
     ADD COLUMN reported_at timestamptz,
     ADD COLUMN complained_at timestamptz;
+-- A report that names only its address (Final-Recipient) finds the tenant's latest delivery to
+-- it through this index (storage/bounces/reports.py, RESOLVE_LATEST_TO), not a scan.
+CREATE INDEX deliveries_tenant_recipient ON deliveries (tenant_id, lower(recipient), queued_at DESC);
 COMMENT ON COLUMN deliveries.report IS
     'The last DSN about this delivery: action, status, diagnostic_code, remote_mta, type, subtype, received_id.';
 
