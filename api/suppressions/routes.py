@@ -1,6 +1,7 @@
-"""Resend's /suppressions: add one, add up to 100, list a page (by origin), get or remove one by
-id or address, remove up to 100 by ids or addresses. Handlers translate; storage.suppressions
-holds the SQL. Another tenant's entry answers 404, exactly like one that does not exist.
+"""Resend's /suppressions: add one or up to 100, list a page (by origin), get or remove one by
+id or address, remove up to 100. Handlers translate; storage.suppressions holds the SQL.
+
+Another tenant's entry answers 404, exactly like one that does not exist.
 """
 
 from __future__ import annotations
