@@ -25,8 +25,8 @@ from policy.bounces.verp import (
     bounce_token_from_local_part,
     verify_bounce_token,
 )
-from policy.classify.rules import Classification, MailClass, classify
-from policy.classify.signals import read_signals, wants_report
+from policy.classify.rules import HUMAN, Classification, MailClass, classify
+from policy.classify.signals import first_look, read_signals
 from policy.matching import (
     KnownMessage,
     Match,
@@ -324,13 +324,20 @@ async def received_messages(
         assert decision.tenant_id is not None
         by_tenant.setdefault(decision.tenant_id, []).append(decision)
 
-    report = _report(parsed, raw, arrival, accepted)
+    look = first_look(
+        parsed.headers,
+        mail_from=arrival.mail_from,
+        from_address=parsed.from_address,
+        subject=parsed.subject,
+    )
+    report = _report(parsed, raw, arrival, accepted) if look.wants_report else None
     records = []
     for tenant_id, decisions in by_tenant.items():
         match = await _match(tenant_id, decisions, parsed, lookups, tokens, report)
         verdicts = [d.bounce for d in decisions if d.bounce is not None]
         match = _linked_by_bounce_address(match, verdicts)
-        kind = _classification(parsed, arrival, match, report)
+        # Most mail carries no field any rule reads: human without building the rules' input.
+        kind = HUMAN if look.plain and report is None else _classify(parsed, arrival, match, report)
         effects: tuple[DeliveryReport, ...] = ()
         if kind.kind in (MailClass.BOUNCE, MailClass.COMPLAINT):
             effects = delivery_reports(
@@ -408,10 +415,7 @@ def _linked_by_bounce_address(match: Match, verdicts: Sequence[BounceVerdict]) -
 def _report(
     parsed: ParsedMessage, raw: bytes, arrival: Arrival, accepted: Sequence[RcptDecision]
 ) -> Report | None:
-    """The light parse of a report, only for messages that may be one (policy.classify)."""
-    sender = parsed.from_address
-    if not wants_report(parsed.headers, mail_from=arrival.mail_from, from_address=sender):
-        return None
+    """The light parse of a report, for messages that may be one (policy.classify)."""
     # The report's own addresses are never the failed recipient of a text bounce.
     own = {d.mailbox.address.lower() for d in accepted if d.mailbox is not None}
     if parsed.from_address:
@@ -422,7 +426,7 @@ def _report(
     return read_report(raw, ignore_addresses=frozenset(own), unlikely_addresses=addressed)
 
 
-def _classification(
+def _classify(
     parsed: ParsedMessage, arrival: Arrival, match: Match, report: Report | None
 ) -> Classification:
     matched = match.status is MatchStatus.MATCHED

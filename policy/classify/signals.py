@@ -133,18 +133,49 @@ def read_signals(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class FirstLook:
+    """One pass over the header: is the message worth the light parse of a report, and could
+    any rule claim it at all (`plain`: no field a rule reads, no auto-reply subject)."""
+
+    wants_report: bool
+    plain: bool
+
+
+def first_look(
+    headers: Sequence[tuple[str, str]],
+    *,
+    mail_from: str,
+    from_address: str | None,
+    subject: str | None,
+) -> FirstLook:
+    """A report is multipart/report, or comes from a mail system; everything else costs one
+    pass over the field names. A plain message without a report is `human` (no rule of
+    CLASSIFY_RULES can fire without one of these fields, a report or such a subject)."""
+    content_type = None
+    marked = False
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered in _READ:
+            marked = True
+        elif lowered == "content-type" and content_type is None:
+            content_type = _keyword(value)
+    from_system = (
+        mail_from in ("", "<>")
+        or (from_address or "").partition("@")[0].lower() in SYSTEM_LOCAL_PARTS
+        or mail_from.partition("@")[0].lower() in SYSTEM_LOCAL_PARTS
+    )
+    auto_subject = bool(subject and _AUTO_REPLY_SUBJECT.match(subject[:200]))
+    return FirstLook(
+        wants_report=from_system or content_type == "multipart/report",
+        plain=not marked and not auto_subject,
+    )
+
+
 def wants_report(
     headers: Sequence[tuple[str, str]], *, mail_from: str, from_address: str | None
 ) -> bool:
-    """Whether a message is worth the light parse of policy.bounces.report: it is a report
-    (multipart/report), or a mail system sent it. Other mail costs a look at one field."""
-    if mail_from in ("", "<>"):
-        return True
-    if (from_address or "").partition("@")[0].lower() in SYSTEM_LOCAL_PARTS:
-        return True
-    if mail_from.partition("@")[0].lower() in SYSTEM_LOCAL_PARTS:
-        return True
-    for name, value in headers:
-        if name.lower() == "content-type":
-            return _keyword(value) == "multipart/report"
-    return False
+    """Whether a message is worth the light parse of policy.bounces.report."""
+    return first_look(
+        headers, mail_from=mail_from, from_address=from_address, subject=None
+    ).wants_report

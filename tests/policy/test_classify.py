@@ -7,7 +7,7 @@ import pytest
 
 from policy.bounces.report import read_report
 from policy.classify.rules import CLASSIFY_RULES, MailClass, classify
-from policy.classify.signals import read_signals, wants_report
+from policy.classify.signals import first_look, read_signals, wants_report
 from policy.message import parse_message
 from tests.conftest import message
 
@@ -230,3 +230,37 @@ def test_helpdesk_style_message_with_only_quoted_text_is_automatic() -> None:
 def test_ordinary_mail_is_not_parsed_as_a_report() -> None:
     parsed = parse_message(message())
     assert not wants_report(parsed.headers, mail_from="a@example.net", from_address="a@x.example")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Auto-Submitted": "auto-replied"},
+        {"Auto-Submitted": "no"},
+        {"X-Autoreply": "yes"},
+        {"X-Autorespond": "x"},
+        {"X-Autoresponder": "x"},
+        {"Precedence": "bulk"},
+        {"List-Id": "<l.example.org>"},
+        {"List-Unsubscribe": "<mailto:u@example.org>"},
+        {"List-Post": "<mailto:l@example.org>"},
+    ],
+    ids=lambda h: next(iter(h)).lower(),
+)
+def test_the_fast_path_never_skips_a_field_a_rule_reads(headers: dict[str, str]) -> None:
+    # `plain` lets the MX skip the rules: it must be False whenever a rule could fire.
+    parsed = parse_message(message(headers=headers))
+    look = first_look(
+        parsed.headers, mail_from="a@example.net", from_address="a@example.net", subject="Hi"
+    )
+    assert not look.plain
+
+
+def test_the_fast_path_takes_plain_mail_and_sees_auto_reply_subjects() -> None:
+    parsed = parse_message(message(headers={"X-Auto-Response-Suppress": "All"}))
+    plain = first_look(parsed.headers, mail_from="a@x.example", from_address=None, subject="Hi")
+    assert plain.plain and not plain.wants_report
+    ooo = first_look([], mail_from="a@x.example", from_address=None, subject="Automatic reply: x")
+    assert not ooo.plain
+    bounce = first_look([], mail_from="", from_address=None, subject="Hi")
+    assert bounce.wants_report
