@@ -4,14 +4,12 @@ sink standing for the sender's own server). API sends get events, not DSNs."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from email import message_from_bytes
 from email.message import Message
 from email.policy import compat32
 from pathlib import Path
 from uuid import UUID
 
-import pytest
 from aiohttp import web
 
 from api.app import make_app
@@ -21,27 +19,15 @@ from policy.tokens import ReplyTokens
 from storage.database import Pool
 from tests.api.emails_client import emails_api
 from tests.conftest import StartSubmission, make_settings, message
-from tests.mta.test_submission_delivery import tenant_on
+from tests.mta.test_submission_delivery import queue, sink, tenant_on
 from tests.mta.test_submission_pipeline import submit
-from tests.support.delivery_world import delivery_workers, queue_database
+from tests.support.delivery_world import delivery_workers
 from tests.support.queued_mail import poll_until, wait_until_final
 from tests.support.smtp_sink import Sink
 
 Queue = tuple[str, Pool]
-
-
-@pytest.fixture(scope="module")
-async def queue(database_url: str) -> AsyncIterator[Queue]:
-    async with queue_database(database_url) as made:
-        yield made
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[Sink]:
-    started = await Sink.start()
-    started.handler.rcpt_replies["gone@example.net"] = "550 5.1.1 <gone@example.net>: no such user"
-    yield started
-    await started.stop()
+__all__ = ["queue", "sink"]  # fixtures: the queue's own database, and the loopback sink
+GONE = "550 5.1.1 <gone@example.net>: no such user"
 
 
 def report_parts(content: bytes) -> dict[str, Message]:
@@ -62,6 +48,7 @@ async def test_submission_message_refused_by_the_remote_gets_a_dsn_to_its_sender
     start_test_submission: StartSubmission,
 ) -> None:
     url, pool = queue
+    sink.handler.rcpt_replies["gone@example.net"] = GONE
     acme = await tenant_on(pool, tokens, dkim_key)
     server = await start_test_submission(on=pool)
     transports = f"example.net={sink.host}:{sink.port},{acme.name}={sink.host}:{sink.port}"
@@ -105,6 +92,7 @@ async def test_api_send_that_bounces_gets_events_and_no_dsn(
     dkim_key: DkimKeyPair,
 ) -> None:
     url, pool = queue
+    sink.handler.rcpt_replies["gone@example.net"] = GONE
     acme = await tenant_on(pool, tokens, dkim_key)
     transports = f"example.net={sink.host}:{sink.port},{acme.name}={sink.host}:{sink.port}"
     settings = make_settings(tmp_path)
