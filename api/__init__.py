@@ -1,1 +1,2 @@
-"""The HTTP API: Resend- and Inbound-compatible routes, ingesters, /metrics and /healthz."""
+"""The HTTP API: Resend- and Inbound-compatible routes, ingesters, /metrics and /healthz.
+May import policy and storage, never mta."""

@@ -63,6 +63,7 @@ async def list_api_keys(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "object": "list",
+            "has_more": False,  # every key in one page: a tenant has few
             "data": [
                 {"id": str(k.id), "name": k.name, "created_at": k.created_at.isoformat()}
                 for k in keys

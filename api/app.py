@@ -1,7 +1,8 @@
 """The aiohttp application: route tables composed, resources passed in as typed AppKeys.
 
 Every response, success or not, is JSON (the Prometheus exposition excepted). Every route needs
-a bearer API key except those in `PUBLIC_PATHS`; handlers read the caller from `request[CALLER]`.
+a bearer API key except those in `api.auth.PUBLIC_PATHS`; handlers read the caller from
+`request[CALLER]`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 from prometheus_client import (
@@ -28,15 +29,17 @@ from api import (
     emails,
     errors,
     ingest,
+    openapi,
     receiving,
     replies,
     ses_s3,
     threads,
 )
-from api.auth import CALLER, authenticate
-from api.context import DNS, POOL, SETTINGS, TOKENS
+from api.auth import Handler, require_api_key
+from api.context import DNS, POOL, SETTINGS, TOKENS, nul_refusal
 from api.errors import ApiError
 from api.suppressions import routes as suppression_routes
+from api.webhooks import routes as webhooks
 from policy.dns import DnsLookup
 from policy.settings import Settings
 from policy.tokens import ReplyTokens
@@ -45,15 +48,6 @@ from storage.database import Pool, ping
 from storage.errors import StorageError
 
 log = logging.getLogger(__name__)
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-# Paths served without an API key: operations endpoints, and the ingesters, which have their own
-# token (api.ingest.check_ingester_token) or signature.
-PUBLIC_PATHS = frozenset(
-    {"/healthz", "/metrics", "/openapi.json", "/events/inbound", "/events/inbound/ses-s3"}
-)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -114,12 +108,14 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 @web.middleware
-async def require_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
-    match = request.match_info
-    resource = match.route.resource
-    if match.http_exception is not None or resource is None or resource.canonical in PUBLIC_PATHS:
-        return await handler(request)  # public, or aiohttp's own 404/405 answer
-    request[CALLER] = await authenticate(request.app[POOL], request)
+async def refuse_nul(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A NUL (`%00`) in the path or the query is a 400 naming where, before any handler passes it
+    to PostgreSQL, whose text cannot hold it (JSON bodies: api.context.parse_json)."""
+    if "\0" in request.path:
+        raise nul_refusal("path")
+    for name, value in request.query.items():
+        if "\0" in name or "\0" in value:
+            raise nul_refusal("query." + name.replace("\0", "\\u0000"))
     return await handler(request)
 
 
@@ -163,7 +159,9 @@ def make_app(
 
     # Attachments arrive base64-encoded inside JSON: 4/3 of the message limit, plus the rest.
     max_body = settings.max_message_size * 4 // 3 + 1024 * 1024
-    app = web.Application(middlewares=[json_errors, require_api_key], client_max_size=max_body)
+    app = web.Application(
+        middlewares=[json_errors, require_api_key, refuse_nul], client_max_size=max_body
+    )
     app[POOL] = pool
     app[SETTINGS] = settings
     app[TOKENS] = tokens
@@ -171,6 +169,7 @@ def make_app(
     app.cleanup_ctx.append(sweep_idempotency_keys)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get(openapi.PATH, openapi.serve)  # every route below is described in it
     app.router.add_routes(api_keys.routes)
     app.router.add_routes(receiving.routes)
     app.router.add_routes(threads.routes)
@@ -179,6 +178,7 @@ def make_app(
     replies.install(app)  # POST /emails/{id}/reply and its Inbound-worded errors
     app.router.add_routes(domains.routes)
     app.router.add_routes(suppression_routes.routes)
+    app.router.add_routes(webhooks.routes)
     ingest.install(app)  # POST /events/inbound, with its own token
     ses_s3.install(app)  # POST /events/inbound/ses-s3 and, when configured, its AWS clients
     return app

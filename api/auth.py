@@ -2,22 +2,34 @@
 
 Only a key's SHA-256 is stored; a request's key is hashed and looked up (through the short cache
 the submission ports use too, storage.account_caches). Every handler reads the tenant from
-`request[CALLER]` and passes it to storage, so every query is scoped to it.
+`request[CALLER]` and passes it to storage, so every query is scoped to it. The middleware that
+sets it (`require_api_key`) lives here, not in `api.app`, so a route module that places its own
+middleware around it (`api.replies`) need not import the module that composes it.
 """
 
 from __future__ import annotations
 
 import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from uuid import UUID
 
 from aiohttp import web
 
 from api import errors
+from api.context import POOL
 from api.errors import ApiError
 from storage.account_caches import KeyCache
 from storage.database import Pool
 from storage.errors import StorageError
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Paths served without an API key: operations endpoints, and the ingesters, which have their own
+# token (api.ingest.check_ingester_token) or signature.
+PUBLIC_PATHS = frozenset(
+    {"/healthz", "/metrics", "/openapi.json", "/events/inbound", "/events/inbound/ses-s3"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,3 +71,13 @@ async def authenticate(pool: Pool, request: web.Request) -> Caller:
     if key is None:
         raise ApiError(errors.INVALID_API_KEY)
     return Caller(key.tenant_id, key.id, key.permission, key.domain_id)
+
+
+@web.middleware
+async def require_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
+    match = request.match_info
+    resource = match.route.resource
+    if match.http_exception is not None or resource is None or resource.canonical in PUBLIC_PATHS:
+        return await handler(request)  # public, or aiohttp's own 404/405 answer
+    request[CALLER] = await authenticate(request.app[POOL], request)
+    return await handler(request)

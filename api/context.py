@@ -33,17 +33,58 @@ class LoneSurrogate(ValueError):
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
+class NulCharacter(ValueError):
+    """JSON whose strings (or keys) hold U+0000: valid JSON, but not text PostgreSQL can store."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(field)
+        self.field = field
+
+
 def parse_json(text: str) -> Any:
     """`json.loads`, refusing an unpaired surrogate escape such as `"\\ud800"`: JSON's grammar
     allows it, but it names no character (RFC 8259 section 8.2), no UTF-8 message can carry it,
-    and it would fail only later, deep in building the message, as a 500."""
+    and it would fail only later, deep in building the message, as a 500. A NUL (`\\u0000`, the
+    only way JSON can carry one) is refused too, naming where it is: stripping it would change
+    what the caller sent."""
     value = json.loads(text)
     if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
         raise LoneSurrogate(
             "Invalid JSON in request body: a \\u escape names half of a surrogate pair "
             "(U+D800 to U+DFFF) without the other half, which is not a character"
         )
+    if "\\u0000" in text:  # a raw NUL is not valid JSON; cheap test before the walk
+        field = nul_field(value)
+        if field is not None:
+            raise NulCharacter(field)
     return value
+
+
+def nul_field(value: Any, where: str = "") -> str | None:
+    """Where in a parsed JSON value the first NUL is, as `text`, `[2].html`, `headers.X-Foo`."""
+    if isinstance(value, str):
+        return (where or "body") if "\0" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            inner = f"{where}.{key}" if where else key
+            if "\0" in key:
+                return inner.replace("\0", "\\u0000")
+            found = nul_field(item, inner)
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = nul_field(item, f"{where}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
+def nul_refusal(field: str) -> ApiError:
+    return ApiError(
+        errors.NUL_CHARACTER,
+        f"`{field}` contains a NUL character (U+0000), which cannot be stored: remove it.",
+    )
 
 
 def _has_lone_surrogate(value: Any) -> bool:
@@ -65,9 +106,12 @@ class InvalidJson(ValueError):
 
 
 async def request_json(request: web.Request) -> Any:
-    """The request body parsed as JSON, or InvalidJson with a message a person can act on."""
+    """The request body parsed as JSON, or InvalidJson with a message a person can act on; a
+    NUL anywhere in it is a 400 naming the field."""
     try:
         return await request.json(loads=parse_json)
+    except NulCharacter as problem:
+        raise nul_refusal(problem.field) from None
     except LoneSurrogate as problem:
         raise InvalidJson(str(problem)) from None
     except (json.JSONDecodeError, UnicodeDecodeError):

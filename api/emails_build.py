@@ -2,7 +2,8 @@
 
 `Builder.prepare` runs `policy.sending` over the fields, looks the `from` domain up (through a
 short per-process cache), lets `policy.sending.check_sender` decide, mints the reply-tracking
-identity and composes the message. Refusals come out as `ApiError`s of the one catalogue.
+identity, composes the message and puts an answer in the thread of what it answers.
+Refusals come out as `ApiError`s of the one catalogue.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import weakref
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 from aiohttp import web
 
@@ -18,11 +20,13 @@ from api.auth import CALLER, Caller
 from api.context import POOL, SETTINGS, TOKENS
 from api.errors import ApiError
 from policy.compose import compose, mint_tracking
+from policy.conversation import outbound_thread
 from policy.sending import EmailDraft, SenderDomain, check_sender, parse_email
 from policy.sending_fields import Problem, Refusal
 from storage.account_caches import DomainCache
 from storage.ids import uuid7
 from storage.outbound import new_email_id
+from storage.replies import ThreadLookups
 from storage.sending import DomainState, NewEmail
 
 # What each kind of refusal answers, from the one catalogue.
@@ -76,7 +80,26 @@ class Builder:
             domain = check_sender(draft.sender, found, self.caller.domain_id)
         except Refusal as refusal:
             raise ApiError(REFUSALS[refusal.problem], refusal.message) from None
-        return self.build(draft, domain)
+        return await self.in_conversation(self.build(draft, domain), draft)
+
+    async def in_conversation(
+        self, email: NewEmail, draft: EmailDraft, *, answering: UUID | None = None
+    ) -> NewEmail:
+        """The email in the thread of the stored message it answers (policy.conversation): the
+        received email `answering` names, else what its In-Reply-To or References name."""
+        headers = {name.lower(): value for name, value in draft.headers}
+        answered = await outbound_thread(
+            ThreadLookups(self.request.app[POOL]),
+            self.request.app[TOKENS],
+            self.caller.tenant_id,
+            in_reply_to=headers.get("in-reply-to"),
+            references=headers.get("references"),
+            new_thread_id=uuid7,
+            answering=answering,
+        )
+        if answered is None:
+            return email
+        return email.in_thread(answered.thread_id, answered.received_id)
 
     def build(self, draft: EmailDraft, domain: SenderDomain) -> NewEmail:
         app, email_id = self.request.app, new_email_id()

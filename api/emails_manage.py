@@ -43,9 +43,10 @@ def render_summary(row: dict[str, Any]) -> dict[str, Any]:
         "id": str(row["id"]),
         "from": row["from_header"] or row["from_address"],
         "to": row["to_addresses"],
-        "cc": row["cc_addresses"] or None,
-        "bcc": row["bcc_addresses"] or None,
-        "reply_to": row["reply_to_addresses"] or None,
+        # Lists, empty when none were given: Resend's document and SDK type them so.
+        "cc": row["cc_addresses"] or [],
+        "bcc": row["bcc_addresses"] or [],
+        "reply_to": row["reply_to_addresses"] or [],
         "subject": row["subject"],
         "created_at": _time(row["created_at"]),
         "scheduled_at": _time(row["scheduled_at"]),
@@ -62,8 +63,9 @@ def render_email(row: dict[str, Any]) -> dict[str, Any]:
     """GET /emails/{id}: the summary, the bodies, and where each recipient's copy stands."""
     return {
         **render_summary(row),
-        "html": row["html_body"],
-        "text": row["text_body"],
+        # Strings, empty for the body the email did not have (Resend's document and SDK: string).
+        "html": row["html_body"] or "",
+        "text": row["text_body"] or "",
         "deliveries": row["deliveries"],
     }
 

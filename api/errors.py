@@ -24,6 +24,11 @@ INVALID_IDEMPOTENCY_KEY = ErrorKind(
 VALIDATION_ERROR = ErrorKind(
     400, "validation_error", "We found an error with one or more fields in the request."
 )
+# U+0000 in a JSON string, a path or a query: PostgreSQL's text cannot store it, and no header or
+# address may hold it (RFC 5322 section 2.2, RFC 5321 section 4.1.2). The message names the field.
+NUL_CHARACTER = ErrorKind(
+    400, "validation_error", "A field contains a NUL character (U+0000), which cannot be stored."
+)
 MISSING_API_KEY = ErrorKind(401, "missing_api_key", "Missing API key in the authorization header.")
 RESTRICTED_API_KEY = ErrorKind(
     401, "restricted_api_key", "This API key is restricted to only send emails."

@@ -164,7 +164,7 @@ def _raw_from_json(body: dict[str, Any]) -> bytes:
         raise ApiError(errors.VALIDATION_ERROR, "`raw_mime_base64` must be a string")
     try:
         return base64.b64decode(encoded, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or a character outside ASCII
         raise ApiError(errors.VALIDATION_ERROR, "`raw_mime_base64` is not valid base64") from None
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid5
 
 from aiohttp import web
 
@@ -75,11 +75,24 @@ def _bracketed(message_id: str | None) -> str | None:
     return None if message_id is None else f"<{message_id}>"
 
 
-def attachment_json(entry: dict[str, Any], index: int) -> dict[str, Any]:
-    """Resend's attachment metadata; the id is the MIME part path ("2", "1.2"), stable and
-    enough to find the part again in the stored raw message."""
+# Resend's download links expire; ours need the API key instead and do not. Its document and SDK
+# type `expires_at` as a date-time string, so "never" is the latest one.
+NEVER = "9999-12-31T23:59:59+00:00"
+
+
+OMITTED_WHEN_NULL = ("filename", "content_id")
+
+
+def part_path(entry: dict[str, Any], index: int) -> str:
+    """The attachment's MIME part path ("2", "1.2"): enough to find it again in the raw message."""
+    return str(entry.get("part") or index + 1)
+
+
+def attachment_json(entry: dict[str, Any], index: int, email_id: UUID) -> dict[str, Any]:
+    """Resend's attachment metadata. The id is a UUID as Resend's are, derived from the email's
+    id and the part path (RFC 9562 section 5.5): stable, and kept nowhere."""
     return {
-        "id": entry.get("part") or str(index + 1),
+        "id": str(uuid5(email_id, part_path(entry, index))),
         "index": index,
         "filename": entry.get("filename"),
         "content_type": entry.get("content_type"),
@@ -94,16 +107,17 @@ def summary_json(email: ReceivedSummary) -> dict[str, Any]:
     return {
         "id": str(email.id),
         "to": list(email.to_addresses),
-        "from": display_address(email.from_name, email.from_address),
+        "from": display_address(email.from_name, email.from_address) or "",
         "created_at": email.received_at.isoformat(),
         "subject": email.subject,
         # Headers never show Bcc; who the message was delivered to is `received_for`.
         "bcc": None,
         "cc": list(email.cc_addresses),
         "reply_to": list(email.reply_to_addresses),
-        "message_id": _bracketed(email.message_id),
+        # Resend's document and SDK type it a string: "" when the message had none.
+        "message_id": _bracketed(email.message_id) or "",
         "received_for": list(email.rcpt_to),
-        "attachments": [attachment_json(a, i) for i, a in enumerate(email.attachments)],
+        "attachments": [attachment_json(a, i, email.id) for i, a in enumerate(email.attachments)],
         "received_at": email.received_at.isoformat(),
         "size": email.size,
         "reply_match_status": email.reply_match_status,
@@ -153,6 +167,10 @@ def detail_json(email: ReceivedEmail, origin: str, thread: dict[str, Any]) -> di
         "from_address": email.from_address,
         "html": email.html_body,
         "text": email.text_body,
+        # What the sender wrote, without quoted history; null until the after-commit worker
+        # stripped it (policy/stripping/).
+        "stripped_text": email.stripped_text,
+        "stripped_html": email.stripped_html,
         "headers": _header_object(email.headers),
         "header_list": [list(pair) for pair in email.headers],
         "in_reply_to": email.in_reply_to,
@@ -173,7 +191,7 @@ def detail_json(email: ReceivedEmail, origin: str, thread: dict[str, Any]) -> di
         "token_failure_source": email.token_failure_source,
         "report": email.report,
         # Resend's shape; our link needs the API key and does not expire.
-        "raw": {"download_url": f"{origin}/emails/receiving/{email.id}/raw", "expires_at": None},
+        "raw": {"download_url": f"{origin}/emails/receiving/{email.id}/raw", "expires_at": NEVER},
         "thread": thread,
     }
 
@@ -252,7 +270,9 @@ async def list_attachments(request: web.Request) -> web.Response:
     """Every attachment at once: a message holds few, so `has_more` is always false."""
     email_id, entries = await _attachments_of(request)
     origin = _origin(request)
-    data = [_linked(attachment_json(e, i), email_id, origin) for i, e in enumerate(entries)]
+    data = [
+        _linked(attachment_json(e, i, email_id), email_id, origin) for i, e in enumerate(entries)
+    ]
     return web.json_response(list_body(data, False))
 
 
@@ -260,8 +280,8 @@ async def list_attachments(request: web.Request) -> web.Response:
 async def get_attachment(request: web.Request) -> web.Response:
     """Resend's attachment object, whose `download_url` serves the bytes."""
     email_id, entries = await _attachments_of(request)
-    index = _find_attachment(entries, request.match_info["attachment_id"])
-    body = _linked(attachment_json(entries[index], index), email_id, _origin(request))
+    index = _find_attachment(entries, request.match_info["attachment_id"], email_id)
+    body = _linked(attachment_json(entries[index], index, email_id), email_id, _origin(request))
     return web.json_response({"object": "attachment", **body})
 
 
@@ -279,10 +299,11 @@ async def _raw_of(request: web.Request) -> tuple[UUID, RawMessage]:
 @routes.get("/emails/receiving/{id}/attachments/{attachment_id}/content")
 async def download_attachment(request: web.Request) -> web.Response:
     """The decoded bytes of one attachment, read again from the stored raw message."""
-    _email_id, stored = await _raw_of(request)
-    index = _find_attachment(stored.attachments, request.match_info["attachment_id"])
-    entry = attachment_json(stored.attachments[index], index)
-    part = await mime_parts.extract(stored.raw, entry["id"])
+    email_id, stored = await _raw_of(request)
+    index = _find_attachment(stored.attachments, request.match_info["attachment_id"], email_id)
+    entry = attachment_json(stored.attachments[index], index, email_id)
+    path = part_path(stored.attachments[index], index)
+    part = await mime_parts.extract(stored.raw, path)
     if part is None:  # metadata and message disagree: only if the parser changed since
         raise ApiError(errors.NOT_FOUND, "Attachment not found.")
     return web.Response(
@@ -290,7 +311,7 @@ async def download_attachment(request: web.Request) -> web.Response:
         headers={
             "Content-Type": part.content_type,
             "Content-Disposition": mime_parts.content_disposition(
-                entry["filename"], f"attachment-{entry['id']}"
+                entry["filename"], f"attachment-{path}"
             ),
             # Never let a browser render an attachment (an HTML part) as our own page.
             "X-Content-Type-Options": "nosniff",
@@ -317,16 +338,21 @@ async def get_raw(request: web.Request) -> web.Response:
     )
 
 
-def _find_attachment(entries: list[dict[str, Any]], attachment_id: str) -> int:
+def _find_attachment(entries: list[dict[str, Any]], attachment_id: str, email_id: UUID) -> int:
+    """By its id, or by its part path (the ids of earlier versions, still in old links)."""
     for index, entry in enumerate(entries):
-        if attachment_json(entry, index)["id"] == attachment_id:
+        path = part_path(entry, index)
+        if attachment_id in (path, str(uuid5(email_id, path))):
             return index
     raise ApiError(errors.NOT_FOUND, "Attachment not found.")
 
 
 def _linked(body: dict[str, Any], email_id: UUID, origin: str) -> dict[str, Any]:
+    """The attachment with its download link. Resend's SDK types this form's `filename` and
+    `content_id` as absent or a string (never null), so an unknown one is left out."""
     url = f"{origin}/emails/receiving/{email_id}/attachments/{body['id']}/content"
-    return {**body, "download_url": url, "expires_at": None}
+    given = {k: v for k, v in body.items() if v is not None or k not in OMITTED_WHEN_NULL}
+    return {**given, "download_url": url, "expires_at": NEVER}
 
 
 def _str(value: UUID | None) -> str | None:

@@ -17,7 +17,7 @@ from uuid import UUID
 from aiohttp import web
 
 from api import errors
-from api.auth import CALLER
+from api.auth import CALLER, require_api_key
 from api.context import POOL, InvalidJson, request_json
 from api.emails import store, unstored
 from api.emails_build import Builder
@@ -30,7 +30,6 @@ from policy.sending_fields import Problem, Refusal
 from storage import received, replies
 from storage.errors import StorageError
 from storage.idempotency import Claim
-from storage.ids import uuid7
 from storage.received import ReceivedEmail
 from storage.sending import Stored
 
@@ -94,8 +93,6 @@ async def inbound_errors(request: web.Request, handler: Any) -> web.StreamRespon
 def install(app: web.Application) -> None:
     """The routes, and the error translation just outside authentication (whose refusals it
     rewords), inside the application's JSON error rendering."""
-    from api.app import require_api_key  # api.app calls this while it builds the app
-
     app.router.add_routes(routes)
     app.middlewares.insert(app.middlewares.index(require_api_key), inbound_errors)
 
@@ -207,11 +204,6 @@ async def reply(request: web.Request) -> web.Response:
             raise ApiError(_REFUSED[refusal.reason], refusal.message) from None
         if await replies.sending_limit_reached(pool, caller.tenant_id):
             raise ApiError(errors.REPLY_LIMIT_REACHED)
-        thread_id = found.thread_id or await replies.thread_for_reply(
-            pool, caller.tenant_id, received_id, uuid7(), found.subject
-        )
-        if thread_id is None:  # deleted while we worked
-            raise ApiError(errors.REPLY_NOT_FOUND)
         sender_domain = reply_compose.address_of(fields["from"]).rpartition("@")[2].lower()
         for fresh in (False, True):  # as POST /emails: once more if the domain changed meanwhile
             builder = Builder(request, fresh=fresh)
@@ -222,13 +214,14 @@ async def reply(request: web.Request) -> web.Response:
                 )
             except Refusal as refusal:
                 raise _refusal(refusal, sender_domain) from None
-            email = dataclasses.replace(
-                builder.build(draft, domain),
-                thread_id=thread_id,
-                thread_exists=True,
-                source="reply",
-                in_reply_to_received_id=received_id,
+            # The received email's thread (opened now if it had none), as any answer joins
+            # the conversation of what it answers.
+            email = await builder.in_conversation(
+                builder.build(draft, domain), draft, answering=received_id
             )
+            if email.in_reply_to_received_id != received_id:  # deleted while we worked
+                raise ApiError(errors.REPLY_NOT_FOUND)
+            email = dataclasses.replace(email, source="reply")
             # messageId as the Message-ID field holds it, without the angle brackets (as
             # GET /emails shows message_id). awsMessageId: there is no SES here; always null.
             payload = {"id": str(email.id), "messageId": email.message_id, "awsMessageId": None}

@@ -1,1 +1,2 @@
-"""The SMTP edge: the MX listener, its protocol and handler, and the composition root."""
+"""The SMTP edge: the MX listener, its protocol and handler, and the composition root.
+May import policy and storage; only the composition root (cli, serve) imports api."""

@@ -47,7 +47,8 @@ MAX_DKIM_SIGNATURES = 8
 SPF_QUERY_SECONDS = 20
 # RFC 8301 section 3.2: RSA keys under 1024 bits must not be accepted.
 MIN_DKIM_KEY_BITS = 1024
-# All the DNS of one check (SPF's 20 s included); DRAIN_GRACE_SECONDS of mta/serve.py covers it.
+# All the DNS of one check (SPF's 20 s included). A check still running when its process stops
+# is cut off by the exit watchdog (mta/stopping.py) and checked again later.
 CHECK_DNS_SECONDS = 30.0
 
 # dkimpy logs every failed signature at ERROR; a forged signature is an outcome, not our error.

@@ -1,5 +1,8 @@
 """The auth checker: finds received mail not yet checked, checks it, writes the results.
 
+The same worker strips each new message of its quoted history (policy/stripping/): another
+job on the same message, off the MX's path to its 250 for the same reasons.
+
 It runs in a process of its own (`opensend serve` starts it, see mta/serve.py) at the lowest
 CPU priority: the checks are pure-Python canonicalization and blocking DNS (mta/authcheck.py),
 which in the MX's process took the GIL from the accept path. In this process they run in a
@@ -29,10 +32,12 @@ from mta import metrics
 from mta.authcheck import Authenticator, Evidence
 from mta.wakeup import wait_for_any
 from policy.authentication import recheck_in
+from policy.stripping.message import StrippedBodies, strip_message
 from storage import authresults
 from storage.authresults import CheckedMessage, PendingCheck, ResultWriter
 from storage.database import Pool
 from storage.errors import StorageError
+from storage.stripped import StrippedMessage, record_stripped
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +77,12 @@ class AuthCheckWorkers:
         self._options = options or AuthCheckOptions()
         self._executor = ThreadPoolExecutor(self._options.threads, "opensend-authcheck")
         # One commit in flight: results gather behind it into the next one.
-        self._writer = ResultWriter(pool, max_batch=self._options.batch_size, max_inflight=1)
+        self._writer: ResultWriter[CheckedMessage] = ResultWriter(
+            pool, max_batch=self._options.batch_size, max_inflight=1
+        )
+        self._stripped: ResultWriter[StrippedMessage] = ResultWriter(
+            pool, max_batch=self._options.batch_size, max_inflight=1, record=record_stripped
+        )
         self._lock: asyncpg.pool.PoolConnectionProxy | None = None  # holds the advisory lock
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -284,6 +294,14 @@ class AuthCheckWorkers:
                 self._executor, self._authenticator.check, evidence
             )
             metrics.AUTHCHECK_DURATION.observe(time.monotonic() - started)
+            if pending.checks == 1:  # a recheck of a temperror finds it stripped already
+                stripped = await loop.run_in_executor(self._executor, _strip, raw)
+                if stripped is not None:
+                    # Before the results, which mark the message done: a worker that dies
+                    # between the two strips it again.
+                    await self._stripped.write(
+                        StrippedMessage(pending.id, stripped.text, stripped.html)
+                    )
             await self._writer.write(
                 CheckedMessage(
                     id=pending.id,
@@ -311,6 +329,16 @@ class AuthCheckWorkers:
                 metrics.AUTHCHECK_BACKLOG.set(backlog.messages)
                 metrics.AUTHCHECK_OLDEST_DUE_AGE.set(backlog.oldest_due_seconds)
             await asyncio.sleep(self._options.backlog_seconds)
+
+
+def _strip(raw: bytes) -> StrippedBodies | None:
+    """The stripped bodies, or None (logged) if the stripper failed: a bug in it must not hold
+    up the authentication results, nor make the message come back for ever."""
+    try:
+        return strip_message(raw)
+    except Exception as error:
+        log.error("could not strip a received message", exc_info=error)
+        return None
 
 
 def _open(conn: asyncpg.pool.PoolConnectionProxy) -> bool:

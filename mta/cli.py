@@ -283,7 +283,8 @@ def run_server(settings: Settings, only: str | None) -> None:
         for stale in metrics_dir.glob("*.db"):
             stale.unlink()
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    from mta.serve import run_in_loop, serve
+    from mta.event_loop import run_in_loop
+    from mta.serve import serve
 
     url = database_url(settings)
     run_in_loop(lambda: serve(settings, only, url))
@@ -309,8 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = add("serve", cmd_serve, "run the server (MX, submission, delivery, API, metrics)")
     serve.add_argument(
         "--only",
-        choices=["mta", "api", "authcheck"],
-        help="run one part only (authcheck: the SPF/DKIM/DMARC/ARC checks of received mail)",
+        choices=["mta", "api", "authcheck", "webhooks"],
+        help="run one part only (authcheck: the SPF/DKIM/DMARC/ARC checks of received mail; "
+        "webhooks: webhook delivery)",
     )
     add("migrate", cmd_migrate, "apply database migrations")
 

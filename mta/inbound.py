@@ -80,6 +80,9 @@ class MXHandler:
     ) -> str:
         # Any sender is welcome at an MX, including the null reverse-path of bounces (RFC 5321
         # section 4.5.5); authentication results are judged on the message, not here.
+        refused = server.address_refusal(address, sender=True)
+        if refused is not None:
+            return str(refused)
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         _transaction(envelope).accepted.clear()
@@ -90,6 +93,9 @@ class MXHandler:
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
     ) -> str:
+        refused_address = server.address_refusal(address, sender=False)
+        if refused_address is not None:
+            return str(refused_address)
         transaction = _transaction(envelope)
         decision = await self._decide_recipient(address, len(transaction.accepted))
         metrics.RCPT_VERDICTS.labels(decision.action.value, decision.reason).inc()
@@ -150,13 +156,13 @@ class MXHandler:
         for record in records:
             metrics.MESSAGES_STORED.labels(record.reply_match_status).inc()
         ids = " ".join(str(record.id) for record in records)
-        return str(replies.S250_QUEUED.with_text(f"Ok: queued as {ids}"))
+        return str(replies.S250_QUEUED.format(id=ids))
 
     async def handle_exception(self, error: Exception) -> str:
         # aiosmtpd would answer an escaped exception with 500; nothing accepted is at stake
         # here, but the sender must retry rather than bounce (DESIGN.md 7).
         log.exception("unexpected error in SMTP session")
-        return str(replies.S451_TEMP_STORAGE)
+        return str(replies.S451_LOCAL_ERROR)
 
     async def _records(
         self, session: Any, envelope: Any, transaction: Transaction, parsed: Any, raw: bytes

@@ -3,7 +3,8 @@
 aiosmtpd (pinned in pyproject.toml: this subclass relies on its internals) keeps RFC order and
 parsing. This subclass adds what an internet-facing MX needs: a connection cap answered with 421,
 an EHLO that advertises PIPELINING and ENHANCEDSTATUSCODES, enhanced codes on every reply, a
-DATA reader that takes the message in blocks instead of line by line, and refusal of bare CR/LF.
+DATA reader that takes the message in blocks instead of line by line and normalises bare LF
+and stray CR (Postfix 3.9's defaults) while ending DATA at CRLF.CRLF only.
 Decisions stay with the handler (`mta.inbound`).
 """
 
@@ -22,6 +23,7 @@ from aiosmtpd.smtp import SMTP, syntax
 
 from mta import metrics
 from policy import replies
+from policy.addresses import envelope_address_refusal
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +53,28 @@ class ConnectionGate:
         self.active -= 1
 
 
-def has_bare_line_ending(content: bytes) -> bool:
-    """True when a CR or LF appears outside a CRLF pair.
+# Postfix 3.9's default, smtpd_forbid_bare_newline = normalize (postconf(5), and "SMTP
+# Smuggling" at https://www.postfix.org/smtp-smuggling.html): a line that ends in a bare LF is
+# taken as if it ended in CRLF, while DATA still ends ONLY at CRLF.CRLF, so none of the
+# smuggling look-alikes (LF.LF, CRLF.LF, LF.CRLF, CR.CR) ends a message and what follows them
+# stays inside it. A lone dot on a line so ended is an ordinary line, unstuffed like any other
+# (RFC 5321 section 4.5.2). A CR that does not start a CRLF ends no line for Postfix either;
+# its cleanup replaces such a stray CR with a space (cleanup_replace_stray_cr_lf, Postfix 3.9),
+# so the message we store, sign and relay holds CRLF line ends only and no remote server can
+# read a line end, or a signature, differently from us.
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+_STRAY_CR = re.compile(rb"\r(?!\n)")
 
-    RFC 5321 section 2.3.8 allows line endings only as CRLF; a bare LF or CR before a dot is how
-    SMTP smuggling hides a second message from a server that reads them as line ends.
-    """
-    pairs = content.count(b"\r\n")
-    return content.count(b"\n") != pairs or content.count(b"\r") != pairs
+
+def normalise_line_endings(data: bytes) -> bytes:
+    """`data` with every bare LF made CRLF and every stray CR made a space (see above)."""
+    pairs = data.count(b"\r\n")
+    if data.count(b"\n") != pairs:
+        data = _BARE_LF.sub(b"\r\n", data)
+        pairs = data.count(b"\r\n")
+    if data.count(b"\r") != pairs:
+        data = _STRAY_CR.sub(b" ", data)
+    return data
 
 
 def _handler_hooks(handler: Any) -> dict[str, Any]:
@@ -106,6 +122,7 @@ class MXProtocol(SMTP):
     connections_metric = metrics.CONNECTIONS
     active_metric = metrics.CONNECTIONS_ACTIVE
     refused_metric = metrics.MESSAGES_REFUSED
+    offers_smtputf8 = True  # RFC 6531: advertised in EHLO, and the SMTPUTF8 MAIL parameter taken
 
     def __init__(
         self,
@@ -134,6 +151,9 @@ class MXProtocol(SMTP):
         )
         self.event_handler = handler
         self.data_size_limit = data_size_limit
+        # aiosmtpd decodes command arguments as UTF-8 (surrogate escapes for the rest) only with
+        # this on; off, it answers non-ASCII with a bare "500". Whether SMTPUTF8 is offered is
+        # `offers_smtputf8`, and what a non-ASCII address gets is policy's (address_refusal).
         self.enable_SMTPUTF8 = True
         self._decode_data = False
         self.command_size_limits = collections.defaultdict(lambda: self.command_size_limit)
@@ -200,6 +220,18 @@ class MXProtocol(SMTP):
             return
         await super()._handle_client()
 
+    async def handle_exception(self, error: Exception) -> str:
+        transport: Any = self.transport
+        if transport is None or transport.is_closing():
+            # The server closed this session (a lockout, too many errors) or the client did,
+            # while the engine still held commands it had read; asyncio's TLS transport raises
+            # on any use after its close. Not a fault, and nobody to answer: end the session's
+            # task as a lost connection ends it.
+            log.debug("session closed under a command", extra={"error": repr(error)})
+            raise asyncio.CancelledError
+        status: str = await super().handle_exception(error)  # the handler's: log, then 451
+        return status
+
     def _timeout_cb(self) -> None:
         # RFC 5321 section 4.5.3.2: tell the client why before closing an idle connection.
         transport: Any = self.transport
@@ -231,10 +263,27 @@ class MXProtocol(SMTP):
         # aiosmtpd spells the null reverse-path "<>": an empty string would read as "no MAIL".
         return found.group(1) or "<>", found.group(2)
 
+    def address_refusal(self, address: str, *, sender: bool) -> replies.Reply | None:
+        """The reply refusing a MAIL or RCPT address for its characters, or None (policy's)."""
+        assert self.envelope is not None
+        return envelope_address_refusal(
+            address,
+            declared_smtputf8=self.envelope.smtp_utf8,
+            offers_smtputf8=self.offers_smtputf8,
+            sender=sender,
+        )
+
     async def push(self, status: AnyStr) -> None:
+        transport: Any = self.transport
+        if transport is None or transport.is_closing():
+            # The client is gone (a cut connection, a failed TLS session): nobody to answer,
+            # and asyncio's TLS transport raises on a write after its close.
+            return
         text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
-        if not text.startswith(f"220 {self.hostname} "):  # RFC 2034 section 3: not the greeting
-            text = replies.with_enhanced_code(text)
+        if text == f"250 {self.hostname}":  # aiosmtpd's answer to HELO
+            text = str(replies.S250_HELO.format(hostname=self.hostname))
+        elif not text.startswith(f"220 {self.hostname} "):  # RFC 2034 section 3: not the greeting
+            text = replies.engine_reply(text)
         await super().push(text)
 
     # -- commands -----------------------------------------------------------------------------
@@ -242,7 +291,7 @@ class MXProtocol(SMTP):
     @syntax("EHLO hostname")
     async def smtp_EHLO(self, hostname: str) -> None:
         if not hostname:
-            await self.push("501 5.5.4 Syntax: EHLO hostname")
+            await self.push(str(replies.S501_EHLO_SYNTAX))
             return
         self._set_rset_state()
         assert self.session is not None
@@ -261,7 +310,7 @@ class MXProtocol(SMTP):
             lines.append(f"SIZE {self.data_size_limit}")  # RFC 1870
             self.command_size_limits["MAIL"] = 512 + 26
         lines.append("8BITMIME")  # RFC 6152
-        if self.enable_SMTPUTF8:
+        if self.offers_smtputf8:
             lines.append("SMTPUTF8")  # RFC 6531
             self.command_size_limits["MAIL"] += 10
         lines.append("ENHANCEDSTATUSCODES")  # RFC 2034
@@ -274,15 +323,15 @@ class MXProtocol(SMTP):
         """RFC 3207, through the event loop's own TLS (uvloop's is native code) rather than
         aiosmtpd's hand-made asyncio.sslproto layer: a third of the CPU of a STARTTLS session."""
         if arg:
-            await self.push("501 Syntax: STARTTLS")
+            await self.push(str(replies.S501_NO_ARGUMENT))
             return
         if self.tls_version is not None:  # RFC 3207 section 4: no TLS inside TLS
             await self.push(str(replies.S503_ALREADY_TLS))
             return
         if not self.tls_context:
-            await self.push("454 TLS not available")
+            await self.push(str(replies.S454_TLS_NOT_AVAILABLE))
             return
-        await self.push("220 Ready to start TLS")
+        await self.push(str(replies.S220_READY_TLS))
         # RFC 3207 section 4.2: commands pipelined in the clear are discarded (CVE-2011-0411).
         # Now, not after the handshake, when the client's first command in TLS may be here.
         self._reader._buffer.clear()  # type: ignore[attr-defined]
@@ -320,14 +369,14 @@ class MXProtocol(SMTP):
             return
         assert self.envelope is not None
         if not self.envelope.mail_from:
-            await self.push(str(replies.S503_BAD_SEQUENCE.with_text("Send MAIL first")))
+            await self.push(str(replies.S503_MAIL_FIRST))
             return
         if not self.envelope.rcpt_tos:
             # RFC 2920 section 3.1: with pipelining, DATA after every RCPT failed gets 554 or 503.
             await self.push(str(replies.S554_NO_VALID_RECIPIENTS))
             return
         if arg:
-            await self.push("501 5.5.4 Syntax: DATA")
+            await self.push(str(replies.S501_NO_ARGUMENT))
             return
         await self.push(str(replies.S354_DATA))
         self._reset_timeout(self._data_timeout)
@@ -347,15 +396,6 @@ class MXProtocol(SMTP):
             self._set_post_data_state()
             await self.push(str(replies.S552_TOO_BIG))
             return
-        if has_bare_line_ending(content):
-            self.refused_metric.labels("bare_line_ending").inc()
-            log.warning(
-                "refused message with bare CR or LF",
-                extra={"peer": self.session.peer if self.session else None},
-            )
-            self._set_post_data_state()
-            await self.push(str(replies.S550_BARE_LF))
-            return
         self.envelope.content = content
         self.envelope.original_content = content
         try:
@@ -365,6 +405,19 @@ class MXProtocol(SMTP):
             # over: the client's next MAIL starts a new one rather than meeting "503 nested".
             self._set_post_data_state()
         await self.push(status)
+
+    @syntax("HELP [command]")
+    async def smtp_HELP(self, arg: str) -> None:
+        # One fixed answer: aiosmtpd's lists its method table and echoes the argument.
+        await self.push(str(replies.S214_HELP))
+
+    @syntax("VRFY <address>")
+    async def smtp_VRFY(self, arg: str) -> None:
+        # RFC 5321 section 3.5.3: 252 says nothing about whether the mailbox exists, so VRFY
+        # is no directory-harvest tool; the argument is neither looked up nor echoed.
+        if await self.check_auth_needed("VRFY"):
+            return
+        await self.push(str(replies.S252_CANNOT_VRFY if arg else replies.S501_VRFY_SYNTAX))
 
     async def smtp_AUTH(self, arg: str) -> None:  # no @syntax: HELP must not list it
         # Port 25 takes mail for our domains only; authenticated sending is on the submission
@@ -402,7 +455,8 @@ class MXProtocol(SMTP):
         if too_big:
             return b"", True
         body = block[: -len(_END_OF_DATA) + 2]  # keep the final CRLF, drop ".\r\n"
-        content = body.replace(b"\r\n.", b"\r\n")[2:]
+        # Lines first (bare LF and stray CR, see normalise_line_endings), then dot-stuffing.
+        content = normalise_line_endings(body).replace(b"\r\n.", b"\r\n")[2:]
         if limit and len(content) > limit:
             return b"", True
         return content, False

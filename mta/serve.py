@@ -7,20 +7,20 @@ With OPENSEND_MX_PROCESSES above 1, extra processes share the MX port (SO_REUSEP
 protocol work uses more than one core; each has its own loop and pool, and Postgres is the only
 thing they share. The authentication checks of received mail run in one more process, beside
 the delivery workers' but apart from the MX's (see mta/authcheck_worker.py); of several nodes,
-one checks at a time and the others wait for its advisory lock. Prometheus samples
-from all of them are merged through a shared directory.
+one checks at a time and the others wait for its advisory lock. Every child is started again
+when it dies, and ends when this process dies. Prometheus samples from all of them are merged
+through a shared directory.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 import multiprocessing
 import os
 import signal
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -29,9 +29,20 @@ from mta.authcheck import Authenticator
 from mta.authcheck_worker import AuthCheckWorkers
 from mta.delivery import DeliveryWorkers
 from mta.dns import BlockingResolver, Resolver
+from mta.event_loop import run_in_loop
 from mta.logs import configure_logging
 from mta.server import MXListener, SubmissionListeners, start_mx, start_submission
+from mta.stopping import (
+    Step,
+    die_with_parent,
+    drain_within,
+    session_grace,
+    stop_on_signals,
+    until_stopped_or_orphaned,
+)
 from mta.tls import submission_tls_context
+from mta.webhooks.process import start_webhook_process, workers_for
+from mta.webhooks.worker import WebhookWorkers
 from policy.settings import ListenAddress, Settings
 from policy.tokens import ReplyTokens
 from storage.database import open_pool
@@ -40,9 +51,6 @@ from storage.migrate import migrate
 
 log = logging.getLogger(__name__)
 
-# How long in-flight SMTP transactions may take to finish after SIGTERM; systemd's
-# TimeoutStopSec must be longer.
-DRAIN_GRACE_SECONDS = 30.0
 # The auth-check process yields the CPU to the MX, delivery and Postgres whenever they want it;
 # its work waits without harm, theirs has someone waiting on the other end. SCHED_IDLE
 # (sched(7)) runs it only on CPU time no other process asks for, and a waking MX process takes
@@ -59,27 +67,6 @@ def reply_tokens(settings: Settings) -> ReplyTokens:
     # Production has an explicit secret (policy.settings refuses to start without one).
     secret = settings.reply_token_secret or load_or_create_secret(settings.data_dir)
     return ReplyTokens(secret, settings.reply_token_secrets_previous)
-
-
-def run_in_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run on uvloop where available: the SMTP protocol loop is the MX's bottleneck."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported OS
-        asyncio.run(main())
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main())
-
-
-def _stop_on_signals() -> asyncio.Event:
-    """Set on SIGTERM or SIGINT. Installed before any listener starts, so a signal that arrives
-    while starting still leads to a graceful drain instead of the default abrupt exit."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    return stop
 
 
 async def _start_http(app: web.Application, listen: ListenAddress) -> web.AppRunner:
@@ -106,7 +93,7 @@ async def serve(
     """Run until SIGTERM or SIGINT. `deliver=False` leaves the delivery workers out and
     `check_auth=False` the auth-check process: for the submission benchmark
     (tests/perf/bench_submission.py), which measures the listeners alone."""
-    stop = _stop_on_signals()
+    stop = stop_on_signals(settings.shutdown_drain)
     await migrate(url, wait=60.0)  # the database may still be starting at boot
     pool = await open_pool(url, max_size=_pool_size(settings))
     tokens = reply_tokens(settings)
@@ -114,8 +101,9 @@ async def serve(
     listener: MXListener | None = None
     submission: SubmissionListeners | None = None
     delivery: DeliveryWorkers | None = None
+    webhooks: WebhookWorkers | None = None
     workers: list[multiprocessing.process.BaseProcess] = []
-    supervisor: asyncio.Task[None] | None = None
+    supervisors: list[asyncio.Task[None]] = []
     try:
         if only in (None, "mta"):
             shared = settings.mx_processes > 1
@@ -124,22 +112,30 @@ async def serve(
             submission = await start_submission(
                 settings, pool, tokens, submission_tls_context(settings)
             )
-            workers = _start_mx_workers(settings, url)
+            # Each extra MX process is started again if it dies (one that starts while the
+            # database is away exits at once), so the port keeps its configured processes.
+            for number in range(1, settings.mx_processes):
+                start = functools.partial(_start_mx_worker, settings, url, number)
+                supervisors.append(_supervised(start, workers))
             if deliver:
                 delivery = DeliveryWorkers(
                     pool, url, settings, Resolver(settings.dns_servers), tokens=tokens
                 )
                 await delivery.start()
+        # Webhook delivery: beside the MTA in a process of its own at a lower CPU priority
+        # (mail first; see mta/webhooks/process.py), or here alone (`--only webhooks`).
+        if only == "webhooks" and deliver:
+            webhooks = workers_for(settings, pool, url)
+            await webhooks.start()
+        elif only in (None, "mta") and deliver and settings.webhooks.beside_mta:
+            supervisors.append(_supervised(lambda: start_webhook_process(settings, url), workers))
         # The checks of received mail: beside the MX unless OPENSEND_AUTH_CHECKS=off, or alone
         # (`--only authcheck`) on a host of their own, which needs nothing but the database.
         checks_here = only == "authcheck" or (
             only in (None, "mta") and settings.auth_checks and check_auth
         )
         if checks_here:
-            supervisor = asyncio.get_running_loop().create_task(
-                _supervise(lambda: _start_auth_checker(settings, url), workers)
-            )
-            supervisor.add_done_callback(_report_if_failed)
+            supervisors.append(_supervised(lambda: _start_auth_checker(settings, url), workers))
         if only in (None, "api"):
             app = make_app(pool, settings, tokens, Resolver(settings.dns_servers))
             runners.append(await _start_http(app, settings.api_listen))
@@ -149,25 +145,48 @@ async def serve(
         await stop.wait()
         log.info("stopping: finishing transactions in flight")
     finally:
-        if supervisor is not None:
-            supervisor.cancel()
-            await asyncio.gather(supervisor, return_exceptions=True)
-        for worker in workers:
-            if worker.pid is not None and worker.is_alive():
-                os.kill(worker.pid, signal.SIGTERM)
-        # Sessions in flight on both sides finish together within the one grace period.
-        await asyncio.gather(
-            *([listener.drain(DRAIN_GRACE_SECONDS)] if listener is not None else []),
-            *([submission.drain(DRAIN_GRACE_SECONDS)] if submission is not None else []),
-            *([delivery.stop(DRAIN_GRACE_SECONDS)] if delivery is not None else []),
-        )
-        for runner in runners:
-            await runner.cleanup()
-        for worker in workers:
-            await asyncio.get_running_loop().run_in_executor(
-                None, worker.join, DRAIN_GRACE_SECONDS + 5
+        grace = session_grace(settings.shutdown_drain)
+
+        async def stop_children() -> None:
+            for supervisor in supervisors:
+                supervisor.cancel()
+            await asyncio.gather(*supervisors, return_exceptions=True)
+            for worker in workers:
+                if worker.pid is not None and worker.is_alive():
+                    os.kill(worker.pid, signal.SIGTERM)
+
+        async def drain_sessions() -> None:
+            # Sessions in flight on both sides finish together within the one grace period.
+            await asyncio.gather(
+                *([listener.drain(grace)] if listener is not None else []),
+                *([submission.drain(grace)] if submission is not None else []),
+                *([delivery.stop(grace)] if delivery is not None else []),
+                *([webhooks.stop(grace)] if webhooks is not None else []),
             )
-        await pool.close()
+
+        async def close_http() -> None:
+            for runner in runners:
+                await runner.cleanup()
+
+        async def join_children() -> None:
+            await asyncio.gather(*(_exited(worker) for worker in workers))
+
+        steps: list[Step] = [
+            ("signalling the child processes", stop_children),
+            ("finishing SMTP sessions and deliveries in flight", drain_sessions),
+            ("closing the HTTP listener", close_http),
+            ("waiting for the child processes", join_children),
+        ]
+        try:
+            await drain_within(settings.shutdown_drain, pool, steps)
+        finally:
+            for worker in workers:  # each bounds its own drain; one that did not is killed
+                if worker.is_alive():
+                    log.warning(
+                        "a child process outlived the stop; killing it",
+                        extra={"child": worker.name, "pid": worker.pid},
+                    )
+                    worker.kill()
 
 
 async def _supervise(
@@ -192,6 +211,15 @@ async def _supervise(
         )
         await asyncio.sleep(delay)
         delay = min(delay * 2, RESTART_MAX_SECONDS)
+
+
+def _supervised(
+    start: Callable[[], multiprocessing.process.BaseProcess],
+    workers: list[multiprocessing.process.BaseProcess],
+) -> asyncio.Task[None]:
+    supervisor = asyncio.get_running_loop().create_task(_supervise(start, workers))
+    supervisor.add_done_callback(_report_if_failed)
+    return supervisor
 
 
 def _report_if_failed(task: asyncio.Task[None]) -> None:
@@ -227,11 +255,12 @@ def _start_auth_checker(settings: Settings, url: str) -> multiprocessing.process
 
 def auth_check_main(settings: Settings, url: str, parent_pid: int) -> None:
     """The auth-check process: the workers only, until SIGTERM or orphaned."""
+    die_with_parent(parent_pid)
     configure_logging(settings.log_level, settings.log_format)
     _lower_cpu_priority()  # first: the threads started later inherit it
 
     async def main() -> None:
-        stop = _stop_on_signals()
+        stop = stop_on_signals(settings.shutdown_drain)
         pool = await open_pool(url, min_size=1, max_size=4)
         resolver = BlockingResolver(settings.dns_servers)
         checkers = AuthCheckWorkers(
@@ -241,10 +270,13 @@ def auth_check_main(settings: Settings, url: str, parent_pid: int) -> None:
         )
         await checkers.start()
         try:
-            await _until_stopped_or_orphaned(stop, parent_pid)
+            await until_stopped_or_orphaned(stop, parent_pid)
         finally:
-            await checkers.stop(DRAIN_GRACE_SECONDS)
-            await pool.close()
+
+            async def stop_checks() -> None:
+                await checkers.stop(session_grace(settings.shutdown_drain))
+
+            await drain_within(settings.shutdown_drain, pool, [("finishing checks", stop_checks)])
 
     run_in_loop(main)
 
@@ -262,37 +294,35 @@ def _lower_cpu_priority() -> None:
         log.warning("auth checks run at normal CPU priority", extra={"error": str(error)})
 
 
-async def _until_stopped_or_orphaned(stop: asyncio.Event, parent_pid: int) -> None:
-    """Also stop when orphaned: the parent died without telling us."""
-    while not stop.is_set() and os.getppid() == parent_pid:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=1.0)
-
-
-def _start_mx_workers(settings: Settings, url: str) -> list[multiprocessing.process.BaseProcess]:
+def _start_mx_worker(
+    settings: Settings, url: str, number: int
+) -> multiprocessing.process.BaseProcess:
     context = multiprocessing.get_context("spawn")
-    workers: list[multiprocessing.process.BaseProcess] = []
-    for number in range(1, settings.mx_processes):
-        worker = context.Process(
-            target=mx_worker_main, args=(settings, url, os.getpid()), name=f"opensend-mx-{number}"
-        )
-        worker.start()
-        workers.append(worker)
-    return workers
+    worker = context.Process(
+        target=mx_worker_main, args=(settings, url, os.getpid()), name=f"opensend-mx-{number}"
+    )
+    worker.start()
+    return worker
 
 
 def mx_worker_main(settings: Settings, url: str, parent_pid: int) -> None:
     """An extra MX process: the listener only, on the shared port, until SIGTERM or orphaned."""
+    die_with_parent(parent_pid)
     configure_logging(settings.log_level, settings.log_format)
 
     async def main() -> None:
-        stop = _stop_on_signals()
+        stop = stop_on_signals(settings.shutdown_drain)
         pool = await open_pool(url, max_size=_pool_size(settings))
         listener = await start_mx(settings, pool, reply_tokens(settings), reuse_port=True)
         try:
-            await _until_stopped_or_orphaned(stop, parent_pid)
+            await until_stopped_or_orphaned(stop, parent_pid)
         finally:
-            await listener.drain(DRAIN_GRACE_SECONDS)
-            await pool.close()
+
+            async def drain_sessions() -> None:
+                await listener.drain(session_grace(settings.shutdown_drain))
+
+            await drain_within(
+                settings.shutdown_drain, pool, [("finishing SMTP sessions", drain_sessions)]
+            )
 
     run_in_loop(main)

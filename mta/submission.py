@@ -22,7 +22,9 @@ from mta.submission_auth import Account, Login, Logins
 from policy import replies
 from policy.auth_throttle import AuthVerdict
 from policy.compose import mint_tracking
+from policy.conversation import outbound_thread
 from policy.inbound import Arrival, received_header
+from policy.long_lines import Unfittable, fit_line_lengths
 from policy.message import ParsedMessage, parse_message
 from policy.sending import SenderDomain
 from policy.sending_fields import Mailbox
@@ -43,6 +45,7 @@ from storage.database import Pool
 from storage.errors import StorageError
 from storage.ids import uuid7
 from storage.outbound import new_email_id
+from storage.replies import ThreadLookups
 from storage.sending import Completion, DomainState, NewEmail, Stored
 
 log = logging.getLogger(__name__)
@@ -89,6 +92,7 @@ class SubmissionHandler:
         self._store = store
         self._domains: DomainCache[SenderDomain] = DomainCache(SenderDomain)
         self._limits_reached = LimitCache()
+        self._threads = ThreadLookups(pool)
 
     # -- AUTH ---------------------------------------------------------------------------------
 
@@ -103,6 +107,9 @@ class SubmissionHandler:
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]
     ) -> str:
+        refused = server.address_refusal(address, sender=True)
+        if refused is not None:
+            return str(refused)
         mailbox = envelope_sender(address)
         try:
             account = await self._logins.current(account_of(session))
@@ -140,6 +147,9 @@ class SubmissionHandler:
     ) -> str:
         # Logged in, a client may send anywhere; delivery follows the envelope alone (addresses
         # named only in the header fields are not sent to, RFC 5321 section 3.3).
+        refused = server.address_refusal(address, sender=False)
+        if refused is not None:
+            return str(refused)
         reply = recipient_reply(address, envelope.rcpt_tos, self._limits.max_recipients)
         if reply is replies.S250_RECIPIENT_OK:
             add_recipient(address, envelope.rcpt_tos)
@@ -150,7 +160,12 @@ class SubmissionHandler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         account = account_of(session)
-        raw: bytes = envelope.original_content
+        try:
+            # Lines over 998 octets re-encoded before anything reads or signs the message.
+            raw = fit_line_lengths(envelope.original_content)
+        except Unfittable as refusal:
+            metrics.SUBMISSION_MESSAGES_REFUSED.labels(refusal.reason).inc()
+            return str(refusal.reply)
         parsed = parse_message(raw)
         if parsed.received_count > self._limits.max_received_headers:
             metrics.SUBMISSION_MESSAGES_REFUSED.labels("loop").inc()
@@ -168,7 +183,10 @@ class SubmissionHandler:
                 )
                 if verdict.domain is None or author is None:
                     return self._refused(f"from_{verdict.reason}", verdict.reply, account, None)
-                email = self._email(server, session, envelope, account, parsed, author, verdict)
+                email = self._email(
+                    server, session, envelope, account, raw, parsed, author, verdict
+                )
+                email = await self._in_conversation(email, parsed, account)
                 if await self._store([email], None):
                     break
             else:
@@ -179,12 +197,12 @@ class SubmissionHandler:
             log.warning("submitted message not stored", extra={"error": str(error)})
             return str(replies.S451_TEMP_STORAGE)
         metrics.SUBMISSION_MESSAGES_QUEUED.labels("yes" if email.reply_token else "no").inc()
-        return str(replies.S250_QUEUED.with_text(f"Ok: queued as {email.id}"))
+        return str(replies.S250_QUEUED.format(id=str(email.id)))
 
     async def handle_exception(self, error: Exception) -> str:
         # aiosmtpd would answer an escaped exception with 500: the client must retry instead.
         log.exception("unexpected error in submission session")
-        return str(replies.S451_TEMP_STORAGE)
+        return str(replies.S451_LOCAL_ERROR)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -194,6 +212,23 @@ class SubmissionHandler:
         if mailbox is None:
             return None
         return await self._domains.get(self._pool, account.tenant_id, mailbox.domain, fresh=fresh)
+
+    async def _in_conversation(
+        self, email: NewEmail, parsed: ParsedMessage, account: Account
+    ) -> NewEmail:
+        """An agent's answer from their own mail client joins the thread of the stored message
+        its In-Reply-To or References name, as POST /emails does (policy.conversation)."""
+        answered = await outbound_thread(
+            self._threads,
+            self._tokens,
+            account.tenant_id,
+            in_reply_to=parsed.in_reply_to,
+            references=parsed.references,
+            new_thread_id=uuid7,
+        )
+        if answered is None:
+            return email
+        return email.in_thread(answered.thread_id, answered.received_id)
 
     def _refused(
         self, reason: str, reply: replies.Reply, account: Account, sender: str | None
@@ -211,6 +246,7 @@ class SubmissionHandler:
         session: Any,
         envelope: Any,
         account: Account,
+        raw: bytes,
         parsed: ParsedMessage,
         author: Mailbox,
         verdict: SenderVerdict,
@@ -239,7 +275,7 @@ class SubmissionHandler:
         # No "for <recipient>": it would name a blind recipient to the others.
         trace = received_header(email_id, arrival, None)
         copy = submitted_email(
-            envelope.original_content,
+            raw,
             parsed,
             tracking,
             author=author,

@@ -29,11 +29,11 @@ class SubmissionProtocol(MXProtocol):
     connections_metric = metrics.SUBMISSION_CONNECTIONS
     active_metric = metrics.SUBMISSION_CONNECTIONS_ACTIVE
     refused_metric = metrics.SUBMISSION_MESSAGES_REFUSED
+    offers_smtputf8 = False
 
     def __init__(self, handler: SubmissionHandler, **options: Any) -> None:
         super().__init__(handler, **options)
         self.event_handler: SubmissionHandler = handler
-        self.enable_SMTPUTF8 = False
         self._auth_required = True  # aiosmtpd checks it before HELP, VRFY, MAIL, RCPT, DATA
 
     def extensions(self) -> list[str]:
@@ -53,7 +53,7 @@ class SubmissionProtocol(MXProtocol):
         return True
 
     @syntax("AUTH <mechanism>")
-    async def smtp_AUTH(self, arg: str) -> None:
+    async def smtp_AUTH(self, arg: str | None) -> None:
         if await self.check_helo_needed("EHLO"):
             return
         assert self.session is not None and self.envelope is not None
@@ -61,7 +61,7 @@ class SubmissionProtocol(MXProtocol):
         if problem is not None:
             await self.push(str(problem))
             return
-        words = arg.split()
+        words = (arg or "").split()  # aiosmtpd passes None for "AUTH" with no argument
         if not 1 <= len(words) <= 2:
             await self.push(str(replies.S501_AUTH_SYNTAX))
             return
@@ -93,7 +93,7 @@ class SubmissionProtocol(MXProtocol):
     def _auth_out_of_sequence(self) -> replies.Reply | None:
         assert self.session is not None and self.envelope is not None
         if not self.session.extended_smtp:
-            return replies.S503_BAD_SEQUENCE.with_text("Send EHLO before AUTH")
+            return replies.S503_EHLO_BEFORE_AUTH
         if self.tls_version is None:
             return replies.S538_ENCRYPTION_REQUIRED
         if self.session.authenticated:

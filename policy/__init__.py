@@ -1,1 +1,2 @@
-"""Pure decisions: routing verdicts, reply tokens, reply matching, limits. No sockets, no SQL."""
+"""Pure decisions: routing verdicts, reply tokens, reply matching, limits. No sockets, no SQL.
+May import nothing of ours outside policy: lookups are passed in."""

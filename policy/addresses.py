@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from policy import replies
+from policy.replies import Reply
+
 
 @dataclass(frozen=True, slots=True)
 class Mailbox:
@@ -45,3 +48,29 @@ def split_mailbox(address: str) -> Mailbox | None:
     if not domain or domain.startswith(".") or ".." in domain or domain.startswith("["):
         return None
     return Mailbox(local.lower(), domain)
+
+
+def envelope_address_refusal(
+    address: str, *, declared_smtputf8: bool, offers_smtputf8: bool, sender: bool
+) -> Reply | None:
+    """Why an envelope address may not be used in this transaction, or None when it may.
+
+    RFC 6531 section 3.4: an address with non-ASCII characters is allowed only in a transaction
+    whose MAIL carried the SMTPUTF8 parameter, and only where the server offers it; otherwise
+    553 5.6.7. Bytes that are not UTF-8 at all (the engine hands them over as surrogate escapes)
+    make no address in any transaction (RFC 6531 section 3.3 allows UTF-8 only): 501.
+    """
+    if declared_smtputf8 and not offers_smtputf8:
+        # RFC 5321 section 4.1.1.11: a parameter the server did not advertise.
+        return replies.S555_MAIL_PARAMETERS
+    if address.isascii():
+        return None
+    try:
+        address.encode("utf-8")
+    except UnicodeEncodeError:
+        return replies.S501_SYNTAX_SENDER if sender else replies.S501_SYNTAX_ADDRESS
+    if not offers_smtputf8:
+        return replies.S553_NON_ASCII_NOT_SENDABLE
+    if not declared_smtputf8:
+        return replies.S553_NON_ASCII_ADDRESS
+    return None

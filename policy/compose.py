@@ -149,16 +149,26 @@ class Part:
     body: bytes  # CRLF line endings
 
 
+def quoted_printable(data: bytes) -> bytes:
+    """Text as quoted-printable, CRLF line ends. b2a_qp with istext: 76-column soft breaks,
+    trailing white space, '=' and controls escaped (RFC 2045 section 6.7). Lines (ended by
+    CRLF, CR or LF) are joined with LF for it, then widened to CRLF."""
+    lines = re.split(rb"\r\n|\r|\n", data)
+    return binascii.b2a_qp(b"\n".join(lines), istext=True).replace(b"\n", b"\r\n")
+
+
+def base64_lines(data: bytes) -> bytes:
+    """Base64 in 76-character lines, CRLF between them (RFC 2045 section 6.8), none after."""
+    return base64.encodebytes(data).replace(b"\n", b"\r\n").removesuffix(b"\r\n")
+
+
 def text_part(text: str, subtype: str) -> Part:
     """UTF-8 text, 7bit when it already fits SMTP (RFC 5322 2.1.1), else quoted-printable."""
     lines = _BREAKS.split(text)
     if text.isascii() and not _NOT_7BIT.search(text) and all(len(ln) <= 998 for ln in lines):
         encoding, body = "7bit", CRLF.join(lines).encode("ascii")
     else:
-        # b2a_qp with istext: 76-column soft breaks, trailing white space, '=' and controls
-        # escaped (RFC 2045 section 6.7). Lines are joined with LF, then widened to CRLF.
-        qp = binascii.b2a_qp("\n".join(lines).encode("utf-8"), istext=True)
-        encoding, body = "quoted-printable", qp.replace(b"\n", b"\r\n")
+        encoding, body = "quoted-printable", quoted_printable("\n".join(lines).encode("utf-8"))
     headers = f'Content-Type: text/{subtype}; charset="utf-8"{CRLF}'
     return Part(headers + f"Content-Transfer-Encoding: {encoding}", body)
 
@@ -190,8 +200,7 @@ def attachment_part(attachment: Attachment, inline: bool) -> Part:
     ]
     if attachment.content_id is not None:
         headers.append(f"Content-ID: <{attachment.content_id}>")  # RFC 2392
-    body = base64.encodebytes(attachment.content).replace(b"\n", b"\r\n").removesuffix(b"\r\n")
-    return Part(CRLF.join(headers), body)
+    return Part(CRLF.join(headers), base64_lines(attachment.content))
 
 
 def multipart(

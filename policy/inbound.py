@@ -93,6 +93,8 @@ class KnownMessageFacts(Protocol):
     def reply_to_email_id(self) -> UUID | None: ...
     @property
     def thread_id(self) -> UUID | None: ...
+    @property
+    def received_id(self) -> UUID | None: ...
 
 
 class DeliveryFacts(Protocol):
@@ -113,18 +115,29 @@ class MatchFacts(Protocol):
     def outbound(self) -> Mapping[UUID, OutboundFacts]: ...
     @property
     def known(self) -> Mapping[str, KnownMessageFacts]: ...
+    @property
+    def answered(self) -> Mapping[UUID, KnownMessageFacts]: ...
 
 
-class InboundLookups(Protocol):
+class EvidenceLookups(Protocol):
+    """One tenant's stored messages that matching may name (storage.inbox.EvidenceLookups):
+    outbound emails by id (tokens), messages by Message-ID, received emails by id."""
+
+    async def match_evidence(
+        self,
+        tenant_id: UUID,
+        email_ids: Sequence[UUID],
+        message_ids: Sequence[str],
+        received_ids: Sequence[UUID] = (),
+    ) -> MatchFacts: ...
+
+
+class InboundLookups(EvidenceLookups, Protocol):
     async def recipient_route(
         self, domain: str, candidates: Sequence[str]
     ) -> RecipientRouteFacts | None: ...
 
     async def token_evidence(self, tenant_id: UUID, email_id: UUID) -> OutboundFacts | None: ...
-
-    async def match_evidence(
-        self, tenant_id: UUID, email_ids: Sequence[UUID], message_ids: Sequence[str]
-    ) -> MatchFacts: ...
 
     async def delivery_evidence(
         self, tenant_id: UUID, delivery_id: UUID
@@ -149,6 +162,23 @@ def _outbound(facts: OutboundFacts | None) -> OutboundEvidence | None:
     if facts is None:
         return None
     return OutboundEvidence(facts.email_id, facts.thread_id, facts.reply_token, facts.reply_domain)
+
+
+def known_message(facts: KnownMessageFacts) -> KnownMessage:
+    return KnownMessage(facts.reply_to_email_id, facts.thread_id, facts.received_id)
+
+
+def evidence_of(
+    facts: MatchFacts | None,
+) -> tuple[dict[UUID, OutboundEvidence], dict[str, KnownMessage]]:
+    """The lookups' answer as `policy.matching.decide` takes it; None: nothing was looked up."""
+    if facts is None:
+        return {}, {}
+    outbound = {
+        key: OutboundEvidence(v.email_id, v.thread_id, v.reply_token, v.reply_domain)
+        for key, v in facts.outbound.items()
+    }
+    return outbound, {key: known_message(v) for key, v in facts.known.items()}
 
 
 # -- Recipients ---------------------------------------------------------------------------------
@@ -478,16 +508,8 @@ async def _match(
         offered += candidates([], report.returned_token, report.returned_message_id, None)
     email_ids = sorted({c.token.email_id for c in offered if c.token is not None})
     message_ids = [c.message_id for c in offered if c.message_id is not None]
-    if not email_ids and not message_ids:
-        evidence_outbound: dict[UUID, OutboundEvidence] = {}
-        evidence_known: dict[str, KnownMessage] = {}
-    else:
+    facts = None
+    if email_ids or message_ids:
         facts = await lookups.match_evidence(tenant_id, email_ids, message_ids)
-        evidence_outbound = {
-            key: OutboundEvidence(v.email_id, v.thread_id, v.reply_token, v.reply_domain)
-            for key, v in facts.outbound.items()
-        }
-        evidence_known = {
-            key: KnownMessage(v.reply_to_email_id, v.thread_id) for key, v in facts.known.items()
-        }
-    return decide(offered, tokens, tenant_id, evidence_outbound, evidence_known)
+    outbound, known = evidence_of(facts)
+    return decide(offered, tokens, tenant_id, outbound, known)

@@ -7,12 +7,12 @@ stays in its thread because Message-IDs of messages already stored for the tenan
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from uuid import UUID
 
+from policy.msgid import msg_ids
 from policy.routing import TokenVerdict
 from policy.tokens import ReplyToken, ReplyTokens, TokenFailure, find_tokens
 
@@ -62,8 +62,11 @@ class OutboundEvidence:
 class KnownMessage:
     """A message of this tenant already stored (sent or received) under some Message-ID."""
 
-    reply_to_email_id: UUID | None  # the outbound email of its conversation
+    # The outbound email it answers: a sent message itself; for a received one, the newest of
+    # ours in its thread that has gone out (storage.inbox.SELECT_MATCH_EVIDENCE).
+    reply_to_email_id: UUID | None
     thread_id: UUID | None
+    received_id: UUID | None = None  # set when it is a received message
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,21 +77,14 @@ class Match:
     thread_id: UUID | None = None
     token_failure: TokenFailure | None = None  # why the first token offered did not hold
     failure_source: MatchSource | None = None
+    received_id: UUID | None = None  # the received message that decided, when one did
     by_token: bool = False  # decided by a verified reply token, not by a stored Message-ID
 
 
-_MSGID = re.compile(r"<([^<>\s]+)>")
-
-
 def message_ids(header_value: str | None) -> list[str]:
-    """The msg-ids of In-Reply-To or References, without angle brackets (RFC 5322 3.6.4)."""
-    if not header_value:
-        return []
-    found = _MSGID.findall(header_value)
-    if found:
-        return found
-    # Some clients omit the brackets; take bare tokens that look like an id.
-    return [part for part in header_value.split() if "@" in part]
+    """The msg-ids of In-Reply-To or References, without angle brackets or comments, in order
+    (RFC 5322 section 3.6.4; bare ids separated by spaces, commas or semicolons count too)."""
+    return msg_ids(header_value)
 
 
 def candidates(
@@ -144,8 +140,14 @@ def decide(
     tenant_id: UUID,
     outbound: Mapping[UUID, OutboundEvidence],
     known: Mapping[str, KnownMessage],
+    *,
+    open_threads: bool = False,
 ) -> Match:
-    """The first candidate that holds decides; else unmatched with the first token's failure."""
+    """The first candidate that holds decides; else unmatched with the first token's failure.
+
+    A stored message holds when it is in a thread; with `open_threads` (an answer of ours,
+    which may open the thread of a received message that has none) a received one always does.
+    """
     first_failure: tuple[TokenFailure, MatchSource] | None = None
     for candidate in offered:
         if candidate.verdict is not None or candidate.token is not None:
@@ -168,12 +170,15 @@ def decide(
                 first_failure = (verdict.failure, candidate.source)
         elif candidate.message_id is not None:
             message = known.get(candidate.message_id)
-            if message is not None and message.thread_id is not None:
+            if message is not None and (
+                message.thread_id is not None or (open_threads and message.received_id is not None)
+            ):
                 return Match(
                     MatchStatus.MATCHED,
                     candidate.source,
                     reply_to_email_id=message.reply_to_email_id,
                     thread_id=message.thread_id,
+                    received_id=message.received_id,
                 )
     if first_failure is None:
         return Match(MatchStatus.UNMATCHED)

@@ -18,6 +18,8 @@ from email.policy import compat32
 from email.utils import getaddresses, parseaddr, parsedate_to_datetime
 from typing import Any
 
+from policy.msgid import first_msg_id
+
 
 @dataclass(frozen=True, slots=True)
 class Attachment:
@@ -194,13 +196,15 @@ MAX_MESSAGE_ID_LENGTH = 998
 
 
 def _message_id(value: str | None, defects: list[str]) -> str | None:
-    if not value:
+    # The id itself, not the field: an ISP may add a comment after it (RFC 5322 section 3.6.4
+    # allows CFWS around msg-id), and a reply names the id alone.
+    message_id = first_msg_id(value)
+    if message_id is None:
         return None
-    message_id = value.strip().strip("<>").strip()
     if len(message_id) > MAX_MESSAGE_ID_LENGTH:
         defects.append("MessageIdTooLong")
         return None
-    return message_id or None
+    return message_id
 
 
 def parse_message(raw: bytes) -> ParsedMessage:

@@ -15,12 +15,12 @@ from email.utils import format_datetime
 from enum import StrEnum
 from typing import Any
 
+from policy.msgid import msg_ids
 from policy.sending_fields import valid_address
 
 # RFC 5322 section 3.6.4: msg-id is "<" id-left "@" id-right ">". Ids that do not have this
 # shape (some old clients write them) cannot be repeated in our References field, which
 # policy.sending_fields holds to the same shape.
-_MSG_ID = re.compile(r"<([^<>\s@]+@[^<>\s@]+)>")
 _BARE_MSG_ID = re.compile(r"[^<>\s@]+@[^<>\s@]+")
 # "Re:", "RE :", "re:" and the like already mark a reply (RFC 5322 section 3.6.5 suggests
 # "Re: " once); "Aw:"/"Sv:" and other languages' markers are left alone.
@@ -144,8 +144,9 @@ def sender(body: Mapping[str, Any]) -> str:
 
 
 def message_ids(field_text: str | None) -> list[str]:
-    """The msg-ids of an In-Reply-To or References field, without brackets, in order."""
-    return _MSG_ID.findall(field_text or "")
+    """The msg-ids of an In-Reply-To or References field, without brackets, in order; only
+    those our own References field can repeat (`id-left "@" id-right`)."""
+    return [msg_id for msg_id in msg_ids(field_text) if _BARE_MSG_ID.fullmatch(msg_id)]
 
 
 def references(original_references: str | None, original_message_id: str | None) -> list[str]:

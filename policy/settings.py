@@ -85,6 +85,25 @@ class SesIngester:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    """Delivery of webhooks (mta/webhooks): retries, timeouts, caps and endpoint safety."""
+
+    # Loopback, private, link-local and multicast endpoints allowed (development and tests).
+    allow_private: bool
+    # Whether `serve` and `serve --only mta` run the workers beside the MTA; off where other
+    # hosts run `serve --only webhooks`.
+    beside_mta: bool
+    # Seconds between attempts after the first (Resend's: 5s, 5m, 30m, 2h, 5h, 10h, 10h).
+    retry_schedule: tuple[int, ...]
+    connect_timeout: float
+    timeout: float  # the whole request: connect, send, the answer's status and first KiB
+    endpoint_concurrency: int  # requests in flight to one endpoint, across every worker
+    lease: int  # seconds a worker owns a claimed delivery before another may take it over
+    secret_grace: int  # seconds the old secret still signs after a rotation
+    max_payload: int  # bytes of JSON body; larger payloads lose their attachment list
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     env: Environment
     data_dir: Path
@@ -116,6 +135,7 @@ class Settings:
 
     # POST /events/inbound/ses-s3: Amazon SES receipt rules with an S3 action, announced by SNS.
     ses: SesIngester
+    webhooks: WebhookSettings
 
     max_message_size: int
     max_recipients: int
@@ -133,6 +153,11 @@ class Settings:
     auth_max_failures: int
     auth_lockout: float
     auth_failure_delay: float
+
+    # How long a stop (SIGTERM) may take: sessions and deliveries in flight finish within it,
+    # then the database pool is terminated and the process exits. systemd's TimeoutStopSec must
+    # be longer (mta/stopping.py adds a margin).
+    shutdown_drain: float
 
     log_level: str
     log_format: str
@@ -359,6 +384,43 @@ _TOPIC_ARN = re.compile(r"arn:aws(-[a-z]+)*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_
 DEFAULT_SES_MAX_AGE = "75m"
 
 
+# Resend's schedule (resend.com/docs/webhooks/retries-and-replays): after the first attempt.
+DEFAULT_WEBHOOK_RETRY_SCHEDULE = "5s,5m,30m,2h,5h,10h,10h"
+
+
+def _webhook_settings(env: Mapping[str, str], environment: Environment) -> WebhookSettings:
+    schedule_raw = (
+        env.get("OPENSEND_WEBHOOK_RETRY_SCHEDULE", "").strip() or DEFAULT_WEBHOOK_RETRY_SCHEDULE
+    )
+
+    def seconds(name: str, default: str) -> int:
+        return parse_duration(name, env.get(name, "").strip() or default)
+
+    settings = WebhookSettings(
+        allow_private=_on_off(
+            env, "OPENSEND_WEBHOOK_ALLOW_PRIVATE", environment is Environment.DEVELOPMENT
+        ),
+        beside_mta=_on_off(env, "OPENSEND_WEBHOOK_WORKERS", True),
+        retry_schedule=tuple(
+            parse_duration("OPENSEND_WEBHOOK_RETRY_SCHEDULE", step)
+            for step in schedule_raw.split(",")
+        ),
+        connect_timeout=float(seconds("OPENSEND_WEBHOOK_CONNECT_TIMEOUT", "5s")),
+        timeout=float(seconds("OPENSEND_WEBHOOK_TIMEOUT", "15s")),
+        endpoint_concurrency=_int(env, "OPENSEND_WEBHOOK_ENDPOINT_CONCURRENCY", 4),
+        lease=seconds("OPENSEND_WEBHOOK_LEASE", "1m"),
+        secret_grace=seconds("OPENSEND_WEBHOOK_SECRET_GRACE", "24h"),
+        max_payload=_int(env, "OPENSEND_WEBHOOK_MAX_PAYLOAD", 256 * 1024, minimum=4096),
+    )
+    if settings.lease <= settings.timeout:
+        # A request still running when its lease ends would be sent again by another worker.
+        raise SettingsError(
+            "OPENSEND_WEBHOOK_LEASE: must be longer than OPENSEND_WEBHOOK_TIMEOUT "
+            f"({settings.lease}s is not more than {settings.timeout:g}s)"
+        )
+    return settings
+
+
 def _ses_ingester(env: Mapping[str, str]) -> SesIngester:
     topics = frozenset(
         item.strip() for item in env.get("OPENSEND_SES_TOPIC_ARNS", "").split(",") if item.strip()
@@ -518,6 +580,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         reply_token_secrets_previous=previous,
         ingester_inbound_token=ingester_token,
         ses=_ses_ingester(env),
+        webhooks=_webhook_settings(env, environment),
         # 25 MiB, a common MX ceiling; advertised in EHLO SIZE (RFC 1870).
         max_message_size=_int(env, "OPENSEND_MAX_MESSAGE_SIZE", 26_214_400),
         # RFC 5321 section 4.5.3.1.8: a server must accept at least 100 recipients.
@@ -550,6 +613,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             "OPENSEND_AUTH_FAILURE_DELAY",
             env.get("OPENSEND_AUTH_FAILURE_DELAY", "").strip() or "1s",
         ),
+        shutdown_drain=float(_int(env, "OPENSEND_SHUTDOWN_DRAIN_SECONDS", 20)),
         log_level=log_level,
         log_format=log_format,
         env_names=tuple(sorted(name for name in env if name.startswith("OPENSEND_"))),

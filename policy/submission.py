@@ -54,23 +54,42 @@ def envelope_sender(address: str) -> Mailbox | None:
     return Mailbox("", address, address)
 
 
+@dataclass(frozen=True, slots=True)
+class _Refusals:
+    """The replies of one sender check: no usable address, a key limited to another domain,
+    a domain that is not a verified one of the account."""
+
+    no_address: Reply
+    key_domain: Reply
+    unverified_domain: Reply
+
+
+_ENVELOPE_SENDER = _Refusals(
+    replies.S553_SENDER_NOT_ALLOWED,
+    replies.S553_SENDER_KEY_DOMAIN,
+    replies.S553_SENDER_UNVERIFIED_DOMAIN,
+)
+_FROM_FIELD = _Refusals(
+    replies.S553_FROM_NOT_ALLOWED, replies.S553_FROM_KEY_DOMAIN, replies.S553_FROM_UNVERIFIED_DOMAIN
+)
+
+
 def _judge(
     mailbox: Mailbox | None,
     found: SenderDomain | None,
     key_domain_id: UUID | None,
-    base: Reply,
-    what: str,
+    refusals: _Refusals,
 ) -> SenderVerdict:
     if mailbox is None:
-        return SenderVerdict(base, None, "no_address")
+        return SenderVerdict(refusals.no_address, None, "no_address")
     try:
         domain = check_sender(mailbox, found, key_domain_id)
     except Refusal:
         if found is not None and found.sendable:  # the domain is fine; the key is limited
-            text = f"this API key may only send from its own domain, not {mailbox.domain}"
-            return SenderVerdict(base.with_text(f"{what}: {text}"), None, "key_domain")
-        text = f"{mailbox.domain} is not a verified domain of your account"
-        return SenderVerdict(base.with_text(f"{what}: {text}"), None, "unverified_domain")
+            reply = refusals.key_domain.format(domain=mailbox.domain)
+            return SenderVerdict(reply, None, "key_domain")
+        reply = refusals.unverified_domain.format(domain=mailbox.domain)
+        return SenderVerdict(reply, None, "unverified_domain")
     return SenderVerdict(replies.S250_SENDER_OK, domain, "verified_domain")
 
 
@@ -78,9 +97,7 @@ def judge_envelope_sender(
     mailbox: Mailbox | None, found: SenderDomain | None, key_domain_id: UUID | None
 ) -> SenderVerdict:
     """MAIL FROM must be on a verified domain of the account (and of a domain-limited key)."""
-    return _judge(
-        mailbox, found, key_domain_id, replies.S553_SENDER_NOT_ALLOWED, "Sender address rejected"
-    )
+    return _judge(mailbox, found, key_domain_id, _ENVELOPE_SENDER)
 
 
 def from_mailbox(parsed: ParsedMessage) -> Mailbox | None:
@@ -101,7 +118,7 @@ def judge_from(
     mailbox: Mailbox | None, found: SenderDomain | None, key_domain_id: UUID | None
 ) -> SenderVerdict:
     """The From: field, checked as MAIL FROM is: recipients see it, and DMARC aligns with it."""
-    return _judge(mailbox, found, key_domain_id, replies.S553_FROM_NOT_ALLOWED, "Message refused")
+    return _judge(mailbox, found, key_domain_id, _FROM_FIELD)
 
 
 def recipient_reply(address: str, accepted: Sequence[str], limit: int) -> Reply:

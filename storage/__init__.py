@@ -1,1 +1,2 @@
-"""PostgreSQL through asyncpg: migrations, named queries, repositories, the embedded server."""
+"""PostgreSQL through asyncpg: migrations, named queries, repositories, the embedded server.
+May import nothing of ours outside storage."""

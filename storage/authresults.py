@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -117,6 +117,9 @@ SELECT (SELECT count(*) FROM received_emails r WHERE r.id > {_WATERMARK} AND {_U
         WHERE next_check_at <= now())::float8 AS oldest_due
 """
 SELECT_WATERMARK = "SELECT checked_through FROM auth_check_progress"
+
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,29 +233,38 @@ async def backlog(pool: Pool) -> Backlog:
     return Backlog(row["fresh"] + row["due"], oldest)
 
 
-class ResultWriter:
+class ResultWriter(Generic[R]):
     """Writes the results of concurrent checks together: one statement and one commit for many.
 
     A write that fails is not retried: the message has no results (or its old ones, due), so
-    it is checked again. Nothing is lost, only repeated.
+    it is checked again. Nothing is lost, only repeated. `record` writes one batch: the
+    authentication results by default, or another after-commit job's (storage/stripped.py).
     """
 
-    def __init__(self, pool: Pool, *, max_batch: int = 128, max_inflight: int = 2) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        *,
+        max_batch: int = 128,
+        max_inflight: int = 2,
+        record: Callable[[Pool, Sequence[R]], Awaitable[None]] = record_results,  # type: ignore[assignment]
+    ) -> None:
         self._pool = pool
-        self._group: GroupCommit[tuple[CheckedMessage, asyncio.Future[None]]] = GroupCommit(
+        self._record = record
+        self._group: GroupCommit[tuple[R, asyncio.Future[None]]] = GroupCommit(
             self._flush, max_batch=max_batch, max_inflight=max_inflight
         )
 
-    async def write(self, checked: CheckedMessage) -> None:
+    async def write(self, checked: R) -> None:
         """Returns once committed."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._group.submit((checked, future))
         # Shielded: a cancelled caller (a stopping checker) must not cancel a shared commit.
         await asyncio.shield(future)
 
-    async def _flush(self, batch: list[tuple[CheckedMessage, asyncio.Future[None]]]) -> None:
+    async def _flush(self, batch: list[tuple[R, asyncio.Future[None]]]) -> None:
         try:
-            await record_results(self._pool, [checked for checked, _ in batch])
+            await self._record(self._pool, [checked for checked, _ in batch])
         except StorageError as error:
             for _, future in batch:
                 if not future.done():

@@ -52,6 +52,11 @@ def translate(error: BaseException) -> StorageError:
 _TRANSLATED = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
+    # A pooled connection whose server shut it down while it sat idle (a fast shutdown sends
+    # the FATAL before the socket closes) can be handed out and then refuse its next query with
+    # "cannot switch to state ...; another operation is in progress": the database is going
+    # away, so a retry later is the answer, as for a lost connection.
+    asyncpg.InternalClientError,
     OSError,
     ConnectionError,
     TimeoutError,

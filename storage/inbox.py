@@ -33,12 +33,15 @@ class KnownMessageRow:
     message_id: str
     reply_to_email_id: UUID | None
     thread_id: UUID | None
+    received_id: UUID | None = None  # set when the message is a received one
 
 
 @dataclass(slots=True)
 class MatchEvidence:
     outbound: dict[UUID, OutboundRow] = field(default_factory=dict)
     known: dict[str, KnownMessageRow] = field(default_factory=dict)
+    # Received emails asked for by id (the one POST /emails/{id}/reply answers).
+    answered: dict[UUID, KnownMessageRow] = field(default_factory=dict)
 
 
 class ReceivedRecord(Protocol):
@@ -123,18 +126,35 @@ class ReceivedRecord(Protocol):
 
 
 # Everything matching needs for one tenant, in one round trip: the outbound emails that tokens
-# name ($2) and stored messages (sent or received) with the Message-IDs offered ($3).
+# name ($2), stored messages (sent or received) with the Message-IDs offered ($3) and received
+# emails by id ($4). A received message links to the newest email of ours in its thread that
+# has gone out (see migration 0012): a message that answers the customer's own earlier one
+# answers the conversation as it stands. A received message without a thread comes back too:
+# an answer of ours to it opens its thread (storage.replies.thread_for_reply). Rows with a
+# thread, and sent before received, come first: the first row of a Message-ID is the one kept.
 SELECT_MATCH_EVIDENCE = """
-SELECT 'outbound' AS kind, e.id::text AS key, e.id AS email_id, e.thread_id,
-       e.reply_token, e.reply_domain
-FROM emails e WHERE e.tenant_id = $1 AND e.id = ANY($2::uuid[])
-UNION ALL
-SELECT 'known', e.message_id, e.id, e.thread_id, NULL, NULL
-FROM emails e WHERE e.tenant_id = $1 AND e.message_id = ANY($3::text[])
-UNION ALL
-SELECT 'known', r.message_id, r.reply_to_email_id, r.thread_id, NULL, NULL
-FROM received_emails r
-WHERE r.tenant_id = $1 AND r.message_id = ANY($3::text[]) AND r.thread_id IS NOT NULL
+SELECT * FROM (
+    SELECT 'outbound' AS kind, e.id::text AS key, e.id AS email_id, e.thread_id,
+           e.reply_token, e.reply_domain, NULL::uuid AS received_id
+    FROM emails e WHERE e.tenant_id = $1 AND e.id = ANY($2::uuid[])
+    UNION ALL
+    SELECT 'known', e.message_id, e.id, e.thread_id, NULL, NULL, NULL
+    FROM emails e WHERE e.tenant_id = $1 AND e.message_id = ANY($3::text[])
+    UNION ALL
+    SELECT 'known', r.message_id, newest.id, r.thread_id, NULL, NULL, r.id
+    FROM received_emails r
+    LEFT JOIN LATERAL (
+        SELECT n.id FROM emails n
+        WHERE n.tenant_id = $1 AND n.thread_id = r.thread_id
+          AND n.status NOT IN ('scheduled', 'canceled')
+        ORDER BY n.created_at DESC, n.id DESC LIMIT 1
+    ) AS newest ON true
+    WHERE r.tenant_id = $1 AND r.message_id = ANY($3::text[])
+    UNION ALL
+    SELECT 'answered', r.id::text, NULL, r.thread_id, NULL, NULL, r.id
+    FROM received_emails r WHERE r.tenant_id = $1 AND r.id = ANY($4::uuid[])
+) AS evidence
+ORDER BY thread_id IS NULL, received_id IS NOT NULL
 """
 
 SELECT_TOKEN_EVIDENCE = """
@@ -213,24 +233,31 @@ async def match_evidence(
     tenant_id: UUID,
     email_ids: Sequence[UUID],
     message_ids: Sequence[str],
+    received_ids: Sequence[UUID] = (),
 ) -> MatchEvidence:
     evidence = MatchEvidence()
-    if not email_ids and not message_ids:
+    if not email_ids and not message_ids and not received_ids:
         return evidence  # most mail offers nothing to match: no query at all
     async with storage_errors():
         rows = await conn.fetch(
-            SELECT_MATCH_EVIDENCE, tenant_id, list(email_ids), list(message_ids)
+            SELECT_MATCH_EVIDENCE,
+            tenant_id,
+            list(email_ids),
+            list(message_ids),
+            list(received_ids),
         )
     for row in rows:
         if row["kind"] == "outbound":
             evidence.outbound[row["email_id"]] = OutboundRow(
                 row["email_id"], row["thread_id"], row["reply_token"], row["reply_domain"]
             )
+            continue
+        known = KnownMessageRow(row["key"], row["email_id"], row["thread_id"], row["received_id"])
+        if row["kind"] == "answered":
+            evidence.answered[row["received_id"]] = known
         else:
-            # A sent message and a received copy may share an id; either leads to the thread.
-            evidence.known.setdefault(
-                row["key"], KnownMessageRow(row["key"], row["email_id"], row["thread_id"])
-            )
+            # A sent message and a received copy may share an id; the first row is kept.
+            evidence.known.setdefault(row["key"], known)
     return evidence
 
 
@@ -325,7 +352,23 @@ async def store_ingested(
     return sorted(copies, key=lambda copy: copy.id), not new
 
 
-class InboxLookups:
+class EvidenceLookups:
+    """The stored messages matching may name (policy.inbound.EvidenceLookups), on one pool."""
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+
+    async def match_evidence(
+        self,
+        tenant_id: UUID,
+        email_ids: Sequence[UUID],
+        message_ids: Sequence[str],
+        received_ids: Sequence[UUID] = (),
+    ) -> MatchEvidence:
+        return await match_evidence(self._pool, tenant_id, email_ids, message_ids, received_ids)
+
+
+class InboxLookups(EvidenceLookups):
     """What the inbound pipeline looks up (policy.inbound.InboundLookups), on one pool.
 
     Routing answers are cached for a few seconds (see `TTLCache`): RCPT asks for the same domain
@@ -333,7 +376,7 @@ class InboxLookups:
     """
 
     def __init__(self, pool: Pool) -> None:
-        self._pool = pool
+        super().__init__(pool)
         self._routes: TTLCache[RecipientRoute | None] = TTLCache(
             lambda domain, candidates: lookup_recipient(pool, domain, candidates)
         )
@@ -345,11 +388,6 @@ class InboxLookups:
 
     async def token_evidence(self, tenant_id: UUID, email_id: UUID) -> OutboundRow | None:
         return await token_evidence(self._pool, tenant_id, email_id)
-
-    async def match_evidence(
-        self, tenant_id: UUID, email_ids: Sequence[UUID], message_ids: Sequence[str]
-    ) -> MatchEvidence:
-        return await match_evidence(self._pool, tenant_id, email_ids, message_ids)
 
     async def delivery_evidence(self, tenant_id: UUID, delivery_id: UUID) -> DeliveryRow | None:
         return await delivery_evidence(self._pool, tenant_id, delivery_id)

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from storage import stripped
 from storage.database import Pool
 from storage.errors import storage_errors
 
@@ -74,6 +75,10 @@ class ReceivedEmail(ReceivedSummary):
     auth_checked_at: datetime | None
     auth_next_check_at: datetime | None  # when a temperror is looked at again; None once final
     report: dict[str, Any] | None  # a bounce's or complaint's reading (policy/bounces/report.py)
+    # The new text without quoted history (received_stripped_bodies, migration 0015): None
+    # until the after-commit worker got to it (and for a message without such a body).
+    stripped_text: str | None
+    stripped_html: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +101,7 @@ DETAIL_COLUMNS = (
 token_failure_source, a.results AS auth_results, a.header AS auth_header,
 a.checked_at AS auth_checked_at, a.next_check_at AS auth_next_check_at, report
 """
+    + stripped.STRIPPED_COLUMNS
 )
 # The results live in a narrow table of their own, which the auth-check workers write without
 # touching the message's row; a message not checked yet has none.
@@ -129,7 +135,13 @@ LIST_AFTER = _LIST + "AND (received_at, id) < ($9, $10) ORDER BY received_at DES
 LIST_BEFORE = _LIST + "AND (received_at, id) > ($9, $10) ORDER BY received_at, id LIMIT $8"
 
 SELECT_CURSOR = "SELECT received_at, id FROM received_emails WHERE tenant_id = $1 AND id = $2"
-SELECT_EMAIL = "SELECT " + DETAIL_COLUMNS + _WITH_AUTH + " WHERE tenant_id = $1 AND id = $2"
+SELECT_EMAIL = (
+    "SELECT "
+    + DETAIL_COLUMNS
+    + _WITH_AUTH
+    + stripped.WITH_STRIPPED
+    + " WHERE tenant_id = $1 AND id = $2"
+)
 SELECT_ATTACHMENTS = "SELECT attachments FROM received_emails WHERE tenant_id = $1 AND id = $2"
 SELECT_RAW = (
     "SELECT received_header, a.header AS auth_header, raw, attachments"

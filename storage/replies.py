@@ -1,5 +1,5 @@
-"""What replying to a received email reads and writes beyond the send pipeline: the thread the
-reply joins, and the tenant's monthly sending limit.
+"""What answering a stored message reads and writes beyond the send pipeline: the thread an
+answer joins (however it is sent), and the tenant's monthly sending limit.
 
 The reply itself is stored by storage.sending (one statement, group-committed) like any email.
 """
@@ -10,11 +10,12 @@ from uuid import UUID
 
 from storage.database import Pool
 from storage.errors import storage_errors
+from storage.inbox import EvidenceLookups
 
 # The received row is locked so that two first replies to the same unmatched message agree on
 # one thread instead of each opening its own.
 LOCK_RECEIVED_THREAD = """
-SELECT thread_id FROM received_emails WHERE tenant_id = $1 AND id = $2 FOR UPDATE
+SELECT thread_id, subject FROM received_emails WHERE tenant_id = $1 AND id = $2 FOR UPDATE
 """
 INSERT_THREAD = "INSERT INTO threads (id, tenant_id, subject) VALUES ($1, $2, $3)"
 ADOPT_THREAD = "UPDATE received_emails SET thread_id = $3 WHERE tenant_id = $1 AND id = $2"
@@ -38,10 +39,11 @@ SELECT_LIMIT = "SELECT monthly_send_limit FROM tenants WHERE id = $1"
 
 
 async def thread_for_reply(
-    pool: Pool, tenant_id: UUID, received_id: UUID, new_thread_id: UUID, subject: str | None
+    pool: Pool, tenant_id: UUID, received_id: UUID, new_thread_id: UUID
 ) -> UUID | None:
-    """The received email's thread; an unmatched one gets a new thread first, so that it and
-    every reply to it are one conversation from then on. None: no such received email."""
+    """The received email's thread; an unmatched one gets a new thread first (named by its
+    subject), so that it and every reply to it are one conversation from then on. None: no
+    such received email."""
     async with storage_errors(), pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(LOCK_RECEIVED_THREAD, tenant_id, received_id)
         if row is None:
@@ -49,9 +51,18 @@ async def thread_for_reply(
         if row["thread_id"] is not None:
             thread_id: UUID = row["thread_id"]
             return thread_id
-        await conn.execute(INSERT_THREAD, new_thread_id, tenant_id, subject)
+        await conn.execute(INSERT_THREAD, new_thread_id, tenant_id, row["subject"])
         await conn.execute(ADOPT_THREAD, tenant_id, received_id, new_thread_id)
         return new_thread_id
+
+
+class ThreadLookups(EvidenceLookups):
+    """What `policy.conversation.outbound_thread` looks up and writes, on one pool."""
+
+    async def open_thread(
+        self, tenant_id: UUID, received_id: UUID, new_thread_id: UUID
+    ) -> UUID | None:
+        return await thread_for_reply(self._pool, tenant_id, received_id, new_thread_id)
 
 
 async def sending_limit_reached(pool: Pool, tenant_id: UUID) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import Enum
 from typing import Any
@@ -62,10 +62,17 @@ class NewEmail:
     source: str = "api"
     # The domain as the message was built from it; None: only check it is the tenant's.
     domain_state: DomainState | None = None
-    # A reply (POST /emails/{id}/reply) joins the thread of the received email it answers:
-    # the thread exists already, so it is touched (last_message_at), not created.
+    # An answer (POST /emails/{id}/reply, or any email naming a stored message in In-Reply-To
+    # or References: policy.conversation) joins the thread of the message it answers: the thread
+    # exists already, so it is touched (last_message_at), not created.
     thread_exists: bool = False
     in_reply_to_received_id: UUID | None = None
+
+    def in_thread(self, thread_id: UUID, received_id: UUID | None) -> NewEmail:
+        """This email as an answer in an existing conversation (and to a received email)."""
+        return replace(
+            self, thread_id=thread_id, thread_exists=True, in_reply_to_received_id=received_id
+        )
 
 
 @dataclass(frozen=True, slots=True)

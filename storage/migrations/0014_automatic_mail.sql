@@ -37,8 +37,9 @@ ALTER TABLE emails ADD CONSTRAINT emails_status_check
     CHECK (status IN ('scheduled', 'queued', 'sent', 'delivered', 'delivery_delayed', 'bounced',
                       'partially_bounced', 'canceled', 'complained', 'suppressed', 'failed',
                       'opened', 'clicked'));
-ALTER TABLE email_events DROP CONSTRAINT email_events_type_check;
-ALTER TABLE email_events ADD CONSTRAINT email_events_type_check
+-- 0013 (webhooks) named the list email_events_type_known; this one widens it.
+ALTER TABLE email_events DROP CONSTRAINT email_events_type_known;
+ALTER TABLE email_events ADD CONSTRAINT email_events_type_known
     CHECK (type IN ('email.sent', 'email.delivered', 'email.delivery_delayed', 'email.bounced',
                     'email.scheduled', 'email.canceled', 'email.complained', 'email.suppressed',
                     'email.failed', 'email.opened', 'email.clicked', 'email.received'));

@@ -53,6 +53,8 @@ async def test_created_key_works_and_only_its_hash_is_stored(
         async with http.get(f"{api.url}/api-keys", headers=new_headers) as response:
             listed = await response.json()
     assert created["id"] in {k["id"] for k in listed["data"]}
+    # Resend's list shape, has_more included (found missing by tests/api/test_openapi_fuzz.py).
+    assert (listed["object"], listed["has_more"]) == ("list", False)
     stored = await pool.fetchrow("SELECT * FROM api_keys WHERE id = $1::uuid", created["id"])
     assert bytes(stored["key_hash"]) == hashlib.sha256(created["token"].encode()).digest()
     assert created["token"] not in str(dict(stored))

@@ -34,7 +34,7 @@ async def test_get_answers_resend_fields_tracking_and_each_recipients_delivery(
         "to": ["ann@example.net"],
         "cc": ["cc@example.org"],
         "bcc": ["bcc@example.com"],
-        "reply_to": None,
+        "reply_to": [],
         "subject": body["subject"],
         "html": body["html"],
         "text": body["text"],
@@ -69,6 +69,22 @@ async def test_get_answers_resend_fields_tracking_and_each_recipients_delivery(
         {"last_response", "last_code", "updated_at", "next_attempt_at"} <= set(d)
         for d in got.body["deliveries"]
     )
+
+
+async def test_absent_addresses_and_body_are_empty_lists_and_strings_as_resend_types_them(
+    api: ApiServer, make_tenant: MakeTenant
+) -> None:
+    """Resend's document and SDK type cc/bcc/reply_to as lists and html/text as strings; null
+    broke both (found by tests/api/test_openapi_fuzz.py)."""
+    acme = await make_tenant()
+    async with emails_api(api, await acme.api_key()) as client:
+        email_id = await client.sent_id(email(acme, html=None))
+        got = await client.get(email_id)
+        listed = await client.call("GET", "/emails")
+    [summary] = [e for e in listed.body["data"] if e["id"] == email_id]
+    for answer in (got.body, summary):
+        assert (answer["cc"], answer["bcc"], answer["reply_to"]) == ([], [], [])
+    assert (got.body["html"], got.body["text"]) == ("", email(acme)["text"])
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """POST /emails refusals: every check, with its status, Resend's error name, and a message that
 names the field and says what is wrong. Nothing is stored for a refused request.
 
-Header injection gets its own tables: a line break or NUL in any field that becomes a header,
+Header injection gets its own tables: a line break in any field that becomes a header,
 and every header the server owns, whatever its case.
 """
 
@@ -484,7 +484,8 @@ async def test_a_lone_surrogate_escape_is_400_not_500(
 
 # -- header injection --------------------------------------------------------------------------
 
-INJECTIONS = ["\r\nBcc: victim@example.org", "\nX-Evil: 1", "\rX-Evil: 1", "a\x00b"]
+# A NUL is refused earlier, where the body is read (tests/api/test_nul_characters.py).
+INJECTIONS = ["\r\nBcc: victim@example.org", "\nX-Evil: 1", "\rX-Evil: 1"]
 
 # (field named in the message, body with `{bad}` where the injected text goes)
 HEADER_FIELDS: list[tuple[str, Callable[[TenantWorld, str], Any]]] = [
@@ -520,7 +521,7 @@ HEADER_FIELDS: list[tuple[str, Callable[[TenantWorld, str], Any]]] = [
 ]
 
 
-@pytest.mark.parametrize("injected", INJECTIONS, ids=["crlf", "lf", "cr", "nul"])
+@pytest.mark.parametrize("injected", INJECTIONS, ids=["crlf", "lf", "cr"])
 @pytest.mark.parametrize(("field", "body"), [pytest.param(f, b, id=f) for f, b in HEADER_FIELDS])
 async def test_line_break_or_nul_in_a_header_bound_field_is_400_naming_the_field(
     api: ApiServer,

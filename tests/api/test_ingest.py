@@ -348,6 +348,13 @@ async def test_partly_routed_event_stores_the_routed_copy_and_lists_the_refused(
             "not valid base64",
             id="bad_base64",
         ),
+        pytest.param(  # was a 500 (found by tests/api/test_openapi_fuzz.py)
+            {"raw_mime_base64": "é", "recipients": ["a@b.test"]},
+            400,
+            "validation_error",
+            "not valid base64",
+            id="non_ascii_base64",
+        ),
         pytest.param({"raw_mime": "x"}, 422, "missing_required_field", "recipients", id="no_rcpt"),
         pytest.param(
             {"raw_mime": "x", "recipients": "a@b.test", "event_id": "a\r\nX-Evil: 1"},

@@ -1,6 +1,6 @@
 """Authentication results end to end: mail sent through the real MX, checked by the real checker
 against a real DNS server, shown by the real API; DNS outages, late commits, dead checkers and
-the lock that keeps a second one out.
+the lock that keeps a second one out; and the same worker's stripping of quoted history.
 
 The module has a database of its own, so its checkers see only its own mail.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from email.message import EmailMessage
 from typing import Any
 from uuid import UUID
 
@@ -673,3 +674,100 @@ async def test_old_mail_below_the_watermark_is_never_checked(
     await pool.execute("UPDATE auth_check_progress SET checked_through = $1", email_id)
     assert await check_once(pool, at(dns)) == 0
     assert (await auth_row(pool, email_id))["checks"] is None
+
+
+# -- the stripped text, end to end: the same worker's second job -------------------------------
+
+REPLY_FROM = "ann@customer.example"
+REPLY_TEXT = (
+    "Tuesday at ten works for me.\n\nAnn\n\n"
+    "On Mon, 4 Mar 2024 at 09:12, Support <support@example.com> wrote:\n\n"
+    "> Could we meet this week?\n> Support\n"
+)
+REPLY_HTML = (
+    '<div dir="ltr">Tuesday at ten works for me.<div><br></div><div>Ann</div></div><br>'
+    '<div class="gmail_quote"><div dir="ltr" class="gmail_attr">On Mon, 4 Mar 2024 at 09:12, '
+    'Support &lt;support@example.com&gt; wrote:<br></div><blockquote class="gmail_quote">'
+    "Could we meet this week?<br>Support</blockquote></div>"
+)
+
+
+def reply(text: str | None, html: str | None) -> bytes:
+    message = EmailMessage()
+    message["From"] = f"Ann <{REPLY_FROM}>"
+    message["To"] = "support@receiver.test"
+    message["Subject"] = "Re: Meeting"
+    if text is not None:
+        message.set_content(text)
+    if html is not None:
+        if text is None:
+            message.set_content(html, subtype="html")
+        else:
+            message.add_alternative(html, subtype="html")
+    return message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+
+
+async def receive_reply(mx: MXListener, world: TenantWorld, content: bytes) -> UUID:
+    return await receive(mx, world, content, REPLY_FROM)
+
+
+async def test_a_reply_is_stripped_after_its_commit_and_the_api_shows_both_versions(
+    pool: Pool, dns: LoopbackDNSServer, world: TenantWorld, mx: MXListener, api: ApiServer
+) -> None:
+    email_id = await receive_reply(mx, world, reply(REPLY_TEXT, REPLY_HTML))
+    before = await detail(api, world, email_id)
+    # Answered 250 with nothing stripped: the MX's path does no stripping.
+    assert (before["stripped_text"], before["stripped_html"]) == (None, None)
+
+    assert await check_once(pool, at(dns)) == 1
+
+    after = await detail(api, world, email_id)
+    assert after["stripped_text"] == "Tuesday at ten works for me.\n\nAnn"
+    assert "Tuesday at ten works for me." in after["stripped_html"]
+    assert "Could we meet" not in after["stripped_html"]
+    assert "gmail_quote" not in after["stripped_html"]
+    # The bodies as received stay beside them.
+    assert (after["text"], after["html"]) == (before["text"], before["html"])
+    assert "Could we meet this week?" in after["text"] and "gmail_quote" in after["html"]
+    # The same pass of the worker checked it.
+    assert after["authentication_results"] is not None
+
+
+async def test_an_html_only_reply_gets_its_text_from_the_stripped_html(
+    pool: Pool, dns: LoopbackDNSServer, world: TenantWorld, mx: MXListener, api: ApiServer
+) -> None:
+    email_id = await receive_reply(mx, world, reply(None, REPLY_HTML))
+    await check_once(pool, at(dns))
+    body = await detail(api, world, email_id)
+    assert body["text"] is None
+    assert body["stripped_text"] == "Tuesday at ten works for me.\n\nAnn"
+
+
+async def test_a_worker_that_died_before_the_results_strips_the_message_again(
+    pool: Pool, dns: LoopbackDNSServer, world: TenantWorld, mx: MXListener, api: ApiServer
+) -> None:
+    email_id = await receive_reply(mx, world, reply(REPLY_TEXT, None))
+    await check_once(pool, at(dns))
+    # As if the worker had written the stripped row and died before the results.
+    await pool.execute("DELETE FROM received_auth_results WHERE received_id = $1", email_id)
+    await pool.execute(
+        "UPDATE received_stripped_bodies SET stripped_text = 'stale' WHERE received_id = $1",
+        email_id,
+    )
+    assert await check_once(pool, at(dns)) == 1
+    assert (await detail(api, world, email_id))["stripped_text"] == (
+        "Tuesday at ten works for me.\n\nAnn"
+    )
+    rows = await pool.fetchval(
+        "SELECT count(*) FROM received_stripped_bodies WHERE received_id = $1", email_id
+    )
+    assert rows == 1
+
+
+async def test_a_megabyte_of_quote_marks_through_the_mx_is_stripped_and_shown(
+    pool: Pool, dns: LoopbackDNSServer, world: TenantWorld, mx: MXListener, api: ApiServer
+) -> None:
+    hostile = "On 1 Jan 2024, A <a@example.com> wrote:\n" + ("> " * 400 + "\n") * 1300
+    email_id = await receive_reply(mx, world, reply("Short answer.\n\n" + hostile, None))
+    assert await check_once(pool, at(dns)) == 1
+    assert (await detail(api, world, email_id))["stripped_text"] == "Short answer."

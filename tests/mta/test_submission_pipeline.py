@@ -225,7 +225,7 @@ async def test_get_emails_shows_a_submitted_email_in_the_shape_of_an_api_send(
     assert body["from"] == f"Acme Support <support@{acme.name}>"
     assert body["to"] == ["bob@example.net", "header-only@example.net"]
     assert body["cc"] == ["carol@example.org"]
-    assert body["bcc"] is None  # hidden@example.com was not an envelope recipient this time
+    assert body["bcc"] == []  # hidden@example.com was not an envelope recipient this time
     assert body["subject"] == "Your order"
     assert body["last_event"] == "sent"
     assert body["reply_address"].startswith("reply+osr_")

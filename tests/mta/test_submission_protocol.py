@@ -8,6 +8,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import re
 import smtplib
 import ssl
 from collections.abc import AsyncIterator
@@ -624,3 +625,83 @@ async def test_message_over_the_size_limit_is_refused_552(
     assert declared.value.code == 552
     assert_refusal(refused.value, replies.S552_TOO_BIG)
     assert await emails_of(pool, acme) == []
+
+
+# -- non-ASCII addresses (RFC 6531) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mail", "rcpt", "expected"),
+    [
+        pytest.param("zoë@{domain}", None, replies.S553_NON_ASCII_NOT_SENDABLE, id="mail"),
+        pytest.param(
+            "support@{domain}", "zoë@a.test", replies.S553_NON_ASCII_NOT_SENDABLE, id="rcpt"
+        ),
+        # SMTPUTF8 is not offered here (RFC 5321 section 4.1.1.11: an unadvertised parameter).
+        pytest.param(
+            "support@{domain} SMTPUTF8", None, replies.S555_MAIL_PARAMETERS, id="declared"
+        ),
+    ],
+)
+async def test_non_ascii_addresses_are_refused_553_5_6_7_on_both_ports(
+    submission: SubmissionServer,
+    acme: TenantWorld,
+    pool: Pool,
+    mail: str,
+    rcpt: str | None,
+    expected: Reply,
+) -> None:
+    key = await acme.api_key()
+    answers: list[tuple[int, str]] = []
+    for implicit in (False, True):
+        async with session(submission, implicit=implicit) as client:
+            await client.auth_plain("user", key)
+            address, _, parameters = mail.replace("{domain}", acme.name).partition(" ")
+            argument = f"FROM:<{address}> {parameters}".strip()
+            first = await client.execute_command(b"MAIL", argument.encode())
+            answers.append((first.code, first.message))
+            if rcpt is not None:
+                assert first.code == 250, first
+                second = await client.execute_command(b"RCPT", f"TO:<{rcpt}>".encode())
+                answers.append((second.code, second.message))
+
+    refusals = [answer for answer in answers if answer[0] != 250]
+    assert refusals == [(expected.code, f"{expected.enhanced} {expected.text}")] * 2
+    assert await emails_of(pool, acme) == []
+
+
+# -- line endings -----------------------------------------------------------------------------
+
+
+async def test_bare_lf_lines_are_stored_for_signing_and_delivery_with_crlf(
+    submission: SubmissionServer, acme: TenantWorld, pool: Pool
+) -> None:
+    """As on the MX (Postfix 3.9's normalize): what is signed and relayed has CRLF line ends."""
+    key = await acme.api_key()
+    client, greeting = await RawSMTP.connect(
+        HOST,
+        submission.implicit_port,
+        tls=submission.client_context(),
+        server_hostname=SUBMISSION_HOST,
+    )
+    try:
+        assert greeting.code == 220, greeting
+        assert (await client.command(f"EHLO {CLIENT_NAME}")).code == 250
+        assert (await client.command(f"AUTH PLAIN {plain('me', key)}")).code == 235
+        assert (await client.command(f"MAIL FROM:<support@{acme.name}>")).code == 250
+        assert (await client.command("RCPT TO:<bob@example.net>")).code == 250
+        assert (await client.command("DATA")).code == 354
+        await client.send_raw(
+            f"From: support@{acme.name}\nTo: bob@example.net\nSubject: cron\n\n"
+            "disk 91%\n.\nload\rhigh\r\n.\r\n".encode()
+        )
+        reply = await client.read_reply(REPLY_TIMEOUT)
+    finally:
+        await client.close()
+
+    assert reply.code == 250, reply
+    [row] = await emails_of(pool, acme)
+    raw = bytes(row["raw"])  # type: ignore[arg-type]
+    assert re.search(rb"(?<!\r)\n|\r(?!\n)", raw) is None, raw
+    assert b"\r\nSubject: cron\r\n" in raw
+    assert raw.endswith(b"\r\n\r\ndisk 91%\r\n\r\nload high\r\n")

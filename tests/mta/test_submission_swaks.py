@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID
@@ -15,11 +14,7 @@ import pytest
 
 from storage.database import Pool
 from tests.conftest import MakeTenant, StartSubmission, SubmissionServer, TenantWorld
-
-SWAKS = shutil.which("swaks")
-pytestmark = pytest.mark.skipif(
-    SWAKS is None, reason="swaks is not installed (apt-get install swaks)"
-)
+from tests.support.tools import system_tool
 
 # Only stops a hung swaks; no assertion depends on it.
 SWAKS_BOUND_SECONDS = 60.0
@@ -39,9 +34,8 @@ class Swaks:
 
 
 async def swaks(*args: str) -> Swaks:
-    assert SWAKS is not None
     process = await asyncio.create_subprocess_exec(
-        SWAKS,
+        system_tool("swaks"),
         "--server",
         "127.0.0.1",
         "--ehlo",

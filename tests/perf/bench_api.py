@@ -1,6 +1,6 @@
 """API benchmark: POST /emails requests per second, every accepted email committed.
 
-    /work/venv/bin/python tests/perf/bench_api.py [--duration 30] [--connections 50]
+    .venv/bin/python tests/perf/bench_api.py [--duration 30] [--connections 50]
 
 The issue's target: at least 1,000 requests/s with 50 concurrent keep-alive clients on the
 project's 2-core machine, every request committed.

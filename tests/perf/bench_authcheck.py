@@ -1,8 +1,8 @@
 """Auth-check benchmark: how fast the authentication checks of received mail catch up.
 
-    /work/venv/bin/python tests/perf/bench_authcheck.py                  # 5000 messages, 1 round
-    /work/venv/bin/python tests/perf/bench_authcheck.py --messages 3000 --repeat 3
-    /work/venv/bin/python tests/perf/bench_authcheck.py --help
+    .venv/bin/python tests/perf/bench_authcheck.py                  # 5000 messages, 1 round
+    .venv/bin/python tests/perf/bench_authcheck.py --messages 3000 --repeat 3
+    .venv/bin/python tests/perf/bench_authcheck.py --help
 
 Needs smtp-source (Postfix's); no root, loopback only. `opensend serve --only mta` from this
 tree (opensend_peer.py: embedded PostgreSQL, `dns_stub.py` as OPENSEND_DNS_SERVERS, so every

@@ -1,6 +1,6 @@
 """Delivery benchmark: OpenSend's delivery workers against a stock Postfix relaying, same sink.
 
-    /work/venv/bin/python tests/perf/bench_delivery.py [--messages 10000] [--size 2048]
+    .venv/bin/python tests/perf/bench_delivery.py [--messages 10000] [--size 2048]
 
 Needs root (Postfix's master runs as root; smtp-sink is told to drop to the postfix user) and
 Postfix's smtp-sink and smtp-source. Everything is on loopback.

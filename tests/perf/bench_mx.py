@@ -1,6 +1,6 @@
 """MX benchmark: OpenSend's port-25 server against a stock Postfix on the same machine.
 
-    /work/venv/bin/python tests/perf/bench_mx.py [--messages 5000] [--sessions 20] [--size 2048]
+    .venv/bin/python tests/perf/bench_mx.py [--messages 5000] [--sessions 20] [--size 2048]
 
 Needs root (Postfix's master runs as root) and Postfix's smtp-source. Everything is on loopback.
 

@@ -1,6 +1,6 @@
 """Reply benchmark: POST /emails/{id}/reply replies per second, and MX-to-thread latency.
 
-    /work/venv/bin/python tests/perf/bench_reply.py [--duration 30] [--connections 50]
+    .venv/bin/python tests/perf/bench_reply.py [--duration 30] [--connections 50]
 
 Servers. `opensend serve --only api` (embedded PostgreSQL in a temporary `OPENSEND_DATA_DIR`, or
 `--database-url`) and `opensend serve --only mta` on the same database and reply-token secret,

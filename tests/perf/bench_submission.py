@@ -1,10 +1,10 @@
 """Submission benchmark: messages per second through the submission ports, against the MX's plain
 rate measured in the same run with the same load generator.
 
-    /work/venv/bin/python tests/perf/bench_submission.py                 # 3000 messages a run
-    /work/venv/bin/python tests/perf/bench_submission.py --repeat 3      # medians of 3 rounds
-    /work/venv/bin/python tests/perf/bench_submission.py --repeat 3 --postfix   # and Postfix's
-    /work/venv/bin/python tests/perf/bench_submission.py --help
+    .venv/bin/python tests/perf/bench_submission.py                 # 3000 messages a run
+    .venv/bin/python tests/perf/bench_submission.py --repeat 3      # medians of 3 rounds
+    .venv/bin/python tests/perf/bench_submission.py --repeat 3 --postfix   # and Postfix's
+    .venv/bin/python tests/perf/bench_submission.py --help
 
 Loopback only; no root but for `--postfix`. The issue's target: submission at least 0.7 of the
 MX's plain rate.

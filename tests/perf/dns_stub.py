@@ -5,7 +5,7 @@ lookups (reverse DNS of the client, SPF, DMARC) get a fast, definite "no such na
 local caching resolver, instead of a timeout or a query that leaves the machine. Postfix in the
 same benchmark resolves 127.0.0.1 from /etc/hosts.
 
-    /work/venv/bin/python tests/perf/dns_stub.py --port 10053 --seconds 600
+    .venv/bin/python tests/perf/dns_stub.py --port 10053 --seconds 600
 """
 
 from __future__ import annotations

@@ -15,8 +15,9 @@ from __future__ import annotations
 import sys
 
 from mta.cli import database_url
+from mta.event_loop import run_in_loop
 from mta.logs import configure_logging
-from mta.serve import run_in_loop, serve
+from mta.serve import serve
 from policy.settings import SettingsError, check_serve, load_settings
 
 

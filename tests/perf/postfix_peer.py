@@ -42,7 +42,7 @@ Running it needs root (Postfix's master runs as root and drops to the `postfix` 
 
 Standalone use, for poking at it by hand::
 
-    /work/venv/bin/python tests/perf/postfix_peer.py --port 10025 --hold 60
+    .venv/bin/python tests/perf/postfix_peer.py --port 10025 --hold 60
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from policy.addresses import Mailbox, split_mailbox
+from policy import replies
+from policy.addresses import Mailbox, envelope_address_refusal, split_mailbox
 
 
 @pytest.mark.parametrize(
@@ -81,3 +82,28 @@ def test_split_mailbox_refuses_empty_parts(address: str) -> None:
 )
 def test_base_local_strips_the_subaddress(local: str, base: str) -> None:
     assert Mailbox(local, "example.com").base_local == base
+
+
+# -- envelope addresses and SMTPUTF8 (RFC 6531 section 3.4) ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "declared", "offered", "expected"),
+    [
+        pytest.param("ann@a.test", False, True, None, id="ascii"),
+        pytest.param("zoë@a.test", True, True, None, id="declared"),
+        pytest.param("zoë@a.test", False, True, replies.S553_NON_ASCII_ADDRESS, id="undeclared"),
+        pytest.param(
+            "zoë@a.test", False, False, replies.S553_NON_ASCII_NOT_SENDABLE, id="unoffered"
+        ),
+        pytest.param("ann@a.test", True, False, replies.S555_MAIL_PARAMETERS, id="unadvertised"),
+        pytest.param("z\udcffe@a.test", True, True, replies.S501_SYNTAX_ADDRESS, id="not_utf8"),
+    ],
+)
+def test_envelope_address_refusal_follows_rfc_6531(
+    address: str, declared: bool, offered: bool, expected: replies.Reply | None
+) -> None:
+    refusal = envelope_address_refusal(
+        address, declared_smtputf8=declared, offers_smtputf8=offered, sender=False
+    )
+    assert refusal is expected

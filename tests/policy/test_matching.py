@@ -83,6 +83,7 @@ def run(offered: list[Candidate], known: dict[str, KnownMessage] | None = None) 
             id="no_brackets_folded",
         ),
         pytest.param("(comment) <a@example.com>", ["a@example.com"], id="comment"),
+        # Commas, semicolons and comments in every shape: tests/policy/test_msgid.py.
         pytest.param("", [], id="empty"),
         pytest.param(None, [], id="missing"),
         pytest.param("no ids here", [], id="words"),
@@ -112,6 +113,15 @@ def test_candidates_follow_match_precedence() -> None:
         "<root@example.org>",
     )
     assert [c.source for c in offered] == list(MATCH_PRECEDENCE)
+
+
+def test_candidates_list_comma_separated_bare_references_newest_first() -> None:
+    offered = candidates([], None, None, "root@x.example,middle@x.example, newest@x.example")
+    assert [c.message_id for c in offered] == [
+        "newest@x.example",
+        "middle@x.example",
+        "root@x.example",
+    ]
 
 
 def test_candidates_list_references_newest_first() -> None:
@@ -229,6 +239,36 @@ def test_decide_falls_back_to_the_newest_known_reference() -> None:
     offered = candidates([], None, "<unknown@x>", "<root@example.org> <newer@example.org>")
     match = run(offered, known)
     assert (match.source, match.thread_id) == (MatchSource.REFERENCES, THREAD_B)
+
+
+def test_decide_takes_the_newest_reference_whether_a_token_or_a_stored_id() -> None:
+    """DESIGN.md section 3: References newest first; each id counts by its token or as a
+    stored Message-ID, so the position decides, not the kind of evidence."""
+    known = {"customer@example.org": KnownMessage(EMAIL_B, THREAD_KNOWN)}
+    ours = f"<{TOKEN_A}@send.example.com>"
+    newest_stored = run(candidates([], None, None, f"{ours} <customer@example.org>"), known)
+    assert (newest_stored.reply_to_email_id, newest_stored.thread_id) == (EMAIL_B, THREAD_KNOWN)
+    newest_token = run(candidates([], None, None, f"<customer@example.org> {ours}"), known)
+    assert (newest_token.reply_to_email_id, newest_token.thread_id) == (EMAIL_A, THREAD_A)
+
+
+def test_decide_takes_a_stored_in_reply_to_before_a_token_in_references() -> None:
+    known = {"customer@example.org": KnownMessage(EMAIL_B, THREAD_KNOWN)}
+    offered = candidates([], None, "<customer@example.org>", f"<{TOKEN_A}@send.example.com>")
+    assert run(offered, known).source is MatchSource.IN_REPLY_TO
+
+
+def test_decide_opens_threads_of_received_messages_only_when_asked() -> None:
+    received = UUID("eeeeeeee-0000-4000-8000-000000000005")
+    known = {"loose@example.org": KnownMessage(None, None, received)}
+    offered = candidates([], None, "<loose@example.org>", None)
+    assert run(offered, known) == Match(MatchStatus.UNMATCHED)
+    opened = decide(offered, TOKENS, TENANT, OUTBOUND, known, open_threads=True)
+    assert (opened.status, opened.thread_id, opened.received_id) == (
+        MatchStatus.MATCHED,
+        None,
+        received,
+    )
 
 
 def test_decide_ignores_a_known_message_id_without_a_thread() -> None:

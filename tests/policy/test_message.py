@@ -171,6 +171,19 @@ def test_encoded_attachment_names_are_decoded() -> None:
 # -- missing and broken headers ---------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(b"<abc@isp.example> (added by postmaster@isp.example)", id="comment_after"),
+        pytest.param(b"(relayed) <abc@isp.example>", id="comment_before"),
+        pytest.param(b"<abc@isp.example>\r\n (added (nested) by\r\n\tthe ISP)", id="folded"),
+    ],
+)
+def test_message_id_is_the_id_without_comments_or_folding(value: bytes) -> None:
+    parsed = parse_message(b"Message-ID: " + value + b"\r\nSubject: x\r\n\r\nbody\r\n")
+    assert parsed.message_id == "abc@isp.example"
+
+
 def test_missing_message_id_is_none() -> None:
     parsed = parse_message(b"Subject: hi\r\n\r\nbody\r\n")
     assert parsed.message_id is None

@@ -141,4 +141,26 @@ def test_with_enhanced_code_leaves_catalogue_replies_alone(reply: Reply) -> None
 
 def test_reply_renders_code_enhanced_code_and_text() -> None:
     assert str(replies.S550_NO_SUCH_USER) == "550 5.1.1 No such user here"
-    assert str(replies.S250_OK.with_text("Fine")) == "250 2.0.0 Fine"
+    assert str(replies.S250_QUEUED.format(id="abc")) == "250 2.0.0 Ok: queued as abc"
+
+
+# -- engine_reply: aiosmtpd's own replies answered from the catalogue ----------------------------
+
+
+@pytest.mark.parametrize("engine_text", sorted(replies.ENGINE_REPLIES))
+def test_every_engine_reply_is_answered_with_a_catalogue_entry(engine_text: str) -> None:
+    answer = replies.engine_reply(engine_text)
+    assert answer in {str(reply) for reply in CATALOGUE.values()}
+    assert answer[:3] == engine_text[:3]  # the engine's basic code is kept
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        pytest.param('500 Error: command "NOOP\rQUIT" not recognized', "S500_UNKNOWN_COMMAND"),
+        pytest.param("502 Could not VRFY <\udcff@x>", "S501_SYNTAX_ADDRESS"),
+        pytest.param("500 Error: bad syntax", "S500_SYNTAX_ERROR"),
+    ],
+)
+def test_engine_replies_never_echo_the_client(line: str, expected: str) -> None:
+    assert replies.engine_reply(line) == str(CATALOGUE[expected])

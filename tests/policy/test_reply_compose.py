@@ -99,6 +99,13 @@ def test_ids_not_shaped_as_msg_ids_are_left_out() -> None:
     assert ids == ["ok@x.example", "p@x.example"]
 
 
+def test_bare_comma_separated_and_commented_references_are_carried_bracketed() -> None:
+    ids = reply_compose.references(
+        "a@x.example,b@x.example; (relayed) <c@x.example> (by isp)", "p@x.example"
+    )
+    assert ids == ["a@x.example", "b@x.example", "c@x.example", "p@x.example"]
+
+
 def test_long_references_keep_the_root_and_the_latest_ids() -> None:
     chain = " ".join(f"<id{i}@x.example>" for i in range(100))
     ids = reply_compose.references(chain, "parent@x.example")

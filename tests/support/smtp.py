@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import ssl
 from dataclasses import dataclass
 
 _REPLY_LINE = re.compile(rb"^(\d{3})([ -])(.*)$")
@@ -35,8 +36,18 @@ class RawSMTP:
         self.writer = writer
 
     @classmethod
-    async def connect(cls, host: str, port: int) -> tuple[RawSMTP, SMTPReply]:
-        reader, writer = await asyncio.open_connection(host, port)
+    async def connect(
+        cls,
+        host: str,
+        port: int,
+        *,
+        tls: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+    ) -> tuple[RawSMTP, SMTPReply]:
+        """Connect in the clear, or in TLS from the first byte (port 465) with `tls`."""
+        reader, writer = await asyncio.open_connection(
+            host, port, ssl=tls, server_hostname=server_hostname if tls else None
+        )
         client = cls(reader, writer)
         return client, await client.read_reply()
 

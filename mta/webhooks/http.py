@@ -1,0 +1,102 @@
+"""The HTTP client of webhook delivery: no redirects, connect and total timeouts, and a check of
+every address a connection is about to use.
+
+aiohttp resolves names through `GuardedResolver`, around the server's own resolver (given by
+the composition root), which refuses a name that resolves to any address policy forbids, at
+every new connection: a name that changes its answer after the endpoint was stored (DNS
+rebinding) still cannot reach loopback or the private network. An address literal is not
+resolved; the worker checks it before the request.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from policy.webhooks.endpoints import refusal
+
+USER_AGENT = "OpenSend-Webhooks/1"
+# The response body kept with each attempt.
+RESPONSE_KEEP_BYTES = 1024
+
+
+class UnsafeAddress(OSError):
+    """The endpoint's name resolves to an address webhooks may not reach."""
+
+
+class GuardedResolver(AbstractResolver):
+    """Another resolver's answers, refused whole when any address is one webhooks may not
+    reach (a name with one public and one private address could be steered to the latter)."""
+
+    def __init__(self, inner: AbstractResolver, *, allow_private: bool) -> None:
+        self._inner = inner
+        self._allow_private = allow_private
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        reason = refusal([r["host"] for r in results], allow_private=self._allow_private)
+        if reason is not None:
+            raise UnsafeAddress(f"{host} resolves to {reason}")
+        return results
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status_code: int | None
+    body: str  # the first KiB, as text
+    error: str | None
+
+
+def client_session(
+    resolver: AbstractResolver,
+    *,
+    allow_private: bool,
+    connect_timeout: float,
+    timeout: float,
+    per_host: int,
+) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(
+        resolver=GuardedResolver(resolver, allow_private=allow_private),
+        limit=0,
+        limit_per_host=per_host,
+        use_dns_cache=False,  # every new connection resolves, and is checked, again
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=timeout, connect=connect_timeout),
+        headers={"User-Agent": USER_AGENT},
+        trust_env=False,  # no proxy from the environment: the address check must be ours
+        auto_decompress=False,
+    )
+
+
+async def post(
+    session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str]
+) -> Answer:
+    """One attempt. No redirect is followed (a 3xx is an answer like any other non-2xx)."""
+    try:
+        async with session.post(
+            url,
+            data=body,
+            headers={**headers, "Content-Type": "application/json"},
+            allow_redirects=False,
+        ) as response:
+            kept = await response.content.read(RESPONSE_KEEP_BYTES)
+            return Answer(response.status, kept.decode("utf-8", "replace"), None)
+    except TimeoutError:
+        return Answer(None, "", "timed out")
+    except aiohttp.ClientConnectorError as error:
+        cause = error.os_error
+        if isinstance(cause, UnsafeAddress):
+            return Answer(None, "", f"refused: {cause}")
+        return Answer(None, "", f"cannot connect: {cause}")
+    except (aiohttp.ClientError, OSError) as error:
+        return Answer(None, "", f"{type(error).__name__}: {error}")

@@ -1,0 +1,126 @@
+"""Webhook policy without sockets: subscriptions, endpoint addresses, signatures, the retry
+table, payload size, and the settings that govern them."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import standardwebhooks
+
+from policy.settings import SettingsError
+from policy.webhooks import events, payloads, retry, signing
+from policy.webhooks.endpoints import InvalidEndpoint, forbidden, parse_endpoint, refusal
+from tests.conftest import make_settings
+
+
+def test_a_subscription_keeps_its_order_once_and_names_unknown_types() -> None:
+    assert events.subscription(["email.sent", "email.received", "email.sent"]) == [
+        "email.sent",
+        "email.received",
+    ]
+    with pytest.raises(events.InvalidEvents, match=re.escape("`email.teleported`")):
+        events.subscription(["email.sent", "email.teleported"])
+    with pytest.raises(events.InvalidEvents, match="non-empty"):
+        events.subscription("email.sent")
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        ("127.0.0.1", "a loopback address"),
+        ("::1", "a loopback address"),
+        ("10.0.0.1", "a private address"),
+        ("192.168.1.1", "a private address"),
+        ("172.16.0.1", "a private address"),
+        ("169.254.169.254", "a link-local address"),
+        ("fe80::1", "a link-local address"),
+        ("224.0.0.1", "a multicast address"),
+        ("ff02::1", "a multicast address"),
+        ("::ffff:127.0.0.1", "a loopback address"),
+        ("100.64.0.1", "an address that is not publicly routable"),
+        ("0.0.0.0", "a private address"),
+        ("93.184.216.34", None),
+        ("2606:2800:220:1::1", None),
+    ],
+)
+def test_addresses_webhooks_may_not_reach(address: str, reason: str | None) -> None:
+    assert forbidden(address) == reason
+
+
+def test_private_addresses_are_allowed_only_when_the_setting_says_so() -> None:
+    assert (
+        refusal(["93.184.216.34", "10.0.0.1"], allow_private=False)
+        == "10.0.0.1 (a private address)"
+    )
+    assert refusal(["10.0.0.1"], allow_private=True) is None
+
+
+def test_endpoint_forms() -> None:
+    assert parse_endpoint("https://[::1]:8443/x", require_https=True).host == "::1"
+    assert parse_endpoint("https://Hooks.Example.com/x", require_https=True).literal is False
+    with pytest.raises(InvalidEndpoint, match="https"):
+        parse_endpoint("http://hooks.example.com/", require_https=True)
+    with pytest.raises(InvalidEndpoint, match="host"):
+        parse_endpoint("https:///nohost", require_https=True)
+
+
+def test_the_signature_is_standard_webhooks_and_rotation_sends_both() -> None:
+    old, new = signing.new_secret(), signing.new_secret()
+    assert len(base64.b64decode(old.removeprefix("whsec_"))) >= 24
+    body = b'{"type":"email.sent"}'
+    headers = signing.signed_headers([new, old], "msg_1", 1_700_000_000, body)
+    key = base64.b64decode(new.removeprefix("whsec_"))
+    expected = base64.b64encode(
+        hmac.new(key, b"msg_1.1700000000." + body, hashlib.sha256).digest()
+    ).decode()
+    first, second = headers["webhook-signature"].split(" ")
+    assert first == f"v1,{expected}" and second.startswith("v1,")
+    assert headers["svix-signature"] == headers["webhook-signature"]
+    assert headers["svix-id"] == headers["webhook-id"] == "msg_1"
+    signed_at = datetime.fromtimestamp(1_700_000_000, UTC)
+    for secret in (old, new):
+        assert standardwebhooks.Webhook(secret).sign("msg_1", signed_at, body) in (first, second)
+
+
+def test_the_retry_table_is_resends_then_failed() -> None:
+    schedule = retry.RESEND_SCHEDULE
+    waits = [retry.after_attempt(False, n, schedule).retry_in for n in range(1, 8)]
+    assert waits == [5, 300, 1800, 7200, 18000, 36000, 36000]
+    assert retry.after_attempt(False, 8, schedule).status == "failed"
+    assert retry.after_attempt(True, 8, schedule).status == "success"
+    assert not retry.succeeded(301) and retry.succeeded(204) and not retry.succeeded(None)
+
+
+def test_an_oversized_payload_loses_attachments_first_then_all_but_its_ids() -> None:
+    snap = {
+        "email_id": "e1",
+        "thread_id": "t1",
+        "subject": "s",
+        "attachments": [{"filename": "f" * 3000, "content_type": "x/y"}] * 3,
+    }
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    small = payloads.body("email.received", at, snap, 6000)
+    assert b'"attachments":[]' in small and b'"truncated":true' in small
+    smallest = payloads.body("email.received", at, {**snap, "subject": "s" * 9000}, 6000)
+    assert len(smallest) < 6000 and b'"email_id":"e1"' in smallest and b"subject" not in smallest
+
+
+def test_webhook_settings_defaults_and_refusals(tmp_path: Path) -> None:
+    development = make_settings(tmp_path).webhooks
+    assert development.allow_private is True and development.beside_mta is True
+    assert make_settings(tmp_path, OPENSEND_WEBHOOK_WORKERS="off").webhooks.beside_mta is False
+    assert development.retry_schedule == retry.RESEND_SCHEDULE
+    production = make_settings(
+        tmp_path, OPENSEND_ENV="production", OPENSEND_DATABASE_URL="postgresql://x/y"
+    ).webhooks
+    assert production.allow_private is False
+    with pytest.raises(SettingsError, match="OPENSEND_WEBHOOK_LEASE"):
+        make_settings(tmp_path, OPENSEND_WEBHOOK_LEASE="10s", OPENSEND_WEBHOOK_TIMEOUT="15s")
+    with pytest.raises(SettingsError, match="OPENSEND_WEBHOOK_ALLOW_PRIVATE"):
+        make_settings(tmp_path, OPENSEND_WEBHOOK_ALLOW_PRIVATE="maybe")
