@@ -1,2 +1,2 @@
-"""The HTTP API: Resend- and Inbound-compatible routes, ingesters, /metrics and /healthz.
-May import policy and storage, never mta."""
+"""The HTTP API: sending, conversations, ingesters and account resources, one subpackage each.
+May import policy and storage, never mta; the app, auth, context and errors are at the root."""

@@ -22,30 +22,24 @@ from prometheus_client import (
     multiprocess,
 )
 
-from api import (
-    api_keys,
-    contacts,
-    domains,
-    emails,
-    errors,
-    ingest,
-    openapi,
-    receiving,
-    replies,
-    ses_s3,
-    threads,
-)
+from api import errors
+from api.account import api_keys, domains
 from api.auth import Handler, require_api_key
 from api.context import DNS, POOL, SETTINGS, TOKENS, nul_refusal
+from api.conversations import contacts, receiving, threads
 from api.errors import ApiError
+from api.ingest import raw as ingest
+from api.ingest import ses_s3
+from api.openapi import document as openapi
+from api.sending import emails, replies
 from api.suppressions import routes as suppression_routes
 from api.webhooks import routes as webhooks
 from policy.dns import DnsLookup
 from policy.settings import Settings
 from policy.tokens import ReplyTokens
-from storage import idempotency
 from storage.database import Pool, ping
 from storage.errors import StorageError
+from storage.sending import idempotency
 
 log = logging.getLogger(__name__)
 

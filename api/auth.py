@@ -4,7 +4,7 @@ Only a key's SHA-256 is stored; a request's key is hashed and looked up (through
 the submission ports use too, storage.account_caches). Every handler reads the tenant from
 `request[CALLER]` and passes it to storage, so every query is scoped to it. The middleware that
 sets it (`require_api_key`) lives here, not in `api.app`, so a route module that places its own
-middleware around it (`api.replies`) need not import the module that composes it.
+middleware around it (`api.sending.replies`) need not import the module that composes it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from storage.errors import StorageError
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Paths served without an API key: operations endpoints, and the ingesters, which have their own
-# token (api.ingest.check_ingester_token) or signature.
+# token (api.ingest.raw.check_ingester_token) or signature.
 PUBLIC_PATHS = frozenset(
     {"/healthz", "/metrics", "/openapi.json", "/events/inbound", "/events/inbound/ses-s3"}
 )

@@ -77,8 +77,9 @@ SERVICE_UNAVAILABLE = ErrorKind(
 )
 
 # POST /emails/{id}/reply, in the texts of Inbound's reply API (its error table), with Resend's
-# names beside them; api.replies adds Inbound's `"error": <message>` to every body. Inbound's
-# 500 "Email service not configured" row has no counterpart: there is no outside provider here.
+# names beside them; api.sending.replies adds Inbound's `"error": <message>` to every body.
+# Inbound's 500 "Email service not configured" row has no counterpart: there is no outside provider
+# here.
 REPLY_INVALID_EMAIL_ID = ErrorKind(400, "validation_error", "Valid email ID is required")
 REPLY_FROM_REQUIRED = ErrorKind(400, "validation_error", "From address is required")
 REPLY_CONTENT_REQUIRED = ErrorKind(

@@ -1,2 +1,2 @@
-"""The SMTP edge: the MX listener, its protocol and handler, and the composition root.
+"""The SMTP edge: MX, submission, delivery, auth checks; the composition root (cli, serve).
 May import policy and storage; only the composition root (cli, serve) imports api."""

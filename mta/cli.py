@@ -20,16 +20,17 @@ from uuid import UUID
 
 from mta.dns import Resolver
 from mta.logs import configure_logging
-from policy import dkim_keys
-from policy.domain_names import DomainNameError, normalize_domain
-from policy.domain_records import Status, records_to_publish, setup_of, with_last_results
+from policy.domains import dkim_keys
+from policy.domains.names import DomainNameError, normalize_domain
+from policy.domains.records import Status, records_to_publish, setup_of, with_last_results
 from policy.settings import Settings, SettingsError, check_serve, load_settings
-from storage import directory, domains, replies
+from storage.account import directory, domains
+from storage.account.domains import DomainDetails
 from storage.database import Pool, open_pool
-from storage.domains import DomainDetails
 from storage.embedded import embedded_database_url, stop_embedded
 from storage.errors import StorageError
 from storage.migrate import MigrationError, migrate
+from storage.sending import replies
 
 log = logging.getLogger("opensend")
 
@@ -135,7 +136,7 @@ def _limit(text: str) -> str:
 
 
 def records_payload(settings: Settings, domain: DomainDetails) -> list[dict[str, Any]]:
-    """The records to publish, with the last check's result for each (policy.domain_records)."""
+    """The records to publish, with the last check's result for each (policy.domains.records)."""
     specs = records_to_publish(setup_of(domain), settings.hostname)
     return [check.as_json() for check in with_last_results(specs, domain.records)]
 
@@ -198,7 +199,7 @@ async def cmd_domain_add(settings: Settings, args: argparse.Namespace) -> None:
 async def cmd_domain_verify(settings: Settings, args: argparse.Namespace) -> None:
     # Imported here: api.app imports prometheus_client, which must not load before `serve`
     # has chosen its multiprocess directory (see run_server).
-    from api.domains import verify_domain
+    from api.account.domains import verify_domain
 
     name = _domain_name(args.domain)
 

@@ -44,7 +44,7 @@ DATA_TO_COMMIT = Histogram(
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
 )
 
-# The submission ports, 587 and 465 (mta/submission.py), counted apart from the MX.
+# The submission ports, 587 and 465 (mta/submission/handler.py), counted apart from the MX.
 SUBMISSION_CONNECTIONS = Counter(
     "opensend_submission_connections_total",
     "Connections to the submission ports, by whether they were served or refused at the cap",
@@ -80,7 +80,7 @@ SUBMISSION_STORAGE_FAILURES = Counter(
     ["stage"],
 )
 
-# Outbound delivery (mta/delivery.py). The queue gauges are read from the database every
+# Outbound delivery (mta/delivery/workers.py). The queue gauges are read from the database every
 # QUEUE_STATS_SECONDS by one task per process; every process sees the same shared queue, so the
 # most recent value is the one to show.
 DELIVERY_QUEUE_DEPTH = Gauge(
@@ -112,7 +112,7 @@ DELIVERY_CONNECTIONS = Counter(
     ["result"],
 )
 
-# Authentication checks of received mail (mta/authcheck_worker.py), in a process of their own;
+# Authentication checks of received mail (mta/authcheck/worker.py), in a process of their own;
 # its samples reach /metrics through the multiprocess directory (mta/cli.py).
 AUTHCHECK_RESULTS = Counter(
     "opensend_authcheck_results_total",

@@ -6,7 +6,7 @@ workers; the API part is the HTTP application.
 With OPENSEND_MX_PROCESSES above 1, extra processes share the MX port (SO_REUSEPORT) so the SMTP
 protocol work uses more than one core; each has its own loop and pool, and Postgres is the only
 thing they share. The authentication checks of received mail run in one more process, beside
-the delivery workers' but apart from the MX's (see mta/authcheck_worker.py); of several nodes,
+the delivery workers' but apart from the MX's (see mta/authcheck/worker.py); of several nodes,
 one checks at a time and the others wait for its advisory lock. Every child is started again
 when it dies, and ends when this process dies. Prometheus samples from all of them are merged
 through a shared directory.
@@ -25,13 +25,14 @@ from collections.abc import Callable
 from aiohttp import web
 
 from api.app import make_app, make_ops_app
-from mta.authcheck import Authenticator
-from mta.authcheck_worker import AuthCheckWorkers
-from mta.delivery import DeliveryWorkers
+from mta.authcheck.checks import Authenticator
+from mta.authcheck.worker import AuthCheckWorkers
+from mta.delivery.workers import DeliveryWorkers
 from mta.dns import BlockingResolver, Resolver
 from mta.event_loop import run_in_loop
+from mta.listeners import MXListener, SubmissionListeners, start_mx, start_submission
 from mta.logs import configure_logging
-from mta.server import MXListener, SubmissionListeners, start_mx, start_submission
+from mta.smtp.tls import submission_tls_context
 from mta.stopping import (
     Step,
     die_with_parent,
@@ -40,7 +41,6 @@ from mta.stopping import (
     stop_on_signals,
     until_stopped_or_orphaned,
 )
-from mta.tls import submission_tls_context
 from mta.webhooks.process import start_webhook_process, workers_for
 from mta.webhooks.worker import WebhookWorkers
 from policy.settings import ListenAddress, Settings

@@ -1,2 +1,2 @@
-"""Pure decisions: routing verdicts, reply tokens, reply matching, limits. No sockets, no SQL.
+"""Pure decisions, no sockets and no SQL: one subpackage per area, shared ones at the root.
 May import nothing of ours outside policy: lookups are passed in."""

@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from typing import Protocol
 from uuid import UUID
 
-from policy.inbound import EvidenceLookups, evidence_of, known_message
-from policy.matching import Match, MatchStatus, candidates, decide
+from policy.inbound.matching import Match, MatchStatus, candidates, decide
+from policy.inbound.pipeline import EvidenceLookups, evidence_of, known_message
 from policy.tokens import ReplyTokens
 
 
 class ThreadLookups(EvidenceLookups, Protocol):
-    """storage.replies.ThreadLookups: the inbound matcher's evidence, and opening a thread."""
+    """storage.sending.replies.ThreadLookups: the inbound matcher's evidence, and opening a
+    thread."""
 
     async def open_thread(
         self, tenant_id: UUID, received_id: UUID, new_thread_id: UUID

@@ -187,8 +187,8 @@ S550_MALFORMED_HEADER = Reply(
     "Message refused: a header field name must be printable ASCII followed directly by a colon",
 )
 # RFC 5322 section 2.1.1: a line is at most 998 characters. A long body line is re-encoded
-# (policy.long_lines); a header line cannot be without changing the field, so the message is
-# refused: 554, RFC 5321's "transaction failed" after DATA, with RFC 3463's X.6.0 "other media
+# (policy.submission.long_lines); a header line cannot be without changing the field, so the message
+# is refused: 554, RFC 5321's "transaction failed" after DATA, with RFC 3463's X.6.0 "other media
 # error" (the content is at fault; not the mailbox, X.1, nor the protocol, X.5).
 S554_HEADER_LINE_TOO_LONG = Reply(
     554,
@@ -226,7 +226,7 @@ CATALOGUE: dict[str, Reply] = {
 }
 
 # The replies aiosmtpd writes itself, by their exact text, and the entry of this catalogue the
-# server answers instead (mta.protocol's push): so every reply has an enhanced code, a text of
+# server answers instead (mta.smtp.protocol's push): so every reply has an enhanced code, a text of
 # ours, and never echoes the client's bytes (a CR in an echoed command would split the reply).
 ENGINE_REPLIES: dict[str, Reply] = {
     "221 Bye": S221_BYE,

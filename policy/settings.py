@@ -16,7 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 from urllib.parse import parse_qs, unquote
 
-from policy.sns import DEFAULT_CERT_HOST_PATTERN
+from policy.aws.sns import DEFAULT_CERT_HOST_PATTERN
 
 
 class SettingsError(ValueError):
@@ -465,7 +465,7 @@ def check_serve(settings: Settings, only: str | None) -> None:
 
     The submission ports (part of the MTA) let clients log in only over TLS (RFC 8314, RFC 4954
     section 4), so production needs a certificate before listening on them. Development
-    generates a self-signed one instead (mta.tls). Administration commands do not need one.
+    generates a self-signed one instead (mta.smtp.tls). Administration commands do not need one.
     """
     if only in (None, "mta") and settings.production and not settings.tls_configured:
         raise SettingsError(

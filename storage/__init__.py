@@ -1,2 +1,2 @@
-"""PostgreSQL through asyncpg: migrations, named queries, repositories, the embedded server.
+"""PostgreSQL through asyncpg: one subpackage per area; pool, errors, ids, migrations at the root.
 May import nothing of ours outside storage."""

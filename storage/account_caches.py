@@ -1,12 +1,13 @@
 """Per-process caches of what an account's requests and submitted messages look up first: the
 caller's API key, the sender's domain and the account's monthly sending limit. Shared by the
 HTTP API and the submission ports, so both edges authenticate and check senders with the same
-reads and the same staleness. (The MX's routing answers have their own, storage.lookup_cache.)
+reads and the same staleness. (The MX's routing answers have their own,
+storage.inbound.lookup_cache.)
 
 Only speed-ups, each bounded by a few seconds: a deleted key keeps working for up to
 `KeyCache.TTL_SECONDS` in a process that saw it (as revocation takes that long across several
 processes anyway), a stale domain entry costs one rebuild, never a wrong send (the insert
-statement re-checks the domain row, storage.sending.INSERT_EMAIL), and a limit set or changed
+statement re-checks the domain row, storage.sending.emails.INSERT_EMAIL), and a limit set or changed
 takes effect within `LimitCache.TTL_SECONDS`. Unknown keys and domains are never cached.
 """
 
@@ -17,9 +18,11 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
-from storage import directory, replies, sending
+from storage.account import directory
+from storage.account.directory import ApiKey
 from storage.database import Pool
-from storage.directory import ApiKey
+from storage.sending import emails as sending
+from storage.sending import replies
 
 T = TypeVar("T")
 
@@ -95,8 +98,9 @@ class DomainCache(Generic[T]):
 
 
 class LimitCache:
-    """Whether a tenant has reached its monthly sending limit (storage.replies), asking for the
-    count only when it has a limit: most tenants have none, and then a message costs no query."""
+    """Whether a tenant has reached its monthly sending limit (storage.sending.replies), asking for
+    the count only when it has a limit: most tenants have none, and then a message costs no
+    query."""
 
     TTL_SECONDS = 5.0
     MAX_ENTRIES = 10_000

@@ -4,8 +4,8 @@ A `GroupCommit` hands pending items to `flush` in batches, with at most `max_inf
 being committed at once. Under no load an item is flushed at once; batches form only while
 earlier flushes are in flight, so batching adds no latency but saves a WAL flush per item under
 load. What a batch means, and how its callers learn the outcome, is the flush function's job:
-the MX's received mail (storage.inbox), the API's emails (storage.sending_writer) and the
-delivery workers' outcomes (storage.queue_writer) each bring their own.
+the MX's received mail (storage.inbound.inbox), the API's emails (storage.sending.writer) and the
+delivery workers' outcomes (storage.delivery.writer) each bring their own.
 """
 
 from __future__ import annotations

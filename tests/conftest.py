@@ -19,15 +19,15 @@ from aiohttp import web
 
 from api.app import make_app
 from mta.dns import Resolver
-from mta.server import MXListener, SubmissionListeners, start_mx, start_submission
-from mta.tls import submission_tls_context
-from policy.dkim_keys import DkimKeyPair, generate_key_pair
+from mta.listeners import MXListener, SubmissionListeners, start_mx, start_submission
+from mta.smtp.tls import submission_tls_context
+from policy.domains.dkim_keys import DkimKeyPair, generate_key_pair
 from policy.settings import Settings, load_settings
 from policy.tokens import ReplyToken, ReplyTokens
-from storage import directory
+from storage.account import directory
 from storage.database import Pool, open_pool
 from storage.migrate import migrate
-from storage.outbound import TrackedEmail, insert_tracked_email, new_email_id
+from storage.sending.outbound import TrackedEmail, insert_tracked_email, new_email_id
 from tests.support.dns_server import LoopbackDNSServer, ZoneData
 from tests.support.postgres import session_database
 from tests.support.tls import ServerCertificate, server_certificate

@@ -27,8 +27,8 @@ from policy.settings import WebhookSettings
 from policy.webhooks import payloads, retry, signing
 from policy.webhooks.endpoints import InvalidEndpoint, parse_endpoint, refusal
 from storage.database import Pool
+from storage.delivery.notify import QueueListener
 from storage.errors import StorageError
-from storage.queue_notify import QueueListener
 from storage.webhooks import outbox
 from storage.webhooks.outbox import AttemptOutcome, ClaimedDelivery
 

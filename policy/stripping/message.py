@@ -1,15 +1,15 @@
 """The stripped text and HTML of one received message, from the bodies the MX parsed.
 
 What the API shows as `stripped_text` and `stripped_html`; the original bodies stay as they are.
-`strip_message` reads the bodies with the MX's own parser (policy/message.py), so the stripped
-text is always of the body the API shows.
+`strip_message` reads the bodies with the MX's own parser (policy/inbound/message.py), so the
+stripped text is always of the body the API shows.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from policy.message import parse_message
+from policy.inbound.message import parse_message
 from policy.stripping.html import strip_html
 from policy.stripping.text import strip_text
 

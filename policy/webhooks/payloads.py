@@ -100,7 +100,7 @@ def _received(_kind: str, snap: Mapping[str, Any]) -> dict[str, Any]:
         "reply_to_email_id": snap.get("reply_to_email_id"),
         "thread_id": snap.get("thread_id"),
         "contact_id": snap.get("contact_id"),
-        # policy.matching.MatchSource: which evidence matched.
+        # policy.inbound.matching.MatchSource: which evidence matched.
         "matched_by": snap.get("match_source"),
         "token_failure": snap.get("token_failure"),
         "token_failure_source": snap.get("token_failure_source"),

@@ -16,9 +16,9 @@ from uuid import UUID
 import asyncpg
 
 from storage.database import Pool
+from storage.delivery.queue import COUNT_RECIPIENT_STATES, LOCK_EMAILS, UPDATE_EMAIL_STATUS, RollUp
 from storage.errors import storage_errors
 from storage.ids import uuid7
-from storage.queue import COUNT_RECIPIENT_STATES, LOCK_EMAILS, UPDATE_EMAIL_STATUS, RollUp
 from storage.suppressions.store import suppress
 
 

@@ -36,10 +36,10 @@ from aiohttp import web
 
 from api.app import make_app
 from mta.dns import Resolver
-from mta.server import start_mx
-from policy.dkim_keys import generate_key_pair
+from mta.listeners import start_mx
+from policy.domains.dkim_keys import generate_key_pair
 from policy.tokens import ReplyTokens
-from storage import directory
+from storage.account import directory
 from storage.database import open_pool
 from storage.migrate import migrate
 from tests.conftest import TEST_SECRET, make_settings

@@ -12,10 +12,10 @@ import pytest
 from yarl import URL
 
 from api.context import nul_field
-from mta.server import MXListener
+from mta.listeners import MXListener
 from storage.database import Pool
-from tests.api.emails_client import Answer, EmailsApi, count_emails, email, emails_api
-from tests.api.reply_client import post_reply, received_email, reply_body
+from tests.api.sending.emails_client import Answer, EmailsApi, count_emails, email, emails_api
+from tests.api.sending.reply_client import post_reply, received_email, reply_body
 from tests.conftest import ApiServer, MakeTenant, TenantWorld
 
 NUL = "\0"

@@ -13,7 +13,7 @@ from aiohttp import test_utils, web
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import make_ops_app
-from mta.server import MXListener
+from mta.listeners import MXListener
 from storage.database import Pool, open_pool
 from tests.conftest import MakeTenant, message, smtp_send
 from tests.support.databases import disposable_cluster

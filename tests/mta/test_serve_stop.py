@@ -21,11 +21,11 @@ import psutil
 import pytest
 
 from mta.stopping import EXIT_FORCED, drain_within
-from storage import directory
+from storage.account import directory
 from storage.database import open_pool
 from storage.migrate import migrate
 from tests.conftest import TEST_SECRET, message, smtp_send
-from tests.mta.test_mx_faults import data_block, open_transaction
+from tests.mta.mx.test_faults import data_block, open_transaction
 from tests.support.databases import Cluster, disposable_cluster
 from tests.support.opensend_cli import OpenSendServer, opensend_server, server_env
 

@@ -17,8 +17,8 @@ the flush to the last "status=sent" line of Postfix's SMTP client in its maillog
 
 OpenSend. `opensend serve --only mta` with `OPENSEND_RELAY=smtp://127.0.0.1:<sink port>` (its
 delivery workers at their defaults) and an idle queue. The messages are stored as POST /emails
-stores them (storage.sending.insert_emails: emails row, one deliveries row, the email.sent event)
-in one transaction, whose COMMIT sends the NOTIFY that wakes the workers; the clock runs from
+stores them (storage.sending.emails.insert_emails: emails row, one deliveries row, the email.sent
+event) in one transaction, whose COMMIT sends the NOTIFY that wakes the workers; the clock runs from
 that COMMIT until every delivery row is `delivered` (polled every 20 ms). Each message is
 DKIM-signed at send time with its domain's 2048-bit key (`--no-dkim` stores no key), and every
 outcome is committed with its event before the worker moves on.
@@ -58,12 +58,12 @@ from rss_sampler import tree
 
 sys.path.insert(0, str(REPO_ROOT))
 
-from policy.dkim_keys import generate_key_pair
-from storage import directory
+from policy.domains.dkim_keys import generate_key_pair
+from storage.account import directory
+from storage.account.domains import set_dkim_key
 from storage.database import open_pool
-from storage.domains import set_dkim_key
 from storage.ids import uuid7
-from storage.sending import NewEmail, insert_emails
+from storage.sending.emails import NewEmail, insert_emails
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SMTP_SINK = shutil.which("smtp-sink", path="/usr/sbin:/usr/bin") or "/usr/sbin/smtp-sink"

@@ -18,10 +18,10 @@ committed `emails` row (counted before and after, as in bench_api.py); any non-2
 
 Latency. `--threads-for-latency` emails (default 50) are sent with POST /emails; then, one at a
 time, `--latency-messages` answers (default 500, spread evenly over those threads, so no thread
-passes storage.threads.MAX_THREAD_MESSAGES) are sent to their reply addresses with In-Reply-To
-and References, from an asyncio SMTP client (aiosmtplib) on one kept-open connection. For each:
-t0 just before MAIL FROM, t1 when GET /threads/{id} first lists the stored message (its id is in
-the MX's 250 reply), polled without pause. p50/p99 of t1 - t0 in milliseconds. The MX answers
+passes storage.conversations.threads.MAX_THREAD_MESSAGES) are sent to their reply addresses with
+In-Reply-To and References, from an asyncio SMTP client (aiosmtplib) on one kept-open connection.
+For each: t0 just before MAIL FROM, t1 when GET /threads/{id} first lists the stored message (its id
+is in the MX's 250 reply), polled without pause. p50/p99 of t1 - t0 in milliseconds. The MX answers
 250 only after the COMMIT, so this is SMTP transaction + commit + one API read.
 
 Bounded: `--duration`, `--latency-messages`, `--max-seconds` for everything. The servers (and the

@@ -114,7 +114,7 @@ class SubmissionPeer(OpenSendPeer):
 
     @property
     def certificate(self) -> Path:
-        """The development certificate the server generated at start (mta.tls)."""
+        """The development certificate the server generated at start (mta.smtp.tls)."""
         return self.data_dir / "tls" / "development.crt"
 
     @property

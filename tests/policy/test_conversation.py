@@ -1,6 +1,6 @@
 """Which thread an outbound answer joins: inbound matching's precedence, over a fake of our own
-lookups interface (storage.replies.ThreadLookups is exercised end to end in
-tests/api/test_answer_threading.py)."""
+lookups interface (storage.sending.replies.ThreadLookups is exercised end to end in
+tests/api/sending/test_answer_threading.py)."""
 
 from __future__ import annotations
 

@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from mta.delivery import DeliveryOptions, DeliveryWorkers
+from mta.delivery.smtp_pool import SmtpPool
+from mta.delivery.workers import DeliveryOptions, DeliveryWorkers
 from mta.dns import Resolver
-from mta.smtp_pool import SmtpPool
 from policy.tokens import ReplyTokens
 from storage.database import Pool, open_pool
 from storage.migrate import migrate

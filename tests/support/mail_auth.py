@@ -14,7 +14,7 @@ from email.utils import make_msgid
 
 import dkim
 
-from policy.dkim_keys import DkimKeyPair, record_name, record_value
+from policy.domains.dkim_keys import DkimKeyPair, record_name, record_value
 from tests.support.dns_server import ZoneData
 
 # Header fields a sender signs (RFC 6376 section 5.4.1's list, the ones a test message has).

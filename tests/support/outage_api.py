@@ -17,7 +17,7 @@ from aiohttp import web
 from api.app import make_app
 from mta.dns import Resolver
 from policy.tokens import ReplyTokens
-from storage import directory
+from storage.account import directory
 from storage.database import Pool, open_pool
 from storage.migrate import migrate
 from tests.conftest import TenantWorld, make_settings

@@ -2,7 +2,7 @@
 
 `Sender` is a tenant with a verified sending domain (and, unless asked otherwise, a DKIM key);
 `Sender.queue()` stores an email and its per-recipient deliveries exactly as POST /emails does
-(storage.sending.insert_emails: one statement, NOTIFY at commit). Helpers read back what the
+(storage.sending.emails.insert_emails: one statement, NOTIFY at commit). Helpers read back what the
 delivery workers made of it.
 """
 
@@ -18,12 +18,12 @@ from email.utils import format_datetime
 from typing import Any
 from uuid import UUID
 
-from policy.dkim_keys import DkimKeyPair, generate_key_pair
-from storage import directory
+from policy.domains.dkim_keys import DkimKeyPair, generate_key_pair
+from storage.account import directory
+from storage.account.domains import set_dkim_key
 from storage.database import Pool
-from storage.domains import set_dkim_key
 from storage.ids import uuid7
-from storage.sending import NewEmail, insert_emails
+from storage.sending.emails import NewEmail, insert_emails
 
 # Only stops a hung test; no assertion depends on it.
 WAIT_SECONDS = 30.0

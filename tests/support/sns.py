@@ -3,7 +3,7 @@ way AWS documents, and a loopback HTTPS server in SNS's place that serves the ce
 takes subscription confirmations.
 
 The string to sign is written out below from AWS's page ("Verifying the signatures of Amazon SNS
-messages"), on purpose not taken from `policy.sns`: a mistake there must make the tests fail.
+messages"), on purpose not taken from `policy.aws.sns`: a mistake there must make the tests fail.
 
     signer = SnsSigner.create()
     async with SnsHost.start(tmp_path, signer, "sns.us-test-1.amazonaws.test") as host:

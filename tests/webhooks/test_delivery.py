@@ -12,14 +12,14 @@ from uuid import UUID
 import pytest
 import resend
 
-from policy.dkim_keys import DkimKeyPair
+from policy.domains.dkim_keys import DkimKeyPair
 from policy.tokens import ReplyTokens
 from policy.webhooks.events import EmailEvent
-from storage import contacts
+from storage.conversations import contacts
 from storage.database import Pool
-from storage.outbound import insert_tracked_email, new_email_id
+from storage.sending.outbound import insert_tracked_email, new_email_id
 from storage.webhooks.events import record_email_event
-from tests.api.test_ingest import post as ingest_post
+from tests.api.ingest.test_raw import post as ingest_post
 from tests.conftest import ApiServer, MakeTenant, message
 from tests.support.dns_server import LoopbackDNSServer
 from tests.webhooks.conftest import Queue

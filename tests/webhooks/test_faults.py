@@ -15,7 +15,8 @@ import aiohttp
 import pytest
 
 from policy.webhooks import signing
-from storage import contacts, directory
+from storage.account import directory
+from storage.conversations import contacts
 from storage.database import Pool, open_pool
 from storage.migrate import migrate
 from storage.webhooks import endpoints

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import resend
 
-from mta.server import start_mx
-from policy.dkim_keys import DkimKeyPair
+from mta.listeners import start_mx
+from policy.domains.dkim_keys import DkimKeyPair
 from policy.tokens import ReplyTokens
-from tests.api.emails_client import emails_api
-from tests.api.test_emails_send import parsed
+from tests.api.sending.emails_client import emails_api
+from tests.api.sending.test_emails import parsed
 from tests.conftest import make_settings, message, smtp_send
 from tests.support.delivery_world import delivery_workers
 from tests.support.queued_mail import poll_until
@@ -173,7 +173,7 @@ async def test_grouped_sends_bounces_and_delays_each_reach_the_receiver(
             _, secret = await create_webhook(
                 receiver.url, ["email.sent", "email.bounced", "email.delivery_delayed"]
             )
-        # Concurrent sends are committed in groups (storage/sending_writer.py): each still
+        # Concurrent sends are committed in groups (storage/sending/writer.py): each still
         # has its event.
         sent_ids = await asyncio.gather(
             *(

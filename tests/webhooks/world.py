@@ -17,9 +17,9 @@ from api.app import make_app
 from api.http_client import LookupResolver
 from mta.dns import Resolver
 from mta.webhooks.worker import WebhookWorkers
-from policy.dkim_keys import DkimKeyPair
+from policy.domains.dkim_keys import DkimKeyPair
 from policy.tokens import ReplyTokens
-from storage import directory
+from storage.account import directory
 from storage.database import Pool
 from tests.conftest import make_settings
 

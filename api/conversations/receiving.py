@@ -1,0 +1,360 @@
+"""Received mail over HTTP, in Resend's shapes: GET /emails/receiving (a page), .../{id} (one
+message with its envelope, headers, bodies, matching, authentication results and thread), its
+attachments and its raw bytes. Handlers translate: storage reads, api/conversations/mime_parts.py
+decodes attachments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from uuid import UUID, uuid5
+
+from aiohttp import web
+
+from api import errors
+from api.account.api_keys import path_uuid
+from api.auth import CALLER
+from api.context import POOL, SETTINGS
+from api.conversations import mime_parts
+from api.conversations.threads import display_address, thread_object
+from api.errors import ApiError
+from api.pagination import list_body, page_request, query_datetime, query_uuid, unknown_cursor
+from policy.authcheck.verdicts import header_field, obscure_forged_results
+from storage.inbound import received
+from storage.inbound.received import RawMessage, ReceivedEmail, ReceivedFilters, ReceivedSummary
+
+routes = web.RouteTableDef()
+
+MATCH_STATUSES = ("matched", "unmatched")
+CLASSIFICATIONS = ("human", "auto_reply", "bounce", "complaint", "auto_generated")
+# RFC 5321 section 4.5.3.1.3: a path is at most 256 octets; anything longer matches nothing.
+MAX_ADDRESS_FILTER = 256
+
+
+def _filters(request: web.Request) -> ReceivedFilters:
+    query = request.query
+    status = query.get("reply_match_status") or None
+    if status is not None and status not in MATCH_STATUSES:
+        raise ApiError(
+            errors.VALIDATION_ERROR,
+            "The `reply_match_status` parameter must be `matched` or `unmatched`.",
+        )
+    classification = query.get("classification") or None
+    if classification is not None and classification not in CLASSIFICATIONS:
+        raise ApiError(
+            errors.VALIDATION_ERROR,
+            "The `classification` parameter must be one of " + ", ".join(CLASSIFICATIONS) + ".",
+        )
+    return ReceivedFilters(
+        match_status=status,
+        classification=classification,
+        thread_id=query_uuid(query, "thread_id"),
+        recipient=_address_filter(query, "recipient"),
+        sender=_address_filter(query, "from"),
+        received_after=query_datetime(query, "received_after"),
+        received_before=query_datetime(query, "received_before"),
+    )
+
+
+def _address_filter(query: Mapping[str, str], name: str) -> str | None:
+    value = (query.get(name) or "").strip()
+    if not value:
+        return None
+    if len(value) > MAX_ADDRESS_FILTER or "@" not in value:
+        raise ApiError(errors.VALIDATION_ERROR, f"The `{name}` parameter must be an email address.")
+    return value
+
+
+def _origin(request: web.Request) -> str:
+    # Absolute, as Resend's download_url is; our links need the same bearer key as any call.
+    return str(request.url.origin())
+
+
+def _bracketed(message_id: str | None) -> str | None:
+    # Stored without angle brackets (matching compares bare ids); shown as the field writes it.
+    return None if message_id is None else f"<{message_id}>"
+
+
+# Resend's download links expire; ours need the API key instead and do not. Its document and SDK
+# type `expires_at` as a date-time string, so "never" is the latest one.
+NEVER = "9999-12-31T23:59:59+00:00"
+
+
+OMITTED_WHEN_NULL = ("filename", "content_id")
+
+
+def part_path(entry: dict[str, Any], index: int) -> str:
+    """The attachment's MIME part path ("2", "1.2"): enough to find it again in the raw message."""
+    return str(entry.get("part") or index + 1)
+
+
+def attachment_json(entry: dict[str, Any], index: int, email_id: UUID) -> dict[str, Any]:
+    """Resend's attachment metadata. The id is a UUID as Resend's are, derived from the email's
+    id and the part path (RFC 9562 section 5.5): stable, and kept nowhere."""
+    return {
+        "id": str(uuid5(email_id, part_path(entry, index))),
+        "index": index,
+        "filename": entry.get("filename"),
+        "content_type": entry.get("content_type"),
+        "content_id": entry.get("content_id"),
+        "content_disposition": entry.get("content_disposition"),
+        "size": entry.get("size"),
+    }
+
+
+def summary_json(email: ReceivedSummary) -> dict[str, Any]:
+    """A list item: Resend's fields (no bodies, no headers) and ours for matching."""
+    return {
+        "id": str(email.id),
+        "to": list(email.to_addresses),
+        "from": display_address(email.from_name, email.from_address) or "",
+        "created_at": email.received_at.isoformat(),
+        "subject": email.subject,
+        # Headers never show Bcc; who the message was delivered to is `received_for`.
+        "bcc": None,
+        "cc": list(email.cc_addresses),
+        "reply_to": list(email.reply_to_addresses),
+        # Resend's document and SDK type it a string: "" when the message had none.
+        "message_id": _bracketed(email.message_id) or "",
+        "received_for": list(email.rcpt_to),
+        "attachments": [attachment_json(a, i, email.id) for i, a in enumerate(email.attachments)],
+        "received_at": email.received_at.isoformat(),
+        "size": email.size,
+        "reply_match_status": email.reply_match_status,
+        "reply_to_email_id": _str(email.reply_to_email_id),
+        "thread_id": _str(email.thread_id),
+        "contact_id": _str(email.contact_id),
+        # What kind of mail this is, and the rule that said so: an auto-reply or a bounce stays
+        # linked (reply_match_status, reply_to_email_id, thread_id) but is no customer reply.
+        "classification": email.classification,
+        "classification_reason": email.classification_reason,
+    }
+
+
+def _header_object(fields: list[list[str]]) -> dict[str, str]:
+    """Resend's `headers` object: one value per name, the first (topmost) one. Repeated fields
+    (Received, DKIM-Signature) are all in `header_list`."""
+    seen: set[str] = set()
+    headers: dict[str, str] = {}
+    for name, value in fields:
+        if name.lower() not in seen:
+            seen.add(name.lower())
+            headers[name] = value
+    return headers
+
+
+def authentication_json(email: ReceivedEmail) -> dict[str, Any] | None:
+    """SPF, DKIM, DMARC and ARC as the auth-check workers found them, with the
+    Authentication-Results value; null until the first check. `next_check_at` is set while a
+    temperror is still to be looked at again."""
+    if email.auth_results is None or email.auth_checked_at is None:
+        return None
+    return {
+        **email.auth_results,
+        "header": email.auth_header,
+        "checked_at": email.auth_checked_at.isoformat(),
+        "next_check_at": (
+            email.auth_next_check_at.isoformat() if email.auth_next_check_at else None
+        ),
+    }
+
+
+def detail_json(email: ReceivedEmail, origin: str, thread: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "object": "email",
+        **summary_json(email),
+        "from_name": email.from_name,
+        "from_address": email.from_address,
+        "html": email.html_body,
+        "text": email.text_body,
+        # What the sender wrote, without quoted history; null until the after-commit worker
+        # stripped it (policy/stripping/).
+        "stripped_text": email.stripped_text,
+        "stripped_html": email.stripped_html,
+        "headers": _header_object(email.headers),
+        "header_list": [list(pair) for pair in email.headers],
+        "in_reply_to": email.in_reply_to,
+        "references": email.references,
+        "sent_at": email.sent_at.isoformat() if email.sent_at else None,
+        "envelope": {
+            "mail_from": email.mail_from,
+            "rcpt_to": list(email.rcpt_to),
+            "remote_ip": email.remote_ip,
+            "helo": email.helo,
+            "tls": email.tls,
+            "tls_version": email.tls_version,
+        },
+        "authentication_results": authentication_json(email),
+        "parse_defects": list(email.parse_defects),
+        "match_source": email.match_source,
+        "token_failure": email.token_failure,
+        "token_failure_source": email.token_failure_source,
+        "report": email.report,
+        # Resend's shape; our link needs the API key and does not expire.
+        "raw": {"download_url": f"{origin}/emails/receiving/{email.id}/raw", "expires_at": NEVER},
+        "thread": thread,
+    }
+
+
+def _lone_thread(email: ReceivedEmail) -> dict[str, Any]:
+    """An unmatched message is a conversation of one: the same shape, without a thread id."""
+    return {
+        "thread_id": None,
+        "match_status": email.reply_match_status,
+        "original_email_id": None,
+        "contact_id": _str(email.contact_id),
+        "messages": [
+            {
+                "id": str(email.id),
+                "direction": "inbound",
+                "created_at": email.received_at.isoformat(),
+                "from": display_address(email.from_name, email.from_address),
+                "to": list(email.to_addresses),
+                "subject": email.subject,
+                "reply_match_status": email.reply_match_status,
+                "reply_to_email_id": _str(email.reply_to_email_id),
+                "classification": email.classification,
+            }
+        ],
+    }
+
+
+@routes.get("/emails/receiving")
+async def list_received(request: web.Request) -> web.Response:
+    caller = request[CALLER]
+    caller.require_full_access()
+    page = page_request(request)
+    listed = await received.list_received(
+        request.app[POOL],
+        caller.tenant_id,
+        _filters(request),
+        limit=page.limit,
+        after=page.after,
+        before=page.before,
+    )
+    if listed is None:
+        raise unknown_cursor(page)
+    items, has_more = listed
+    return web.json_response(list_body([summary_json(e) for e in items], has_more))
+
+
+@routes.get("/emails/receiving/{id}")
+async def get_received(request: web.Request) -> web.Response:
+    caller = request[CALLER]
+    caller.require_full_access()
+    pool = request.app[POOL]
+    email = await received.get_received(pool, caller.tenant_id, path_uuid(request))
+    if email is None:
+        raise ApiError(errors.NOT_FOUND, "Email not found.")
+    thread = None
+    if email.thread_id is not None:
+        thread = await thread_object(
+            pool, caller.tenant_id, email.thread_id, match_status=email.reply_match_status
+        )
+    return web.json_response(detail_json(email, _origin(request), thread or _lone_thread(email)))
+
+
+async def _attachments_of(request: web.Request) -> tuple[UUID, list[dict[str, Any]]]:
+    """The received email named in the path and its attachments, or the caller's 404."""
+    caller = request[CALLER]
+    caller.require_full_access()
+    email_id = path_uuid(request)
+    entries = await received.get_attachments(request.app[POOL], caller.tenant_id, email_id)
+    if entries is None:
+        raise ApiError(errors.NOT_FOUND, "Email not found.")
+    return email_id, entries
+
+
+@routes.get("/emails/receiving/{id}/attachments")
+async def list_attachments(request: web.Request) -> web.Response:
+    """Every attachment at once: a message holds few, so `has_more` is always false."""
+    email_id, entries = await _attachments_of(request)
+    origin = _origin(request)
+    data = [
+        _linked(attachment_json(e, i, email_id), email_id, origin) for i, e in enumerate(entries)
+    ]
+    return web.json_response(list_body(data, False))
+
+
+@routes.get("/emails/receiving/{id}/attachments/{attachment_id}")
+async def get_attachment(request: web.Request) -> web.Response:
+    """Resend's attachment object, whose `download_url` serves the bytes."""
+    email_id, entries = await _attachments_of(request)
+    index = _find_attachment(entries, request.match_info["attachment_id"], email_id)
+    body = _linked(attachment_json(entries[index], index, email_id), email_id, _origin(request))
+    return web.json_response({"object": "attachment", **body})
+
+
+async def _raw_of(request: web.Request) -> tuple[UUID, RawMessage]:
+    """The received email named in the path, with its raw bytes, or the caller's 404."""
+    caller = request[CALLER]
+    caller.require_full_access()
+    email_id = path_uuid(request)
+    stored = await received.get_raw(request.app[POOL], caller.tenant_id, email_id)
+    if stored is None:
+        raise ApiError(errors.NOT_FOUND, "Email not found.")
+    return email_id, stored
+
+
+@routes.get("/emails/receiving/{id}/attachments/{attachment_id}/content")
+async def download_attachment(request: web.Request) -> web.Response:
+    """The decoded bytes of one attachment, read again from the stored raw message."""
+    email_id, stored = await _raw_of(request)
+    index = _find_attachment(stored.attachments, request.match_info["attachment_id"], email_id)
+    entry = attachment_json(stored.attachments[index], index, email_id)
+    path = part_path(stored.attachments[index], index)
+    part = await mime_parts.extract(stored.raw, path)
+    if part is None:  # metadata and message disagree: only if the parser changed since
+        raise ApiError(errors.NOT_FOUND, "Attachment not found.")
+    return web.Response(
+        body=part.payload,
+        headers={
+            "Content-Type": part.content_type,
+            "Content-Disposition": mime_parts.content_disposition(
+                entry["filename"], f"attachment-{path}"
+            ),
+            # Never let a browser render an attachment (an HTML part) as our own page.
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+@routes.get("/emails/receiving/{id}/raw")
+async def get_raw(request: web.Request) -> web.Response:
+    """The message as received, with our Received trace field on top (RFC 5321 section 4.4)
+    and, once checked, our Authentication-Results above it, as a boundary MTA adds it (RFC 8601
+    section 5): a mail client or filter that imports the file reads our verdicts in it."""
+    email_id, stored = await _raw_of(request)
+    verdicts = header_field(stored.auth_header) if stored.auth_header else b""
+    trace = stored.received_header.encode("utf-8") + b"\r\n" if stored.received_header else b""
+    raw = obscure_forged_results(stored.raw, request.app[SETTINGS].hostname)
+    return web.Response(
+        body=verdicts + trace + raw,
+        headers={
+            "Content-Type": "message/rfc822",
+            "Content-Disposition": f'attachment; filename="{email_id}.eml"',
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+def _find_attachment(entries: list[dict[str, Any]], attachment_id: str, email_id: UUID) -> int:
+    """By its id, or by its part path (the ids of earlier versions, still in old links)."""
+    for index, entry in enumerate(entries):
+        path = part_path(entry, index)
+        if attachment_id in (path, str(uuid5(email_id, path))):
+            return index
+    raise ApiError(errors.NOT_FOUND, "Attachment not found.")
+
+
+def _linked(body: dict[str, Any], email_id: UUID, origin: str) -> dict[str, Any]:
+    """The attachment with its download link. Resend's SDK types this form's `filename` and
+    `content_id` as absent or a string (never null), so an unknown one is left out."""
+    url = f"{origin}/emails/receiving/{email_id}/attachments/{body['id']}/content"
+    given = {k: v for k, v in body.items() if v is not None or k not in OMITTED_WHEN_NULL}
+    return {**given, "download_url": url, "expires_at": NEVER}
+
+
+def _str(value: UUID | None) -> str | None:
+    return None if value is None else str(value)

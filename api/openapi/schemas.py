@@ -1,0 +1,562 @@
+"""The OpenAPI document's `components.schemas` (api.openapi.document refers to them by `$ref`): one
+JSON Schema per resource, request and answer, as the route modules render them, with Resend's names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Schema = dict[str, Any]
+
+STRING: Schema = {"type": "string"}
+NULLABLE_STRING: Schema = {"type": ["string", "null"]}
+UUID: Schema = {"type": "string", "format": "uuid"}
+NULLABLE_UUID: Schema = {"type": ["string", "null"], "format": "uuid"}
+TIME: Schema = {"type": "string", "format": "date-time"}
+NULLABLE_TIME: Schema = {"type": ["string", "null"], "format": "date-time"}
+BOOLEAN: Schema = {"type": "boolean"}
+INTEGER: Schema = {"type": "integer"}
+STRINGS: Schema = {"type": "array", "items": STRING}
+# Resend takes one address or a list of them wherever addresses go.
+ADDRESSES: Schema = {"oneOf": [STRING, {"type": "array", "items": STRING}]}
+NULLABLE_ADDRESSES: Schema = {
+    "oneOf": [STRING, {"type": "array", "items": STRING}, {"type": "null"}]
+}
+
+
+def ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def obj(properties: dict[str, Schema], *required: str, **extra: Any) -> Schema:
+    """An object with these properties; the required ones are always in our answers."""
+    schema: Schema = {"type": "object", "properties": properties, **extra}
+    if required:
+        schema["required"] = list(required)
+    return schema
+
+
+def list_of(item: str) -> Schema:
+    """Resend's list envelope (api.pagination.list_body)."""
+    return obj(
+        {
+            "object": {"const": "list"},
+            "has_more": BOOLEAN,
+            "data": {"type": "array", "items": ref(item)},
+        },
+        "object",
+        "has_more",
+        "data",
+    )
+
+
+def deleted(kind: str) -> Schema:
+    return obj(
+        {"object": {"const": kind}, "id": UUID, "deleted": {"const": True}},
+        "object",
+        "id",
+        "deleted",
+    )
+
+
+def object_id(kind: str) -> Schema:
+    return obj({"object": {"const": kind}, "id": UUID}, "object", "id")
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+ERROR = obj(
+    {
+        "statusCode": {"type": "integer", "minimum": 400, "maximum": 599},
+        "name": STRING,
+        "message": STRING,
+        # Only on POST /emails/{id}/reply: Inbound's field, the same text as `message`.
+        "error": STRING,
+    },
+    "statusCode",
+    "name",
+    "message",
+    description="Resend's error shape (api.errors); every refusal and failure is one of these.",
+)
+
+# -- sending --------------------------------------------------------------------------------------
+
+ATTACHMENT_INPUT = obj(
+    {
+        "filename": STRING,
+        "content": {"description": "Base64, or an array of byte values 0 to 255."},
+        "path": STRING,
+        "content_type": STRING,
+        "content_id": STRING,
+    },
+    "filename",
+)
+TAG = obj({"name": STRING, "value": NULLABLE_STRING}, "name")
+SEND_EMAIL = obj(
+    {
+        "from": STRING,
+        "to": ADDRESSES,
+        "subject": STRING,
+        "cc": NULLABLE_ADDRESSES,
+        "bcc": NULLABLE_ADDRESSES,
+        "reply_to": NULLABLE_ADDRESSES,
+        "html": NULLABLE_STRING,
+        "text": NULLABLE_STRING,
+        "headers": {"type": ["object", "null"], "additionalProperties": STRING},
+        "attachments": {"type": ["array", "null"], "items": ref("AttachmentInput")},
+        "tags": {"type": ["array", "null"], "items": ref("Tag")},
+        "scheduled_at": {
+            "type": ["string", "null"],
+            "description": "ISO 8601, or natural language such as `in 1 hour`.",
+        },
+    },
+    "from",
+    "to",
+    "subject",
+    description="One email; `html` or `text` (or both) is required.",
+)
+BATCH_ANSWER = obj(
+    {
+        "data": {"type": "array", "items": ref("EmailId")},
+        "errors": {
+            "type": "array",
+            "description": "Permissive mode only: the emails not sent, by index.",
+            "items": obj({"index": INTEGER, "message": STRING}, "index", "message"),
+        },
+    },
+    "data",
+)
+EMAIL_SUMMARY = obj(
+    {
+        "object": {"const": "email"},
+        "id": UUID,
+        "from": STRING,
+        "to": STRINGS,
+        "cc": STRINGS,
+        "bcc": STRINGS,
+        "reply_to": STRINGS,
+        "subject": STRING,
+        "created_at": TIME,
+        "scheduled_at": NULLABLE_TIME,
+        "last_event": STRING,
+        "tags": {"type": "array", "items": ref("Tag")},
+        "message_id": STRING,
+        "thread_id": NULLABLE_UUID,
+        "reply_address": NULLABLE_STRING,
+    },
+    "object",
+    "id",
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "reply_to",
+    "subject",
+    "created_at",
+    "last_event",
+)
+DELIVERY = obj(
+    {
+        "recipient": STRING,
+        "status": STRING,
+        "attempts": INTEGER,
+        "last_code": {"type": ["integer", "null"]},
+        "last_response": NULLABLE_STRING,
+        "next_attempt_at": NULLABLE_TIME,
+        "updated_at": NULLABLE_TIME,
+    },
+    "recipient",
+    "status",
+)
+EMAIL = {
+    "allOf": [
+        ref("EmailSummary"),
+        obj(
+            {
+                "html": STRING,
+                "text": STRING,
+                "deliveries": {"type": "array", "items": ref("Delivery")},
+                "thread": {"oneOf": [ref("ThreadObject"), {"type": "null"}]},
+            },
+            "html",
+            "text",
+            "deliveries",
+            "thread",
+        ),
+    ]
+}
+RESCHEDULE = obj({"scheduled_at": STRING}, "scheduled_at")
+REPLY = obj(
+    {
+        "from": STRING,
+        "from_name": STRING,
+        "to": NULLABLE_ADDRESSES,
+        "cc": NULLABLE_ADDRESSES,
+        "bcc": NULLABLE_ADDRESSES,
+        "reply_to": NULLABLE_ADDRESSES,
+        "replyTo": NULLABLE_ADDRESSES,
+        "subject": NULLABLE_STRING,
+        "text": NULLABLE_STRING,
+        "html": NULLABLE_STRING,
+        "headers": {"type": ["object", "null"], "additionalProperties": STRING},
+        "attachments": {"type": ["array", "null"], "items": ref("AttachmentInput")},
+        "tags": {"type": ["array", "null"], "items": ref("Tag")},
+        "simple": BOOLEAN,
+        "include_original": BOOLEAN,
+        "includeOriginal": BOOLEAN,
+    },
+    "from",
+    description="Inbound's reply fields; `html` or `text` is required.",
+)
+REPLY_ANSWER = obj(
+    {"id": UUID, "messageId": STRING, "awsMessageId": {"type": "null"}},
+    "id",
+    "messageId",
+    "awsMessageId",
+)
+
+# -- threads --------------------------------------------------------------------------------------
+
+THREAD_MESSAGE = obj(
+    {
+        "id": UUID,
+        "direction": {"enum": ["outbound", "inbound"]},
+        "created_at": TIME,
+        "from": NULLABLE_STRING,
+        "to": STRINGS,
+        "subject": NULLABLE_STRING,
+        "reply_match_status": NULLABLE_STRING,
+        "reply_to_email_id": NULLABLE_UUID,
+    },
+    "id",
+    "direction",
+    "created_at",
+    "from",
+    "to",
+    "subject",
+)
+THREAD_OBJECT = obj(
+    {
+        "thread_id": NULLABLE_UUID,
+        "match_status": NULLABLE_STRING,
+        "original_email_id": NULLABLE_UUID,
+        "contact_id": NULLABLE_UUID,
+        "messages": {"type": "array", "items": ref("ThreadMessage")},
+    },
+    "thread_id",
+    "match_status",
+    "original_email_id",
+    "contact_id",
+    "messages",
+    description="The conversation a sent or received email belongs to, oldest message first.",
+)
+THREAD = obj(
+    {
+        "object": {"const": "thread"},
+        "id": UUID,
+        "subject": NULLABLE_STRING,
+        "created_at": TIME,
+        "last_message_at": TIME,
+        "original_email_id": NULLABLE_UUID,
+        "contact_id": NULLABLE_UUID,
+        "message_count": INTEGER,
+        "messages_truncated": BOOLEAN,
+        "messages": {"type": "array", "items": ref("ThreadMessage")},
+    },
+    "object",
+    "id",
+    "created_at",
+    "message_count",
+    "messages",
+)
+
+# -- received mail --------------------------------------------------------------------------------
+
+RECEIVED_ATTACHMENT = obj(
+    {
+        "object": {"const": "attachment"},
+        "id": UUID,
+        "index": INTEGER,
+        "filename": NULLABLE_STRING,
+        "content_type": NULLABLE_STRING,
+        "content_id": NULLABLE_STRING,
+        "content_disposition": NULLABLE_STRING,
+        "size": {"type": ["integer", "null"]},
+        "download_url": STRING,
+        "expires_at": {**TIME, "description": "Never: 9999-12-31; the link needs the API key."},
+    },
+    "id",
+    "index",
+)
+RECEIVED_SUMMARY = obj(
+    {
+        "id": UUID,
+        "to": STRINGS,
+        "from": {"type": "string", "description": "Empty when no address could be read."},
+        "created_at": TIME,
+        "subject": NULLABLE_STRING,
+        "bcc": {"type": "null"},
+        "cc": STRINGS,
+        "reply_to": STRINGS,
+        "message_id": {"type": "string", "description": "Empty when the message had none."},
+        "received_for": STRINGS,
+        "attachments": {"type": "array", "items": ref("ReceivedAttachment")},
+        "received_at": TIME,
+        "size": INTEGER,
+        "reply_match_status": {"enum": ["matched", "unmatched"]},
+        "reply_to_email_id": NULLABLE_UUID,
+        "thread_id": NULLABLE_UUID,
+        "contact_id": NULLABLE_UUID,
+    },
+    "id",
+    "to",
+    "from",
+    "created_at",
+    "subject",
+    "attachments",
+    "reply_match_status",
+)
+RECEIVED_EMAIL = {
+    "allOf": [
+        ref("ReceivedEmailSummary"),
+        obj(
+            {
+                "object": {"const": "email"},
+                "html": NULLABLE_STRING,
+                "text": NULLABLE_STRING,
+                "headers": {"type": "object", "additionalProperties": STRING},
+                "header_list": {
+                    "type": "array",
+                    "items": {"type": "array", "items": STRING, "minItems": 2, "maxItems": 2},
+                },
+                "envelope": {"type": "object"},
+                "authentication_results": {"type": ["object", "null"]},
+                # What the person wrote, without quoted history; null until the worker ran.
+                "stripped_text": NULLABLE_STRING,
+                "stripped_html": NULLABLE_STRING,
+                "raw": obj({"download_url": STRING, "expires_at": TIME}),
+                "thread": ref("ThreadObject"),
+            },
+            "object",
+            "headers",
+            "envelope",
+            "raw",
+            "thread",
+        ),
+    ]
+}
+
+# -- contacts, domains, API keys ------------------------------------------------------------------
+
+CONTACT = obj(
+    {
+        "object": {"const": "contact"},
+        "id": UUID,
+        "email": STRING,
+        "first_name": NULLABLE_STRING,
+        "last_name": NULLABLE_STRING,
+        "created_at": TIME,
+        "unsubscribed": BOOLEAN,
+    },
+    "object",
+    "id",
+    "email",
+    "first_name",
+    "last_name",
+    "created_at",
+    "unsubscribed",
+)
+CONTACT_FIELDS: dict[str, Schema] = {
+    "first_name": NULLABLE_STRING,
+    "firstName": NULLABLE_STRING,
+    "last_name": NULLABLE_STRING,
+    "lastName": NULLABLE_STRING,
+    "unsubscribed": {"type": ["boolean", "null"]},
+}
+CREATE_CONTACT = obj({"email": STRING, **CONTACT_FIELDS}, "email")
+UPDATE_CONTACT = obj({"email": STRING, **CONTACT_FIELDS})
+DELETED_CONTACT = {
+    "allOf": [deleted("contact"), obj({"contact": UUID}, "contact")],
+}
+
+CAPABILITIES = obj(
+    {
+        "sending": {"enum": ["enabled", "disabled"]},
+        "receiving": {"enum": ["enabled", "disabled"]},
+    }
+)
+DOMAIN_STATUS: Schema = {
+    "enum": ["not_started", "pending", "verified", "failed", "temporary_failure"],
+}
+DOMAIN_RECORD = obj(
+    {
+        "record": {"enum": ["MX", "SPF", "DKIM", "DMARC"]},
+        "name": STRING,
+        "type": {"enum": ["MX", "TXT"]},
+        "ttl": STRING,
+        "status": DOMAIN_STATUS,
+        "value": STRING,
+        "priority": INTEGER,
+        "found": STRINGS,
+        "reason": STRING,
+    },
+    "record",
+    "name",
+    "type",
+    "ttl",
+    "status",
+    "value",
+)
+DOMAIN_SUMMARY = obj(
+    {
+        "id": UUID,
+        "name": STRING,
+        "status": DOMAIN_STATUS,
+        "created_at": TIME,
+        "region": STRING,
+        "capabilities": ref("DomainCapabilities"),
+    },
+    "id",
+    "name",
+    "status",
+    "created_at",
+    "region",
+    "capabilities",
+)
+DOMAIN = {
+    "allOf": [
+        ref("DomainSummary"),
+        obj(
+            {
+                "object": {"const": "domain"},
+                "open_tracking": {"const": False},
+                "click_tracking": {"const": False},
+                "reply_domain": NULLABLE_STRING,
+                "last_checked_at": NULLABLE_TIME,
+                "records": {"type": "array", "items": ref("DomainRecord")},
+            },
+            "object",
+            "records",
+        ),
+    ]
+}
+DOMAIN_FIELDS: dict[str, Schema] = {
+    "capabilities": ref("DomainCapabilities"),
+    "receiving": {"type": ["boolean", "null"]},
+    "reply_domain": NULLABLE_STRING,
+    "open_tracking": {"type": ["boolean", "null"]},
+    "click_tracking": {"type": ["boolean", "null"]},
+    "tls": {"type": ["string", "null"], "description": "Only `opportunistic` is supported."},
+    "tracking_subdomain": {"type": "null", "description": "Not supported."},
+    "custom_return_path": {"type": "null", "description": "Not supported."},
+}
+CREATE_DOMAIN = obj(
+    {
+        "name": STRING,
+        "region": {"enum": ["us-east-1", "eu-west-1", "sa-east-1", "ap-northeast-1", None]},
+        **DOMAIN_FIELDS,
+    },
+    "name",
+)
+UPDATE_DOMAIN = obj({"name": NULLABLE_STRING, **DOMAIN_FIELDS})
+
+API_KEY = obj({"id": UUID, "name": STRING, "created_at": TIME}, "id", "name", "created_at")
+CREATE_API_KEY = obj(
+    {
+        "name": {"type": "string", "maxLength": 50},
+        "permission": {"enum": ["full_access", "sending_access"]},
+        "domain_id": {**NULLABLE_UUID, "description": "Only with `sending_access`."},
+    },
+    "name",
+)
+NEW_API_KEY = obj({"id": UUID, "token": STRING}, "id", "token")
+
+# -- operations and ingesters ---------------------------------------------------------------------
+
+HEALTH = obj({"status": {"enum": ["ok", "unavailable"]}, "database": BOOLEAN}, "status", "database")
+INBOUND_EVENT = obj(
+    {
+        "raw_mime": STRING,
+        "raw_mime_base64": STRING,
+        "recipients": ADDRESSES,
+        "event_id": NULLABLE_STRING,
+        "mail_from": NULLABLE_STRING,
+    },
+    "recipients",
+    description="The raw message as text (`raw_mime`) or base64 (`raw_mime_base64`), not both.",
+)
+INBOUND_ANSWER = obj(
+    {
+        "object": {"const": "inbound_event"},
+        "event_id": NULLABLE_STRING,
+        "duplicate": BOOLEAN,
+        "emails": {
+            "type": "array",
+            "items": obj({"id": UUID, "reply_match_status": STRING}, "id", "reply_match_status"),
+        },
+        "refused": {"type": "array", "items": {"type": "object"}},
+    },
+    "object",
+    "duplicate",
+    "emails",
+    "refused",
+)
+SNS_ANSWER = obj(
+    {
+        "object": {"enum": ["sns_subscription", "ses_notification"]},
+        "topic_arn": STRING,
+        "confirmed": BOOLEAN,
+        "notification_type": STRING,
+        "stored": BOOLEAN,
+    },
+    "object",
+)
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": ERROR,
+    "Health": HEALTH,
+    "EmailId": obj({"id": UUID}, "id"),
+    "AttachmentInput": ATTACHMENT_INPUT,
+    "Tag": TAG,
+    "SendEmailRequest": SEND_EMAIL,
+    "BatchResponse": BATCH_ANSWER,
+    "EmailSummary": EMAIL_SUMMARY,
+    "Email": EMAIL,
+    "EmailList": list_of("EmailSummary"),
+    "EmailObjectId": object_id("email"),
+    "Delivery": DELIVERY,
+    "RescheduleRequest": RESCHEDULE,
+    "ReplyRequest": REPLY,
+    "ReplyResponse": REPLY_ANSWER,
+    "ThreadMessage": THREAD_MESSAGE,
+    "ThreadObject": THREAD_OBJECT,
+    "Thread": THREAD,
+    "ThreadList": list_of("Thread"),
+    "ReceivedAttachment": RECEIVED_ATTACHMENT,
+    "ReceivedAttachmentList": list_of("ReceivedAttachment"),
+    "ReceivedEmailSummary": RECEIVED_SUMMARY,
+    "ReceivedEmail": RECEIVED_EMAIL,
+    "ReceivedEmailList": list_of("ReceivedEmailSummary"),
+    "Contact": CONTACT,
+    "ContactList": list_of("Contact"),
+    "ContactObjectId": object_id("contact"),
+    "CreateContactRequest": CREATE_CONTACT,
+    "UpdateContactRequest": UPDATE_CONTACT,
+    "DeletedContact": DELETED_CONTACT,
+    "DomainCapabilities": CAPABILITIES,
+    "DomainRecord": DOMAIN_RECORD,
+    "DomainSummary": DOMAIN_SUMMARY,
+    "Domain": DOMAIN,
+    "DomainList": list_of("DomainSummary"),
+    "CreateDomainRequest": CREATE_DOMAIN,
+    "UpdateDomainRequest": UPDATE_DOMAIN,
+    "DeletedDomain": deleted("domain"),
+    "ApiKey": API_KEY,
+    "ApiKeyList": list_of("ApiKey"),
+    "CreateApiKeyRequest": CREATE_API_KEY,
+    "NewApiKey": NEW_API_KEY,
+    "DeletedApiKey": deleted("api_key"),
+    "InboundEvent": INBOUND_EVENT,
+    "InboundEventResponse": INBOUND_ANSWER,
+    "SnsResponse": SNS_ANSWER,
+}

@@ -1,0 +1,469 @@
+"""The SMTP protocol engine of the MX: aiosmtpd's state machine with a modern MX's edges.
+
+aiosmtpd (pinned in pyproject.toml: this subclass relies on its internals) keeps RFC order and
+parsing. This subclass adds what an internet-facing MX needs: a connection cap answered with 421,
+an EHLO that advertises PIPELINING and ENHANCEDSTATUSCODES, enhanced codes on every reply, a
+DATA reader that takes the message in blocks instead of line by line and normalises bare LF
+and stray CR (Postfix 3.9's defaults) while ending DATA at CRLF.CRLF only.
+Decisions stay with the handler (`mta.mx.handler`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import re
+import ssl
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, AnyStr
+
+from aiosmtpd.smtp import SMTP, syntax
+
+from mta import metrics
+from policy import replies
+from policy.inbound.addresses import envelope_address_refusal
+
+log = logging.getLogger(__name__)
+
+_END_OF_DATA = b"\r\n.\r\n"
+
+# An RFC 5321 path in its everyday form: <local@domain> or the null path <>, where neither part
+# holds a space, quote, bracket, comma, colon, semicolon, parenthesis or backslash. Anything
+# else (quoted local parts, source routes, address literals) goes to aiosmtpd's full parser.
+_PLAIN_PATH = re.compile(r'<((?:[^\s<>"@()\[\]\\,;:]+@[^\s<>"@()\[\]\\,;:]+)?)>(.*)', re.DOTALL)
+
+
+@dataclass
+class ConnectionGate:
+    """Counts open connections across one listener; past `limit` new ones get 421 4.7.0."""
+
+    limit: int
+    active: int = 0
+    draining: bool = False
+
+    def enter(self) -> bool:
+        if self.draining or self.active >= self.limit:
+            return False
+        self.active += 1
+        return True
+
+    def leave(self) -> None:
+        self.active -= 1
+
+
+# Postfix 3.9's default, smtpd_forbid_bare_newline = normalize (postconf(5), and "SMTP
+# Smuggling" at https://www.postfix.org/smtp-smuggling.html): a line that ends in a bare LF is
+# taken as if it ended in CRLF, while DATA still ends ONLY at CRLF.CRLF, so none of the
+# smuggling look-alikes (LF.LF, CRLF.LF, LF.CRLF, CR.CR) ends a message and what follows them
+# stays inside it. A lone dot on a line so ended is an ordinary line, unstuffed like any other
+# (RFC 5321 section 4.5.2). A CR that does not start a CRLF ends no line for Postfix either;
+# its cleanup replaces such a stray CR with a space (cleanup_replace_stray_cr_lf, Postfix 3.9),
+# so the message we store, sign and relay holds CRLF line ends only and no remote server can
+# read a line end, or a signature, differently from us.
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+_STRAY_CR = re.compile(rb"\r(?!\n)")
+
+
+def normalise_line_endings(data: bytes) -> bytes:
+    """`data` with every bare LF made CRLF and every stray CR made a space (see above)."""
+    pairs = data.count(b"\r\n")
+    if data.count(b"\n") != pairs:
+        data = _BARE_LF.sub(b"\r\n", data)
+        pairs = data.count(b"\r\n")
+    if data.count(b"\r") != pairs:
+        data = _STRAY_CR.sub(b" ", data)
+    return data
+
+
+def _handler_hooks(handler: Any) -> dict[str, Any]:
+    """The handler's `handle_*` hooks, bound once per handler (one handler serves a listener).
+
+    EHLO is left out: this class answers EHLO itself. aiosmtpd only reads this table.
+    """
+    hooks: dict[str, Any] | None = getattr(handler, "_opensend_hooks", None)
+    if hooks is None:
+        hooks = {
+            name.removeprefix("handle_"): getattr(handler, name)
+            for name in dir(handler)
+            if name.startswith("handle_") and name != "handle_EHLO"
+        }
+        handler._opensend_hooks = hooks
+    return hooks
+
+
+class _BoundCommands(Mapping[str, Any]):
+    """aiosmtpd's table of `smtp_*` methods, bound on lookup instead of built per connection."""
+
+    __slots__ = ("_protocol",)
+
+    def __init__(self, protocol: MXProtocol) -> None:
+        self._protocol = protocol
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in _COMMAND_SET:
+            raise KeyError(name)
+        return getattr(self._protocol, f"smtp_{name}")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_COMMANDS)
+
+    def __len__(self) -> int:
+        return len(_COMMANDS)
+
+
+class MXProtocol(SMTP):
+    """One SMTP connection. Keyword arguments beyond aiosmtpd's are ours, typed.
+
+    The submission ports use this engine too (mta.submission.protocol), with their own metrics.
+    """
+
+    connections_metric = metrics.CONNECTIONS
+    active_metric = metrics.CONNECTIONS_ACTIVE
+    refused_metric = metrics.MESSAGES_REFUSED
+    offers_smtputf8 = True  # RFC 6531: advertised in EHLO, and the SMTPUTF8 MAIL parameter taken
+
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        gate: ConnectionGate,
+        registry: set[MXProtocol],
+        data_timeout: float,
+        data_size_limit: int,
+        hostname: str,
+        ident: str,
+        tls_context: ssl.SSLContext | None,
+        timeout: float,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        # aiosmtpd's own __init__ inspects the handler and this class with inspect.getmembers on
+        # every connection (about 5% of the MX's CPU at load). This does the same setup with
+        # the method tables computed once per class. It mirrors aiosmtpd 1.4.6, pinned.
+        self.__ident__ = ident
+        self.loop = loop
+        asyncio.StreamReaderProtocol.__init__(
+            self,
+            asyncio.StreamReader(loop=loop, limit=self.line_length_limit),
+            client_connected_cb=self._cb_client_connected,
+            loop=loop,
+        )
+        self.event_handler = handler
+        self.data_size_limit = data_size_limit
+        # aiosmtpd decodes command arguments as UTF-8 (surrogate escapes for the rest) only with
+        # this on; off, it answers non-ASCII with a bare "500". Whether SMTPUTF8 is offered is
+        # `offers_smtputf8`, and what a non-ASCII address gets is policy's (address_refusal).
+        self.enable_SMTPUTF8 = True
+        self._decode_data = False
+        self.command_size_limits = collections.defaultdict(lambda: self.command_size_limit)
+        self.hostname = hostname
+        self.tls_context = tls_context
+        self.require_starttls = False
+        self._timeout_duration = timeout
+        self._timeout_handle = None
+        self._tls_handshake_okay = True
+        self._tls_protocol = None
+        self._original_transport = None
+        self.session = None
+        self.envelope = None
+        self.transport = None
+        self._handler_coroutine = None
+        self._auth_require_tls = True
+        self._proxy_timeout = None
+        self._authenticator = None
+        self._auth_callback = None
+        self._auth_required = False
+        self._auth_methods = {}  # the MX offers no AUTH (RFC 6409: that is submission's job)
+        self._handle_hooks = _handler_hooks(handler)
+        self._ehlo_hook_ver = None
+        self._smtp_methods = _BoundCommands(self)  # type: ignore[assignment]  # read-only use
+        self._enforce_call_limit = False
+
+        self._gate = gate
+        self._registry = registry
+        self._data_timeout = data_timeout
+        self._admitted = False
+        self.in_data = False  # between DATA and its final reply: never cut off in a drain
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        starting = self._original_transport is None and self.transport is None
+        if starting:
+            self._admitted = self._gate.enter()
+            self.connections_metric.labels("served" if self._admitted else "refused").inc()
+            if self._admitted:
+                self.active_metric.inc()
+                self._registry.add(self)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._admitted:
+            self._admitted = False
+            self._gate.leave()
+            self.active_metric.dec()
+            self._registry.discard(self)
+        super().connection_lost(error)
+
+    async def _handle_client(self) -> None:
+        if not self._admitted:
+            # RFC 5321 section 3.1: a server may answer the connection with 421 and close it.
+            reply = (
+                replies.S421_SHUTTING_DOWN
+                if self._gate.draining
+                else replies.S421_TOO_MANY_CONNECTIONS
+            )
+            await self.push(f"{reply.code} {reply.enhanced} {self.hostname} {reply.text}")
+            assert self.transport is not None
+            self.transport.close()
+            return
+        await super()._handle_client()
+
+    async def handle_exception(self, error: Exception) -> str:
+        transport: Any = self.transport
+        if transport is None or transport.is_closing():
+            # The server closed this session (a lockout, too many errors) or the client did,
+            # while the engine still held commands it had read; asyncio's TLS transport raises
+            # on any use after its close. Not a fault, and nobody to answer: end the session's
+            # task as a lost connection ends it.
+            log.debug("session closed under a command", extra={"error": repr(error)})
+            raise asyncio.CancelledError
+        status: str = await super().handle_exception(error)  # the handler's: log, then 451
+        return status
+
+    def _timeout_cb(self) -> None:
+        # RFC 5321 section 4.5.3.2: tell the client why before closing an idle connection.
+        transport: Any = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(f"{replies.S421_TIMEOUT}\r\n".encode())
+        super()._timeout_cb()
+
+    def close_for_shutdown(self) -> None:
+        transport: Any = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(f"{replies.S421_SHUTTING_DOWN}\r\n".encode())
+            transport.close()
+
+    @property
+    def tls_version(self) -> str | None:
+        """The TLS version of this session, after STARTTLS or from the first byte (port 465)."""
+        transport: Any = self.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        version: str | None = ssl_object.version() if ssl_object is not None else None
+        return version
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        # aiosmtpd's version runs the RFC 5322 header grammar and declares a class on every
+        # call: about a tenth of the MX's CPU. Plain paths need neither.
+        found = _PLAIN_PATH.match(arg.lstrip())
+        if found is None:
+            address, rest = super()._getaddr(arg)
+            return address, rest
+        # aiosmtpd spells the null reverse-path "<>": an empty string would read as "no MAIL".
+        return found.group(1) or "<>", found.group(2)
+
+    def address_refusal(self, address: str, *, sender: bool) -> replies.Reply | None:
+        """The reply refusing a MAIL or RCPT address for its characters, or None (policy's)."""
+        assert self.envelope is not None
+        return envelope_address_refusal(
+            address,
+            declared_smtputf8=self.envelope.smtp_utf8,
+            offers_smtputf8=self.offers_smtputf8,
+            sender=sender,
+        )
+
+    async def push(self, status: AnyStr) -> None:
+        transport: Any = self.transport
+        if transport is None or transport.is_closing():
+            # The client is gone (a cut connection, a failed TLS session): nobody to answer,
+            # and asyncio's TLS transport raises on a write after its close.
+            return
+        text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
+        if text == f"250 {self.hostname}":  # aiosmtpd's answer to HELO
+            text = str(replies.S250_HELO.format(hostname=self.hostname))
+        elif not text.startswith(f"220 {self.hostname} "):  # RFC 2034 section 3: not the greeting
+            text = replies.engine_reply(text)
+        await super().push(text)
+
+    # -- commands -----------------------------------------------------------------------------
+
+    @syntax("EHLO hostname")
+    async def smtp_EHLO(self, hostname: str) -> None:
+        if not hostname:
+            await self.push(str(replies.S501_EHLO_SYNTAX))
+            return
+        self._set_rset_state()
+        assert self.session is not None
+        self.session.extended_smtp = True
+        self.session.host_name = hostname
+        lines = [self.hostname, *self.extensions()]
+        # One write for the whole multiline reply (RFC 5321 section 4.2.1).
+        text = "".join(f"250-{line}\r\n" for line in lines[:-1]) + f"250 {lines[-1]}\r\n"
+        self._writer.write(text.encode("ascii"))
+        await self._writer.drain()
+
+    def extensions(self) -> list[str]:
+        """The EHLO keywords of this session (RFC 5321 section 4.1.1.1)."""
+        lines = ["PIPELINING"]
+        if self.data_size_limit:
+            lines.append(f"SIZE {self.data_size_limit}")  # RFC 1870
+            self.command_size_limits["MAIL"] = 512 + 26
+        lines.append("8BITMIME")  # RFC 6152
+        if self.offers_smtputf8:
+            lines.append("SMTPUTF8")  # RFC 6531
+            self.command_size_limits["MAIL"] += 10
+        lines.append("ENHANCEDSTATUSCODES")  # RFC 2034
+        if self.tls_context and self.tls_version is None:
+            lines.append("STARTTLS")  # RFC 3207
+        return lines
+
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        """RFC 3207, through the event loop's own TLS (uvloop's is native code) rather than
+        aiosmtpd's hand-made asyncio.sslproto layer: a third of the CPU of a STARTTLS session."""
+        if arg:
+            await self.push(str(replies.S501_NO_ARGUMENT))
+            return
+        if self.tls_version is not None:  # RFC 3207 section 4: no TLS inside TLS
+            await self.push(str(replies.S503_ALREADY_TLS))
+            return
+        if not self.tls_context:
+            await self.push(str(replies.S454_TLS_NOT_AVAILABLE))
+            return
+        await self.push(str(replies.S220_READY_TLS))
+        # RFC 3207 section 4.2: commands pipelined in the clear are discarded (CVE-2011-0411).
+        # Now, not after the handshake, when the client's first command in TLS may be here.
+        self._reader._buffer.clear()  # type: ignore[attr-defined]
+        try:
+            await self._writer.start_tls(self.tls_context)
+        except (OSError, ssl.SSLError, TimeoutError, EOFError) as error:
+            # A client without a usable TLS stack, or a scanner: routine, and nothing to say
+            # in the clear any more. The loop closes the connection; make sure of it.
+            log.info(
+                "TLS handshake failed",
+                extra={"peer": self.session.peer if self.session else None, "error": str(error)},
+            )
+            broken: Any = self.transport
+            if broken is not None and not broken.is_closing():
+                broken.close()
+            return
+        transport: Any = self._writer.transport
+        self.transport = transport
+        # The session starts over, as if the client had just connected (RFC 3207 section 4.2).
+        peer = self.session.peer if self.session is not None else None
+        self._set_rset_state()
+        self.session = self._create_session()
+        self.session.peer = peer
+        self.session.ssl = {
+            name: transport.get_extra_info(name)
+            for name in ("ssl_object", "peercert", "cipher", "compression")
+        }
+        self._reset_timeout()
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.mail_from:
+            await self.push(str(replies.S503_MAIL_FIRST))
+            return
+        if not self.envelope.rcpt_tos:
+            # RFC 2920 section 3.1: with pipelining, DATA after every RCPT failed gets 554 or 503.
+            await self.push(str(replies.S554_NO_VALID_RECIPIENTS))
+            return
+        if arg:
+            await self.push(str(replies.S501_NO_ARGUMENT))
+            return
+        await self.push(str(replies.S354_DATA))
+        self._reset_timeout(self._data_timeout)
+        self.in_data = True
+        try:
+            await self._receive_message()
+        finally:
+            self.in_data = False
+
+    async def _receive_message(self) -> None:
+        assert self.envelope is not None
+        content, too_big = await self._read_data()
+        if content is None:
+            return  # the connection closed mid-DATA; nothing was accepted
+        if too_big:
+            self.refused_metric.labels("size").inc()
+            self._set_post_data_state()
+            await self.push(str(replies.S552_TOO_BIG))
+            return
+        self.envelope.content = content
+        self.envelope.original_content = content
+        try:
+            status = await self._call_handler_hook("DATA")
+        finally:
+            # Even when the hook raised (answered 451 by handle_exception), the transaction is
+            # over: the client's next MAIL starts a new one rather than meeting "503 nested".
+            self._set_post_data_state()
+        await self.push(status)
+
+    @syntax("HELP [command]")
+    async def smtp_HELP(self, arg: str) -> None:
+        # One fixed answer: aiosmtpd's lists its method table and echoes the argument.
+        await self.push(str(replies.S214_HELP))
+
+    @syntax("VRFY <address>")
+    async def smtp_VRFY(self, arg: str) -> None:
+        # RFC 5321 section 3.5.3: 252 says nothing about whether the mailbox exists, so VRFY
+        # is no directory-harvest tool; the argument is neither looked up nor echoed.
+        if await self.check_auth_needed("VRFY"):
+            return
+        await self.push(str(replies.S252_CANNOT_VRFY if arg else replies.S501_VRFY_SYNTAX))
+
+    async def smtp_AUTH(self, arg: str) -> None:  # no @syntax: HELP must not list it
+        # Port 25 takes mail for our domains only; authenticated sending is on the submission
+        # ports (RFC 6409), so the MX neither offers nor accepts AUTH.
+        await self.push(str(replies.S502_AUTH_NOT_HERE))
+
+    async def _read_data(self) -> tuple[bytes | None, bool]:
+        """Read up to CRLF.CRLF in blocks; undo dot-stuffing (RFC 5321 section 4.5.2).
+
+        Returns (content, too_big). Content ends with CRLF unless empty. An oversized message is
+        read to its end and discarded, so the 552 answers the right command (RFC 5321 4.2.5).
+        """
+        reader: Any = self._reader  # StreamReader internals: aiosmtpd is pinned
+        limit = self.data_size_limit or 0
+        # A leading CRLF lets the terminator match a message that is empty (".\r\n" at once).
+        reader._buffer[0:0] = b"\r\n"
+        saved_limit = reader._limit
+        # The cap is on bytes as sent, where dot-stuffing adds up to one byte per 3 (a line of
+        # just "." is sent as ".." + CRLF). RFC 1870 section 3 counts the size without those
+        # dots, so allow for them here; the exact check below runs on the unstuffed content.
+        reader._limit = (limit + limit // 3 if limit else 1 << 30) + len(_END_OF_DATA) + 2
+        too_big = False
+        try:
+            while True:
+                try:
+                    block = await reader.readuntil(_END_OF_DATA)
+                    break
+                except asyncio.LimitOverrunError as overrun:
+                    too_big = True
+                    await reader.readexactly(overrun.consumed)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return None, False
+        finally:
+            reader._limit = saved_limit
+        if too_big:
+            return b"", True
+        body = block[: -len(_END_OF_DATA) + 2]  # keep the final CRLF, drop ".\r\n"
+        # Lines first (bare LF and stray CR, see normalise_line_endings), then dot-stuffing.
+        content = normalise_line_endings(body).replace(b"\r\n.", b"\r\n")[2:]
+        if limit and len(content) > limit:
+            return b"", True
+        return content, False
+
+
+# The SMTP verbs this protocol answers, found once (aiosmtpd looks them up per connection).
+_COMMANDS = tuple(
+    name.removeprefix("smtp_") for name in dir(MXProtocol) if name.startswith("smtp_")
+)
+_COMMAND_SET = frozenset(_COMMANDS)

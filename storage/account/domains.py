@@ -1,0 +1,246 @@
+"""Domain rows for the API and the `opensend domain` commands: claim, read, check, change, delete.
+
+Nothing here selects `dkim_private_key`: what the API and the command line read cannot leak what
+was never read. Only the signer reads it. Every tenant-facing query is scoped by tenant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+from storage.database import Pool
+from storage.errors import Conflict, storage_errors
+from storage.ids import uuid7
+
+
+class DkimKey(Protocol):
+    """A generated key pair (policy.domains.dkim_keys.DkimKeyPair), as storage needs it."""
+
+    @property
+    def selector(self) -> str: ...
+    @property
+    def public_key(self) -> str: ...
+    @property
+    def private_key_pem(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DomainDetails:
+    id: UUID
+    tenant_id: UUID
+    name: str
+    status: str
+    verified: bool
+    receiving_enabled: bool
+    reply_domain: str | None
+    region: str
+    dkim_selector: str
+    dkim_public_key: str | None
+    records: list[dict[str, Any]]  # the last check, per record (policy.domains.records)
+    last_checked_at: datetime | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    domains: list[DomainDetails]
+    has_more: bool
+
+
+DETAIL_COLUMNS = """
+id, tenant_id, name, status, verified, receiving_enabled, reply_domain, region, dkim_selector,
+dkim_public_key, records, last_checked_at, created_at
+"""
+# Claims of names are serialised, so two tenants cannot take one name at once, nor one tenant's
+# reply domain be another's domain (two UNIQUE constraints cannot say that across columns).
+LOCK_DOMAINS = "LOCK TABLE domains IN SHARE ROW EXCLUSIVE MODE"
+SELECT_NAME_TAKEN = """
+SELECT 1 FROM domains
+WHERE (name = ANY($1::text[]) OR reply_domain = ANY($1::text[])) AND id IS DISTINCT FROM $2
+"""
+INSERT_DOMAIN = f"""
+INSERT INTO domains (id, tenant_id, name, verified, verified_at, status, receiving_enabled,
+                     reply_domain, region, dkim_selector, dkim_private_key, dkim_public_key)
+VALUES ($1, $2, $3, $4, CASE WHEN $4 THEN now() END,
+        CASE WHEN $4 THEN 'verified' ELSE 'not_started' END,
+        $5, $6, $7, COALESCE($8, 'opensend'), $9, $10)
+RETURNING {DETAIL_COLUMNS}
+"""
+SELECT_TENANT_DOMAIN = f"SELECT {DETAIL_COLUMNS} FROM domains WHERE tenant_id = $1 AND id = $2"
+SELECT_DOMAIN_BY_NAME = f"SELECT {DETAIL_COLUMNS} FROM domains WHERE name = $1"
+# Newest first, as Resend lists. Ids are UUIDv7, so id order is creation order, and a cursor is
+# just an id: `after` pages towards older domains, `before` towards newer ones.
+SELECT_PAGE_AFTER = f"""
+SELECT {DETAIL_COLUMNS} FROM domains
+WHERE tenant_id = $1 AND ($2::uuid IS NULL OR id < $2)
+ORDER BY id DESC LIMIT $3
+"""
+SELECT_PAGE_BEFORE = f"""
+SELECT {DETAIL_COLUMNS} FROM domains
+WHERE tenant_id = $1 AND id > $2
+ORDER BY id ASC LIMIT $3
+"""
+# Only where no key exists yet, so two concurrent backfills keep one key, never two halves.
+SET_DKIM_KEY = f"""
+UPDATE domains SET dkim_selector = $2, dkim_private_key = $3, dkim_public_key = $4
+WHERE id = $1 AND (dkim_private_key IS NULL OR dkim_public_key IS NULL)
+RETURNING {DETAIL_COLUMNS}
+"""
+SELECT_DOMAIN = f"SELECT {DETAIL_COLUMNS} FROM domains WHERE id = $1"
+# $5: true (verified), false (failed) or NULL (DNS did not answer: keep what was known).
+RECORD_CHECK = f"""
+UPDATE domains SET status = $3, records = $4, last_checked_at = now(),
+    verified = COALESCE($5, verified),
+    verified_at = CASE WHEN $5 AND NOT verified THEN now()
+                       WHEN $5 IS FALSE THEN NULL
+                       ELSE verified_at END
+WHERE tenant_id = $1 AND id = $2
+RETURNING {DETAIL_COLUMNS}
+"""
+UPDATE_RECEIVING = f"""
+UPDATE domains SET receiving_enabled = $3, reply_domain = $4
+WHERE tenant_id = $1 AND id = $2
+RETURNING {DETAIL_COLUMNS}
+"""
+DELETE_DOMAIN = "DELETE FROM domains WHERE tenant_id = $1 AND id = $2"
+
+
+def _details(row: Any) -> DomainDetails:
+    return DomainDetails(**dict(row))
+
+
+def _claimed(name: str, reply_domain: str | None) -> list[str]:
+    names = [n for n in (name, reply_domain) if n]
+    if len(set(names)) != len(names):
+        raise Conflict("the reply domain must differ from the domain")
+    return names
+
+
+async def insert_domain(
+    pool: Pool,
+    tenant_id: UUID,
+    name: str,
+    *,
+    receiving: bool,
+    reply_domain: str | None,
+    verified: bool = False,
+    region: str = "us-east-1",
+    dkim: DkimKey | None = None,
+) -> DomainDetails:
+    """Claim `name` (and `reply_domain`) for a tenant; Conflict when either is already taken.
+
+    The message never says by whom: another tenant's domains are not ours to reveal.
+    """
+    names = _claimed(name, reply_domain)
+    async with storage_errors(), pool.acquire() as conn, conn.transaction():
+        await conn.execute(LOCK_DOMAINS)
+        if await conn.fetchval(SELECT_NAME_TAKEN, names, None):
+            raise Conflict(f"{' or '.join(names)} is already in use")
+        row = await conn.fetchrow(
+            INSERT_DOMAIN,
+            uuid7(),
+            tenant_id,
+            name,
+            verified,
+            receiving,
+            reply_domain,
+            region,
+            dkim.selector if dkim else None,
+            dkim.private_key_pem if dkim else None,
+            dkim.public_key if dkim else None,
+        )
+    return _details(row)
+
+
+async def get_domain(pool: Pool, tenant_id: UUID, domain_id: UUID) -> DomainDetails | None:
+    async with storage_errors():
+        row = await pool.fetchrow(SELECT_TENANT_DOMAIN, tenant_id, domain_id)
+    return _details(row) if row else None
+
+
+async def find_domain_by_name(pool: Pool, name: str) -> DomainDetails | None:
+    """Any tenant's domain, by name: for the operator's command line, never for the API."""
+    async with storage_errors():
+        row = await pool.fetchrow(SELECT_DOMAIN_BY_NAME, name)
+    return _details(row) if row else None
+
+
+async def list_domains(
+    pool: Pool,
+    tenant_id: UUID,
+    *,
+    limit: int,
+    after: UUID | None = None,
+    before: UUID | None = None,
+) -> Page:
+    """One page, newest first; one extra row is read to tell whether there are more."""
+    async with storage_errors():
+        if before is not None:
+            rows = await pool.fetch(SELECT_PAGE_BEFORE, tenant_id, before, limit + 1)
+            has_more = len(rows) > limit
+            rows = list(reversed(rows[:limit]))
+        else:
+            rows = await pool.fetch(SELECT_PAGE_AFTER, tenant_id, after, limit + 1)
+            has_more = len(rows) > limit
+            rows = rows[:limit]
+    return Page([_details(row) for row in rows], has_more)
+
+
+async def set_dkim_key(pool: Pool, domain_id: UUID, key: DkimKey) -> DomainDetails | None:
+    """Give a domain without a key this one; a domain that has one keeps it."""
+    async with storage_errors():
+        row = await pool.fetchrow(
+            SET_DKIM_KEY, domain_id, key.selector, key.private_key_pem, key.public_key
+        )
+        if row is None:  # another process was first, or the domain is gone
+            row = await pool.fetchrow(SELECT_DOMAIN, domain_id)
+    return _details(row) if row else None
+
+
+async def record_check(
+    pool: Pool,
+    tenant_id: UUID,
+    domain_id: UUID,
+    *,
+    status: str,
+    verified: bool | None,
+    records: Sequence[dict[str, Any]],
+) -> DomainDetails | None:
+    async with storage_errors():
+        row = await pool.fetchrow(
+            RECORD_CHECK, tenant_id, domain_id, status, list(records), verified
+        )
+    return _details(row) if row else None
+
+
+async def update_receiving(
+    pool: Pool,
+    tenant_id: UUID,
+    domain_id: UUID,
+    *,
+    receiving: bool,
+    reply_domain: str | None,
+) -> DomainDetails | None:
+    """Turn receiving on or off and set the reply domain; Conflict if that name is taken."""
+    async with storage_errors(), pool.acquire() as conn, conn.transaction():
+        await conn.execute(LOCK_DOMAINS)
+        current = await conn.fetchrow(SELECT_TENANT_DOMAIN, tenant_id, domain_id)
+        if current is None:
+            return None
+        if reply_domain is not None and reply_domain != current["reply_domain"]:
+            names = _claimed(current["name"], reply_domain)[1:]
+            if await conn.fetchval(SELECT_NAME_TAKEN, names, domain_id):
+                raise Conflict(f"{reply_domain} is already in use")
+        row = await conn.fetchrow(UPDATE_RECEIVING, tenant_id, domain_id, receiving, reply_domain)
+    return _details(row)
+
+
+async def delete_domain(pool: Pool, tenant_id: UUID, domain_id: UUID) -> bool:
+    """Its routes and the API keys limited to it go with it (ON DELETE CASCADE)."""
+    async with storage_errors():
+        status = await pool.execute(DELETE_DOMAIN, tenant_id, domain_id)
+    return bool(status == "DELETE 1")

@@ -1,0 +1,208 @@
+"""Delivery under faults: a worker killed mid-send, the database lost after the remote's 250, a
+graceful stop with sessions in flight. Nothing accepted is lost; nothing is sent twice except
+in the one window no MTA can close (see mta/delivery/workers.py):
+
+    the remote host accepted the message, and we died before our COMMIT recorded it.
+
+Then the row's lease runs out, another worker claims it, and the remote gets it once more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from mta.delivery.smtp_pool import SmtpPool
+from storage.database import Pool, open_pool
+from storage.migrate import migrate
+from tests.support.databases import disposable_cluster
+from tests.support.delivery_world import (
+    CANCEL_LEFTOVERS,
+    delivery_workers,
+    make_workers,
+    queue_database,
+)
+from tests.support.opensend_cli import opensend_server, server_env
+from tests.support.queued_mail import (
+    Sender,
+    deliveries,
+    events,
+    make_sender,
+    wait_until_final,
+)
+from tests.support.smtp_sink import Sink
+
+Queue = tuple[str, Pool]
+LEASE = "2s"  # how long a killed worker's rows wait before another worker takes them
+
+
+@pytest.fixture(scope="module")
+async def queue(database_url: str) -> AsyncIterator[Queue]:
+    async with queue_database(database_url) as made:
+        yield made
+
+
+@pytest.fixture
+async def sender(queue: Queue) -> Sender:
+    return await make_sender(queue[1], dkim=False)
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[Sink]:
+    started = await Sink.start()
+    yield started
+    await started.stop()
+
+
+def serve_env(url: str, tmp_path: Path, sink: Sink) -> dict[str, str]:
+    return server_env(
+        tmp_path,
+        url,
+        OPENSEND_TRANSPORTS=f"example.net=127.0.0.1:{sink.port}",
+        OPENSEND_DELIVERY_LEASE=LEASE,
+        OPENSEND_REPLY_TOKEN_SECRET="k" * 40,
+    )
+
+
+@pytest.mark.slow
+async def test_a_worker_killed_before_the_remote_accepted_delivers_once_after_restart(
+    queue: Queue, sender: Sender, sink: Sink, tmp_path: Path
+) -> None:
+    url, pool = queue
+    sink.handler.stall_on_data = True  # the remote never answers the final dot
+    env = serve_env(url, tmp_path, sink)
+    async with opensend_server(env, tmp_path / "first.log") as server:
+        email_id = await sender.queue(["kill@example.net"])
+        async with asyncio.timeout(30):
+            await sink.handler.data_started.wait()
+        server.signal(signal.SIGKILL)
+        assert await server.exit_code() == -signal.SIGKILL
+    row = (await deliveries(pool, email_id))["kill@example.net"]
+    assert row["status"] == "sending"  # leased by a dead worker: nobody may touch it yet
+    sink.handler.stall_on_data = False
+    async with opensend_server(env, tmp_path / "second.log"):
+        rows = await wait_until_final(pool, email_id)
+    assert rows["kill@example.net"]["status"] == "delivered"
+    assert len(sink.received_by("kill@example.net")) == 1
+    assert [e["type"] for e in await events(pool, email_id)] == ["email.sent", "email.delivered"]
+
+
+@pytest.mark.slow
+async def test_a_worker_killed_after_the_remote_accepted_sends_at_most_one_duplicate(
+    queue: Queue, sender: Sender, sink: Sink, tmp_path: Path
+) -> None:
+    """The documented window: the remote has the message (here it stored it, and its 250 never
+    reaches us), we have no record of that. The restarted worker sends it once more."""
+    url, pool = queue
+    sink.handler.record_then_stall = True
+    env = serve_env(url, tmp_path, sink)
+    async with opensend_server(env, tmp_path / "first.log") as server:
+        email_id = await sender.queue(["twice@example.net"])
+        async with asyncio.timeout(30):
+            await sink.handler.received_one.wait()
+        server.signal(signal.SIGKILL)
+        await server.exit_code()
+    sink.handler.record_then_stall = False
+    async with opensend_server(env, tmp_path / "second.log"):
+        rows = await wait_until_final(pool, email_id)
+    assert rows["twice@example.net"]["status"] == "delivered"
+    assert len(sink.received_by("twice@example.net")) == 2  # the one duplicate, no more
+    delivered = [e for e in await events(pool, email_id) if e["type"] == "email.delivered"]
+    assert len(delivered) == 1
+
+
+async def test_the_database_lost_after_the_remotes_250_retries_the_commit_not_the_send(
+    sink: Sink, tmp_path: Path
+) -> None:
+    async with disposable_cluster() as cluster:
+        await migrate(cluster.url)
+        pool = await open_pool(cluster.url, max_size=4)
+        try:
+            sender = await make_sender(pool, dkim=False)
+            sink.handler.gate = asyncio.Event()
+            env = {"OPENSEND_TRANSPORTS": f"example.net=127.0.0.1:{sink.port}"}
+            async with delivery_workers(pool, cluster.url, tmp_path, **env) as workers:
+                email_id = await sender.queue(["outage@example.net"])
+                async with asyncio.timeout(30):
+                    await sink.handler.data_started.wait()
+                await cluster.stop()
+                sink.handler.gate.set()  # the remote now says 250; our COMMIT cannot happen
+                async with asyncio.timeout(30):
+                    await sink.handler.received_one.wait()
+                await asyncio.sleep(0.5)  # a few failed commit attempts
+                await cluster.start()
+                rows = await wait_until_final(pool, email_id)
+            assert rows["outage@example.net"]["status"] == "delivered"
+            assert len(sink.messages) == 1
+            assert workers.writer.retries > 0
+        finally:
+            await pool.close()
+
+
+async def test_a_stop_lets_the_transaction_in_flight_finish_and_gives_back_the_rest(
+    queue: Queue, sender: Sender, sink: Sink, tmp_path: Path
+) -> None:
+    url, pool = queue
+    sink.handler.gate = asyncio.Event()
+    smtp = SmtpPool(helo="mx.opensend.test", per_host=1)  # the second message waits its turn
+    env = {"OPENSEND_TRANSPORTS": f"example.net=127.0.0.1:{sink.port}"}
+    first_id = await sender.queue(["first@example.net"])
+    waiting_id = await sender.queue(["waiting@example.net"])
+    workers = make_workers(pool, url, tmp_path, smtp=smtp, **env)
+    await workers.start()
+    try:
+        async with asyncio.timeout(30):
+            await sink.handler.data_started.wait()
+        stopping = asyncio.create_task(workers.stop(grace=10.0))
+        await asyncio.sleep(0.2)
+        sink.handler.gate.set()  # the transaction in flight completes during the stop
+        await stopping
+        first = (await deliveries(pool, first_id))["first@example.net"]
+        waiting = (await deliveries(pool, waiting_id))["waiting@example.net"]
+        assert first["status"] == "delivered"
+        assert (waiting["status"], waiting["attempts"], waiting["lease_token"]) == (
+            "queued",
+            0,
+            None,
+        )
+        assert len(sink.messages) == 1
+    finally:
+        await pool.execute(CANCEL_LEFTOVERS)
+
+
+@pytest.mark.slow
+async def test_sigterm_to_the_server_lets_a_delivery_in_flight_finish_and_exits_0(
+    queue: Queue, sender: Sender, sink: Sink, tmp_path: Path
+) -> None:
+    url, pool = queue
+    sink.handler.gate = asyncio.Event()
+    env = serve_env(url, tmp_path, sink)
+    async with opensend_server(env, tmp_path / "serve.log") as server:
+        email_id = await sender.queue(["term@example.net"])
+        async with asyncio.timeout(30):
+            await sink.handler.data_started.wait()
+        exposition = await _metrics(server.metrics_port)
+        for name in (
+            "opensend_delivery_queue_depth",
+            "opensend_delivery_oldest_due_age_seconds",
+            "opensend_delivery_attempts_total",
+            "opensend_delivery_latency_seconds",
+        ):
+            assert name in exposition
+        server.signal(signal.SIGTERM)
+        await asyncio.sleep(0.3)
+        sink.handler.gate.set()
+        assert await server.exit_code() == 0, server.output()
+    assert (await deliveries(pool, email_id))["term@example.net"]["status"] == "delivered"
+    assert len(sink.messages) == 1
+
+
+async def _metrics(port: int) -> str:
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as r:
+        assert r.status == 200
+        return await r.text()
