@@ -15,12 +15,14 @@ through a shared directory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import multiprocessing
 import os
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 from aiohttp import web
 
@@ -45,7 +47,7 @@ from mta.webhooks.process import start_webhook_process, workers_for
 from mta.webhooks.worker import WebhookWorkers
 from policy.settings import ListenAddress, Settings
 from policy.tokens import ReplyTokens
-from storage.database import open_pool
+from storage.database import Pool, open_pool
 from storage.local_secret import load_or_create_secret
 from storage.migrate import migrate
 
@@ -58,6 +60,10 @@ log = logging.getLogger(__name__)
 # the MX 16 to 30% of its rate on 2 cores, at SCHED_IDLE about half that (tests/perf/README.md).
 # Nice 10 where SCHED_IDLE is not available (not Linux, or a sandbox that forbids it).
 AUTH_CHECK_NICENESS = 10
+# The webhook process runs at this niceness: accepting mail comes first. An SMTP client waits on
+# the MX while an event waits safely in the outbox; at nice 10 the workers get about a tenth of a
+# busy CPU (CFS weights 110 against 1024), so a burst of mail slows notices down instead of the MX.
+WEBHOOK_NICENESS = 10
 # A child process that died is started again after this long, doubling up to the maximum.
 RESTART_FIRST_SECONDS = 1.0
 RESTART_MAX_SECONDS = 60.0
@@ -123,9 +129,9 @@ async def serve(
                 )
                 await delivery.start()
         # Webhook delivery: beside the MTA in a process of its own at a lower CPU priority
-        # (mail first; see mta/webhooks/process.py), or here alone (`--only webhooks`).
+        # (mail first; WEBHOOK_NICENESS), or here alone (`--only webhooks`).
         if only == "webhooks" and deliver:
-            webhooks = workers_for(settings, pool, url)
+            webhooks = webhook_workers(settings, pool, url)
             await webhooks.start()
         elif only in (None, "mta") and deliver and settings.webhooks.beside_mta:
             supervisors.append(_supervised(lambda: start_webhook_process(settings, url), workers))
@@ -323,6 +329,66 @@ def mx_worker_main(settings: Settings, url: str, parent_pid: int) -> None:
 
             await drain_within(
                 settings.shutdown_drain, pool, [("finishing SMTP sessions", drain_sessions)]
+            )
+
+    run_in_loop(main)
+
+
+def webhook_workers(settings: Settings, pool: Pool, url: str) -> WebhookWorkers:
+    """The workers as serve builds them, in whichever process runs them."""
+    return WebhookWorkers(
+        pool,
+        url,
+        settings.webhooks,
+        LookupResolver(Resolver(settings.dns_servers)),
+        require_https=settings.production,
+    )
+
+
+def start_webhook_process(settings: Settings, url: str) -> multiprocessing.process.BaseProcess:
+    context = multiprocessing.get_context("spawn")
+    child = context.Process(
+        target=webhook_process_main, args=(settings, url, os.getpid()), name="opensend-webhooks"
+    )
+    child.start()
+    return child
+
+
+# What ps, top and /proc/<pid>/comm show for it (the kernel keeps 15 bytes).
+WEBHOOK_PROCESS_NAME = "opensend-webhooks"[:15]
+
+
+def _name_process() -> None:
+    """Tell this process apart from the other spawned children in ps and top (Linux only)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/comm").write_text(WEBHOOK_PROCESS_NAME)
+
+
+def webhook_process_main(settings: Settings, url: str, parent_pid: int) -> None:
+    """Until SIGTERM (requests under way finish within the bounded drain) or orphaned, and never
+    past the parent's death (mta.stopping)."""
+    die_with_parent(parent_pid)
+    configure_logging(settings.log_level, settings.log_format)
+    _name_process()
+    try:
+        os.nice(WEBHOOK_NICENESS)
+    except OSError as error:  # a sandbox that forbids setpriority(2): same work, same priority
+        log.warning("webhooks run at normal CPU priority", extra={"error": str(error)})
+
+    async def main() -> None:
+        stop = stop_on_signals(settings.shutdown_drain)
+        pool = await open_pool(url, min_size=1, max_size=4)
+        workers = webhook_workers(settings, pool, url)
+        await workers.start()
+        try:
+            await until_stopped_or_orphaned(stop, parent_pid)
+        finally:
+
+            async def stop_workers() -> None:
+                await workers.stop(session_grace(settings.shutdown_drain))
+
+            await drain_within(
+                settings.shutdown_drain, pool, [("finishing webhook deliveries", stop_workers)]
             )
 
     run_in_loop(main)
