@@ -14,7 +14,7 @@ from email.message import Message
 from email.policy import compat32
 
 from policy.bounces.taxonomy import BounceKind, bounce_kind
-from policy.inbound.message import clean_text
+from policy.text import clean_text
 
 # Human-readable notices are short; the rest of a text bounce is the returned message.
 MAX_NOTICE_CHARS = 64 * 1024

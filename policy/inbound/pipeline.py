@@ -37,7 +37,7 @@ from policy.inbound.matching import (
     decide,
     verify_token,
 )
-from policy.inbound.message import ParsedMessage, clean_text
+from policy.inbound.message import ParsedMessage
 from policy.inbound.routing import (
     DomainRouting,
     RcptDecision,
@@ -49,6 +49,7 @@ from policy.inbound.routing import (
     rcpt_syntax_rejected,
     route_candidates,
 )
+from policy.text import clean_text
 from policy.tokens import ReplyTokens, TokenFailure, token_from_local_part
 
 # -- What the pipeline asks of storage ----------------------------------------------------------
