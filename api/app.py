@@ -33,6 +33,7 @@ from api.ingest import raw as ingest
 from api.ingest import ses_s3
 from api.openapi import document as openapi
 from api.sending import emails, replies
+from api.suppressions import routes as suppression_routes
 from api.webhooks import routes as webhooks
 from policy.dns import DnsLookup
 from policy.settings import Settings
@@ -171,6 +172,7 @@ def make_app(
     app.router.add_routes(emails.routes)
     replies.install(app)  # POST /emails/{id}/reply and its Inbound-worded errors
     app.router.add_routes(domains.routes)
+    app.router.add_routes(suppression_routes.routes)
     app.router.add_routes(webhooks.routes)
     ingest.install(app)  # POST /events/inbound, with its own token
     ses_s3.install(app)  # POST /events/inbound/ses-s3 and, when configured, its AWS clients

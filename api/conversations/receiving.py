@@ -27,6 +27,7 @@ from storage.inbound.received import RawMessage, ReceivedEmail, ReceivedFilters,
 routes = web.RouteTableDef()
 
 MATCH_STATUSES = ("matched", "unmatched")
+CLASSIFICATIONS = ("human", "auto_reply", "bounce", "complaint", "auto_generated")
 # RFC 5321 section 4.5.3.1.3: a path is at most 256 octets; anything longer matches nothing.
 MAX_ADDRESS_FILTER = 256
 
@@ -39,8 +40,15 @@ def _filters(request: web.Request) -> ReceivedFilters:
             errors.VALIDATION_ERROR,
             "The `reply_match_status` parameter must be `matched` or `unmatched`.",
         )
+    classification = query.get("classification") or None
+    if classification is not None and classification not in CLASSIFICATIONS:
+        raise ApiError(
+            errors.VALIDATION_ERROR,
+            "The `classification` parameter must be one of " + ", ".join(CLASSIFICATIONS) + ".",
+        )
     return ReceivedFilters(
         match_status=status,
+        classification=classification,
         thread_id=query_uuid(query, "thread_id"),
         recipient=_address_filter(query, "recipient"),
         sender=_address_filter(query, "from"),
@@ -117,6 +125,10 @@ def summary_json(email: ReceivedSummary) -> dict[str, Any]:
         "reply_to_email_id": _str(email.reply_to_email_id),
         "thread_id": _str(email.thread_id),
         "contact_id": _str(email.contact_id),
+        # What kind of mail this is, and the rule that said so: an auto-reply or a bounce stays
+        # linked (reply_match_status, reply_to_email_id, thread_id) but is no customer reply.
+        "classification": email.classification,
+        "classification_reason": email.classification_reason,
     }
 
 
@@ -178,6 +190,7 @@ def detail_json(email: ReceivedEmail, origin: str, thread: dict[str, Any]) -> di
         "match_source": email.match_source,
         "token_failure": email.token_failure,
         "token_failure_source": email.token_failure_source,
+        "report": email.report,
         # Resend's shape; our link needs the API key and does not expire.
         "raw": {"download_url": f"{origin}/emails/receiving/{email.id}/raw", "expires_at": NEVER},
         "thread": thread,
@@ -201,6 +214,7 @@ def _lone_thread(email: ReceivedEmail) -> dict[str, Any]:
                 "subject": email.subject,
                 "reply_match_status": email.reply_match_status,
                 "reply_to_email_id": _str(email.reply_to_email_id),
+                "classification": email.classification,
             }
         ],
     }
