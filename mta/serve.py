@@ -7,7 +7,8 @@ With OPENSEND_MX_PROCESSES above 1, extra processes share the MX port (SO_REUSEP
 protocol work uses more than one core; each has its own loop and pool, and Postgres is the only
 thing they share. The authentication checks of received mail run in one more process, beside
 the delivery workers' but apart from the MX's (see mta/authcheck/worker.py); of several nodes,
-one checks at a time and the others wait for its advisory lock. Every child is started again
+one checks at a time and the others wait for its advisory lock. Webhook deliveries run in
+one more process, at a lower CPU priority (WEBHOOK_NICENESS). Every child is started again
 when it dies, and ends when this process dies. Prometheus samples from all of them are merged
 through a shared directory.
 """
@@ -27,6 +28,7 @@ from pathlib import Path
 from aiohttp import web
 
 from api.app import make_app, make_ops_app
+from api.http_client import LookupResolver
 from mta.authcheck.checks import Authenticator
 from mta.authcheck.worker import AuthCheckWorkers
 from mta.delivery.workers import DeliveryWorkers
@@ -43,7 +45,6 @@ from mta.stopping import (
     stop_on_signals,
     until_stopped_or_orphaned,
 )
-from mta.webhooks.process import start_webhook_process, workers_for
 from mta.webhooks.worker import WebhookWorkers
 from policy.settings import ListenAddress, Settings
 from policy.tokens import ReplyTokens
@@ -124,9 +125,7 @@ async def serve(
                 start = functools.partial(_start_mx_worker, settings, url, number)
                 supervisors.append(_supervised(start, workers))
             if deliver:
-                delivery = DeliveryWorkers(
-                    pool, url, settings, Resolver(settings.dns_servers), tokens=tokens
-                )
+                delivery = DeliveryWorkers(pool, url, settings, Resolver(settings.dns_servers))
                 await delivery.start()
         # Webhook delivery: beside the MTA in a process of its own at a lower CPU priority
         # (mail first; WEBHOOK_NICENESS), or here alone (`--only webhooks`).

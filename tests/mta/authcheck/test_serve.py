@@ -15,7 +15,7 @@ import aiohttp
 import psutil
 import pytest
 
-from mta.webhooks.process import PROCESS_NAME as WEBHOOK_PROCESS_NAME
+from mta.serve import WEBHOOK_PROCESS_NAME
 from policy.domains.dkim_keys import DkimKeyPair
 from storage.account import directory
 from storage.database import Pool
