@@ -32,6 +32,8 @@ PUBLIC_PATHS = frozenset(
 )
 # Signed download links carry their own proof instead of a key (api.downloads.routes checks it).
 PUBLIC_PREFIX = "/download/"
+# The dashboard signs people in with its own sessions (api.dashboard), not API keys.
+DASHBOARD_PREFIX = "/dashboard/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,7 @@ async def require_api_key(request: web.Request, handler: Handler) -> web.StreamR
         or resource is None
         or resource.canonical in PUBLIC_PATHS
         or resource.canonical.startswith(PUBLIC_PREFIX)
+        or request.path.startswith(DASHBOARD_PREFIX)
     ):
         return await handler(request)  # public, or aiohttp's own 404/405 answer
     request[CALLER] = await authenticate(request.app[POOL], request)

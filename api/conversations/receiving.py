@@ -18,7 +18,7 @@ from api.auth import CALLER
 from api.context import POOL, SETTINGS
 from api.conversations import mime_parts
 from api.conversations.threads import display_address, thread_object
-from api.downloads.signing import signed_link
+from api.download_links import signed_link
 from api.errors import ApiError
 from api.pagination import list_body, page_request, query_datetime, query_uuid, unknown_cursor
 from policy.authcheck.verdicts import header_field, obscure_forged_results
@@ -28,6 +28,7 @@ from storage.inbound.received import RawMessage, ReceivedEmail, ReceivedFilters,
 routes = web.RouteTableDef()
 
 MATCH_STATUSES = ("matched", "unmatched")
+CLASSIFICATIONS = ("human", "auto_reply", "bounce", "complaint", "auto_generated")
 # RFC 5321 section 4.5.3.1.3: a path is at most 256 octets; anything longer matches nothing.
 MAX_ADDRESS_FILTER = 256
 
@@ -40,8 +41,15 @@ def _filters(request: web.Request) -> ReceivedFilters:
             errors.VALIDATION_ERROR,
             "The `reply_match_status` parameter must be `matched` or `unmatched`.",
         )
+    classification = query.get("classification") or None
+    if classification is not None and classification not in CLASSIFICATIONS:
+        raise ApiError(
+            errors.VALIDATION_ERROR,
+            "The `classification` parameter must be one of " + ", ".join(CLASSIFICATIONS) + ".",
+        )
     return ReceivedFilters(
         match_status=status,
+        classification=classification,
         thread_id=query_uuid(query, "thread_id"),
         recipient=_address_filter(query, "recipient"),
         sender=_address_filter(query, "from"),
@@ -108,6 +116,10 @@ def summary_json(email: ReceivedSummary) -> dict[str, Any]:
         "reply_to_email_id": _str(email.reply_to_email_id),
         "thread_id": _str(email.thread_id),
         "contact_id": _str(email.contact_id),
+        # What kind of mail this is, and the rule that said so: an auto-reply or a bounce stays
+        # linked (reply_match_status, reply_to_email_id, thread_id) but is no customer reply.
+        "classification": email.classification,
+        "classification_reason": email.classification_reason,
     }
 
 
@@ -171,6 +183,7 @@ def detail_json(
         "match_source": email.match_source,
         "token_failure": email.token_failure,
         "token_failure_source": email.token_failure_source,
+        "report": email.report,
         # Resend's shape: a signed link that needs no API key and expires (api.downloads).
         "raw": raw_link,
         "thread": thread,
@@ -194,6 +207,7 @@ def _lone_thread(email: ReceivedEmail) -> dict[str, Any]:
                 "subject": email.subject,
                 "reply_match_status": email.reply_match_status,
                 "reply_to_email_id": _str(email.reply_to_email_id),
+                "classification": email.classification,
             }
         ],
     }
@@ -315,13 +329,20 @@ async def get_raw(request: web.Request) -> web.Response:
 
 
 async def raw_message(request: web.Request, tenant_id: UUID) -> web.Response:
+    """One of the tenant's received messages as an .eml (also behind the signed links of
+    api.downloads)."""
+    email_id, stored = await _raw_of(request, tenant_id)
+    return eml_response(email_id, stored, request.app[SETTINGS].hostname)
+
+
+def eml_response(email_id: UUID, stored: RawMessage, hostname: str) -> web.Response:
     """The message as received, with our Received trace field on top (RFC 5321 section 4.4)
     and, once checked, our Authentication-Results above it, as a boundary MTA adds it (RFC 8601
-    section 5): a mail client or filter that imports the file reads our verdicts in it."""
-    email_id, stored = await _raw_of(request, tenant_id)
+    section 5): a mail client or filter that imports the file reads our verdicts in it. Also
+    the dashboard's download (api.dashboard.mail)."""
     verdicts = header_field(stored.auth_header) if stored.auth_header else b""
     trace = stored.received_header.encode("utf-8") + b"\r\n" if stored.received_header else b""
-    raw = obscure_forged_results(stored.raw, request.app[SETTINGS].hostname)
+    raw = obscure_forged_results(stored.raw, hostname)
     return web.Response(
         body=verdicts + trace + raw,
         headers={

@@ -1,2 +1,2 @@
-"""Signed, expiring download links (raw messages, attachments received and sent) and the routes
-that serve them without an API key. May import api's shared modules, policy and storage."""
+"""The routes that serve signed, expiring download links (raw messages, attachments received and
+sent) without an API key. May import api's shared modules, policy and storage."""

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from api import errors
 from api.conversations import receiving
-from api.downloads.signing import PREFIX, links_of
+from api.download_links import PREFIX, links_of
 from api.errors import ApiError
 from api.sending import manage as emails_manage
 from policy.download_links import SIGNATURE_HEX_DIGITS, SignedLink

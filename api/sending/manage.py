@@ -22,7 +22,7 @@ from api.auth import CALLER
 from api.context import POOL, read_json
 from api.conversations import mime_parts
 from api.conversations.threads import thread_object
-from api.downloads.signing import signed_link
+from api.download_links import signed_link
 from api.errors import ApiError
 from api.pagination import list_body, page_request, unknown_cursor
 from policy.sending.fields import Refusal

@@ -225,10 +225,13 @@ async def answer_received(
     answer: Answer,
     *,
     named: str | None = None,
+    idempotency_key: str | None = None,
 ) -> web.Response:
     """Send `body` (Inbound's reply fields) as a reply to the received email, once per
     Idempotency-Key of `endpoint` and of what the request `named` (the id in its path, by
-    default the email's), and answer in the shape `answer` gives."""
+    default the email's), and answer in the shape `answer` gives. The caller is in
+    `request[CALLER]`; the dashboard's composer calls this too (api.dashboard.compose, its key
+    from the form instead of the header), so both answer alike."""
     caller = request[CALLER]
     pool = request.app[POOL]
 
@@ -270,7 +273,7 @@ async def answer_received(
         raise unstored(outcome)
 
     scope = {"email_id": named or str(received_id), "body": body}
-    return await idempotent(request, endpoint, scope, work)
+    return await idempotent(request, endpoint, scope, work, key=idempotency_key)
 
 
 for _path in PATHS:

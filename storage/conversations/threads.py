@@ -32,6 +32,7 @@ class ThreadMessage:
     subject: str | None
     match_status: str | None  # inbound only
     reply_to_email_id: UUID | None  # inbound only
+    classification: str | None  # inbound only: human, auto_reply, bounce, ... (policy.classify)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,12 +93,13 @@ SELECT * FROM (
         SELECT e.thread_id, 'outbound' AS direction, e.id, e.created_at,
                coalesce(e.from_header, e.from_address) AS from_header,
                NULL::text AS from_name, e.from_address, e.to_addresses, e.subject,
-               NULL::text AS match_status, NULL::uuid AS reply_to_email_id
+               NULL::text AS match_status, NULL::uuid AS reply_to_email_id,
+               NULL::text AS classification
         FROM emails e WHERE e.tenant_id = $1 AND e.thread_id = ANY($2::uuid[])
         UNION ALL
         SELECT r.thread_id, 'inbound', r.id, r.received_at,
                NULL, r.from_name, r.from_address, r.to_addresses, r.subject,
-               r.reply_match_status, r.reply_to_email_id
+               r.reply_match_status, r.reply_to_email_id, r.classification
         FROM received_emails r WHERE r.tenant_id = $1 AND r.thread_id = ANY($2::uuid[])
     ) AS m
 ) AS numbered

@@ -421,7 +421,9 @@ SELECT {_SUMMARY}, e.html_body, e.text_body,
                     'recipient', d.recipient, 'status', d.status, 'attempts', d.attempts,
                     'last_code', d.last_code, 'last_response', d.last_response,
                     'next_attempt_at', d.next_attempt_at,
-                    'updated_at', greatest(d.queued_at, d.last_attempt_at, d.finished_at))
+                    'updated_at', greatest(d.queued_at, d.last_attempt_at, d.finished_at),
+                    'report', d.report, 'reported_at', d.reported_at,
+                    'complained_at', d.complained_at)
                     ORDER BY d.recipient)
                  FROM deliveries d WHERE d.email_id = e.id), '[]') AS deliveries
 FROM emails e WHERE e.tenant_id = $1 AND e.id = $2

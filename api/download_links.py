@@ -1,7 +1,8 @@
 """The `download_url` and `expires_at` of an API answer: a link signed for one tenant and path.
 
-Route modules call `signed_link` for each download they name; `api.downloads.routes` serves the
-links. Links are absolute, as Resend's are, on the origin the caller reached.
+Route modules of every area call `signed_link` for each download they name (so it sits at api's
+root); `api.downloads.routes` serves the links. Links are absolute, as Resend's are, on the
+origin the caller reached.
 """
 
 from __future__ import annotations
