@@ -74,6 +74,8 @@ ERROR = obj(
         "message": STRING,
         # Only on POST /emails/{id}/reply: Inbound's field, the same text as `message`.
         "error": STRING,
+        # Only on POST /events/inbound: every recipient refused, and why.
+        "refused": {"type": "array", "items": ref("RefusedRecipient")},
     },
     "statusCode",
     "name",
@@ -196,7 +198,14 @@ REPORTED_FIELDS: dict[str, Schema] = {
         ]
     },
 }
-DELIVERY_REPORT = obj(REPORTED_FIELDS, "type", "subtype")
+DELIVERY_REPORT = obj(
+    {
+        **REPORTED_FIELDS,
+        "received_id": {**UUID, "description": "The report as received: /emails/receiving/{id}."},
+    },
+    "type",
+    "subtype",
+)
 EMAIL = {
     "allOf": [
         ref("EmailSummary"),
@@ -698,12 +707,22 @@ INBOUND_ANSWER = obj(
             "type": "array",
             "items": obj({"id": UUID, "reply_match_status": STRING}, "id", "reply_match_status"),
         },
-        "refused": {"type": "array", "items": {"type": "object"}},
+        "refused": {"type": "array", "items": ref("RefusedRecipient")},
     },
     "object",
     "duplicate",
     "emails",
     "refused",
+)
+REFUSED_RECIPIENT = obj(
+    {
+        "recipient": STRING,
+        "reason": {"type": "string", "description": "Such as `missing-domain`, `bad-syntax`."},
+        "message": STRING,
+    },
+    "recipient",
+    "reason",
+    "message",
 )
 SNS_ANSWER = obj(
     {
@@ -789,5 +808,6 @@ SCHEMAS: dict[str, Schema] = {
     "DeletedSuppression": deleted("suppression"),
     "InboundEvent": INBOUND_EVENT,
     "InboundEventResponse": INBOUND_ANSWER,
+    "RefusedRecipient": REFUSED_RECIPIENT,
     "SnsResponse": SNS_ANSWER,
 }

@@ -343,3 +343,32 @@ def test_strict_check_names_each_undocumented_field_even_through_refs_and_combin
     assert drift({"data": [{"id": "x", "zzz": 1}]}, "SuppressionList") == [
         "undocumented field .data[0].zzz"
     ]
+
+
+async def test_a_bounce_and_a_refused_ingest_answer_only_documented_fields(
+    api: ApiServer, make_tenant: MakeTenant
+) -> None:
+    """Found by the strict check: a delivery report's `received_id` and the ingester's
+    `refused` list were answered but not documented."""
+    world = await make_world(api, make_tenant)
+    await forget_webhooks(api, world)
+    document = json.loads(json.dumps(DOCUMENT))
+    headers = {"Authorization": f"Bearer {world.key}"}
+    bounced, bounce = world.ids["email"][0], world.ids["received"][1]
+    async with aiohttp.ClientSession(api.url, headers=headers) as http:
+        answers = []
+        for path, schema in (
+            (f"/emails/{bounced}", "Email"),
+            (f"/emails/receiving/{bounce}", "ReceivedEmail"),
+        ):
+            async with http.get(path) as response:
+                assert response.status == 200
+                answers.append((await response.json(), schema))
+        refused = {"raw_mime": "Subject: x\r\n\r\nHi\r\n", "recipients": ["nobody@unrouted.test"]}
+        async with http.post("/events/inbound", json=refused) as response:
+            assert response.status == 422
+            answers.append((await response.json(), "Error"))
+    assert answers[0][0]["deliveries"][0]["report"]["received_id"] == bounce
+    assert answers[2][0]["refused"][0]["recipient"] == "nobody@unrouted.test"
+    for answer, schema in answers:
+        assert undocumented(answer, {"$ref": f"#/components/schemas/{schema}"}, document) == []
