@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from api.openapi.schemas import SCHEMAS, UUID, Schema, ref
+from api.openapi.schemas import CLASSIFICATION, SCHEMAS, UUID, Schema, ref
 
 Operation = dict[str, Any]
 
@@ -34,6 +34,8 @@ EMAIL_ID = param(
 ATTACHMENT_ID = param(
     "path", "attachment_id", "The attachment's id (its MIME part path, such as `2`, works too)."
 )
+EVENT_ID = param("path", "event_id", "The event's id: the `webhook-id` header it was sent with.")
+SUPPRESSION_KEY = param("path", "id_or_email", "The suppression's id or email address.")
 CONTACT_ID = param("path", "id", "The contact's id or email address.")
 SENT_ATTACHMENT_ID = param("path", "attachment_id", "The attachment's id (a UUID).")
 # What a signed download link (api.downloads) carries instead of an API key.
@@ -52,6 +54,8 @@ PAGE = [
     param("query", "after", "The id of an item of the list: the page after it.", UUID),
     param("query", "before", "The id of an item of the list: the page before it.", UUID),
 ]
+# Events and their attempts page forward only, as Resend's SDK asks for them.
+FORWARD_PAGE = PAGE[:2]
 IDEMPOTENCY_KEY = param(
     "header",
     "Idempotency-Key",
@@ -331,6 +335,13 @@ PATHS: dict[str, dict[str, Operation]] = {
                     "`matched` or `unmatched`.",
                     {"enum": ["matched", "unmatched"]},
                 ),
+                param(
+                    "query",
+                    "classification",
+                    "Only mail of this kind: "
+                    "`human`, `auto_reply`, `bounce`, `complaint` or `auto_generated`.",
+                    CLASSIFICATION,
+                ),
                 param("query", "thread_id", "Only this thread's messages.", UUID),
                 param("query", "recipient", "Only messages delivered to this address."),
                 param("query", "from", "Only messages from this address."),
@@ -472,6 +483,120 @@ PATHS: dict[str, dict[str, Operation]] = {
             "API keys", "Delete an API key", responses(answer("DeletedApiKey")), params=[ID]
         )
     },
+    "/webhooks": {
+        "post": op(
+            "Webhooks",
+            "Create a webhook (its signing secret is in the answer)",
+            responses(answer("WebhookSecret"), 413, status=201),
+            body=json_body("CreateWebhookRequest"),
+        ),
+        "get": op("Webhooks", "List webhooks", responses(answer("WebhookList")), params=PAGE),
+    },
+    "/webhooks/{id}": {
+        "get": op("Webhooks", "Retrieve a webhook", responses(answer("Webhook")), params=[ID]),
+        "patch": op(
+            "Webhooks",
+            "Change a webhook's endpoint, events or status",
+            responses(answer("WebhookObjectId"), 413),
+            params=[ID],
+            body=json_body("UpdateWebhookRequest"),
+        ),
+        "delete": op(
+            "Webhooks", "Delete a webhook", responses(answer("DeletedWebhook")), params=[ID]
+        ),
+    },
+    "/webhooks/{id}/signing-secret/rotate": {
+        "post": op(
+            "Webhooks",
+            "Rotate the signing secret (the old one also signs for a grace period)",
+            responses(answer("WebhookSecret")),
+            params=[ID],
+        )
+    },
+    "/webhooks/{id}/events": {
+        "get": op(
+            "Webhooks",
+            "List the events sent to a webhook, newest first",
+            responses(answer("WebhookEventList")),
+            params=[ID, *FORWARD_PAGE],
+        )
+    },
+    "/webhooks/{id}/events/{event_id}": {
+        "get": op(
+            "Webhooks",
+            "Retrieve one event with its payload",
+            responses(answer("WebhookEvent")),
+            params=[ID, EVENT_ID],
+        )
+    },
+    "/webhooks/{id}/events/{event_id}/replay": {
+        "post": op(
+            "Webhooks",
+            "Send an event again",
+            responses(answer("WebhookEventObjectId")),
+            params=[ID, EVENT_ID],
+        )
+    },
+    "/webhooks/{id}/events/{event_id}/attempts": {
+        "get": op(
+            "Webhooks",
+            "List the delivery attempts of an event",
+            responses(answer("WebhookAttemptList")),
+            params=[ID, EVENT_ID, *FORWARD_PAGE],
+        )
+    },
+    "/suppressions": {
+        "post": op(
+            "Suppressions",
+            "Add an address to the suppression list",
+            responses(answer("SuppressionObjectId"), 413, status=201),
+            body=json_body("CreateSuppressionRequest"),
+        ),
+        "get": op(
+            "Suppressions",
+            "List suppressed addresses, newest first",
+            responses(answer("SuppressionList")),
+            params=[
+                *PAGE,
+                param(
+                    "query",
+                    "origin",
+                    "`bounce`, `complaint` or `manual`.",
+                    {"enum": ["bounce", "complaint", "manual"]},
+                ),
+            ],
+        ),
+    },
+    "/suppressions/batch/add": {
+        "post": op(
+            "Suppressions",
+            "Add up to 100 addresses",
+            responses(answer("AddedSuppressions"), 413, status=201),
+            body=json_body("AddSuppressionsRequest"),
+        )
+    },
+    "/suppressions/batch/remove": {
+        "post": op(
+            "Suppressions",
+            "Remove up to 100 suppressions, by address or by id",
+            responses(answer("RemovedSuppressions"), 413),
+            body=json_body("RemoveSuppressionsRequest"),
+        )
+    },
+    "/suppressions/{id_or_email}": {
+        "get": op(
+            "Suppressions",
+            "Retrieve a suppression by id or address",
+            responses(answer("Suppression")),
+            params=[SUPPRESSION_KEY],
+        ),
+        "delete": op(
+            "Suppressions",
+            "Remove a suppression by id or address",
+            responses(answer("DeletedSuppression")),
+            params=[SUPPRESSION_KEY],
+        ),
+    },
     "/events/inbound": {
         "post": op(
             "Ingesters",
@@ -531,7 +656,8 @@ DOCUMENT: dict[str, Any] = {
         "title": "OpenSend MTA",
         "version": "1",
         "description": "A Resend-compatible sending API, received mail, threads and contacts, "
-        "Inbound's reply endpoint and the ingesters. Errors: `{statusCode, name, message}`.",
+        "webhooks, the suppression list, Inbound's reply endpoint and the ingesters. "
+        "Errors: `{statusCode, name, message}`.",
     },
     "security": [{"bearerAuth": []}],
     "paths": PATHS,

@@ -17,6 +17,8 @@ NULLABLE_TIME: Schema = {"type": ["string", "null"], "format": "date-time"}
 BOOLEAN: Schema = {"type": "boolean"}
 INTEGER: Schema = {"type": "integer"}
 STRINGS: Schema = {"type": "array", "items": STRING}
+# What kind of received mail (policy.classify); auto-replies and bounces stay linked but apart.
+CLASSIFICATION: Schema = {"enum": ["human", "auto_reply", "bounce", "complaint", "auto_generated"]}
 # Resend takes one address or a list of them wherever addresses go.
 ADDRESSES: Schema = {"oneOf": [STRING, {"type": "array", "items": STRING}]}
 NULLABLE_ADDRESSES: Schema = {
@@ -72,6 +74,8 @@ ERROR = obj(
         "message": STRING,
         # Only on POST /emails/{id}/reply: Inbound's field, the same text as `message`.
         "error": STRING,
+        # Only on POST /events/inbound: every recipient refused, and why.
+        "refused": {"type": "array", "items": ref("RefusedRecipient")},
     },
     "statusCode",
     "name",
@@ -164,9 +168,43 @@ DELIVERY = obj(
         "last_response": NULLABLE_STRING,
         "next_attempt_at": NULLABLE_TIME,
         "updated_at": NULLABLE_TIME,
+        "report": {"oneOf": [ref("DeliveryReport"), {"type": "null"}]},
+        "reported_at": NULLABLE_TIME,
+        "complained_at": {
+            **NULLABLE_TIME,
+            "description": "When a complaint (RFC 5965 feedback report) about it arrived.",
+        },
     },
     "recipient",
     "status",
+)
+# What a delivery report (RFC 3464) or complaint says about one recipient, in the SES and Resend
+# bounce taxonomy (policy/bounces/report.py).
+REPORTED_FIELDS: dict[str, Schema] = {
+    "action": {**NULLABLE_STRING, "description": "RFC 3464 Action: failed, delayed, ..."},
+    "status": {**NULLABLE_STRING, "description": "RFC 3463 enhanced status code."},
+    "diagnostic_code": NULLABLE_STRING,
+    "remote_mta": NULLABLE_STRING,
+    "type": {"enum": ["Permanent", "Transient", "Undetermined"]},
+    "subtype": {
+        "enum": [
+            "General",
+            "NoEmail",
+            "Suppressed",
+            "MailboxFull",
+            "MessageTooLarge",
+            "ContentRejected",
+            "Undetermined",
+        ]
+    },
+}
+DELIVERY_REPORT = obj(
+    {
+        **REPORTED_FIELDS,
+        "received_id": {**UUID, "description": "The report as received: /emails/receiving/{id}."},
+    },
+    "type",
+    "subtype",
 )
 EMAIL = {
     "allOf": [
@@ -293,6 +331,7 @@ THREAD_MESSAGE = obj(
         "subject": NULLABLE_STRING,
         "reply_match_status": NULLABLE_STRING,
         "reply_to_email_id": NULLABLE_UUID,
+        "classification": {**CLASSIFICATION, "description": "Received messages only."},
     },
     "id",
     "direction",
@@ -399,6 +438,11 @@ RECEIVED_SUMMARY = obj(
         "reply_to_email_id": NULLABLE_UUID,
         "thread_id": NULLABLE_UUID,
         "contact_id": NULLABLE_UUID,
+        "classification": CLASSIFICATION,
+        "classification_reason": {
+            **NULLABLE_STRING,
+            "description": "The rule that gave the classification.",
+        },
     },
     "id",
     "to",
@@ -407,6 +451,34 @@ RECEIVED_SUMMARY = obj(
     "subject",
     "attachments",
     "reply_match_status",
+    "classification",
+)
+RECEIVED_REPORT = obj(
+    {
+        "form": {
+            "enum": ["delivery-status", "feedback-report", "disposition-notification", "text"],
+        },
+        "feedback_type": {**NULLABLE_STRING, "description": "RFC 5965 Feedback-Type."},
+        "returned_message_id": NULLABLE_STRING,
+        "recipients": {
+            "type": "array",
+            "items": obj({"email": NULLABLE_STRING, **REPORTED_FIELDS}, "type", "subtype"),
+        },
+    },
+    "form",
+    "recipients",
+    description="How a bounce or complaint was read; null for other mail.",
+)
+ENVELOPE = obj(
+    {
+        "mail_from": STRING,
+        "rcpt_to": STRINGS,
+        "remote_ip": NULLABLE_STRING,
+        "helo": NULLABLE_STRING,
+        "tls": BOOLEAN,
+        "tls_version": NULLABLE_STRING,
+    },
+    description="The SMTP envelope (or the ingester's) it arrived with.",
 )
 RECEIVED_EMAIL = {
     "allOf": [
@@ -414,6 +486,8 @@ RECEIVED_EMAIL = {
         obj(
             {
                 "object": {"const": "email"},
+                "from_name": NULLABLE_STRING,
+                "from_address": NULLABLE_STRING,
                 "html": NULLABLE_STRING,
                 "text": NULLABLE_STRING,
                 "headers": {"type": "object", "additionalProperties": STRING},
@@ -421,8 +495,23 @@ RECEIVED_EMAIL = {
                     "type": "array",
                     "items": {"type": "array", "items": STRING, "minItems": 2, "maxItems": 2},
                 },
-                "envelope": {"type": "object"},
-                "authentication_results": {"type": ["object", "null"]},
+                "in_reply_to": NULLABLE_STRING,
+                "references": NULLABLE_STRING,
+                "sent_at": {**NULLABLE_TIME, "description": "The Date field, when it parsed."},
+                "envelope": ENVELOPE,
+                "authentication_results": {
+                    "type": ["object", "null"],
+                    "description": "SPF, DKIM, DMARC and ARC verdicts; null until checked.",
+                    "additionalProperties": True,
+                },
+                "parse_defects": STRINGS,
+                "match_source": {
+                    **NULLABLE_STRING,
+                    "description": "The evidence that matched it to a sent email.",
+                },
+                "token_failure": {**NULLABLE_STRING, "description": "Why a reply token failed."},
+                "token_failure_source": NULLABLE_STRING,
+                "report": {"oneOf": [ref("ReceivedReport"), {"type": "null"}]},
                 # What the person wrote, without quoted history; null until the worker ran.
                 "stripped_text": NULLABLE_STRING,
                 "stripped_html": NULLABLE_STRING,
@@ -588,6 +677,130 @@ CREATE_API_KEY = obj(
 )
 NEW_API_KEY = obj({"id": UUID, "token": STRING}, "id", "token")
 
+# -- webhooks (resend/webhooks/_webhooks.py) and suppressions (resend/suppressions/) ----------
+
+WEBHOOK_STATUS: Schema = {"enum": ["enabled", "disabled"]}
+EVENT_TYPES: Schema = {
+    "type": "array",
+    "items": STRING,
+    "minItems": 1,
+    "description": "Event types of Resend's SDK (`WebhookEvent`); an unknown one is refused.",
+}
+WEBHOOK = obj(
+    {
+        "object": {"const": "webhook"},
+        "id": UUID,
+        "created_at": TIME,
+        "status": WEBHOOK_STATUS,
+        "disabled_reason": {
+            "enum": ["api", "failing", None],
+            "description": "`api`: by its tenant; `failing`: after 5 days of failed deliveries.",
+        },
+        "endpoint": STRING,
+        "events": STRINGS,
+        "signing_secret": STRING,
+    },
+    "object",
+    "id",
+    "created_at",
+    "status",
+    "disabled_reason",
+    "endpoint",
+    "events",
+    "signing_secret",
+)
+CREATE_WEBHOOK = obj(
+    {
+        "endpoint": {
+            "type": "string",
+            "description": "https in production, and never to a loopback or private address.",
+        },
+        "events": EVENT_TYPES,
+    },
+    "endpoint",
+    "events",
+)
+UPDATE_WEBHOOK = obj({"endpoint": STRING, "events": EVENT_TYPES, "status": WEBHOOK_STATUS})
+WEBHOOK_SECRET = obj(
+    {
+        "object": {"const": "webhook"},
+        "id": UUID,
+        "signing_secret": {"type": "string", "pattern": "^whsec_"},
+    },
+    "object",
+    "id",
+    "signing_secret",
+)
+EVENT_STATUS: Schema = {"enum": ["pending", "attempting", "success", "failed"]}
+WEBHOOK_EVENT_SUMMARY = obj(
+    {"id": UUID, "type": STRING, "created_at": TIME, "status": EVENT_STATUS},
+    "id",
+    "type",
+    "created_at",
+    "status",
+    description="One event sent to this webhook; its id is the `webhook-id` header.",
+)
+WEBHOOK_EVENT = {
+    "allOf": [
+        ref("WebhookEventSummary"),
+        obj(
+            {
+                "object": {"const": "webhook_event"},
+                "next_attempt_at": NULLABLE_TIME,
+                "payload": {
+                    "type": "object",
+                    "description": "The body as delivered: `type`, `created_at`, `data`.",
+                    "additionalProperties": True,
+                },
+            },
+            "object",
+            "next_attempt_at",
+            "payload",
+        ),
+    ]
+}
+WEBHOOK_ATTEMPT = obj(
+    {
+        "id": UUID,
+        "http_status_code": {
+            "type": ["integer", "null"],
+            "description": "Null when no HTTP answer came (see `error`).",
+        },
+        "response": {"type": "string", "description": "The answer's first KiB."},
+        "sent_at": TIME,
+        "latency_ms": {"type": "number"},
+        "error": NULLABLE_STRING,
+    },
+    "id",
+    "http_status_code",
+    "response",
+    "sent_at",
+    "latency_ms",
+    "error",
+)
+
+SUPPRESSION_ORIGIN: Schema = {"enum": ["bounce", "complaint", "manual"]}
+SUPPRESSION_FIELDS: dict[str, Schema] = {
+    "id": UUID,
+    "email": STRING,
+    "origin": SUPPRESSION_ORIGIN,
+    "source_id": {**NULLABLE_UUID, "description": "The email that bounced or complained."},
+    "created_at": TIME,
+}
+SUPPRESSION_ITEM = obj(SUPPRESSION_FIELDS, *SUPPRESSION_FIELDS)
+SUPPRESSION = obj(
+    {"object": {"const": "suppression"}, **SUPPRESSION_FIELDS}, "object", *SUPPRESSION_FIELDS
+)
+ADDRESS_BATCH: Schema = {"type": "array", "items": STRING, "minItems": 1, "maxItems": 100}
+SUPPRESSION_IDS = obj(
+    {"data": {"type": "array", "items": ref("SuppressionObjectId")}},
+    "data",
+)
+REMOVE_SUPPRESSIONS = obj(
+    {"emails": ADDRESS_BATCH, "ids": {**ADDRESS_BATCH, "items": UUID}},
+    description="Either `emails` or `ids`, not both.",
+)
+
 # -- operations and ingesters ---------------------------------------------------------------------
 
 HEALTH = obj({"status": {"enum": ["ok", "unavailable"]}, "database": BOOLEAN}, "status", "database")
@@ -611,12 +824,22 @@ INBOUND_ANSWER = obj(
             "type": "array",
             "items": obj({"id": UUID, "reply_match_status": STRING}, "id", "reply_match_status"),
         },
-        "refused": {"type": "array", "items": {"type": "object"}},
+        "refused": {"type": "array", "items": ref("RefusedRecipient")},
     },
     "object",
     "duplicate",
     "emails",
     "refused",
+)
+REFUSED_RECIPIENT = obj(
+    {
+        "recipient": STRING,
+        "reason": {"type": "string", "description": "Such as `missing-domain`, `bad-syntax`."},
+        "message": STRING,
+    },
+    "recipient",
+    "reason",
+    "message",
 )
 SNS_ANSWER = obj(
     {
@@ -642,6 +865,7 @@ SCHEMAS: dict[str, Schema] = {
     "EmailList": list_of("EmailSummary"),
     "EmailObjectId": object_id("email"),
     "Delivery": DELIVERY,
+    "DeliveryReport": DELIVERY_REPORT,
     "RescheduleRequest": RESCHEDULE,
     "ReplyRequest": REPLY,
     "ReplyResponse": REPLY_ANSWER,
@@ -661,6 +885,7 @@ SCHEMAS: dict[str, Schema] = {
     "ReceivedEmailSummary": RECEIVED_SUMMARY,
     "ReceivedEmail": RECEIVED_EMAIL,
     "ReceivedEmailList": list_of("ReceivedEmailSummary"),
+    "ReceivedReport": RECEIVED_REPORT,
     "Contact": CONTACT,
     "ContactList": list_of("Contact"),
     "ContactObjectId": object_id("contact"),
@@ -680,7 +905,33 @@ SCHEMAS: dict[str, Schema] = {
     "CreateApiKeyRequest": CREATE_API_KEY,
     "NewApiKey": NEW_API_KEY,
     "DeletedApiKey": deleted("api_key"),
+    "Webhook": WEBHOOK,
+    "WebhookList": list_of("Webhook"),
+    "CreateWebhookRequest": CREATE_WEBHOOK,
+    "UpdateWebhookRequest": UPDATE_WEBHOOK,
+    "WebhookSecret": WEBHOOK_SECRET,
+    "WebhookObjectId": object_id("webhook"),
+    "DeletedWebhook": deleted("webhook"),
+    "WebhookEventSummary": WEBHOOK_EVENT_SUMMARY,
+    "WebhookEvent": WEBHOOK_EVENT,
+    "WebhookEventList": list_of("WebhookEventSummary"),
+    "WebhookEventObjectId": object_id("webhook_event"),
+    "WebhookAttempt": WEBHOOK_ATTEMPT,
+    "WebhookAttemptList": list_of("WebhookAttempt"),
+    "Suppression": SUPPRESSION,
+    "SuppressionListItem": SUPPRESSION_ITEM,
+    "SuppressionList": list_of("SuppressionListItem"),
+    "CreateSuppressionRequest": obj({"email": STRING}, "email"),
+    "SuppressionObjectId": object_id("suppression"),
+    "AddSuppressionsRequest": obj({"emails": ADDRESS_BATCH}, "emails"),
+    "AddedSuppressions": SUPPRESSION_IDS,
+    "RemoveSuppressionsRequest": REMOVE_SUPPRESSIONS,
+    "RemovedSuppressions": obj(
+        {"data": {"type": "array", "items": ref("DeletedSuppression")}}, "data"
+    ),
+    "DeletedSuppression": deleted("suppression"),
     "InboundEvent": INBOUND_EVENT,
     "InboundEventResponse": INBOUND_ANSWER,
+    "RefusedRecipient": REFUSED_RECIPIENT,
     "SnsResponse": SNS_ANSWER,
 }
