@@ -24,14 +24,18 @@ from prometheus_client import (
 
 from api import errors
 from api.account import api_keys, domains
-from api.auth import Handler, require_api_key
+from api.auth import DASHBOARD_PREFIX, Handler, require_api_key
 from api.context import DNS, POOL, SETTINGS, TOKENS, nul_refusal
 from api.conversations import contacts, receiving, threads
+from api.dashboard.app import make_dashboard
+from api.downloads import routes as downloads
 from api.errors import ApiError
+from api.inbound_compat import routes as inbound_compat
 from api.ingest import raw as ingest
 from api.ingest import ses_s3
 from api.openapi import document as openapi
 from api.sending import emails, replies
+from api.suppressions import routes as suppression_routes
 from api.webhooks import routes as webhooks
 from policy.dns import DnsLookup
 from policy.settings import Settings
@@ -169,8 +173,12 @@ def make_app(
     app.router.add_routes(contacts.routes)
     app.router.add_routes(emails.routes)
     replies.install(app)  # POST /emails/{id}/reply and its Inbound-worded errors
+    app.router.add_routes(inbound_compat.routes)  # Inbound's e2 and v2 mail replies
     app.router.add_routes(domains.routes)
+    app.router.add_routes(downloads.routes)  # signed download links, no API key
+    app.router.add_routes(suppression_routes.routes)
     app.router.add_routes(webhooks.routes)
     ingest.install(app)  # POST /events/inbound, with its own token
     ses_s3.install(app)  # POST /events/inbound/ses-s3 and, when configured, its AWS clients
+    app.add_subapp(DASHBOARD_PREFIX.rstrip("/"), make_dashboard(app, settings))
     return app

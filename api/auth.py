@@ -19,7 +19,7 @@ from aiohttp import web
 from api import errors
 from api.context import POOL
 from api.errors import ApiError
-from storage.account_caches import KeyCache
+from storage.account_caches import KeyCache, LastUseRecorder
 from storage.database import Pool
 from storage.errors import StorageError
 
@@ -30,6 +30,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLIC_PATHS = frozenset(
     {"/healthz", "/metrics", "/openapi.json", "/events/inbound", "/events/inbound/ses-s3"}
 )
+# Signed download links carry their own proof instead of a key (api.downloads.routes checks it).
+PUBLIC_PREFIX = "/download/"
+# The dashboard signs people in with its own sessions (api.dashboard), not API keys.
+DASHBOARD_PREFIX = "/dashboard/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +61,9 @@ def bearer_token(request: web.Request) -> str:
 
 # One cache per application (the app is frozen once started, so it cannot hold it itself).
 _KEY_CACHES: weakref.WeakKeyDictionary[web.Application, KeyCache] = weakref.WeakKeyDictionary()
+_LAST_USES: weakref.WeakKeyDictionary[web.Application, LastUseRecorder] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 async def authenticate(pool: Pool, request: web.Request) -> Caller:
@@ -70,6 +77,10 @@ async def authenticate(pool: Pool, request: web.Request) -> Caller:
         raise ApiError(errors.SERVICE_UNAVAILABLE) from error
     if key is None:
         raise ApiError(errors.INVALID_API_KEY)
+    last_uses = _LAST_USES.get(request.app)
+    if last_uses is None:
+        last_uses = _LAST_USES[request.app] = LastUseRecorder()
+    await last_uses.record(pool, key.id)  # GET /api-keys shows it, to the minute
     return Caller(key.tenant_id, key.id, key.permission, key.domain_id)
 
 
@@ -77,7 +88,13 @@ async def authenticate(pool: Pool, request: web.Request) -> Caller:
 async def require_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
     match = request.match_info
     resource = match.route.resource
-    if match.http_exception is not None or resource is None or resource.canonical in PUBLIC_PATHS:
+    if (
+        match.http_exception is not None
+        or resource is None
+        or resource.canonical in PUBLIC_PATHS
+        or resource.canonical.startswith(PUBLIC_PREFIX)
+        or request.path.startswith(DASHBOARD_PREFIX)
+    ):
         return await handler(request)  # public, or aiohttp's own 404/405 answer
     request[CALLER] = await authenticate(request.app[POOL], request)
     return await handler(request)

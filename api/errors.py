@@ -36,6 +36,12 @@ RESTRICTED_API_KEY = ErrorKind(
 INVALID_API_KEY = ErrorKind(403, "invalid_api_key", "API key is invalid.")
 FORBIDDEN = ErrorKind(403, "validation_error", "You do not have access to this resource.")
 NOT_FOUND = ErrorKind(404, "not_found", "The requested resource was not found.")
+# A signed download link (api.downloads) that is tampered with, expired or used for another path.
+INVALID_DOWNLOAD_LINK = ErrorKind(
+    403,
+    "invalid_download_link",
+    "This download link is invalid or has expired: fetch the email again for a new link.",
+)
 METHOD_NOT_ALLOWED = ErrorKind(
     405, "method_not_allowed", "Method is not allowed for the requested path."
 )

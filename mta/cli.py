@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import logging
 import os
@@ -20,12 +21,15 @@ from uuid import UUID
 
 from mta.dns import Resolver
 from mta.logs import configure_logging
+from policy.dashboard import totp
+from policy.dashboard.passwords import WeakPassword, hash_password
 from policy.domains import dkim_keys
 from policy.domains.names import DomainNameError, normalize_domain
 from policy.domains.records import Status, records_to_publish, setup_of, with_last_results
 from policy.settings import Settings, SettingsError, check_serve, load_settings
 from storage.account import directory, domains
 from storage.account.domains import DomainDetails
+from storage.dashboard import users as dashboard_users
 from storage.database import Pool, open_pool
 from storage.embedded import embedded_database_url, stop_embedded
 from storage.errors import StorageError
@@ -258,6 +262,56 @@ async def cmd_apikey_create(settings: Settings, args: argparse.Namespace) -> Non
     await _with_pool(settings, work)
 
 
+def read_password() -> str:
+    """Asked twice at a terminal; from a script, the first line of standard input."""
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    password = getpass.getpass("Password: ")
+    if getpass.getpass("Password again: ") != password:
+        raise CommandError("the two passwords differ; nothing was created")
+    return password
+
+
+async def cmd_user_create(settings: Settings, args: argparse.Namespace) -> None:
+    try:
+        password_hash = hash_password(read_password())
+    except WeakPassword as error:
+        raise CommandError(f"user {args.email} not created: {error}") from None
+
+    async def work(pool: Pool) -> None:
+        tenant_id = await _tenant_id(pool, args.tenant)
+        try:
+            user = await dashboard_users.create_user(pool, tenant_id, args.email, password_hash)
+        except StorageError as error:
+            raise CommandError(f"user {args.email} not created: {error}") from error
+        emit(
+            args,
+            {"id": user.id, "email": user.email, "tenant_id": user.tenant_id},
+            f"dashboard user {user.email} created: {user.id}",
+        )
+
+    await _with_pool(settings, work)
+
+
+async def cmd_user_totp(settings: Settings, args: argparse.Namespace) -> None:
+    secret = None if args.off else totp.new_secret()
+
+    async def work(pool: Pool) -> None:
+        if not await dashboard_users.set_totp(pool, args.email, secret):
+            raise CommandError(f"no dashboard user {args.email}; create it with `user create`")
+        if secret is None:
+            emit(args, {"email": args.email, "totp": False}, f"two-factor off for {args.email}")
+            return
+        uri = totp.provisioning_uri(secret, args.email)
+        emit(
+            args,
+            {"email": args.email, "totp": True, "secret": secret, "uri": uri},
+            f"two-factor on for {args.email}; add it to an authenticator app (shown once):\n{uri}",
+        )
+
+    await _with_pool(settings, work)
+
+
 async def cmd_db_url(settings: Settings, args: argparse.Namespace) -> None:
     print(database_url(settings))
 
@@ -360,6 +414,23 @@ def build_parser() -> argparse.ArgumentParser:
     apikey_create = add("create", cmd_apikey_create, "create an API key", apikey)
     apikey_create.add_argument("--tenant", required=True, help="tenant name or id")
     apikey_create.add_argument("--name", default="default", help="a name to recognise it by")
+
+    user = commands.add_parser("user", help="manage dashboard users").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    user_create = add(
+        "create",
+        cmd_user_create,
+        "create a dashboard user (password asked, or read from standard input)",
+        user,
+    )
+    user_create.add_argument("email")
+    user_create.add_argument("--tenant", required=True, help="tenant name or id")
+    user_totp = add(
+        "totp", cmd_user_totp, "turn two-factor sign-in on (prints a new secret) or off", user
+    )
+    user_totp.add_argument("email")
+    user_totp.add_argument("--off", action="store_true", help="turn it off")
 
     db = commands.add_parser("db", help="the database").add_subparsers(
         dest="action", required=True, metavar="ACTION"

@@ -18,6 +18,7 @@ from mta.smtp.tls import server_tls_context
 from mta.submission.auth import Logins
 from mta.submission.handler import SubmissionHandler, SubmissionLimits
 from mta.submission.protocol import SubmissionProtocol
+from policy.delivery.result import email_status
 from policy.settings import ListenAddress, Settings
 from policy.submission.throttle import AuthLimits
 from policy.tokens import ReplyTokens
@@ -63,7 +64,7 @@ async def start_mx(
 ) -> MXListener:
     loop = asyncio.get_running_loop()
     listen = listen or settings.mx_listen
-    writer = GroupCommitWriter(pool)
+    writer = GroupCommitWriter(pool, roll_up=email_status)
     handler = MXHandler(
         lookups=InboxLookups(pool),
         tokens=tokens,

@@ -125,7 +125,9 @@ async def serve(
                 start = functools.partial(_start_mx_worker, settings, url, number)
                 supervisors.append(_supervised(start, workers))
             if deliver:
-                delivery = DeliveryWorkers(pool, url, settings, Resolver(settings.dns_servers))
+                delivery = DeliveryWorkers(
+                    pool, url, settings, Resolver(settings.dns_servers), tokens=tokens
+                )
                 await delivery.start()
         # Webhook delivery: beside the MTA in a process of its own at a lower CPU priority
         # (mail first; WEBHOOK_NICENESS), or here alone (`--only webhooks`).

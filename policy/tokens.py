@@ -79,6 +79,12 @@ class ReplyTokens:
         self._current = secret
         self._all = (secret, *previous)
 
+    @property
+    def secrets(self) -> tuple[bytes, ...]:
+        """The current secret first, then the previous ones: what other signatures (download
+        links, policy.download_links) are keyed and rotated with."""
+        return self._all
+
     @staticmethod
     def _signature(secret: bytes, tenant_id: UUID, email_id: UUID, reply_domain: str) -> str:
         message = f"v1:{tenant_id}:{email_id.hex}:{reply_domain.lower()}".encode()
@@ -89,6 +95,18 @@ class ReplyTokens:
             email_id, self._signature(self._current, tenant_id, email_id, reply_domain)
         )
 
+    def sign(self, message: str) -> str:
+        """The signature of another kind of token (bounce addresses: policy.bounces.verp),
+        made like a reply token's: the first 80 bits of HMAC-SHA256 with the current secret."""
+        return _hmac_hex(self._current, message)
+
+    def check(self, message: str, signature: str) -> bool:
+        """Constant-time, against the current and every previous secret."""
+        valid = False
+        for secret in self._all:
+            valid |= hmac.compare_digest(_hmac_hex(secret, message), signature)
+        return valid
+
     def signature_valid(self, token: ReplyToken, tenant_id: UUID, reply_domain: str) -> bool:
         # Every secret is tried, whatever the outcome, so timing says nothing about which matched.
         valid = False
@@ -96,3 +114,7 @@ class ReplyTokens:
             expected = self._signature(secret, tenant_id, token.email_id, reply_domain)
             valid |= hmac.compare_digest(expected, token.signature)
         return valid
+
+
+def _hmac_hex(secret: bytes, message: str) -> str:
+    return hmac.new(secret, message.encode(), hashlib.sha256).hexdigest()[:SIGNATURE_HEX_DIGITS]

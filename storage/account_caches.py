@@ -13,6 +13,7 @@ takes effect within `LimitCache.TTL_SECONDS`. Unknown keys and domains are never
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -21,6 +22,7 @@ from uuid import UUID
 from storage.account import directory
 from storage.account.directory import ApiKey
 from storage.database import Pool
+from storage.errors import StorageError
 from storage.sending import emails as sending
 from storage.sending import replies
 
@@ -119,3 +121,31 @@ class LimitCache:
         if entry[1] is None:
             return False
         return await replies.sending_limit_reached(pool, tenant_id)
+
+
+class LastUseRecorder:
+    """Writes an API key's `last_used_at` at most once per INTERVAL_SECONDS per key and
+    process, so recording use costs one UPDATE a minute for a busy key, not one per request."""
+
+    INTERVAL_SECONDS = 60.0
+    MAX_ENTRIES = 10_000
+
+    def __init__(self) -> None:
+        self._written: dict[UUID, float] = {}
+
+    def due(self, key_id: UUID) -> bool:
+        """Whether this use should be written; if so, it counts as written from now on."""
+        now = time.monotonic()
+        last = self._written.get(key_id)
+        if last is not None and now - last < self.INTERVAL_SECONDS:
+            return False
+        if len(self._written) >= self.MAX_ENTRIES:
+            self._written.clear()
+        self._written[key_id] = now
+        return True
+
+    async def record(self, pool: Pool, key_id: UUID) -> None:
+        """Best effort: a use that cannot be written is not worth failing the request for."""
+        if self.due(key_id):
+            with contextlib.suppress(StorageError):
+                await directory.mark_api_key_used(pool, key_id)

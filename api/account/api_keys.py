@@ -1,4 +1,7 @@
-"""API keys over HTTP, in Resend's shapes: POST/GET /api-keys, DELETE /api-keys/{id}."""
+"""API keys over HTTP, in Resend's shapes: POST/GET /api-keys, DELETE /api-keys/{id}.
+
+The list pages like every other list (api.pagination); each key shows its last use.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,9 @@ from api import errors
 from api.auth import CALLER
 from api.context import POOL, read_json
 from api.errors import ApiError
+from api.pagination import list_body, page_request
 from storage.account import directory
+from storage.account.directory import ApiKey
 
 routes = web.RouteTableDef()
 
@@ -59,17 +64,22 @@ async def create_api_key(request: web.Request) -> web.Response:
 async def list_api_keys(request: web.Request) -> web.Response:
     caller = request[CALLER]
     caller.require_full_access()
-    keys = await directory.list_api_keys(request.app[POOL], caller.tenant_id)
-    return web.json_response(
-        {
-            "object": "list",
-            "has_more": False,  # every key in one page: a tenant has few
-            "data": [
-                {"id": str(k.id), "name": k.name, "created_at": k.created_at.isoformat()}
-                for k in keys
-            ],
-        }
+    page = page_request(request)
+    keys, has_more = await directory.list_api_keys_page(
+        request.app[POOL], caller.tenant_id, limit=page.limit, after=page.after, before=page.before
     )
+    return web.json_response(list_body([api_key_json(k) for k in keys], has_more))
+
+
+def api_key_json(key: ApiKey) -> dict[str, object]:
+    """Resend's listed key; `last_used_at` is to the minute (storage.account_caches)."""
+    last_used = key.last_used_at.isoformat() if key.last_used_at else None
+    return {
+        "id": str(key.id),
+        "name": key.name,
+        "created_at": key.created_at.isoformat(),
+        "last_used_at": last_used,
+    }
 
 
 @routes.delete("/api-keys/{id}")

@@ -14,6 +14,10 @@ Where one self-hosted server differs from Resend's hosted service, on purpose:
   on, another reply domain) leaves it and `verified` alone; the new record shows `not_started`
   until the next verify. Turning receiving on for a verified domain therefore takes mail at
   once for a name the tenant proved through its parent (the reply domain is a subdomain).
+- `records` holds only what Resend's SDK types allow (`SPF | DKIM | Receiving | ...`): the
+  receiving MX is `{record: "Receiving", type: "MX", priority}` (the command line's JSON says
+  "MX", as it always has). The DMARC record we suggest (checked, never required) is in
+  `suggested_records`, a field of our own, so strictly typed code still reads `records`.
 - record names are fully qualified (Resend's are relative): a reply domain's MX may sit in
   another zone, and a full name is unambiguous whichever zone the tenant edits.
 - `region` is kept and echoed but changes nothing; open/click tracking, tracking subdomains,
@@ -44,7 +48,13 @@ from policy.dns import DnsLookup
 from policy.domains import dkim_keys
 from policy.domains.check import DomainCheck, check_domain
 from policy.domains.names import DomainNameError, is_subdomain, normalize_domain
-from policy.domains.records import Status, records_to_publish, setup_of, with_last_results
+from policy.domains.records import (
+    Purpose,
+    Status,
+    records_to_publish,
+    setup_of,
+    with_last_results,
+)
 from storage.account import domains
 from storage.account.domains import DomainDetails
 from storage.database import Pool
@@ -122,8 +132,18 @@ def domain_json(domain: DomainDetails, hostname: str) -> dict[str, Any]:
         "capabilities": _capabilities(domain),
         "reply_domain": domain.reply_domain,
         "last_checked_at": domain.last_checked_at.isoformat() if domain.last_checked_at else None,
-        "records": [check.as_json() for check in checks],
+        "records": [_resend_record(c.as_json()) for c in checks if c.spec.required],
+        "suggested_records": [c.as_json() for c in checks if not c.spec.required],
+        "deleted": False,  # Resend's Python SDK types it as always present
     }
+
+
+# Our record labels (policy.domains.records.Purpose) that Resend's SDK names otherwise.
+RESEND_LABELS = {Purpose.RECEIVING.value: "Receiving"}
+
+
+def _resend_record(record: dict[str, Any]) -> dict[str, Any]:
+    return {**record, "record": RESEND_LABELS.get(record["record"], record["record"])}
 
 
 def _capabilities(domain: DomainDetails) -> dict[str, str]:
@@ -256,17 +276,10 @@ async def list_domains(request: web.Request) -> web.Response:
     found = await domains.list_domains(
         pool, caller.tenant_id, limit=page.limit, after=page.after, before=page.before
     )
-    data = [
-        {
-            "id": str(d.id),
-            "name": d.name,
-            "status": d.status,
-            "created_at": d.created_at.isoformat(),
-            "region": d.region,
-            "capabilities": _capabilities(d),
-        }
-        for d in found.domains
-    ]
+    # The whole domain, records included: Resend's Python SDK types each item as its `Domain`
+    # (records and `deleted` required); the Node SDK's narrower item is a part of it.
+    hostname = request.app[SETTINGS].hostname
+    data = [domain_json(d, hostname) for d in found.domains]
     return web.json_response(list_body(data, found.has_more))
 
 
@@ -321,4 +334,6 @@ async def delete_domain(request: web.Request) -> web.Response:
     if not await domains.delete_domain(request.app[POOL], domain.tenant_id, domain.id):
         raise ApiError(errors.NOT_FOUND, "Domain not found.")
     log.info("domain deleted", extra={"domain": domain.name})
-    return web.json_response({"object": "domain", "id": str(domain.id), "deleted": True})
+    # What was deleted, as Resend's Python SDK types the answer (its `Domain`).
+    gone = {**domain_json(domain, request.app[SETTINGS].hostname), "deleted": True}
+    return web.json_response(gone)

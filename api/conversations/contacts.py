@@ -37,6 +37,9 @@ def contact_json(contact: Contact) -> dict[str, Any]:
         "last_name": contact.last_name,
         "created_at": contact.created_at.isoformat(),
         "unsubscribed": contact.unsubscribed,
+        # Resend's custom contact properties, which we do not keep: its SDK types them as
+        # always present, so strictly typed code needs the empty map.
+        "properties": {},
     }
 
 

@@ -66,6 +66,37 @@ def _leaf(part: Message) -> Part:
     return Part(payload if isinstance(payload, bytes) else b"", content_type)
 
 
+@dataclass(frozen=True, slots=True)
+class Attached:
+    """A leaf part with a Content-Disposition (attachment or inline), as sent."""
+
+    filename: str | None
+    content_id: str | None
+    part: Part
+
+
+def attached_parts(raw: bytes) -> list[Attached]:
+    """Every leaf with a Content-Disposition, in tree order; [] for a message that will not
+    parse. Sent messages are ours (policy.sending.compose), so this finds what their metadata
+    lists."""
+    try:
+        found = []
+        for node in message_from_bytes(raw, policy=compat32).walk():
+            if node.is_multipart() or node.get("Content-Disposition") is None:
+                continue
+            content_id = node.get("Content-ID")
+            found.append(
+                Attached(
+                    node.get_filename(),
+                    str(content_id).strip().strip("<>") if content_id else None,
+                    _leaf(node),
+                )
+            )
+        return found
+    except (ValueError, RecursionError, LookupError, UnicodeError, AssertionError):
+        return []
+
+
 async def extract(raw: bytes, path: str) -> Part | None:
     """find_part off the event loop: parsing a 25 MB message takes long enough to stall it."""
     return await asyncio.get_running_loop().run_in_executor(None, find_part, raw, path)

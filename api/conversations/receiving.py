@@ -18,6 +18,7 @@ from api.auth import CALLER
 from api.context import POOL, SETTINGS
 from api.conversations import mime_parts
 from api.conversations.threads import display_address, thread_object
+from api.download_links import signed_link
 from api.errors import ApiError
 from api.pagination import list_body, page_request, query_datetime, query_uuid, unknown_cursor
 from policy.authcheck.verdicts import header_field, obscure_forged_results
@@ -27,6 +28,7 @@ from storage.inbound.received import RawMessage, ReceivedEmail, ReceivedFilters,
 routes = web.RouteTableDef()
 
 MATCH_STATUSES = ("matched", "unmatched")
+CLASSIFICATIONS = ("human", "auto_reply", "bounce", "complaint", "auto_generated")
 # RFC 5321 section 4.5.3.1.3: a path is at most 256 octets; anything longer matches nothing.
 MAX_ADDRESS_FILTER = 256
 
@@ -39,8 +41,15 @@ def _filters(request: web.Request) -> ReceivedFilters:
             errors.VALIDATION_ERROR,
             "The `reply_match_status` parameter must be `matched` or `unmatched`.",
         )
+    classification = query.get("classification") or None
+    if classification is not None and classification not in CLASSIFICATIONS:
+        raise ApiError(
+            errors.VALIDATION_ERROR,
+            "The `classification` parameter must be one of " + ", ".join(CLASSIFICATIONS) + ".",
+        )
     return ReceivedFilters(
         match_status=status,
+        classification=classification,
         thread_id=query_uuid(query, "thread_id"),
         recipient=_address_filter(query, "recipient"),
         sender=_address_filter(query, "from"),
@@ -58,19 +67,9 @@ def _address_filter(query: Mapping[str, str], name: str) -> str | None:
     return value
 
 
-def _origin(request: web.Request) -> str:
-    # Absolute, as Resend's download_url is; our links need the same bearer key as any call.
-    return str(request.url.origin())
-
-
 def _bracketed(message_id: str | None) -> str | None:
     # Stored without angle brackets (matching compares bare ids); shown as the field writes it.
     return None if message_id is None else f"<{message_id}>"
-
-
-# Resend's download links expire; ours need the API key instead and do not. Its document and SDK
-# type `expires_at` as a date-time string, so "never" is the latest one.
-NEVER = "9999-12-31T23:59:59+00:00"
 
 
 OMITTED_WHEN_NULL = ("filename", "content_id")
@@ -117,10 +116,14 @@ def summary_json(email: ReceivedSummary) -> dict[str, Any]:
         "reply_to_email_id": _str(email.reply_to_email_id),
         "thread_id": _str(email.thread_id),
         "contact_id": _str(email.contact_id),
+        # What kind of mail this is, and the rule that said so: an auto-reply or a bounce stays
+        # linked (reply_match_status, reply_to_email_id, thread_id) but is no customer reply.
+        "classification": email.classification,
+        "classification_reason": email.classification_reason,
     }
 
 
-def _header_object(fields: list[list[str]]) -> dict[str, str]:
+def header_object(fields: list[list[str]]) -> dict[str, str]:
     """Resend's `headers` object: one value per name, the first (topmost) one. Repeated fields
     (Received, DKIM-Signature) are all in `header_list`."""
     seen: set[str] = set()
@@ -148,7 +151,9 @@ def authentication_json(email: ReceivedEmail) -> dict[str, Any] | None:
     }
 
 
-def detail_json(email: ReceivedEmail, origin: str, thread: dict[str, Any]) -> dict[str, Any]:
+def detail_json(
+    email: ReceivedEmail, raw_link: dict[str, str], thread: dict[str, Any]
+) -> dict[str, Any]:
     return {
         "object": "email",
         **summary_json(email),
@@ -160,7 +165,7 @@ def detail_json(email: ReceivedEmail, origin: str, thread: dict[str, Any]) -> di
         # stripped it (policy/stripping/).
         "stripped_text": email.stripped_text,
         "stripped_html": email.stripped_html,
-        "headers": _header_object(email.headers),
+        "headers": header_object(email.headers),
         "header_list": [list(pair) for pair in email.headers],
         "in_reply_to": email.in_reply_to,
         "references": email.references,
@@ -178,8 +183,9 @@ def detail_json(email: ReceivedEmail, origin: str, thread: dict[str, Any]) -> di
         "match_source": email.match_source,
         "token_failure": email.token_failure,
         "token_failure_source": email.token_failure_source,
-        # Resend's shape; our link needs the API key and does not expire.
-        "raw": {"download_url": f"{origin}/emails/receiving/{email.id}/raw", "expires_at": NEVER},
+        "report": email.report,
+        # Resend's shape: a signed link that needs no API key and expires (api.downloads).
+        "raw": raw_link,
         "thread": thread,
     }
 
@@ -201,6 +207,7 @@ def _lone_thread(email: ReceivedEmail) -> dict[str, Any]:
                 "subject": email.subject,
                 "reply_match_status": email.reply_match_status,
                 "reply_to_email_id": _str(email.reply_to_email_id),
+                "classification": email.classification,
             }
         ],
     }
@@ -238,27 +245,27 @@ async def get_received(request: web.Request) -> web.Response:
         thread = await thread_object(
             pool, caller.tenant_id, email.thread_id, match_status=email.reply_match_status
         )
-    return web.json_response(detail_json(email, _origin(request), thread or _lone_thread(email)))
+    raw_link = signed_link(request, caller.tenant_id, f"/emails/receiving/{email.id}/raw")
+    return web.json_response(detail_json(email, raw_link, thread or _lone_thread(email)))
 
 
-async def _attachments_of(request: web.Request) -> tuple[UUID, list[dict[str, Any]]]:
-    """The received email named in the path and its attachments, or the caller's 404."""
-    caller = request[CALLER]
-    caller.require_full_access()
+async def _attachments_of(request: web.Request) -> tuple[UUID, UUID, list[dict[str, Any]]]:
+    """The caller's tenant, the received email named in the path and its attachments, or 404."""
+    tenant_id = _full_access_tenant(request)
     email_id = path_uuid(request)
-    entries = await received.get_attachments(request.app[POOL], caller.tenant_id, email_id)
+    entries = await received.get_attachments(request.app[POOL], tenant_id, email_id)
     if entries is None:
         raise ApiError(errors.NOT_FOUND, "Email not found.")
-    return email_id, entries
+    return tenant_id, email_id, entries
 
 
 @routes.get("/emails/receiving/{id}/attachments")
 async def list_attachments(request: web.Request) -> web.Response:
     """Every attachment at once: a message holds few, so `has_more` is always false."""
-    email_id, entries = await _attachments_of(request)
-    origin = _origin(request)
+    tenant_id, email_id, entries = await _attachments_of(request)
     data = [
-        _linked(attachment_json(e, i, email_id), email_id, origin) for i, e in enumerate(entries)
+        _linked(request, tenant_id, attachment_json(e, i, email_id), email_id)
+        for i, e in enumerate(entries)
     ]
     return web.json_response(list_body(data, False))
 
@@ -266,27 +273,36 @@ async def list_attachments(request: web.Request) -> web.Response:
 @routes.get("/emails/receiving/{id}/attachments/{attachment_id}")
 async def get_attachment(request: web.Request) -> web.Response:
     """Resend's attachment object, whose `download_url` serves the bytes."""
-    email_id, entries = await _attachments_of(request)
+    tenant_id, email_id, entries = await _attachments_of(request)
     index = _find_attachment(entries, request.match_info["attachment_id"], email_id)
-    body = _linked(attachment_json(entries[index], index, email_id), email_id, _origin(request))
+    body = _linked(request, tenant_id, attachment_json(entries[index], index, email_id), email_id)
     return web.json_response({"object": "attachment", **body})
 
 
-async def _raw_of(request: web.Request) -> tuple[UUID, RawMessage]:
-    """The received email named in the path, with its raw bytes, or the caller's 404."""
-    caller = request[CALLER]
-    caller.require_full_access()
+async def _raw_of(request: web.Request, tenant_id: UUID) -> tuple[UUID, RawMessage]:
+    """The received email named in the path, with its raw bytes, or a 404."""
     email_id = path_uuid(request)
-    stored = await received.get_raw(request.app[POOL], caller.tenant_id, email_id)
+    stored = await received.get_raw(request.app[POOL], tenant_id, email_id)
     if stored is None:
         raise ApiError(errors.NOT_FOUND, "Email not found.")
     return email_id, stored
 
 
+def _full_access_tenant(request: web.Request) -> UUID:
+    caller = request[CALLER]
+    caller.require_full_access()
+    return caller.tenant_id
+
+
 @routes.get("/emails/receiving/{id}/attachments/{attachment_id}/content")
 async def download_attachment(request: web.Request) -> web.Response:
+    """The decoded bytes of one attachment, with the API key (the signed link needs none)."""
+    return await attachment_content(request, _full_access_tenant(request))
+
+
+async def attachment_content(request: web.Request, tenant_id: UUID) -> web.Response:
     """The decoded bytes of one attachment, read again from the stored raw message."""
-    email_id, stored = await _raw_of(request)
+    email_id, stored = await _raw_of(request, tenant_id)
     index = _find_attachment(stored.attachments, request.match_info["attachment_id"], email_id)
     entry = attachment_json(stored.attachments[index], index, email_id)
     path = part_path(stored.attachments[index], index)
@@ -308,13 +324,25 @@ async def download_attachment(request: web.Request) -> web.Response:
 
 @routes.get("/emails/receiving/{id}/raw")
 async def get_raw(request: web.Request) -> web.Response:
+    """The raw message, with the API key (the signed link in `raw.download_url` needs none)."""
+    return await raw_message(request, _full_access_tenant(request))
+
+
+async def raw_message(request: web.Request, tenant_id: UUID) -> web.Response:
+    """One of the tenant's received messages as an .eml (also behind the signed links of
+    api.downloads)."""
+    email_id, stored = await _raw_of(request, tenant_id)
+    return eml_response(email_id, stored, request.app[SETTINGS].hostname)
+
+
+def eml_response(email_id: UUID, stored: RawMessage, hostname: str) -> web.Response:
     """The message as received, with our Received trace field on top (RFC 5321 section 4.4)
     and, once checked, our Authentication-Results above it, as a boundary MTA adds it (RFC 8601
-    section 5): a mail client or filter that imports the file reads our verdicts in it."""
-    email_id, stored = await _raw_of(request)
+    section 5): a mail client or filter that imports the file reads our verdicts in it. Also
+    the dashboard's download (api.dashboard.mail)."""
     verdicts = header_field(stored.auth_header) if stored.auth_header else b""
     trace = stored.received_header.encode("utf-8") + b"\r\n" if stored.received_header else b""
-    raw = obscure_forged_results(stored.raw, request.app[SETTINGS].hostname)
+    raw = obscure_forged_results(stored.raw, hostname)
     return web.Response(
         body=verdicts + trace + raw,
         headers={
@@ -334,12 +362,14 @@ def _find_attachment(entries: list[dict[str, Any]], attachment_id: str, email_id
     raise ApiError(errors.NOT_FOUND, "Attachment not found.")
 
 
-def _linked(body: dict[str, Any], email_id: UUID, origin: str) -> dict[str, Any]:
-    """The attachment with its download link. Resend's SDK types this form's `filename` and
-    `content_id` as absent or a string (never null), so an unknown one is left out."""
-    url = f"{origin}/emails/receiving/{email_id}/attachments/{body['id']}/content"
+def _linked(
+    request: web.Request, tenant_id: UUID, body: dict[str, Any], email_id: UUID
+) -> dict[str, Any]:
+    """The attachment with its signed download link. Resend's SDK types this form's `filename`
+    and `content_id` as absent or a string (never null), so an unknown one is left out."""
+    path = f"/emails/receiving/{email_id}/attachments/{body['id']}/content"
     given = {k: v for k, v in body.items() if v is not None or k not in OMITTED_WHEN_NULL}
-    return {**given, "download_url": url, "expires_at": NEVER}
+    return {**given, **signed_link(request, tenant_id, path)}
 
 
 def _str(value: UUID | None) -> str | None:

@@ -55,6 +55,7 @@ def message_json(message: ThreadMessage) -> dict[str, Any]:
     if message.direction == "inbound":
         body["reply_match_status"] = message.match_status
         body["reply_to_email_id"] = _str(message.reply_to_email_id)
+        body["classification"] = message.classification
     return body
 
 

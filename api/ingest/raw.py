@@ -24,6 +24,7 @@ from api import errors
 from api.context import POOL, SETTINGS, TOKENS, read_json
 from api.errors import ApiError
 from api.metrics import INGEST_EVENTS
+from policy.delivery.result import email_status
 from policy.inbound.message import parse_message
 from policy.inbound.pipeline import Arrival, judge_recipient, received_messages
 from policy.inbound.routing import Action, RcptDecision
@@ -241,12 +242,12 @@ async def ingest_raw(
             new_id=uuid7,
         )
         if event_id is None:
-            await store_received(app[POOL], records)
+            await store_received(app[POOL], records, roll_up=email_status)
             stored = [StoredCopy(r.id, r.tenant_id, r.reply_match_status) for r in records]
             duplicate = False
         else:
             stored, duplicate = await store_ingested(
-                app[POOL], records, source=source, event_id=event_id
+                app[POOL], records, source=source, event_id=event_id, roll_up=email_status
             )
     except StorageError as error:
         INGEST_EVENTS.labels(source, "storage").inc()

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from api.openapi.schemas import SCHEMAS, UUID, Schema, ref
+from api.openapi.schemas import CLASSIFICATION, SCHEMAS, UUID, Schema, ref
 
 Operation = dict[str, Any]
 
@@ -34,7 +34,16 @@ EMAIL_ID = param(
 ATTACHMENT_ID = param(
     "path", "attachment_id", "The attachment's id (its MIME part path, such as `2`, works too)."
 )
+EVENT_ID = param("path", "event_id", "The event's id: the `webhook-id` header it was sent with.")
+SUPPRESSION_KEY = param("path", "id_or_email", "The suppression's id or email address.")
 CONTACT_ID = param("path", "id", "The contact's id or email address.")
+SENT_ATTACHMENT_ID = param("path", "attachment_id", "The attachment's id (a UUID).")
+# What a signed download link (api.downloads) carries instead of an API key.
+LINK = [
+    param("query", "tenant", "The tenant the link was signed for.", UUID),
+    param("query", "expires", "When the link stops working (Unix seconds).", {"type": "integer"}),
+    param("query", "signature", "HMAC-SHA256 of the link under the server's secret."),
+]
 PAGE = [
     param(
         "query",
@@ -45,6 +54,8 @@ PAGE = [
     param("query", "after", "The id of an item of the list: the page after it.", UUID),
     param("query", "before", "The id of an item of the list: the page before it.", UUID),
 ]
+# Events and their attempts page forward only, as Resend's SDK asks for them.
+FORWARD_PAGE = PAGE[:2]
 IDEMPOTENCY_KEY = param(
     "header",
     "Idempotency-Key",
@@ -58,7 +69,7 @@ JSON = "application/json"
 ERROR_DESCRIPTIONS = {
     400: "Invalid request: the message says which field and why.",
     401: "Missing API key (or ingester token).",
-    403: "Invalid API key, or a resource the key may not use.",
+    403: "Invalid API key, a resource the key may not use, or a bad or expired download link.",
     404: "No such resource for this key's tenant.",
     409: "The Idempotency-Key was used with another request, or is still in progress.",
     413: "The request body is too large.",
@@ -221,6 +232,57 @@ PATHS: dict[str, dict[str, Operation]] = {
             body=json_body("RescheduleRequest"),
         ),
     },
+    "/emails/{id}/attachments": {
+        "get": op(
+            "Emails",
+            "List a sent email's attachments",
+            responses(answer("SentAttachmentList")),
+            params=[EMAIL_ID],
+        )
+    },
+    "/emails/{id}/attachments/{attachment_id}": {
+        "get": op(
+            "Emails",
+            "Retrieve one sent attachment's metadata and signed download link",
+            responses(answer("SentAttachment")),
+            params=[EMAIL_ID, SENT_ATTACHMENT_ID],
+        )
+    },
+    "/emails/{id}/attachments/{attachment_id}/content": {
+        "get": op(
+            "Emails",
+            "Download one sent attachment's decoded bytes",
+            responses(binary("*/*", "The bytes, with the attachment's own Content-Type.")),
+            params=[EMAIL_ID, SENT_ATTACHMENT_ID],
+        )
+    },
+    "/download/emails/{id}/attachments/{attachment_id}/content": {
+        "get": op(
+            "Downloads",
+            "A sent attachment's bytes through its signed link (`download_url`)",
+            responses(binary("*/*", "The bytes."), errors=(400, 403, 404, 500, 503)),
+            params=[EMAIL_ID, SENT_ATTACHMENT_ID, *LINK],
+            security=PUBLIC,
+        )
+    },
+    "/download/emails/receiving/{id}/attachments/{attachment_id}/content": {
+        "get": op(
+            "Downloads",
+            "A received attachment's bytes through its signed link (`download_url`)",
+            responses(binary("*/*", "The bytes."), errors=(400, 403, 404, 500, 503)),
+            params=[ID, ATTACHMENT_ID, *LINK],
+            security=PUBLIC,
+        )
+    },
+    "/download/emails/receiving/{id}/raw": {
+        "get": op(
+            "Downloads",
+            "A received message's raw bytes through its signed link (`raw.download_url`)",
+            responses(binary("message/rfc822", "The message."), errors=(400, 403, 404, 500, 503)),
+            params=[ID, *LINK],
+            security=PUBLIC,
+        )
+    },
     "/emails/{id}/cancel": {
         "post": op(
             "Emails",
@@ -232,6 +294,33 @@ PATHS: dict[str, dict[str, Operation]] = {
     "/emails/{id}/reply": {"post": REPLY},
     "/api/v2/emails/{id}/reply": {
         "post": {**REPLY, "summary": "The same reply, at Inbound's path"}
+    },
+    "/api/e2/emails/{id}/reply": {
+        "post": op(
+            "Emails",
+            "The same reply, as Inbound's `inboundemail` SDK sends and reads it (the id: a "
+            "received email's, or a thread's for its newest received message)",
+            responses(answer("E2ReplyResponse"), 409, 413, 429),
+            params=[ID, IDEMPOTENCY_KEY],
+            body=json_body("E2ReplyRequest"),
+        )
+    },
+    "/api/e2/emails/{id}": {
+        "get": op(
+            "Emails",
+            "A received or sent email, as Inbound's `inboundemail` SDK reads it",
+            responses(answer("E2Email")),
+            params=[ID],
+        )
+    },
+    "/api/v2/mail": {
+        "post": op(
+            "Emails",
+            "Reply to a received email from the address it came to (`@inboundemail/sdk`)",
+            responses(answer("MailReplyResponse"), 409, 413, 429),
+            params=[IDEMPOTENCY_KEY],
+            body=json_body("MailReplyRequest"),
+        )
     },
     "/emails/receiving": {
         "get": op(
@@ -245,6 +334,13 @@ PATHS: dict[str, dict[str, Operation]] = {
                     "reply_match_status",
                     "`matched` or `unmatched`.",
                     {"enum": ["matched", "unmatched"]},
+                ),
+                param(
+                    "query",
+                    "classification",
+                    "Only mail of this kind: "
+                    "`human`, `auto_reply`, `bounce`, `complaint` or `auto_generated`.",
+                    CLASSIFICATION,
                 ),
                 param("query", "thread_id", "Only this thread's messages.", UUID),
                 param("query", "recipient", "Only messages delivered to this address."),
@@ -380,12 +476,126 @@ PATHS: dict[str, dict[str, Operation]] = {
             responses(answer("NewApiKey"), 413, status=201),
             body=json_body("CreateApiKeyRequest"),
         ),
-        "get": op("API keys", "List API keys", responses(answer("ApiKeyList"))),
+        "get": op("API keys", "List API keys", responses(answer("ApiKeyList")), params=PAGE),
     },
     "/api-keys/{id}": {
         "delete": op(
             "API keys", "Delete an API key", responses(answer("DeletedApiKey")), params=[ID]
         )
+    },
+    "/webhooks": {
+        "post": op(
+            "Webhooks",
+            "Create a webhook (its signing secret is in the answer)",
+            responses(answer("WebhookSecret"), 413, status=201),
+            body=json_body("CreateWebhookRequest"),
+        ),
+        "get": op("Webhooks", "List webhooks", responses(answer("WebhookList")), params=PAGE),
+    },
+    "/webhooks/{id}": {
+        "get": op("Webhooks", "Retrieve a webhook", responses(answer("Webhook")), params=[ID]),
+        "patch": op(
+            "Webhooks",
+            "Change a webhook's endpoint, events or status",
+            responses(answer("WebhookObjectId"), 413),
+            params=[ID],
+            body=json_body("UpdateWebhookRequest"),
+        ),
+        "delete": op(
+            "Webhooks", "Delete a webhook", responses(answer("DeletedWebhook")), params=[ID]
+        ),
+    },
+    "/webhooks/{id}/signing-secret/rotate": {
+        "post": op(
+            "Webhooks",
+            "Rotate the signing secret (the old one also signs for a grace period)",
+            responses(answer("WebhookSecret")),
+            params=[ID],
+        )
+    },
+    "/webhooks/{id}/events": {
+        "get": op(
+            "Webhooks",
+            "List the events sent to a webhook, newest first",
+            responses(answer("WebhookEventList")),
+            params=[ID, *FORWARD_PAGE],
+        )
+    },
+    "/webhooks/{id}/events/{event_id}": {
+        "get": op(
+            "Webhooks",
+            "Retrieve one event with its payload",
+            responses(answer("WebhookEvent")),
+            params=[ID, EVENT_ID],
+        )
+    },
+    "/webhooks/{id}/events/{event_id}/replay": {
+        "post": op(
+            "Webhooks",
+            "Send an event again",
+            responses(answer("WebhookEventObjectId")),
+            params=[ID, EVENT_ID],
+        )
+    },
+    "/webhooks/{id}/events/{event_id}/attempts": {
+        "get": op(
+            "Webhooks",
+            "List the delivery attempts of an event",
+            responses(answer("WebhookAttemptList")),
+            params=[ID, EVENT_ID, *FORWARD_PAGE],
+        )
+    },
+    "/suppressions": {
+        "post": op(
+            "Suppressions",
+            "Add an address to the suppression list",
+            responses(answer("SuppressionObjectId"), 413, status=201),
+            body=json_body("CreateSuppressionRequest"),
+        ),
+        "get": op(
+            "Suppressions",
+            "List suppressed addresses, newest first",
+            responses(answer("SuppressionList")),
+            params=[
+                *PAGE,
+                param(
+                    "query",
+                    "origin",
+                    "`bounce`, `complaint` or `manual`.",
+                    {"enum": ["bounce", "complaint", "manual"]},
+                ),
+            ],
+        ),
+    },
+    "/suppressions/batch/add": {
+        "post": op(
+            "Suppressions",
+            "Add up to 100 addresses",
+            responses(answer("AddedSuppressions"), 413, status=201),
+            body=json_body("AddSuppressionsRequest"),
+        )
+    },
+    "/suppressions/batch/remove": {
+        "post": op(
+            "Suppressions",
+            "Remove up to 100 suppressions, by address or by id",
+            responses(answer("RemovedSuppressions"), 413),
+            body=json_body("RemoveSuppressionsRequest"),
+        )
+    },
+    "/suppressions/{id_or_email}": {
+        "get": op(
+            "Suppressions",
+            "Retrieve a suppression by id or address",
+            responses(answer("Suppression")),
+            params=[SUPPRESSION_KEY],
+        ),
+        "delete": op(
+            "Suppressions",
+            "Remove a suppression by id or address",
+            responses(answer("DeletedSuppression")),
+            params=[SUPPRESSION_KEY],
+        ),
     },
     "/events/inbound": {
         "post": op(
@@ -446,7 +656,8 @@ DOCUMENT: dict[str, Any] = {
         "title": "OpenSend MTA",
         "version": "1",
         "description": "A Resend-compatible sending API, received mail, threads and contacts, "
-        "Inbound's reply endpoint and the ingesters. Errors: `{statusCode, name, message}`.",
+        "webhooks, the suppression list, Inbound's reply endpoint and the ingesters. "
+        "Errors: `{statusCode, name, message}`.",
     },
     "security": [{"bearerAuth": []}],
     "paths": PATHS,

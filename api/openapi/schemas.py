@@ -17,6 +17,8 @@ NULLABLE_TIME: Schema = {"type": ["string", "null"], "format": "date-time"}
 BOOLEAN: Schema = {"type": "boolean"}
 INTEGER: Schema = {"type": "integer"}
 STRINGS: Schema = {"type": "array", "items": STRING}
+# What kind of received mail (policy.classify); auto-replies and bounces stay linked but apart.
+CLASSIFICATION: Schema = {"enum": ["human", "auto_reply", "bounce", "complaint", "auto_generated"]}
 # Resend takes one address or a list of them wherever addresses go.
 ADDRESSES: Schema = {"oneOf": [STRING, {"type": "array", "items": STRING}]}
 NULLABLE_ADDRESSES: Schema = {
@@ -72,6 +74,8 @@ ERROR = obj(
         "message": STRING,
         # Only on POST /emails/{id}/reply: Inbound's field, the same text as `message`.
         "error": STRING,
+        # Only on POST /events/inbound: every recipient refused, and why.
+        "refused": {"type": "array", "items": ref("RefusedRecipient")},
     },
     "statusCode",
     "name",
@@ -164,9 +168,43 @@ DELIVERY = obj(
         "last_response": NULLABLE_STRING,
         "next_attempt_at": NULLABLE_TIME,
         "updated_at": NULLABLE_TIME,
+        "report": {"oneOf": [ref("DeliveryReport"), {"type": "null"}]},
+        "reported_at": NULLABLE_TIME,
+        "complained_at": {
+            **NULLABLE_TIME,
+            "description": "When a complaint (RFC 5965 feedback report) about it arrived.",
+        },
     },
     "recipient",
     "status",
+)
+# What a delivery report (RFC 3464) or complaint says about one recipient, in the SES and Resend
+# bounce taxonomy (policy/bounces/report.py).
+REPORTED_FIELDS: dict[str, Schema] = {
+    "action": {**NULLABLE_STRING, "description": "RFC 3464 Action: failed, delayed, ..."},
+    "status": {**NULLABLE_STRING, "description": "RFC 3463 enhanced status code."},
+    "diagnostic_code": NULLABLE_STRING,
+    "remote_mta": NULLABLE_STRING,
+    "type": {"enum": ["Permanent", "Transient", "Undetermined"]},
+    "subtype": {
+        "enum": [
+            "General",
+            "NoEmail",
+            "Suppressed",
+            "MailboxFull",
+            "MessageTooLarge",
+            "ContentRejected",
+            "Undetermined",
+        ]
+    },
+}
+DELIVERY_REPORT = obj(
+    {
+        **REPORTED_FIELDS,
+        "received_id": {**UUID, "description": "The report as received: /emails/receiving/{id}."},
+    },
+    "type",
+    "subtype",
 )
 EMAIL = {
     "allOf": [
@@ -208,8 +246,74 @@ REPLY = obj(
     "from",
     description="Inbound's reply fields; `html` or `text` is required.",
 )
+# awsMessageId: no SES here; the Message-ID again, as Inbound's SDK types it a string.
+MESSAGE_ID_AGAIN: Schema = {**STRING, "description": "The Message-ID (there is no SES here)."}
 REPLY_ANSWER = obj(
-    {"id": UUID, "messageId": STRING, "awsMessageId": {"type": "null"}},
+    {"id": UUID, "messageId": STRING, "awsMessageId": MESSAGE_ID_AGAIN},
+    "id",
+    "messageId",
+    "awsMessageId",
+)
+E2_REPLY = {
+    "allOf": [
+        ref("ReplyRequest"),
+        obj({"reply_all": {**BOOLEAN, "description": "Copy the original's Cc recipients."}}),
+    ]
+}
+E2_REPLY_ANSWER = obj(
+    {
+        "id": UUID,
+        "aws_message_id": MESSAGE_ID_AGAIN,
+        "is_thread_reply": {"const": False},
+        "message_id": STRING,
+        "replied_to_email_id": UUID,
+        "replied_to_thread_id": UUID,
+    },
+    "id",
+    "aws_message_id",
+    "is_thread_reply",
+    "message_id",
+    "replied_to_email_id",
+)
+E2_EMAIL = obj(
+    {
+        "object": {"const": "email"},
+        "id": UUID,
+        "type": {"enum": ["sent", "received", "scheduled"]},
+        "status": STRING,
+        "created_at": TIME,
+        "from": STRING,
+        "to": STRINGS,
+        "subject": STRING,
+        "has_attachments": BOOLEAN,
+        "attachments": {"type": "array", "items": {"type": "object"}},
+        "thread_id": NULLABLE_UUID,
+    },
+    "object",
+    "id",
+    "type",
+    "status",
+    "created_at",
+    "from",
+    "to",
+    "subject",
+    "has_attachments",
+    description="A received or sent email as Inbound's e2 API shows it (bodies and headers too).",
+)
+MAIL_REPLY = obj(
+    {
+        "emailId": UUID,
+        "to": NULLABLE_ADDRESSES,
+        "subject": NULLABLE_STRING,
+        "textBody": NULLABLE_STRING,
+        "htmlBody": NULLABLE_STRING,
+    },
+    "emailId",
+    description="Sent from the address the email was received at.",
+)
+MAIL_REPLY_ANSWER = obj(
+    {"message": STRING, "id": UUID, "messageId": STRING, "awsMessageId": MESSAGE_ID_AGAIN},
+    "message",
     "id",
     "messageId",
     "awsMessageId",
@@ -227,6 +331,7 @@ THREAD_MESSAGE = obj(
         "subject": NULLABLE_STRING,
         "reply_match_status": NULLABLE_STRING,
         "reply_to_email_id": NULLABLE_UUID,
+        "classification": {**CLASSIFICATION, "description": "Received messages only."},
     },
     "id",
     "direction",
@@ -272,6 +377,11 @@ THREAD = obj(
 
 # -- received mail --------------------------------------------------------------------------------
 
+# A signed download link (api.downloads): works without the API key until `expires_at`.
+LINK_FIELDS: dict[str, Schema] = {
+    "download_url": {**STRING, "description": "Signed: needs no API key; expires."},
+    "expires_at": {**TIME, "description": "When `download_url` stops working (an hour on)."},
+}
 RECEIVED_ATTACHMENT = obj(
     {
         "object": {"const": "attachment"},
@@ -279,14 +389,35 @@ RECEIVED_ATTACHMENT = obj(
         "index": INTEGER,
         "filename": NULLABLE_STRING,
         "content_type": NULLABLE_STRING,
-        "content_id": NULLABLE_STRING,
+        "content_id": {
+            **NULLABLE_STRING,
+            "description": "Null in the email's own list; left out where the link is given.",
+        },
         "content_disposition": NULLABLE_STRING,
         "size": {"type": ["integer", "null"]},
-        "download_url": STRING,
-        "expires_at": {**TIME, "description": "Never: 9999-12-31; the link needs the API key."},
+        **LINK_FIELDS,
     },
     "id",
     "index",
+    description="The attachments routes add `download_url` and `expires_at`.",
+)
+SENT_ATTACHMENT = obj(
+    {
+        "object": {"const": "attachment"},
+        "id": UUID,
+        "filename": {**STRING, "description": "Left out when none was given."},
+        "content_type": STRING,
+        "content_id": {**STRING, "description": "Only for an inline attachment."},
+        "content_disposition": {"enum": ["inline", "attachment"]},
+        "size": INTEGER,
+        **LINK_FIELDS,
+    },
+    "id",
+    "content_type",
+    "content_disposition",
+    "size",
+    "download_url",
+    "expires_at",
 )
 RECEIVED_SUMMARY = obj(
     {
@@ -307,6 +438,11 @@ RECEIVED_SUMMARY = obj(
         "reply_to_email_id": NULLABLE_UUID,
         "thread_id": NULLABLE_UUID,
         "contact_id": NULLABLE_UUID,
+        "classification": CLASSIFICATION,
+        "classification_reason": {
+            **NULLABLE_STRING,
+            "description": "The rule that gave the classification.",
+        },
     },
     "id",
     "to",
@@ -315,6 +451,34 @@ RECEIVED_SUMMARY = obj(
     "subject",
     "attachments",
     "reply_match_status",
+    "classification",
+)
+RECEIVED_REPORT = obj(
+    {
+        "form": {
+            "enum": ["delivery-status", "feedback-report", "disposition-notification", "text"],
+        },
+        "feedback_type": {**NULLABLE_STRING, "description": "RFC 5965 Feedback-Type."},
+        "returned_message_id": NULLABLE_STRING,
+        "recipients": {
+            "type": "array",
+            "items": obj({"email": NULLABLE_STRING, **REPORTED_FIELDS}, "type", "subtype"),
+        },
+    },
+    "form",
+    "recipients",
+    description="How a bounce or complaint was read; null for other mail.",
+)
+ENVELOPE = obj(
+    {
+        "mail_from": STRING,
+        "rcpt_to": STRINGS,
+        "remote_ip": NULLABLE_STRING,
+        "helo": NULLABLE_STRING,
+        "tls": BOOLEAN,
+        "tls_version": NULLABLE_STRING,
+    },
+    description="The SMTP envelope (or the ingester's) it arrived with.",
 )
 RECEIVED_EMAIL = {
     "allOf": [
@@ -322,6 +486,8 @@ RECEIVED_EMAIL = {
         obj(
             {
                 "object": {"const": "email"},
+                "from_name": NULLABLE_STRING,
+                "from_address": NULLABLE_STRING,
                 "html": NULLABLE_STRING,
                 "text": NULLABLE_STRING,
                 "headers": {"type": "object", "additionalProperties": STRING},
@@ -329,12 +495,27 @@ RECEIVED_EMAIL = {
                     "type": "array",
                     "items": {"type": "array", "items": STRING, "minItems": 2, "maxItems": 2},
                 },
-                "envelope": {"type": "object"},
-                "authentication_results": {"type": ["object", "null"]},
+                "in_reply_to": NULLABLE_STRING,
+                "references": NULLABLE_STRING,
+                "sent_at": {**NULLABLE_TIME, "description": "The Date field, when it parsed."},
+                "envelope": ENVELOPE,
+                "authentication_results": {
+                    "type": ["object", "null"],
+                    "description": "SPF, DKIM, DMARC and ARC verdicts; null until checked.",
+                    "additionalProperties": True,
+                },
+                "parse_defects": STRINGS,
+                "match_source": {
+                    **NULLABLE_STRING,
+                    "description": "The evidence that matched it to a sent email.",
+                },
+                "token_failure": {**NULLABLE_STRING, "description": "Why a reply token failed."},
+                "token_failure_source": NULLABLE_STRING,
+                "report": {"oneOf": [ref("ReceivedReport"), {"type": "null"}]},
                 # What the person wrote, without quoted history; null until the worker ran.
                 "stripped_text": NULLABLE_STRING,
                 "stripped_html": NULLABLE_STRING,
-                "raw": obj({"download_url": STRING, "expires_at": TIME}),
+                "raw": obj(LINK_FIELDS, "download_url", "expires_at"),
                 "thread": ref("ThreadObject"),
             },
             "object",
@@ -357,6 +538,7 @@ CONTACT = obj(
         "last_name": NULLABLE_STRING,
         "created_at": TIME,
         "unsubscribed": BOOLEAN,
+        "properties": obj({}, description="Custom properties: none are kept, always {}."),
     },
     "object",
     "id",
@@ -365,6 +547,7 @@ CONTACT = obj(
     "last_name",
     "created_at",
     "unsubscribed",
+    "properties",
 )
 CONTACT_FIELDS: dict[str, Schema] = {
     "first_name": NULLABLE_STRING,
@@ -390,7 +573,7 @@ DOMAIN_STATUS: Schema = {
 }
 DOMAIN_RECORD = obj(
     {
-        "record": {"enum": ["MX", "SPF", "DKIM", "DMARC"]},
+        "record": {"enum": ["Receiving", "SPF", "DKIM", "DMARC"]},
         "name": STRING,
         "type": {"enum": ["MX", "TXT"]},
         "ttl": STRING,
@@ -433,10 +616,22 @@ DOMAIN = {
                 "click_tracking": {"const": False},
                 "reply_domain": NULLABLE_STRING,
                 "last_checked_at": NULLABLE_TIME,
-                "records": {"type": "array", "items": ref("DomainRecord")},
+                "records": {
+                    "type": "array",
+                    "items": ref("DomainRecord"),
+                    "description": "The records to publish: Receiving (MX), SPF, DKIM.",
+                },
+                "suggested_records": {
+                    "type": "array",
+                    "items": ref("DomainRecord"),
+                    "description": "Checked, never required: DMARC.",
+                },
+                "deleted": {**BOOLEAN, "description": "true only in the answer to DELETE."},
             },
             "object",
             "records",
+            "suggested_records",
+            "deleted",
         ),
     ]
 }
@@ -460,7 +655,18 @@ CREATE_DOMAIN = obj(
 )
 UPDATE_DOMAIN = obj({"name": NULLABLE_STRING, **DOMAIN_FIELDS})
 
-API_KEY = obj({"id": UUID, "name": STRING, "created_at": TIME}, "id", "name", "created_at")
+API_KEY = obj(
+    {
+        "id": UUID,
+        "name": STRING,
+        "created_at": TIME,
+        "last_used_at": {**NULLABLE_TIME, "description": "The last use, to the minute."},
+    },
+    "id",
+    "name",
+    "created_at",
+    "last_used_at",
+)
 CREATE_API_KEY = obj(
     {
         "name": {"type": "string", "maxLength": 50},
@@ -470,6 +676,130 @@ CREATE_API_KEY = obj(
     "name",
 )
 NEW_API_KEY = obj({"id": UUID, "token": STRING}, "id", "token")
+
+# -- webhooks (resend/webhooks/_webhooks.py) and suppressions (resend/suppressions/) ----------
+
+WEBHOOK_STATUS: Schema = {"enum": ["enabled", "disabled"]}
+EVENT_TYPES: Schema = {
+    "type": "array",
+    "items": STRING,
+    "minItems": 1,
+    "description": "Event types of Resend's SDK (`WebhookEvent`); an unknown one is refused.",
+}
+WEBHOOK = obj(
+    {
+        "object": {"const": "webhook"},
+        "id": UUID,
+        "created_at": TIME,
+        "status": WEBHOOK_STATUS,
+        "disabled_reason": {
+            "enum": ["api", "failing", None],
+            "description": "`api`: by its tenant; `failing`: after 5 days of failed deliveries.",
+        },
+        "endpoint": STRING,
+        "events": STRINGS,
+        "signing_secret": STRING,
+    },
+    "object",
+    "id",
+    "created_at",
+    "status",
+    "disabled_reason",
+    "endpoint",
+    "events",
+    "signing_secret",
+)
+CREATE_WEBHOOK = obj(
+    {
+        "endpoint": {
+            "type": "string",
+            "description": "https in production, and never to a loopback or private address.",
+        },
+        "events": EVENT_TYPES,
+    },
+    "endpoint",
+    "events",
+)
+UPDATE_WEBHOOK = obj({"endpoint": STRING, "events": EVENT_TYPES, "status": WEBHOOK_STATUS})
+WEBHOOK_SECRET = obj(
+    {
+        "object": {"const": "webhook"},
+        "id": UUID,
+        "signing_secret": {"type": "string", "pattern": "^whsec_"},
+    },
+    "object",
+    "id",
+    "signing_secret",
+)
+EVENT_STATUS: Schema = {"enum": ["pending", "attempting", "success", "failed"]}
+WEBHOOK_EVENT_SUMMARY = obj(
+    {"id": UUID, "type": STRING, "created_at": TIME, "status": EVENT_STATUS},
+    "id",
+    "type",
+    "created_at",
+    "status",
+    description="One event sent to this webhook; its id is the `webhook-id` header.",
+)
+WEBHOOK_EVENT = {
+    "allOf": [
+        ref("WebhookEventSummary"),
+        obj(
+            {
+                "object": {"const": "webhook_event"},
+                "next_attempt_at": NULLABLE_TIME,
+                "payload": {
+                    "type": "object",
+                    "description": "The body as delivered: `type`, `created_at`, `data`.",
+                    "additionalProperties": True,
+                },
+            },
+            "object",
+            "next_attempt_at",
+            "payload",
+        ),
+    ]
+}
+WEBHOOK_ATTEMPT = obj(
+    {
+        "id": UUID,
+        "http_status_code": {
+            "type": ["integer", "null"],
+            "description": "Null when no HTTP answer came (see `error`).",
+        },
+        "response": {"type": "string", "description": "The answer's first KiB."},
+        "sent_at": TIME,
+        "latency_ms": {"type": "number"},
+        "error": NULLABLE_STRING,
+    },
+    "id",
+    "http_status_code",
+    "response",
+    "sent_at",
+    "latency_ms",
+    "error",
+)
+
+SUPPRESSION_ORIGIN: Schema = {"enum": ["bounce", "complaint", "manual"]}
+SUPPRESSION_FIELDS: dict[str, Schema] = {
+    "id": UUID,
+    "email": STRING,
+    "origin": SUPPRESSION_ORIGIN,
+    "source_id": {**NULLABLE_UUID, "description": "The email that bounced or complained."},
+    "created_at": TIME,
+}
+SUPPRESSION_ITEM = obj(SUPPRESSION_FIELDS, *SUPPRESSION_FIELDS)
+SUPPRESSION = obj(
+    {"object": {"const": "suppression"}, **SUPPRESSION_FIELDS}, "object", *SUPPRESSION_FIELDS
+)
+ADDRESS_BATCH: Schema = {"type": "array", "items": STRING, "minItems": 1, "maxItems": 100}
+SUPPRESSION_IDS = obj(
+    {"data": {"type": "array", "items": ref("SuppressionObjectId")}},
+    "data",
+)
+REMOVE_SUPPRESSIONS = obj(
+    {"emails": ADDRESS_BATCH, "ids": {**ADDRESS_BATCH, "items": UUID}},
+    description="Either `emails` or `ids`, not both.",
+)
 
 # -- operations and ingesters ---------------------------------------------------------------------
 
@@ -494,12 +824,22 @@ INBOUND_ANSWER = obj(
             "type": "array",
             "items": obj({"id": UUID, "reply_match_status": STRING}, "id", "reply_match_status"),
         },
-        "refused": {"type": "array", "items": {"type": "object"}},
+        "refused": {"type": "array", "items": ref("RefusedRecipient")},
     },
     "object",
     "duplicate",
     "emails",
     "refused",
+)
+REFUSED_RECIPIENT = obj(
+    {
+        "recipient": STRING,
+        "reason": {"type": "string", "description": "Such as `missing-domain`, `bad-syntax`."},
+        "message": STRING,
+    },
+    "recipient",
+    "reason",
+    "message",
 )
 SNS_ANSWER = obj(
     {
@@ -525,18 +865,27 @@ SCHEMAS: dict[str, Schema] = {
     "EmailList": list_of("EmailSummary"),
     "EmailObjectId": object_id("email"),
     "Delivery": DELIVERY,
+    "DeliveryReport": DELIVERY_REPORT,
     "RescheduleRequest": RESCHEDULE,
     "ReplyRequest": REPLY,
     "ReplyResponse": REPLY_ANSWER,
+    "E2ReplyRequest": E2_REPLY,
+    "E2ReplyResponse": E2_REPLY_ANSWER,
+    "E2Email": E2_EMAIL,
+    "MailReplyRequest": MAIL_REPLY,
+    "MailReplyResponse": MAIL_REPLY_ANSWER,
     "ThreadMessage": THREAD_MESSAGE,
     "ThreadObject": THREAD_OBJECT,
     "Thread": THREAD,
     "ThreadList": list_of("Thread"),
     "ReceivedAttachment": RECEIVED_ATTACHMENT,
     "ReceivedAttachmentList": list_of("ReceivedAttachment"),
+    "SentAttachment": SENT_ATTACHMENT,
+    "SentAttachmentList": list_of("SentAttachment"),
     "ReceivedEmailSummary": RECEIVED_SUMMARY,
     "ReceivedEmail": RECEIVED_EMAIL,
     "ReceivedEmailList": list_of("ReceivedEmailSummary"),
+    "ReceivedReport": RECEIVED_REPORT,
     "Contact": CONTACT,
     "ContactList": list_of("Contact"),
     "ContactObjectId": object_id("contact"),
@@ -547,16 +896,42 @@ SCHEMAS: dict[str, Schema] = {
     "DomainRecord": DOMAIN_RECORD,
     "DomainSummary": DOMAIN_SUMMARY,
     "Domain": DOMAIN,
-    "DomainList": list_of("DomainSummary"),
+    "DomainList": list_of("Domain"),
     "CreateDomainRequest": CREATE_DOMAIN,
     "UpdateDomainRequest": UPDATE_DOMAIN,
-    "DeletedDomain": deleted("domain"),
+    "DeletedDomain": ref("Domain"),
     "ApiKey": API_KEY,
     "ApiKeyList": list_of("ApiKey"),
     "CreateApiKeyRequest": CREATE_API_KEY,
     "NewApiKey": NEW_API_KEY,
     "DeletedApiKey": deleted("api_key"),
+    "Webhook": WEBHOOK,
+    "WebhookList": list_of("Webhook"),
+    "CreateWebhookRequest": CREATE_WEBHOOK,
+    "UpdateWebhookRequest": UPDATE_WEBHOOK,
+    "WebhookSecret": WEBHOOK_SECRET,
+    "WebhookObjectId": object_id("webhook"),
+    "DeletedWebhook": deleted("webhook"),
+    "WebhookEventSummary": WEBHOOK_EVENT_SUMMARY,
+    "WebhookEvent": WEBHOOK_EVENT,
+    "WebhookEventList": list_of("WebhookEventSummary"),
+    "WebhookEventObjectId": object_id("webhook_event"),
+    "WebhookAttempt": WEBHOOK_ATTEMPT,
+    "WebhookAttemptList": list_of("WebhookAttempt"),
+    "Suppression": SUPPRESSION,
+    "SuppressionListItem": SUPPRESSION_ITEM,
+    "SuppressionList": list_of("SuppressionListItem"),
+    "CreateSuppressionRequest": obj({"email": STRING}, "email"),
+    "SuppressionObjectId": object_id("suppression"),
+    "AddSuppressionsRequest": obj({"emails": ADDRESS_BATCH}, "emails"),
+    "AddedSuppressions": SUPPRESSION_IDS,
+    "RemoveSuppressionsRequest": REMOVE_SUPPRESSIONS,
+    "RemovedSuppressions": obj(
+        {"data": {"type": "array", "items": ref("DeletedSuppression")}}, "data"
+    ),
+    "DeletedSuppression": deleted("suppression"),
     "InboundEvent": INBOUND_EVENT,
     "InboundEventResponse": INBOUND_ANSWER,
+    "RefusedRecipient": REFUSED_RECIPIENT,
     "SnsResponse": SNS_ANSWER,
 }

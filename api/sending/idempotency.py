@@ -39,8 +39,11 @@ def fingerprint(endpoint: str, body: Any) -> str:
     return hashlib.sha256(f"{endpoint}\n{canonical}".encode()).hexdigest()
 
 
-async def idempotent(request: web.Request, endpoint: str, body: Any, work: Work) -> web.Response:
-    key = request.headers.get(HEADER)
+async def idempotent(
+    request: web.Request, endpoint: str, body: Any, work: Work, *, key: str | None = None
+) -> web.Response:
+    """`key`: the Idempotency-Key when it does not come in the header (a dashboard form)."""
+    key = request.headers.get(HEADER) if key is None else key
     if key is None:
         status, payload = await work(None)
         return web.json_response(payload, status=status)

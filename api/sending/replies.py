@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -31,7 +32,7 @@ from storage.errors import StorageError
 from storage.inbound import received
 from storage.inbound.received import ReceivedEmail
 from storage.sending import replies
-from storage.sending.emails import Stored
+from storage.sending.emails import NewEmail, Stored
 from storage.sending.idempotency import Claim
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ routes = web.RouteTableDef()
 # Idempotency-Key scope). Any id reaches the handler, so a malformed one gets the table's 400.
 PATHS = ("/emails/{id}/reply", "/api/v2/emails/{id}/reply")
 ENDPOINT = "POST /emails/{id}/reply"
+INBOUND_PREFIXES = ("/api/v2/", "/api/e2/")
 
 _REFUSED = {
     Refused.FROM_REQUIRED: errors.REPLY_FROM_REQUIRED,
@@ -60,6 +62,11 @@ _AS_INBOUND = {
 THREADING_HEADERS = frozenset({"in-reply-to", "references"})
 
 
+def is_inbound_path(path: str) -> bool:
+    """The reply routes, and every route under Inbound's own prefixes (api.inbound_compat)."""
+    return path in PATHS or path.startswith(INBOUND_PREFIXES)
+
+
 def inbound_error(error: ApiError) -> ApiError:
     kind = _AS_INBOUND.get(error.kind)
     message = kind.default_message if kind is not None else error.message
@@ -70,7 +77,7 @@ def inbound_error(error: ApiError) -> ApiError:
 async def inbound_errors(request: web.Request, handler: Any) -> web.StreamResponse:
     """On the reply routes only: errors (authentication's included) in Inbound's words."""
     resource = request.match_info.route.resource
-    if resource is None or resource.canonical not in PATHS:
+    if resource is None or not is_inbound_path(resource.canonical):
         response: web.StreamResponse = await handler(request)
         return response
     try:
@@ -185,13 +192,47 @@ def _refusal(refusal: Refusal, sender_domain: str) -> ApiError:
     return ApiError(errors.VALIDATION_ERROR, refusal.message)
 
 
-async def reply(request: web.Request) -> web.Response:
-    caller = request[CALLER]
+# What a reply answers, in the caller's API's shape: from the stored reply and what it answers.
+Answer = Callable[[NewEmail, ReceivedEmail], dict[str, Any]]
+
+
+def inbound_v2_answer(email: NewEmail, original: ReceivedEmail) -> dict[str, Any]:
+    """Inbound's v2 answer. messageId as the Message-ID field holds it, without the angle
+    brackets (as GET /emails shows message_id). awsMessageId: there is no SES here, and
+    Inbound's SDK types it as a string, so it holds the same Message-ID, the id by which the
+    rest of the world knows the message (README, "Inbound's SDKs")."""
+    return {"id": str(email.id), "messageId": email.message_id, "awsMessageId": email.message_id}
+
+
+def received_id_of(text: str) -> UUID:
     try:
-        received_id = UUID(request.match_info["id"])
+        return UUID(text)
     except ValueError:
         raise ApiError(errors.REPLY_INVALID_EMAIL_ID) from None
+
+
+async def reply(request: web.Request) -> web.Response:
+    received_id = received_id_of(request.match_info["id"])
     body = await read_body(request)
+    return await answer_received(request, received_id, body, ENDPOINT, inbound_v2_answer)
+
+
+async def answer_received(
+    request: web.Request,
+    received_id: UUID,
+    body: dict[str, Any],
+    endpoint: str,
+    answer: Answer,
+    *,
+    named: str | None = None,
+    idempotency_key: str | None = None,
+) -> web.Response:
+    """Send `body` (Inbound's reply fields) as a reply to the received email, once per
+    Idempotency-Key of `endpoint` and of what the request `named` (the id in its path, by
+    default the email's), and answer in the shape `answer` gives. The caller is in
+    `request[CALLER]`; the dashboard's composer calls this too (api.dashboard.compose, its key
+    from the form instead of the header), so both answer alike."""
+    caller = request[CALLER]
     pool = request.app[POOL]
 
     async def work(claim: Claim | None) -> tuple[int, Any]:
@@ -223,9 +264,7 @@ async def reply(request: web.Request) -> web.Response:
             if email.in_reply_to_received_id != received_id:  # deleted while we worked
                 raise ApiError(errors.REPLY_NOT_FOUND)
             email = dataclasses.replace(email, source="reply")
-            # messageId as the Message-ID field holds it, without the angle brackets (as
-            # GET /emails shows message_id). awsMessageId: there is no SES here; always null.
-            payload = {"id": str(email.id), "messageId": email.message_id, "awsMessageId": None}
+            payload = answer(email, found)
             outcome = await store(request, [email], claim, payload)
             if outcome is Stored.STORED:
                 return 200, payload
@@ -233,7 +272,8 @@ async def reply(request: web.Request) -> web.Response:
                 break
         raise unstored(outcome)
 
-    return await idempotent(request, ENDPOINT, {"email_id": str(received_id), "body": body}, work)
+    scope = {"email_id": named or str(received_id), "body": body}
+    return await idempotent(request, endpoint, scope, work, key=idempotency_key)
 
 
 for _path in PATHS:

@@ -17,7 +17,8 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -26,13 +27,17 @@ from mta.delivery.dkim import DkimSigner
 from mta.delivery.routes import OutboundRouter, Route, Unroutable
 from mta.delivery.smtp_client import SessionFailed
 from mta.delivery.smtp_pool import PoolClosed, SmtpPool
+from policy.bounces.dsn import FailedRecipient, compose_dsn, wants_dsn
+from policy.bounces.verp import bounce_address
 from policy.delivery import result as results
 from policy.delivery.result import SmtpAnswer, Stage, judge
+from policy.tokens import ReplyTokens
 from storage.database import Pool
 from storage.delivery import queue
 from storage.delivery.queue import Claim, ClaimedDelivery, OutboundMessage, Outcome
 from storage.delivery.writer import OutcomeWriter
 from storage.errors import StorageError
+from storage.ids import uuid7
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +72,8 @@ class ClaimPipeline:
         rules: RetryRules,
         stopping: asyncio.Event,
         done_with: Callable[[int], Awaitable[None]],
+        tokens: ReplyTokens | None = None,
+        hostname: str = "localhost",
     ) -> None:
         self._pool = pool
         self._router = router
@@ -77,14 +84,18 @@ class ClaimPipeline:
         self._stopping = stopping
         self._done_with = done_with  # gives the workers' room back, per group as it finishes
         self._large_messages = asyncio.Semaphore(LARGE_MESSAGES_AT_ONCE)
+        self._tokens = tokens  # signs bounce addresses; None sends with the email's own sender
+        self._hostname = hostname  # the Reporting-MTA of the DSNs we send
 
     async def deliver(self, claim: Claim) -> None:
         groups: dict[tuple[UUID, object], list[ClaimedDelivery]] = defaultdict(list)
+        live = [d for d in claim.deliveries if not d.suppressed]
+        await self._suppress(claim, [d for d in claim.deliveries if d.suppressed])
         try:
-            domains = sorted({d.recipient_domain for d in claim.deliveries})
+            domains = sorted({d.recipient_domain for d in live})
             found = await asyncio.gather(*map(self._route, domains))
             routes = dict(zip(domains, found, strict=True))
-            for delivery in claim.deliveries:
+            for delivery in live:
                 route = routes[delivery.recipient_domain]
                 groups[(delivery.email_id, _route_key(route))].append(delivery)
             signed: dict[UUID, asyncio.Future[bytes | None]] = {}
@@ -100,7 +111,36 @@ class ClaimPipeline:
                 log.error("a delivery failed unexpectedly", exc_info=failure)
         finally:
             if not groups:  # routing itself failed: no group gave its rows' room back
-                await self._done_with(len(claim.deliveries))
+                await self._done_with(len(live))
+
+    async def _suppress(self, claim: Claim, deliveries: Sequence[ClaimedDelivery]) -> None:
+        """Recipients on the tenant's suppression list are not attempted: each is recorded as
+        `suppressed`, with its email.suppressed event, and the rest of the email goes on."""
+        if not deliveries:
+            return
+        try:
+            await self._writer.write(
+                [
+                    Outcome(
+                        delivery_id=d.id,
+                        token=claim.token,
+                        email_id=d.email_id,
+                        tenant_id=d.tenant_id,
+                        recipient=d.recipient,
+                        status="suppressed",
+                        code=None,
+                        enhanced=None,
+                        response="The address is on the suppression list",
+                        remote_host=None,
+                        data={"reason": "suppressed", "recipient": d.recipient},
+                    )
+                    for d in deliveries
+                ]
+            )
+        except StorageError as error:  # the rows stay leased and come back: nothing is lost
+            log.warning("could not record suppressed deliveries", extra={"error": str(error)})
+        finally:
+            await self._done_with(len(deliveries))
 
     async def _route(self, domain: str) -> Route | Unroutable:
         """A lookup that fails in a way nobody foresaw is a temporary failure of that domain,
@@ -139,11 +179,49 @@ class ClaimPipeline:
                     self._outcome(claim.token, message, d, answers[d.recipient], remote_host)
                     for d in chunk
                 ]
+                outcomes = self._with_dsn(message, outcomes, signed)
                 await self._writer.write(outcomes)  # committed before this group moves on
                 for outcome in outcomes:
                     metrics.DELIVERY_ATTEMPTS.labels(outcome.status).inc()
         finally:
             await self._done_with(len(deliveries))
+
+    def _with_dsn(
+        self,
+        message: OutboundMessage,
+        outcomes: list[Outcome],
+        signed: dict[UUID, asyncio.Future[bytes | None]],
+    ) -> list[Outcome]:
+        """Submission mail that bounced gets an RFC 3464 DSN to its envelope sender, queued
+        with the first bounced outcome so that it commits with it (or not at all)."""
+        bounced = [o for o in outcomes if o.status == "bounced"]
+        if not bounced or not wants_dsn(message.source, message.sender):
+            return outcomes
+        header = None
+        content = signed.get(message.email_id)
+        if content is not None and content.done() and not content.exception():
+            raw = content.result()
+            header = raw.split(b"\r\n\r\n", 1)[0] if raw else None
+        dsn = compose_dsn(
+            email_id=uuid7(),
+            hostname=self._hostname,
+            envelope_sender=message.sender,
+            failures=[
+                FailedRecipient(
+                    o.recipient,
+                    o.code,
+                    o.enhanced,
+                    o.response,
+                    o.remote_host,
+                    bool(o.data.get("expired")),
+                )
+                for o in bounced
+            ],
+            original_header=header,
+            date=datetime.now(UTC),
+        )
+        first = outcomes.index(bounced[0])
+        return [*outcomes[:first], replace(bounced[0], dsn=dsn), *outcomes[first + 1 :]]
 
     async def _give_back(self, claim: Claim, chunk: Sequence[ClaimedDelivery]) -> None:
         """Stopping: rows not yet sent are due again for any worker (or, failing that, once
@@ -166,23 +244,37 @@ class ClaimPipeline:
         if message.size is None:
             return {r: SmtpAnswer.ours(results.MESSAGE_MISSING) for r in recipients}, None
         if message.raw is not None:
-            return await self._send(message, route, recipients, signed)
+            return await self._send(message, route, chunk, signed)
         async with self._large_messages:  # read now, and only a few at a time: a memory bound
-            return await self._send(message, route, recipients, signed)
+            return await self._send(message, route, chunk, signed)
 
     async def _send(
         self,
         message: OutboundMessage,
         route: Route,
-        recipients: list[str],
+        chunk: Sequence[ClaimedDelivery],
         signed: dict[UUID, asyncio.Future[bytes | None]],
     ) -> tuple[Answers, str | None]:
+        recipients = [d.recipient for d in chunk]
         if message.email_id not in signed:  # once per email per claim, shared by its groups
             signed[message.email_id] = asyncio.ensure_future(self._sign(message))
         content = await signed[message.email_id]
         if content is None:
             return {r: SmtpAnswer.ours(results.MESSAGE_MISSING) for r in recipients}, None
-        return await self._transact(route, message.sender, recipients, content)
+        if self._tokens is None or message.reply_domain is None:
+            return await self._transact(route, message.sender, recipients, content)
+        # VERP: each recipient gets its own envelope sender, so a DSN names its delivery even
+        # when the DSN itself is mangled; one transaction per recipient, on pooled sessions.
+        answers: Answers = {}
+        remote_host = None
+        for delivery in chunk:
+            sender = bounce_address(
+                self._tokens, message.tenant_id, delivery.id, message.reply_domain
+            )
+            one, host = await self._transact(route, sender, [delivery.recipient], content)
+            answers.update(one)
+            remote_host = host or remote_host
+        return answers, remote_host
 
     async def _sign(self, message: OutboundMessage) -> bytes | None:
         raw = await queue.content(self._pool, message)

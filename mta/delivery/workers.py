@@ -30,6 +30,7 @@ from mta.wakeup import wait_for_any
 from policy.delivery.result import email_status
 from policy.dns import DnsLookup
 from policy.settings import Settings
+from policy.tokens import ReplyTokens
 from storage.database import Pool
 from storage.delivery import queue
 from storage.delivery.notify import QueueListener
@@ -59,6 +60,7 @@ class DeliveryWorkers:
         options: DeliveryOptions | None = None,
         smtp: SmtpPool | None = None,
         signer: DkimSigner | None = None,
+        tokens: ReplyTokens | None = None,
     ) -> None:
         self._pool = pool
         self._settings = settings
@@ -82,6 +84,8 @@ class DeliveryWorkers:
             rules=RetryRules(settings.retry_schedule, settings.max_queue_age),
             stopping=self._stopping,
             done_with=self._done_with,
+            tokens=tokens,
+            hostname=settings.hostname,
         )
         self._room = asyncio.Condition()
         self._in_flight = 0

@@ -150,6 +150,7 @@ class EmailStatus(StrEnum):
     BOUNCED = "bounced"
     PARTIALLY_BOUNCED = "partially_bounced"
     CANCELED = "canceled"
+    SUPPRESSED = "suppressed"
 
 
 def email_status(recipient_states: Mapping[str, int]) -> EmailStatus:
@@ -157,6 +158,7 @@ def email_status(recipient_states: Mapping[str, int]) -> EmailStatus:
 
     Read top to bottom, first match wins:
       every recipient canceled               -> canceled
+      every recipient canceled or suppressed -> suppressed (when one was)
       some still to go, one of them deferred -> delivery_delayed
       some still to go                       -> sent
       all done, none bounced                 -> delivered
@@ -167,7 +169,10 @@ def email_status(recipient_states: Mapping[str, int]) -> EmailStatus:
     delivered = recipient_states.get("delivered", 0)
     bounced = recipient_states.get("bounced", 0)
     if pending == 0 and delivered == 0 and bounced == 0:
-        return EmailStatus.CANCELED
+        # A recipient on the suppression list is never attempted (Resend: email.suppressed);
+        # otherwise suppressed recipients do not change what the others' outcomes say.
+        suppressed = recipient_states.get("suppressed", 0)
+        return EmailStatus.SUPPRESSED if suppressed else EmailStatus.CANCELED
     if pending:
         return (
             EmailStatus.DELIVERY_DELAYED if recipient_states.get("deferred") else EmailStatus.SENT

@@ -78,6 +78,7 @@ class Match:
     token_failure: TokenFailure | None = None  # why the first token offered did not hold
     failure_source: MatchSource | None = None
     received_id: UUID | None = None  # the received message that decided, when one did
+    by_token: bool = False  # decided by a verified reply token, not by a stored Message-ID
 
 
 def message_ids(header_value: str | None) -> list[str]:
@@ -164,6 +165,7 @@ def decide(
                     candidate.source,
                     reply_to_email_id=candidate.token.email_id,
                     thread_id=evidence.thread_id if evidence else None,
+                    by_token=True,
                 )
             if first_failure is None and verdict.failure is not None:
                 first_failure = (verdict.failure, candidate.source)

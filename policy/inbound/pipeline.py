@@ -16,10 +16,22 @@ from email.utils import format_datetime
 from typing import Any, Protocol
 from uuid import UUID
 
+from policy.bounces.effects import DeliveryReport, delivery_reports
+from policy.bounces.report import Report, read_report
+from policy.bounces.verp import (
+    BounceVerdict,
+    DeliveryEvidence,
+    bounce_token_from_local_part,
+    verify_bounce_token,
+)
+from policy.classify.rules import HUMAN, Classification, MailClass, classify
+from policy.classify.signals import first_look, read_signals
 from policy.inbound.addresses import split_mailbox
 from policy.inbound.matching import (
     KnownMessage,
     Match,
+    MatchSource,
+    MatchStatus,
     OutboundEvidence,
     candidates,
     decide,
@@ -37,6 +49,7 @@ from policy.inbound.routing import (
     rcpt_syntax_rejected,
     route_candidates,
 )
+from policy.text import clean_text
 from policy.tokens import ReplyTokens, TokenFailure, token_from_local_part
 
 # -- What the pipeline asks of storage ----------------------------------------------------------
@@ -85,6 +98,19 @@ class KnownMessageFacts(Protocol):
     def received_id(self) -> UUID | None: ...
 
 
+class DeliveryFacts(Protocol):
+    """The delivery a bounce address names (storage: DeliveryRow)."""
+
+    @property
+    def delivery_id(self) -> UUID: ...
+    @property
+    def email_id(self) -> UUID: ...
+    @property
+    def recipient(self) -> str: ...
+    @property
+    def thread_id(self) -> UUID | None: ...
+
+
 class MatchFacts(Protocol):
     @property
     def outbound(self) -> Mapping[UUID, OutboundFacts]: ...
@@ -113,6 +139,10 @@ class InboundLookups(EvidenceLookups, Protocol):
     ) -> RecipientRouteFacts | None: ...
 
     async def token_evidence(self, tenant_id: UUID, email_id: UUID) -> OutboundFacts | None: ...
+
+    async def delivery_evidence(
+        self, tenant_id: UUID, delivery_id: UUID
+    ) -> DeliveryFacts | None: ...
 
 
 def _routing(found: RecipientRouteFacts | None) -> DomainRouting | None:
@@ -176,7 +206,25 @@ async def judge_recipient(
         return rcpt_syntax_rejected()
     routing = _routing(await lookups.recipient_route(mailbox.domain, route_candidates(mailbox)))
     verdict = None
+    bounce = None
     token = token_from_local_part(mailbox.local)
+    bounce_token = bounce_token_from_local_part(mailbox.local) if token is None else None
+    if routing is not None and bounce_token is not None:
+        if isinstance(bounce_token, TokenFailure):
+            bounce = BounceVerdict(None, bounce_token)
+        else:
+            found = await lookups.delivery_evidence(routing.tenant_id, bounce_token.delivery_id)
+            bounce = verify_bounce_token(
+                tokens,
+                bounce_token,
+                routing.tenant_id,
+                mailbox.domain,
+                None
+                if found is None
+                else DeliveryEvidence(
+                    found.delivery_id, found.email_id, found.recipient, found.thread_id
+                ),
+            )
     if routing is not None and token is not None:
         if isinstance(token, TokenFailure):
             verdict = TokenVerdict(None, token)
@@ -189,7 +237,7 @@ async def judge_recipient(
                 _outbound(evidence),
                 recipient_domain=mailbox.domain,
             )
-    return decide_rcpt(RcptInput(mailbox, routing, verdict))
+    return decide_rcpt(RcptInput(mailbox, routing, verdict, bounce))
 
 
 # -- Messages -----------------------------------------------------------------------------------
@@ -251,6 +299,12 @@ class ReceivedMessage:
     token_failure_source: str | None
     ingest_source: str | None
     ingest_event_id: str | None
+    # What kind of mail this is (policy.classify) and the rule that said so; a report's reading.
+    classification: str = "human"
+    classification_reason: str = "no_rule"
+    report: dict[str, Any] | None = None
+    # What the report does to the tenant's deliveries (policy.bounces.effects), applied with it.
+    delivery_reports: tuple[DeliveryReport, ...] = ()
 
 
 _date_cache: tuple[int, str] = (0, "")
@@ -303,9 +357,28 @@ async def received_messages(
         assert decision.tenant_id is not None
         by_tenant.setdefault(decision.tenant_id, []).append(decision)
 
+    look = first_look(
+        parsed.headers,
+        mail_from=arrival.mail_from,
+        from_address=parsed.from_address,
+        subject=parsed.subject,
+    )
+    report = _report(parsed, raw, arrival, accepted) if look.wants_report else None
     records = []
     for tenant_id, decisions in by_tenant.items():
-        match = await _match(tenant_id, decisions, parsed, lookups, tokens)
+        match = await _match(tenant_id, decisions, parsed, lookups, tokens, report)
+        verdicts = [d.bounce for d in decisions if d.bounce is not None]
+        match = _linked_by_bounce_address(match, verdicts)
+        # Most mail carries no field any rule reads: human without building the rules' input.
+        kind = HUMAN if look.plain and report is None else _classify(parsed, arrival, match, report)
+        effects: tuple[DeliveryReport, ...] = ()
+        if kind.kind in (MailClass.BOUNCE, MailClass.COMPLAINT):
+            effects = delivery_reports(
+                report,
+                complaint=kind.kind is MailClass.COMPLAINT,
+                verdicts=verdicts,
+                returned_email_id=match.reply_to_email_id,
+            )
         # An address given twice (or two aliases of one target) is one recipient.
         recipients = list(dict.fromkeys(d.delivered_to for d in decisions if d.delivered_to))
         record_id = new_id()
@@ -347,9 +420,75 @@ async def received_messages(
                 token_failure_source=match.failure_source.value if match.failure_source else None,
                 ingest_source=arrival.source if arrival.event_id is not None else None,
                 ingest_event_id=arrival.event_id,
+                classification=kind.kind.value,
+                classification_reason=kind.reason,
+                report=_report_json(report) if kind.automatic else None,
+                delivery_reports=effects,
             )
         )
     return records
+
+
+def _linked_by_bounce_address(match: Match, verdicts: Sequence[BounceVerdict]) -> Match:
+    """A report sent to a genuine bounce address is about that delivery's email and thread."""
+    if match.status is MatchStatus.MATCHED:
+        return match
+    for verdict in verdicts:
+        if verdict.valid and verdict.delivery is not None:
+            return Match(
+                MatchStatus.MATCHED,
+                MatchSource.RECIPIENT,
+                reply_to_email_id=verdict.delivery.email_id,
+                thread_id=verdict.delivery.thread_id,
+                by_token=True,
+            )
+    return match
+
+
+def _report(
+    parsed: ParsedMessage, raw: bytes, arrival: Arrival, accepted: Sequence[RcptDecision]
+) -> Report | None:
+    """The light parse of a report, for messages that may be one (policy.classify)."""
+    # The report's own addresses are never the failed recipient of a text bounce.
+    own = {d.mailbox.address.lower() for d in accepted if d.mailbox is not None}
+    if parsed.from_address:
+        own.add(parsed.from_address.lower())
+    if arrival.mail_from:
+        own.add(arrival.mail_from.lower())
+    addressed = frozenset(a.lower() for a in (*parsed.to, *parsed.cc))
+    return read_report(raw, ignore_addresses=frozenset(own), unlikely_addresses=addressed)
+
+
+def _classify(
+    parsed: ParsedMessage, arrival: Arrival, match: Match, report: Report | None
+) -> Classification:
+    matched = match.status is MatchStatus.MATCHED
+    return classify(
+        read_signals(
+            parsed.headers,
+            mail_from=arrival.mail_from,
+            from_address=parsed.from_address,
+            subject=parsed.subject,
+            text=parsed.text,
+            in_reply_to=parsed.in_reply_to,
+            matched=matched,
+            matched_by_token=matched and match.by_token,
+            report=report,
+        )
+    )
+
+
+def _report_json(report: Report | None) -> dict[str, Any] | None:
+    if report is None or report.form == "none":
+        return None
+    return {
+        "form": report.form,
+        "feedback_type": clean_text(report.feedback_type) if report.feedback_type else None,
+        "returned_message_id": (
+            clean_text(report.returned_message_id) if report.returned_message_id else None
+        ),
+        "recipients": [r.as_json() for r in report.recipients],
+    }
 
 
 async def _match(
@@ -358,6 +497,7 @@ async def _match(
     parsed: ParsedMessage,
     lookups: InboundLookups,
     tokens: ReplyTokens,
+    report: Report | None,
 ) -> Match:
     offered = candidates(
         [d.token for d in decisions if d.token is not None],
@@ -365,6 +505,10 @@ async def _match(
         parsed.in_reply_to,
         parsed.references,
     )
+    if report is not None and (report.returned_token or report.returned_message_id):
+        # RFC 3464 section 2: a report returns the original message (or its header); its
+        # X-OpenSend-Reply-Token and Message-ID link the report to what it is about.
+        offered += candidates([], report.returned_token, report.returned_message_id, None)
     email_ids = sorted({c.token.email_id for c in offered if c.token is not None})
     message_ids = [c.message_id for c in offered if c.message_id is not None]
     facts = None

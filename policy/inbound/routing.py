@@ -12,6 +12,7 @@ from enum import StrEnum
 from uuid import UUID
 
 from policy import replies
+from policy.bounces.verp import BounceVerdict
 from policy.inbound.addresses import Mailbox
 from policy.replies import Reply
 from policy.tokens import ReplyToken, TokenFailure
@@ -28,6 +29,7 @@ class RouteKind(StrEnum):
     ALIAS = "alias"
     CATCH_ALL = "catch_all"
     REPLY_TOKEN = "reply_token"
+    BOUNCE_TOKEN = "bounce_token"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,7 @@ class RcptInput:
     mailbox: Mailbox
     routing: DomainRouting | None
     token: TokenVerdict | None  # set when the local part is a reply+osr_ address
+    bounce: BounceVerdict | None = None  # set when the local part is a bounce+osb_ address
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +74,7 @@ class RcptDecision:
     route_kind: RouteKind | None = None
     delivered_to: str | None = None  # the address the message is stored under (alias target)
     token: TokenVerdict | None = None
+    bounce: BounceVerdict | None = None
 
 
 def _reject(reply: Reply, check: str, reason: str) -> RcptDecision:
@@ -105,6 +109,26 @@ def check_reply_token(rcpt: RcptInput) -> RcptDecision | None:
     )
 
 
+def check_bounce_token(rcpt: RcptInput) -> RcptDecision | None:
+    # A bounce address (VERP) is accepted whatever its verdict, like a reply address: a forged
+    # one, or one naming another tenant's delivery, is stored for the recipient domain's tenant
+    # and links to nothing, and its sender learns nothing.
+    if rcpt.bounce is None or rcpt.routing is None:
+        return None
+    reason = "bounce_valid" if rcpt.bounce.valid else f"bounce_{rcpt.bounce.failure}"
+    return RcptDecision(
+        Action.ACCEPT,
+        replies.S250_RECIPIENT_OK,
+        "bounce_token",
+        reason,
+        mailbox=rcpt.mailbox,
+        tenant_id=rcpt.routing.tenant_id,
+        route_kind=RouteKind.BOUNCE_TOKEN,
+        delivered_to=rcpt.mailbox.address,
+        bounce=rcpt.bounce,
+    )
+
+
 def check_route(rcpt: RcptInput) -> RcptDecision | None:
     routing = rcpt.routing
     if routing is None or routing.route_kind is None:
@@ -129,7 +153,9 @@ RCPT_CHECKS: tuple[tuple[str, Callable[[RcptInput], RcptDecision | None]], ...] 
     ("domain_known", check_domain_known),
     # 2. reply+osr_… at a known domain: accepted, the token's verdict travels with the envelope.
     ("reply_token", check_reply_token),
-    # 3. Anything else needs a route: exact address, alias, or the domain's catch-all.
+    # 3. bounce+osb_… at a known domain: accepted, the delivery it names travels with it.
+    ("bounce_token", check_bounce_token),
+    # 4. Anything else needs a route: exact address, alias, or the domain's catch-all.
     ("route", check_route),
 )
 

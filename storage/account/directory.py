@@ -59,6 +59,7 @@ class ApiKey:
     permission: str
     created_at: datetime
     domain_id: UUID | None = None
+    last_used_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,11 +105,27 @@ SELECT_API_KEY_BY_HASH = """
 SELECT id, tenant_id, name, key_prefix, permission, created_at, domain_id
 FROM api_keys WHERE key_hash = $1
 """
-SELECT_API_KEYS = """
-SELECT id, tenant_id, name, key_prefix, permission, created_at, domain_id
-FROM api_keys WHERE tenant_id = $1 ORDER BY created_at DESC, id DESC
-"""
 DELETE_API_KEY = "DELETE FROM api_keys WHERE tenant_id = $1 AND id = $2"
+# One page of a tenant's keys, newest first by their time-ordered (UUIDv7) ids, for GET /api-keys.
+API_KEY_PAGE_COLUMNS = (
+    "id, tenant_id, name, key_prefix, permission, created_at, domain_id, last_used_at"
+)
+SELECT_API_KEYS_NEWEST = f"""
+SELECT {API_KEY_PAGE_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY id DESC LIMIT $2
+"""
+SELECT_API_KEYS_AFTER = f"""
+SELECT {API_KEY_PAGE_COLUMNS} FROM api_keys WHERE tenant_id = $1 AND id < $3
+ORDER BY id DESC LIMIT $2
+"""
+SELECT_API_KEYS_BEFORE = f"""
+SELECT {API_KEY_PAGE_COLUMNS} FROM api_keys WHERE tenant_id = $1 AND id > $3 ORDER BY id LIMIT $2
+"""
+# The last use, written at most once a minute per key (the caller throttles too, in memory):
+# a request never waits on a row lock, and a busy key costs one UPDATE a minute, not one a call.
+MARK_API_KEY_USED = """
+UPDATE api_keys SET last_used_at = now()
+WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')
+"""
 
 # The recipient's domain (or reply domain) if it takes mail, with the best route among the
 # candidates ($2, best first: exact address, address without +detail, the catch-all).
@@ -245,10 +262,31 @@ async def find_api_key(pool: Pool, key_id: UUID) -> ApiKey | None:
     return ApiKey(**dict(row)) if row else None
 
 
-async def list_api_keys(pool: Pool, tenant_id: UUID) -> list[ApiKey]:
+async def list_api_keys_page(
+    pool: Pool,
+    tenant_id: UUID,
+    *,
+    limit: int,
+    after: UUID | None = None,
+    before: UUID | None = None,
+) -> tuple[list[ApiKey], bool]:
+    """One page, newest first, and whether more lie beyond it in the direction of travel."""
     async with storage_errors():
-        rows = await pool.fetch(SELECT_API_KEYS, tenant_id)
-    return [ApiKey(**dict(r)) for r in rows]
+        if after is not None:
+            rows = await pool.fetch(SELECT_API_KEYS_AFTER, tenant_id, limit + 1, after)
+        elif before is not None:
+            rows = await pool.fetch(SELECT_API_KEYS_BEFORE, tenant_id, limit + 1, before)
+        else:
+            rows = await pool.fetch(SELECT_API_KEYS_NEWEST, tenant_id, limit + 1)
+    page = [ApiKey(**dict(row)) for row in rows[:limit]]
+    if before is not None:
+        page.reverse()
+    return page, len(rows) > limit
+
+
+async def mark_api_key_used(pool: Pool, key_id: UUID) -> None:
+    async with storage_errors():
+        await pool.execute(MARK_API_KEY_USED, key_id)
 
 
 async def delete_api_key(pool: Pool, tenant_id: UUID, key_id: UUID) -> bool:

@@ -32,6 +32,7 @@ class ThreadMessage:
     subject: str | None
     match_status: str | None  # inbound only
     reply_to_email_id: UUID | None  # inbound only
+    classification: str | None  # inbound only: human, auto_reply, bounce, ... (policy.classify)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +62,11 @@ t.id, t.subject, t.created_at, t.last_message_at,
  ORDER BY r.received_at DESC, r.id DESC LIMIT 1) AS contact_id
 """
 SELECT_THREAD = "SELECT " + THREAD_COLUMNS + " FROM threads t WHERE t.tenant_id = $1 AND t.id = $2"
+# The newest received message of a thread: what "reply to the thread" answers.
+SELECT_LATEST_RECEIVED = """
+SELECT id FROM received_emails WHERE tenant_id = $1 AND thread_id = $2
+ORDER BY received_at DESC, id DESC LIMIT 1
+"""
 
 # Keyset pages on threads_tenant_recent (tenant_id, last_message_at DESC); the id breaks ties
 # (one group commit touches many threads at the same instant) with an incremental sort.
@@ -87,12 +93,13 @@ SELECT * FROM (
         SELECT e.thread_id, 'outbound' AS direction, e.id, e.created_at,
                coalesce(e.from_header, e.from_address) AS from_header,
                NULL::text AS from_name, e.from_address, e.to_addresses, e.subject,
-               NULL::text AS match_status, NULL::uuid AS reply_to_email_id
+               NULL::text AS match_status, NULL::uuid AS reply_to_email_id,
+               NULL::text AS classification
         FROM emails e WHERE e.tenant_id = $1 AND e.thread_id = ANY($2::uuid[])
         UNION ALL
         SELECT r.thread_id, 'inbound', r.id, r.received_at,
                NULL, r.from_name, r.from_address, r.to_addresses, r.subject,
-               r.reply_match_status, r.reply_to_email_id
+               r.reply_match_status, r.reply_to_email_id, r.classification
         FROM received_emails r WHERE r.tenant_id = $1 AND r.thread_id = ANY($2::uuid[])
     ) AS m
 ) AS numbered
@@ -140,6 +147,13 @@ async def list_threads(
     if before is not None:
         page.reverse()
     return page, len(rows) > limit
+
+
+async def latest_received(pool: Pool, tenant_id: UUID, thread_id: UUID) -> UUID | None:
+    """The id of the thread's newest received message; None: no such thread, or none received."""
+    async with storage_errors():
+        found: UUID | None = await pool.fetchval(SELECT_LATEST_RECEIVED, tenant_id, thread_id)
+    return found
 
 
 async def thread_messages(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import asyncpg
@@ -41,7 +41,9 @@ SET status = 'sending', lease_until = now() + make_interval(secs => $2), lease_t
 FROM emails e
 WHERE d.id IN (SELECT id FROM expired UNION ALL SELECT id FROM due) AND e.id = d.email_id
 RETURNING d.id, d.email_id, d.tenant_id, d.recipient, d.recipient_domain, d.attempts,
-          extract(epoch FROM now() - greatest(d.queued_at, e.scheduled_at))::float8 AS age
+          extract(epoch FROM now() - greatest(d.queued_at, e.scheduled_at))::float8 AS age,
+          EXISTS (SELECT 1 FROM suppressions s
+                  WHERE s.tenant_id = d.tenant_id AND s.email = lower(d.recipient)) AS suppressed
 """
 # A scheduled email becomes sent when its first recipient is claimed; the status test makes
 # that happen once, whichever worker gets there first.
@@ -55,7 +57,7 @@ RETURNING id, tenant_id
 SELECT_MESSAGES = """
 SELECT e.id, e.tenant_id, e.from_address, octet_length(e.raw) AS size,
        CASE WHEN octet_length(e.raw) <= $2 THEN e.raw END AS raw,
-       dm.name AS domain, dm.dkim_selector, dm.dkim_private_key
+       dm.name AS domain, dm.dkim_selector, dm.dkim_private_key, e.reply_domain, e.source
 FROM emails e LEFT JOIN domains dm ON dm.id = e.domain_id
 WHERE e.id = ANY($1::uuid[])
 """
@@ -81,8 +83,8 @@ LOCK_EMAILS = "SELECT id FROM emails WHERE id = ANY($1::uuid[]) ORDER BY id FOR 
 UPDATE_OUTCOMES = """
 UPDATE deliveries d
 SET status = u.status,
-    attempts = d.attempts + 1,
-    last_attempt_at = now(),
+    attempts = d.attempts + CASE WHEN u.status = 'suppressed' THEN 0 ELSE 1 END,
+    last_attempt_at = CASE WHEN u.status = 'suppressed' THEN d.last_attempt_at ELSE now() END,
     next_attempt_at = CASE WHEN u.status = 'deferred'
                            THEN now() + make_interval(secs => u.retry_in)
                            ELSE d.next_attempt_at END,
@@ -136,6 +138,7 @@ class ClaimedDelivery:
     recipient_domain: str
     attempts: int  # made before this one
     age: float  # seconds since it was queued (or since its scheduled time)
+    suppressed: bool = False  # on the tenant's suppression list now: not attempted
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +151,9 @@ class OutboundMessage:
     domain: str | None
     dkim_selector: str | None
     dkim_private_key: str | None = field(repr=False)
+    # Where bounces come back (VERP, policy.bounces.verp); None: the domain does not receive.
+    reply_domain: str | None = None
+    source: str = "api"  # api, smtp (submission), reply, dsn
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,12 +179,31 @@ class Outcome:
     remote_host: str | None
     retry_in: int | None = None
     data: Mapping[str, Any] = field(default_factory=dict)
+    dsn: DsnToQueue | None = None  # queued with this outcome, if it applies
+
+
+class DsnToQueue(Protocol):
+    """A delivery status notification to send (policy.bounces.dsn.Dsn)."""
+
+    @property
+    def email_id(self) -> UUID: ...
+    @property
+    def message_id(self) -> str: ...
+    @property
+    def to(self) -> str: ...
+    @property
+    def subject(self) -> str: ...
+    @property
+    def from_header(self) -> str: ...
+    @property
+    def raw(self) -> bytes: ...
 
 
 EVENT_FOR_STATUS = {
     "delivered": "email.delivered",
     "deferred": "email.delivery_delayed",
     "bounced": "email.bounced",
+    "suppressed": "email.suppressed",
 }
 
 
@@ -209,6 +234,8 @@ async def claim(pool: Pool, *, limit: int, lease_seconds: float) -> Claim:
                 m["domain"],
                 m["dkim_selector"],
                 m["dkim_private_key"],
+                m["reply_domain"],
+                m["source"],
             )
             for m in messages
         },
@@ -289,6 +316,9 @@ async def record_outcomes(pool: Pool, outcomes: Sequence[Outcome], roll_up: Roll
                 for o in applied
             ],
         )
+        for outcome in applied:
+            if outcome.dsn is not None:
+                await _queue_dsn(conn, outcome.tenant_id, outcome.dsn)
         states: dict[UUID, dict[str, int]] = {}
         for row in await conn.fetch(COUNT_RECIPIENT_STATES, email_ids):
             states.setdefault(row["email_id"], {})[row["status"]] = row["n"]
@@ -301,6 +331,40 @@ async def record_outcomes(pool: Pool, outcomes: Sequence[Outcome], roll_up: Roll
             [last_event[email_id] for email_id in touched],
         )
     return set(attempts)
+
+
+# A DSN is an email of the tenant like any other, from the null reverse-path (from_address ''),
+# unsigned (no domain), never tracked for replies; its one delivery wakes the workers at COMMIT.
+INSERT_DSN = """
+WITH email AS (
+    INSERT INTO emails (id, tenant_id, from_address, from_header, to_addresses, subject,
+                        message_id, raw, status, last_event, source)
+    VALUES ($1, $2, '', $3, ARRAY[$4::text], $5, $6, $7, 'sent', 'email.sent', 'dsn')
+    RETURNING id
+), queue AS (
+    INSERT INTO deliveries (id, email_id, tenant_id, recipient, recipient_domain)
+    SELECT $8, email.id, $2, $4, lower(split_part($4, '@', 2)) FROM email
+), event AS (
+    INSERT INTO email_events (id, tenant_id, email_id, type)
+    SELECT $9, $2, email.id, 'email.sent' FROM email
+)
+SELECT pg_notify('opensend_deliveries', '')
+"""
+
+
+async def _queue_dsn(conn: asyncpg.Connection, tenant_id: UUID, dsn: DsnToQueue) -> None:
+    await conn.execute(
+        INSERT_DSN,
+        dsn.email_id,
+        tenant_id,
+        dsn.from_header,
+        dsn.to,
+        dsn.subject,
+        dsn.message_id,
+        dsn.raw,
+        uuid7(),
+        uuid7(),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,9 @@ from uuid import UUID
 import asyncpg
 
 from storage.account.directory import RecipientRoute, lookup_recipient
+from storage.bounces.reports import DeliveryRow, ReportToApply, apply_reports, delivery_evidence
 from storage.database import Pool
+from storage.delivery.queue import RollUp
 from storage.errors import StorageError, StorageUnavailable, storage_errors
 from storage.group_commit import GroupCommit
 from storage.inbound.lookup_cache import TTLCache
@@ -114,6 +116,14 @@ class ReceivedRecord(Protocol):
     def ingest_source(self) -> str | None: ...
     @property
     def ingest_event_id(self) -> str | None: ...
+    @property
+    def classification(self) -> str: ...
+    @property
+    def classification_reason(self) -> str: ...
+    @property
+    def report(self) -> dict[str, Any] | None: ...
+    @property
+    def delivery_reports(self) -> Sequence[ReportToApply]: ...
 
 
 # Everything matching needs for one tenant, in one round trip: the outbound emails that tokens
@@ -189,6 +199,9 @@ RECEIVED_COLUMNS = (
     "token_failure_source",
     "ingest_source",
     "ingest_event_id",
+    "classification",
+    "classification_reason",
+    "report",
 )
 # The contact is looked up inside the INSERT: one round trip fewer for every message. Nothing
 # else is written for the authentication checks: they find the message by its id
@@ -263,13 +276,25 @@ def _values(record: ReceivedRecord) -> tuple[Any, ...]:
     return tuple(values)
 
 
-async def store_received(pool: Pool, records: Sequence[ReceivedRecord]) -> None:
-    """Store every record or none: one transaction, committed before this returns."""
-    threads = sorted({r.thread_id for r in records if r.thread_id is not None})
+def _touched_threads(records: Sequence[ReceivedRecord]) -> list[UUID]:
+    """Threads that a person's message moves; automatic mail is linked but is no activity."""
+    return sorted(
+        {r.thread_id for r in records if r.thread_id is not None and r.classification == "human"}
+    )
+
+
+async def store_received(pool: Pool, records: Sequence[ReceivedRecord], *, roll_up: RollUp) -> None:
+    """Store every record or none: one transaction, committed before this returns.
+
+    A report among them is applied to the delivery it is about in the same transaction
+    (storage.bounces.reports); `roll_up` turns recipient states into an email's status.
+    """
+    threads = _touched_threads(records)
     async with storage_errors(), pool.acquire() as conn, conn.transaction():
         await conn.executemany(INSERT_RECEIVED, [_values(r) for r in records])
         if threads:
             await conn.execute(TOUCH_THREADS, threads)
+        await _apply_reports(conn, records, roll_up)
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,8 +312,21 @@ WHERE ingest_source = $1 AND ingest_event_id = $2 AND tenant_id = ANY($3::uuid[]
 """
 
 
+async def _apply_reports(
+    conn: asyncpg.Connection, records: Sequence[ReceivedRecord], roll_up: RollUp
+) -> None:
+    reported = [r for r in records if r.delivery_reports]
+    if reported:
+        await apply_reports(conn, reported, roll_up)
+
+
 async def store_ingested(
-    pool: Pool, records: Sequence[ReceivedRecord], *, source: str, event_id: str
+    pool: Pool,
+    records: Sequence[ReceivedRecord],
+    *,
+    source: str,
+    event_id: str,
+    roll_up: RollUp,
 ) -> tuple[list[StoredCopy], bool]:
     """Store an ingester event's records, except for tenants that have it already.
 
@@ -307,9 +345,10 @@ async def store_ingested(
         new = [r for r in records if r.tenant_id not in stored_for]
         if new:
             await conn.executemany(INSERT_RECEIVED, [_values(r) for r in new])
-            threads = sorted({r.thread_id for r in new if r.thread_id is not None})
+            threads = _touched_threads(new)
             if threads:
                 await conn.execute(TOUCH_THREADS, threads)
+            await _apply_reports(conn, new, roll_up)
     copies = earlier + [StoredCopy(r.id, r.tenant_id, r.reply_match_status) for r in new]
     return sorted(copies, key=lambda copy: copy.id), not new
 
@@ -352,6 +391,9 @@ class InboxLookups(EvidenceLookups):
     async def token_evidence(self, tenant_id: UUID, email_id: UUID) -> OutboundRow | None:
         return await token_evidence(self._pool, tenant_id, email_id)
 
+    async def delivery_evidence(self, tenant_id: UUID, delivery_id: UUID) -> DeliveryRow | None:
+        return await delivery_evidence(self._pool, tenant_id, delivery_id)
+
 
 class GroupCommitWriter:
     """Commits concurrent messages together: one transaction and one WAL flush for many.
@@ -362,8 +404,11 @@ class GroupCommitWriter:
     than an outage is retried record by record, so one bad message cannot sink its neighbours.
     """
 
-    def __init__(self, pool: Pool, *, max_batch: int = 64, max_inflight: int = 2) -> None:
+    def __init__(
+        self, pool: Pool, *, roll_up: RollUp, max_batch: int = 64, max_inflight: int = 2
+    ) -> None:
         self._pool = pool
+        self._roll_up = roll_up
         self._group: GroupCommit[tuple[Sequence[ReceivedRecord], asyncio.Future[None]]] = (
             GroupCommit(self._flush, max_batch=max_batch, max_inflight=max_inflight)
         )
@@ -377,7 +422,9 @@ class GroupCommitWriter:
         self, batch: list[tuple[Sequence[ReceivedRecord], asyncio.Future[None]]]
     ) -> None:
         try:
-            await store_received(self._pool, [r for records, _ in batch for r in records])
+            await store_received(
+                self._pool, [r for records, _ in batch for r in records], roll_up=self._roll_up
+            )
         except StorageError as error:
             if error.temporary or len(batch) == 1:
                 for _, future in batch:
@@ -385,7 +432,7 @@ class GroupCommitWriter:
                 return
             for records, future in batch:
                 try:
-                    await store_received(self._pool, records)
+                    await store_received(self._pool, records, roll_up=self._roll_up)
                 except StorageError as single_error:
                     _settle(future, single_error)
                 else:

@@ -22,6 +22,7 @@ class ReceivedFilters:
     """Optional narrowing of a listing; None means "any". Addresses are compared in lowercase."""
 
     match_status: str | None = None
+    classification: str | None = None
     thread_id: UUID | None = None
     recipient: str | None = None  # one of the envelope recipients (RCPT TO)
     sender: str | None = None  # the address of the From field
@@ -48,6 +49,8 @@ class ReceivedSummary:
     reply_to_email_id: UUID | None
     thread_id: UUID | None
     contact_id: UUID | None
+    classification: str
+    classification_reason: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +75,7 @@ class ReceivedEmail(ReceivedSummary):
     auth_header: str | None
     auth_checked_at: datetime | None
     auth_next_check_at: datetime | None  # when a temperror is looked at again; None once final
+    report: dict[str, Any] | None  # a bounce's or complaint's reading (policy/bounces/report.py)
     # The new text without quoted history (received_stripped_bodies, migration 0015): None
     # until the after-commit worker got to it (and for a message without such a body).
     stripped_text: str | None
@@ -89,14 +93,14 @@ class RawMessage:
 SUMMARY_COLUMNS = """
 id, received_at, mail_from, rcpt_to, size, message_id, subject, from_address, from_name,
 to_addresses, cc_addresses, reply_to_addresses, attachments, reply_match_status,
-reply_to_email_id, thread_id, contact_id
+reply_to_email_id, thread_id, contact_id, classification, classification_reason
 """
 DETAIL_COLUMNS = (
     SUMMARY_COLUMNS
     + """, host(remote_ip) AS remote_ip, helo, tls, tls_version, headers, in_reply_to,
 "references", sent_at, text_body, html_body, parse_defects, match_source, token_failure,
 token_failure_source, a.results AS auth_results, a.header AS auth_header,
-a.checked_at AS auth_checked_at, a.next_check_at AS auth_next_check_at
+a.checked_at AS auth_checked_at, a.next_check_at AS auth_next_check_at, report
 """
     + stripped.STRIPPED_COLUMNS
 )
@@ -115,13 +119,17 @@ _FILTERS = """
   AND ($5::text IS NULL OR lower(from_address) = $5)
   AND ($6::timestamptz IS NULL OR received_at >= $6)
   AND ($7::timestamptz IS NULL OR received_at < $7)
+  AND (${c}::text IS NULL OR classification = ${c})
 """
 # Keyset pages on index received_tenant_recent (tenant_id, received_at DESC, id DESC): the row
 # comparison with the cursor's key is an index condition, so page 1,000 costs what page 1 does
 # (OFFSET would read and discard every earlier row). Three statements rather than one with an
 # "IS NULL OR" cursor test, because only a plain comparison can bound the index scan.
+# The classification filter is the statement's last parameter: $9 on the first page, $11 after
+# the cursor's two.
 _LIST = "SELECT " + SUMMARY_COLUMNS + " FROM received_emails WHERE tenant_id = $1" + _FILTERS
-LIST_NEWEST = _LIST + "ORDER BY received_at DESC, id DESC LIMIT $8"
+LIST_NEWEST = _LIST.replace("${c}", "$9") + "ORDER BY received_at DESC, id DESC LIMIT $8"
+_LIST = _LIST.replace("${c}", "$11")
 LIST_AFTER = _LIST + "AND (received_at, id) < ($9, $10) ORDER BY received_at DESC, id DESC LIMIT $8"
 # Backwards (newer than the cursor): nearest first, so LIMIT keeps the page next to the cursor;
 # the caller gets it reversed into the list's newest-first order.
@@ -173,13 +181,15 @@ async def list_received(
     ]
     async with storage_errors(), pool.acquire() as conn:
         if cursor_id is None:
-            rows = await conn.fetch(LIST_NEWEST, *args)
+            rows = await conn.fetch(LIST_NEWEST, *args, filters.classification)
         else:
             cursor = await conn.fetchrow(SELECT_CURSOR, tenant_id, cursor_id)
             if cursor is None:
                 return None
             query = LIST_AFTER if after is not None else LIST_BEFORE
-            rows = await conn.fetch(query, *args, cursor["received_at"], cursor["id"])
+            rows = await conn.fetch(
+                query, *args, cursor["received_at"], cursor["id"], filters.classification
+            )
     page = [_summary(row) for row in rows[:limit]]
     if before is not None:
         page.reverse()

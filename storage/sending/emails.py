@@ -421,11 +421,16 @@ SELECT {_SUMMARY}, e.html_body, e.text_body,
                     'recipient', d.recipient, 'status', d.status, 'attempts', d.attempts,
                     'last_code', d.last_code, 'last_response', d.last_response,
                     'next_attempt_at', d.next_attempt_at,
-                    'updated_at', greatest(d.queued_at, d.last_attempt_at, d.finished_at))
+                    'updated_at', greatest(d.queued_at, d.last_attempt_at, d.finished_at),
+                    'report', d.report, 'reported_at', d.reported_at,
+                    'complained_at', d.complained_at)
                     ORDER BY d.recipient)
                  FROM deliveries d WHERE d.email_id = e.id), '[]') AS deliveries
 FROM emails e WHERE e.tenant_id = $1 AND e.id = $2
 """
+# A sent email's attachments: their metadata, and (to serve one) the raw message that holds them.
+SELECT_ATTACHMENTS = "SELECT attachments FROM emails WHERE tenant_id = $1 AND id = $2"
+SELECT_ATTACHMENTS_AND_RAW = "SELECT attachments, raw FROM emails WHERE tenant_id = $1 AND id = $2"
 SELECT_CURSOR = "SELECT created_at, id FROM emails WHERE tenant_id = $1 AND id = $2"
 # Newest first on the (tenant_id, created_at DESC, id DESC) index; `before` walks back up.
 SELECT_FIRST_PAGE = f"""
@@ -476,6 +481,29 @@ async def get_email(pool: Pool, tenant_id: UUID, email_id: UUID) -> dict[str, An
     async with storage_errors():
         row = await pool.fetchrow(SELECT_EMAIL, tenant_id, email_id)
     return dict(row) if row else None
+
+
+async def get_attachments(
+    pool: Pool, tenant_id: UUID, email_id: UUID
+) -> list[dict[str, Any]] | None:
+    """The sent email's attachment metadata, in the order they were given; None: no such email."""
+    async with storage_errors():
+        row = await pool.fetchrow(SELECT_ATTACHMENTS, tenant_id, email_id)
+    return None if row is None else _json_list(row["attachments"])
+
+
+async def get_attachments_and_raw(
+    pool: Pool, tenant_id: UUID, email_id: UUID
+) -> tuple[list[dict[str, Any]], bytes] | None:
+    async with storage_errors():
+        row = await pool.fetchrow(SELECT_ATTACHMENTS_AND_RAW, tenant_id, email_id)
+    return None if row is None else (_json_list(row["attachments"]), bytes(row["raw"]))
+
+
+def _json_list(value: Any) -> list[dict[str, Any]]:
+    # jsonb comes back as text unless the pool has a codec for it.
+    loaded = json.loads(value) if isinstance(value, str) else value
+    return list(loaded)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from typing import Any
 from mta.delivery.smtp_pool import SmtpPool
 from mta.delivery.workers import DeliveryOptions, DeliveryWorkers
 from mta.dns import Resolver
+from policy.tokens import ReplyTokens
 from storage.database import Pool, open_pool
 from storage.migrate import migrate
 from tests.conftest import make_settings
@@ -49,12 +50,14 @@ def make_workers(
     *,
     options: DeliveryOptions = FAST,
     smtp: SmtpPool | None = None,
+    tokens: ReplyTokens | None = None,
     **env: str,
 ) -> DeliveryWorkers:
-    """The real workers with the settings the test writes, not started yet."""
+    """The real workers with the settings the test writes, not started yet; with `tokens`,
+    every recipient gets its own bounce address (VERP) as the envelope sender."""
     settings = make_settings(tmp, **env)
     resolver = Resolver(settings.dns_servers, lifetime=3.0)
-    return DeliveryWorkers(pool, url, settings, resolver, options=options, smtp=smtp)
+    return DeliveryWorkers(pool, url, settings, resolver, options=options, smtp=smtp, tokens=tokens)
 
 
 @contextlib.asynccontextmanager
@@ -65,10 +68,11 @@ async def delivery_workers(
     *,
     options: DeliveryOptions = FAST,
     smtp: SmtpPool | None = None,
+    tokens: ReplyTokens | None = None,
     **env: str,
 ) -> AsyncIterator[DeliveryWorkers]:
     """Started workers; stopped, and what is left in the queue canceled, at the end."""
-    workers = make_workers(pool, url, tmp, options=options, smtp=smtp, **env)
+    workers = make_workers(pool, url, tmp, options=options, smtp=smtp, tokens=tokens, **env)
     await workers.start()
     try:
         yield workers

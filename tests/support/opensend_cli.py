@@ -74,17 +74,17 @@ class Completed:
         return json.loads(self.stdout)
 
 
-async def run_opensend(*args: str, env: Mapping[str, str]) -> Completed:
+async def run_opensend(*args: str, env: Mapping[str, str], input: bytes | None = None) -> Completed:
     process = await asyncio.create_subprocess_exec(
         str(OPENSEND),
         *args,
         env=dict(env),
-        stdin=asyncio.subprocess.DEVNULL,
+        stdin=asyncio.subprocess.DEVNULL if input is None else asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), COMMAND_BOUND_SECONDS)
+        stdout, stderr = await asyncio.wait_for(process.communicate(input), COMMAND_BOUND_SECONDS)
     finally:
         if process.returncode is None:
             process.kill()

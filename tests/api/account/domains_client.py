@@ -78,14 +78,19 @@ async def domains_api(server: ApiServer | str, key: str) -> AsyncIterator[Domain
         yield DomainsApi(http, server if isinstance(server, str) else server.url)
 
 
+def all_records(domain: dict[str, Any]) -> list[dict[str, Any]]:
+    """The records to publish, then the suggested ones (DMARC), as a tenant reads them."""
+    return [*domain["records"], *domain["suggested_records"]]
+
+
 def record(domain: dict[str, Any], label: str) -> dict[str, Any]:
-    [found] = [r for r in domain["records"] if r["record"] == label]
+    [found] = [r for r in all_records(domain) if r["record"] == label]
     return found
 
 
 def publish(zone: ZoneData, domain: dict[str, Any], *, skip: tuple[str, ...] = ()) -> None:
     """Put the records the API asked for into the test's DNS zone, as a tenant would."""
-    for item in domain["records"]:
+    for item in all_records(domain):
         if item["record"] in skip:
             continue
         if item["type"] == "MX":

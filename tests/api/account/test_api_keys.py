@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+from uuid import uuid4
 
 import aiohttp
 
+from storage.account_caches import LastUseRecorder
 from storage.database import Pool
 from tests.conftest import ApiServer, MakeTenant
 
@@ -103,3 +105,33 @@ async def test_malformed_json_body_is_a_400_validation_error(
         body = await response.json()
     assert body["name"] == "validation_error"
     assert body["message"] == "Invalid JSON in request body"
+
+
+async def test_api_keys_list_pages_like_every_list_and_shows_the_last_use(
+    api: ApiServer, pool: Pool, make_tenant: MakeTenant
+) -> None:
+    acme = await make_tenant()
+    idle = await acme.api_key()  # made first, never used
+    used = await acme.api_key()
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {used}"}) as http:
+        async with http.get(f"{api.url}/api-keys", params={"limit": "1"}) as response:
+            first = await response.json()
+        cursor = {"limit": "1", "after": first["data"][0]["id"]}
+        async with http.get(f"{api.url}/api-keys", params=cursor) as response:
+            second = await response.json()
+        async with http.get(f"{api.url}/api-keys", params={"limit": "0"}) as response:
+            refused = response.status, (await response.json())["name"]
+    assert first["has_more"] is True and second["has_more"] is False
+    [newest], [oldest] = first["data"], second["data"]
+    assert newest["last_used_at"] is not None and oldest["last_used_at"] is None
+    assert refused == (422, "invalid_parameter") or refused[0] == 400
+    stored = await pool.fetchval(
+        "SELECT last_used_at FROM api_keys WHERE id = $1::uuid", newest["id"]
+    )
+    assert stored is not None and idle != used
+
+
+async def test_last_use_is_written_at_most_once_a_minute_per_key() -> None:
+    recorder = LastUseRecorder()
+    first, second = uuid4(), uuid4()
+    assert [recorder.due(first), recorder.due(first), recorder.due(second)] == [True, False, True]

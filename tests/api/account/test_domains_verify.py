@@ -19,6 +19,7 @@ from storage.database import Pool
 from tests.api.account.domains_client import (
     HOST,
     DomainsApi,
+    all_records,
     domains_api,
     new_name,
     publish,
@@ -44,7 +45,7 @@ async def receiving_domain(api: DomainsApi) -> dict[str, Any]:
 
 
 def statuses(domain: dict[str, Any]) -> dict[str, str]:
-    return {r["record"]: r["status"] for r in domain["records"]}
+    return {r["record"]: r["status"] for r in all_records(domain)}
 
 
 async def test_publishing_the_returned_records_verifies_the_domain(
@@ -58,12 +59,12 @@ async def test_publishing_the_returned_records_verifies_the_domain(
     assert answer.status == 200
     assert answer.body["status"] == "verified"
     assert statuses(answer.body) == {
-        "MX": "verified",
+        "Receiving": "verified",
         "SPF": "verified",
         "DKIM": "verified",
         "DMARC": "verified",
     }
-    assert record(answer.body, "MX")["found"] == [f"10 {HOST}"]
+    assert record(answer.body, "Receiving")["found"] == [f"10 {HOST}"]
     assert record(answer.body, "DKIM")["found"] == [record(created, "DKIM")["value"]]
     assert dns.queried(record(created, "DKIM")["name"], "TXT") == 1  # asked our server
     assert (await client.get(created["id"])).body == answer.body
@@ -88,7 +89,7 @@ async def test_a_wrong_dkim_key_fails_with_that_record_marked(
 
     assert (answer.status, answer.body["status"]) == (200, "failed")
     assert statuses(answer.body) == {
-        "MX": "verified",
+        "Receiving": "verified",
         "SPF": "verified",
         "DKIM": "failed",
         "DMARC": "verified",
@@ -105,13 +106,13 @@ async def test_missing_records_fail_and_each_says_what_is_missing(
     client: DomainsApi, dns: LoopbackDNSServer
 ) -> None:
     created = await receiving_domain(client)
-    publish(dns.zone, created, skip=("DKIM", "MX"))
+    publish(dns.zone, created, skip=("DKIM", "Receiving"))
 
     answer = await client.verify(created["id"])
 
     assert answer.body["status"] == "failed"
     assert record(answer.body, "DKIM")["reason"].startswith("no DKIM record at os")
-    assert record(answer.body, "MX")["reason"] == (
+    assert record(answer.body, "Receiving")["reason"] == (
         f"no MX record at inbound.{created['name']}, so mail for it does not come here"
     )
     assert record(answer.body, "SPF")["status"] == "verified"
@@ -177,7 +178,7 @@ async def test_a_sending_only_domain_needs_no_mx(
     client: DomainsApi, dns: LoopbackDNSServer
 ) -> None:
     created = await client.create(new_name())
-    assert "MX" not in statuses(created)
+    assert "Receiving" not in statuses(created)
     publish(dns.zone, created)
 
     assert (await client.verify(created["id"])).body["status"] == "verified"
@@ -213,13 +214,13 @@ async def test_turning_receiving_on_adds_an_mx_not_started_and_keeps_the_status(
 
     assert patched.body["status"] == "verified"  # the last check's result until the next one
     assert statuses(patched.body) == {
-        "MX": "not_started",
+        "Receiving": "not_started",
         "SPF": "verified",
         "DKIM": "verified",
         "DMARC": "verified",
     }
     failed = await client.verify(created["id"])  # the MX is not published
-    assert (failed.body["status"], statuses(failed.body)["MX"]) == ("failed", "failed")
+    assert (failed.body["status"], statuses(failed.body)["Receiving"]) == ("failed", "failed")
 
 
 async def test_a_domain_made_without_a_key_gets_one_on_verify(

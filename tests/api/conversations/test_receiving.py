@@ -10,8 +10,10 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
+from urllib.parse import urlsplit
 from uuid import UUID, uuid4
 
 import aiohttp
@@ -19,6 +21,7 @@ import pytest
 import resend
 
 from mta.listeners import MXListener
+from policy.download_links import LINK_LIFETIME
 from storage.database import Pool
 from tests.conftest import ApiServer, MakeTenant, TenantWorld, message, smtp_send
 
@@ -217,7 +220,8 @@ async def test_matched_reply_detail_has_envelope_headers_matching_and_thread(
     assert detail["match_source"] == "recipient"
     assert (detail["token_failure"], detail["token_failure_source"]) == (None, None)
     assert detail["contact_id"] is None
-    assert detail["raw"]["download_url"].endswith(f"/emails/receiving/{received_id}/raw")
+    raw_link = urlsplit(detail["raw"]["download_url"])
+    assert raw_link.path == f"/download/emails/receiving/{received_id}/raw"
 
     thread = detail["thread"]
     assert thread["thread_id"] == str(email.thread_id)
@@ -318,11 +322,14 @@ async def test_attachments_are_listed_described_and_downloaded_byte_for_byte(
     assert first["content_disposition"] == "attachment"
     assert (first["index"], second["index"]) == (0, 1)
     assert one["object"] == "attachment"
-    assert one["id"] == first["id"] and one["download_url"] == first["download_url"]
+    assert one["id"] == first["id"]
+    assert urlsplit(one["download_url"]).path == urlsplit(first["download_url"]).path
     assert by_part["id"] == first["id"]
-    # UUIDs, as Resend's attachment ids are, and links that need the key rather than expire.
+    # UUIDs, as Resend's attachment ids are, and signed links that expire
+    # (tests/api/downloads/test_routes.py holds them to it).
     assert all(UUID(a["id"]) for a in (first, second))
-    assert first["expires_at"] == "9999-12-31T23:59:59+00:00"
+    expires = datetime.fromisoformat(first["expires_at"])
+    assert datetime.now(UTC) < expires <= datetime.now(UTC) + LINK_LIFETIME
     # Resend's SDK: absent or a string in the linked form, Optional in the email's own list.
     assert "content_id" not in first and detail["attachments"][0]["content_id"] is None
     assert missing["name"] == "not_found"
@@ -441,7 +448,7 @@ async def test_the_resend_sdk_reads_received_mail_unchanged(
     assert calls["got"]["id"] == received_id
     assert calls["got"]["subject"] == "Files"
     assert calls["attachments"]["data"][0]["filename"] == "a.txt"
-    assert calls["attachment"]["download_url"].endswith("/content")
+    assert urlsplit(calls["attachment"]["download_url"]).path.endswith("/content")
 
 
 async def test_raw_obscures_a_senders_authentication_results_that_claim_our_name(

@@ -96,6 +96,9 @@ def id_kind(path: str) -> str:
         ("/contacts/", "contact"),
         ("/domains/", "domain"),
         ("/api-keys/", "api_key"),
+        ("/webhooks/{id}/events", "webhook_with_events"),
+        ("/webhooks/", "webhook"),
+        ("/suppressions/", "suppression"),
     ):
         if path.startswith(prefix):
             return kind
@@ -138,6 +141,8 @@ def plausible(case: Case, world: World, draw: Callable[[st.SearchStrategy[Any]],
     for name in case.path_parameters or {}:
         if name == "attachment_id":
             case.path_parameters[name] = "2"
+        elif name == "event_id":
+            case.path_parameters[name] = draw(st.sampled_from(world.ids["webhook_event"]))
         else:
             case.path_parameters[name] = draw(st.sampled_from(world.ids[id_kind(path)]))
     body = case.body
@@ -159,10 +164,40 @@ def plausible(case: Case, world: World, draw: Callable[[st.SearchStrategy[Any]],
             body["name"] = f"fuzz{draw(st.integers(0, 10**9))}.example.org"
         else:
             body.pop("name", None)
+    elif path.startswith("/webhooks") and isinstance(body, dict):
+        plausible_webhook(body, method, draw)
+    elif path.startswith("/suppressions") and isinstance(body, dict):
+        fresh = [f"s{draw(st.integers(0, 10**9))}@example.net" for _ in range(2)]
+        if path == "/suppressions":
+            body["email"] = fresh[0]
+        elif "ids" in body and "emails" not in body:
+            body["ids"] = [str(uuid.uuid4())]
+        else:
+            body.pop("ids", None)
+            body["emails"] = fresh
     elif path == "/events/inbound" and isinstance(body, dict):
         body.pop("raw_mime_base64", None)
         body["raw_mime"] = f"From: a@example.net\r\nTo: x@{world.domain}\r\n\r\nHi\r\n"
         body["recipients"] = [f"x@{world.domain}"]
+
+
+# Where a webhook may point during a fuzz: loopback, a port nothing listens on. Deliveries run
+# only in the delivery worker, which the test API does not start (test_fuzz.py deletes the
+# tenant's webhooks afterwards, so no later test's worker sends them anywhere).
+LOOPBACK_ENDPOINT = "http://127.0.0.1:9/fuzz"
+EVENT_TYPES = ("email.sent", "email.received", "email.bounced", "contact.created")
+
+
+def plausible_webhook(
+    body: dict[str, Any], method: str, draw: Callable[[st.SearchStrategy[Any]], Any]
+) -> None:
+    """A loopback endpoint, events of the SDK's list, a status the API knows."""
+    if method == "post" or "endpoint" in body:
+        body["endpoint"] = LOOPBACK_ENDPOINT
+    if method == "post" or "events" in body:
+        body["events"] = draw(st.lists(st.sampled_from(EVENT_TYPES), min_size=1, unique=True))
+    if body.get("status") not in (None, "enabled", "disabled"):
+        body["status"] = "disabled"
 
 
 # Characters that pass a schema's `type: string` but not every layer below: NUL (PostgreSQL text),
@@ -222,6 +257,62 @@ def answer_problems(response: Response, operation: APIOperation) -> list[str]:
     return []
 
 
+def resolve(schema: Any, document: dict[str, Any]) -> Any:
+    while isinstance(schema, dict) and "$ref" in schema:
+        node: Any = document
+        for step in schema["$ref"].removeprefix("#/").split("/"):
+            node = node[step]
+        schema = node
+    return schema
+
+
+def parts(schema: Any, document: dict[str, Any]) -> list[dict[str, Any]]:
+    """A schema and every schema it combines (allOf, oneOf, anyOf), resolved."""
+    schema = resolve(schema, document)
+    if not isinstance(schema, dict):
+        return []
+    found = [schema]
+    for word in ("allOf", "oneOf", "anyOf"):
+        for sub in schema.get(word, []):
+            found += parts(sub, document)
+    return found
+
+
+def undocumented(value: Any, schema: Any, document: dict[str, Any], where: str = "") -> list[str]:
+    """Every field of an answer that its schema does not name: the schemas allow additional
+    properties (clients must tolerate new fields), so conformance alone would not see them."""
+    found = parts(schema, document)
+    if isinstance(value, list):
+        items = next((p["items"] for p in found if "items" in p), None)
+        if items is None:
+            return []
+        return [
+            problem
+            for index, item in enumerate(value)
+            for problem in undocumented(item, items, document, f"{where}[{index}]")
+        ]
+    if not isinstance(value, dict):
+        return []
+    named: dict[str, Any] = {}
+    for part in found:
+        for name, sub in part.get("properties", {}).items():
+            named.setdefault(name, sub)
+    free = any(p.get("additionalProperties") not in (None, False) for p in found)
+    if not named or free:
+        return []  # a free-form object (headers, a payload), documented as such
+    problems = [f"undocumented field {where}.{name}" for name in value if name not in named]
+    for name, sub in named.items():
+        if name in value:
+            problems += undocumented(value[name], sub, document, f"{where}.{name}")
+    return problems
+
+
+def documented_schema(operation: APIOperation, status: int, document: dict[str, Any]) -> Any | None:
+    answers = document["paths"][operation.path][operation.method.lower()]["responses"]
+    content = answers.get(str(status), {}).get("content", {})
+    return content.get("application/json", {}).get("schema")
+
+
 def brief(failure: BaseException) -> str:
     """A check's failure in a few lines: what, and where in the schema."""
     lines = [line.strip() for line in str(failure).splitlines() if line.strip()]
@@ -237,8 +328,10 @@ def fuzz_operation(
     examples: int,
     report: Report,
     http: requests.Session,
+    strict: dict[str, Any] | None = None,
 ) -> None:
-    """`examples` cases of one operation in one mode (valid or invalid), each answer checked."""
+    """`examples` cases of one operation in one mode (valid or invalid), each answer checked;
+    with `strict` (the document as a dict), every field of a JSON answer must be documented."""
     auth = {"Authorization": f"Bearer {world.key}"}
 
     @given(case=operation.as_strategy(generation_mode=mode), data=st.data())
@@ -265,6 +358,9 @@ def fuzz_operation(
         problems = answer_problems(response, operation)
         if response.status_code >= 500:
             problems.append("a server error")
+        schema = strict and documented_schema(operation, response.status_code, strict)
+        if schema and not problems:
+            problems += undocumented(response.json(), schema, strict or {})
         try:
             case.validate_response(response, checks=checks)
         except BaseExceptionGroup as failures:  # schemathesis: one group, every failure
@@ -292,6 +388,7 @@ def fuzz(
     checks: Iterable[Any],
     examples: int,
     wanted: Callable[[APIOperation], bool] = lambda _: True,
+    strict: dict[str, Any] | None = None,
 ) -> Report:
     """Every wanted operation of the document, `examples` valid and `examples` invalid cases."""
     report = Report()
@@ -304,7 +401,7 @@ def fuzz(
             report.operations.append(operation.label)
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
                 fuzz_operation(
-                    operation, mode, world, base_url, list(checks), examples, report, http
+                    operation, mode, world, base_url, list(checks), examples, report, http, strict
                 )
     report.seconds = time.monotonic() - started
     return report

@@ -141,25 +141,38 @@ async def test_list_pages_newest_first_with_after_and_before_cursors(
     assert ([e["id"] for e in top.body["data"]], top.body["has_more"]) == ([newest_first[0]], False)
 
 
+LIMIT = "The `limit` parameter must be a whole number between 1 and 100."
+
+
 @pytest.mark.parametrize(
     ("params", "status", "name", "message"),
     [
-        ({"limit": "0"}, 422, "invalid_parameter", "`limit` must be a number from 1 to 100."),
-        ({"limit": "101"}, 422, "invalid_parameter", "`limit` must be a number from 1 to 100."),
-        ({"limit": "ten"}, 422, "invalid_parameter", "`limit` must be a number from 1 to 100."),
-        ({"after": "nope"}, 422, "invalid_parameter", "`after` must be an email id."),
-        ({"before": "nope"}, 422, "invalid_parameter", "`before` must be an email id."),
+        ({"limit": "0"}, 400, "validation_error", LIMIT),
+        ({"limit": "101"}, 400, "validation_error", LIMIT),
+        ({"limit": "ten"}, 400, "validation_error", LIMIT),
         (
-            {"after": str(uuid.uuid4()), "before": str(uuid.uuid4())},
+            {"after": "nope"},
             422,
             "invalid_parameter",
-            "Use `after` or `before`, not both.",
+            "The `after` parameter must be a valid UUID.",
+        ),
+        (
+            {"before": "nope"},
+            422,
+            "invalid_parameter",
+            "The `before` parameter must be a valid UUID.",
+        ),
+        (
+            {"after": str(uuid.uuid4()), "before": str(uuid.uuid4())},
+            400,
+            "validation_error",
+            "Use either the `after` or the `before` parameter, not both.",
         ),
         (
             {"after": str(uuid.uuid4())},
-            404,
-            "not_found",
-            "The email given as the cursor was not found.",
+            422,
+            "invalid_parameter",
+            "The `after` parameter must be the id of an item of this list.",
         ),
     ],
     ids=["limit_zero", "limit_101", "limit_word", "after_bad", "before_bad", "both", "unknown"],

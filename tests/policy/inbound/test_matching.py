@@ -214,7 +214,11 @@ def test_verify_token_revoked_when_the_stored_token_differs(stored: str | None) 
 def test_decide_matches_a_valid_recipient_token() -> None:
     match = run([Candidate(MatchSource.RECIPIENT, TOKEN_A, verdict=TokenVerdict(TOKEN_A, None))])
     assert match == Match(
-        MatchStatus.MATCHED, MatchSource.RECIPIENT, reply_to_email_id=EMAIL_A, thread_id=THREAD_A
+        MatchStatus.MATCHED,
+        MatchSource.RECIPIENT,
+        reply_to_email_id=EMAIL_A,
+        thread_id=THREAD_A,
+        by_token=True,
     )
 
 

@@ -43,7 +43,12 @@ def routing(
 
 
 def test_rcpt_checks_run_in_the_designed_order() -> None:
-    assert [name for name, _check in RCPT_CHECKS] == ["domain_known", "reply_token", "route"]
+    assert [name for name, _check in RCPT_CHECKS] == [
+        "domain_known",
+        "reply_token",
+        "bounce_token",
+        "route",
+    ]
 
 
 # -- 1. domain_known --------------------------------------------------------------------------

@@ -1,0 +1,40 @@
+"""Live updates by Server-Sent Events: what the database announces for the session's tenant
+(a matched reply, a delivery's new state), as `event: reply|delivery`, `data: <email id>`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from aiohttp import web
+from aiohttp_sse import sse_response
+
+from api.dashboard.context import ANNOUNCEMENTS, SESSION
+
+routes = web.RouteTableDef()
+
+# A ping this often keeps proxies from closing a quiet stream and finds a reader that has gone;
+# the loop looks whether the stream still stands as often.
+KEEPALIVE_SECONDS = 15.0
+LISTEN_WAIT_SECONDS = 10.0
+
+
+@routes.get("/events", name="events")
+async def events(request: web.Request) -> web.StreamResponse:
+    announcements = request.app[ANNOUNCEMENTS]
+    with announcements.subscribe(request[SESSION].tenant_id) as queue:
+        async with sse_response(request, ping_interval=KEEPALIVE_SECONDS) as stream:
+            # The database connection that LISTENs is taken at startup; a stream opened before
+            # it listens waits for it (a while), so "ready" means nothing is missed from here on.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(announcements.listening.wait(), LISTEN_WAIT_SECONDS)
+            await stream.send("ready", event="ready")
+            while stream.is_connected():
+                try:
+                    announcement = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+                except TimeoutError:
+                    continue
+                if announcement is None:  # the server is shutting down
+                    break
+                await stream.send(str(announcement.email_id), event=announcement.kind)
+    return stream

@@ -1,0 +1,146 @@
+"""Sign-in, sign-out and the list of one's sessions; failed sign-ins are slowed down and then
+locked out per client address by the same rules as submission AUTH (policy.submission.throttle)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from aiohttp import web
+
+from api.context import POOL
+from api.dashboard.context import PREFIX, SESSION, PageNotFound, path_id, render, see_other
+from policy.dashboard import sessions as rules
+from policy.dashboard import totp
+from policy.dashboard.passwords import verify_password
+from policy.submission import throttle as auth_throttle
+from policy.submission.throttle import AuthLimits, FailureRecord, Outcome
+from storage.dashboard import sessions, users
+
+routes = web.RouteTableDef()
+
+
+class LoginThrottle:
+    """Failures remembered per client address (an IPv6 /64 counts as one), in this process."""
+
+    MAX_ADDRESSES = 100_000
+
+    def __init__(self, limits: AuthLimits, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limits = limits
+        self._clock = clock
+        self._failures: OrderedDict[str, FailureRecord] = OrderedDict()
+
+    def locked_out(self, ip: str | None) -> bool:
+        key = auth_throttle.client_key(ip)
+        return (
+            auth_throttle.before_login(self._failures.get(key), self._clock(), self.limits)
+            is not None
+        )
+
+    def failed(self, ip: str | None) -> tuple[Outcome, float]:
+        """Remember a failure: the outcome, and how long to wait before answering."""
+        key = auth_throttle.client_key(ip)
+        verdict = auth_throttle.after_failure(self._failures.get(key), self._clock(), self.limits)
+        if verdict.record is not None:
+            self._failures[key] = verdict.record
+            self._failures.move_to_end(key)
+            while len(self._failures) > self.MAX_ADDRESSES:
+                self._failures.popitem(last=False)
+        return verdict.outcome, verdict.delay
+
+
+THROTTLE = web.AppKey("dashboard_login_throttle", LoginThrottle)
+
+LOCKED_OUT_TEXT = (
+    "Too many failed sign-ins from your address. Wait a quarter of an hour and try again."
+)
+WRONG_TEXT = "Wrong email address, password or code."
+
+
+def _next_path(value: str | None) -> str:
+    """Only a path of the dashboard itself: `next` must not send anyone elsewhere."""
+    if value and value.startswith(PREFIX + "/") and not value.startswith("//"):
+        return value
+    return PREFIX + "/emails"
+
+
+@routes.get("/login")
+async def login_form(request: web.Request) -> web.Response:
+    return render(request, "login.html", {"next": _next_path(request.query.get("next"))})
+
+
+@routes.post("/login")
+async def login(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    email, password = str(form.get("email", "")).strip(), str(form.get("password", ""))
+    next_path = _next_path(str(form.get("next", "")))
+    throttle = request.app[THROTTLE]
+    ip = request.remote
+    if throttle.locked_out(ip):
+        return render(
+            request,
+            "login.html",
+            {"error": LOCKED_OUT_TEXT, "email": email, "next": next_path},
+            status=429,
+        )
+    pool = request.app[POOL]
+    user = await users.find_user(pool, email) if email else None
+    loop = asyncio.get_running_loop()
+    valid = await loop.run_in_executor(
+        None, verify_password, user.password_hash if user else None, password
+    )
+    if valid and user is not None and user.totp_secret is not None:
+        # Two-factor: the code of this time step (or one either side), used at most once.
+        step = totp.matching_step(user.totp_secret, str(form.get("code", "")))
+        valid = step is not None and await users.use_totp_step(pool, user.id, step)
+    if user is None or not valid:
+        outcome, delay = throttle.failed(ip)
+        await asyncio.sleep(delay)  # RFC 4954 section 4's advice for AUTH, applied here too
+        locked = outcome is Outcome.LOCKOUT
+        return render(
+            request,
+            "login.html",
+            {"error": LOCKED_OUT_TEXT if locked else WRONG_TEXT, "email": email, "next": next_path},
+            status=429 if locked else 401,
+        )
+    secret = rules.new_secret()
+    await sessions.create_session(
+        pool,
+        secret=secret,
+        user_id=user.id,
+        tenant_id=user.tenant_id,
+        csrf_token=rules.new_secret(),
+        lifetime_seconds=rules.LIFETIME_SECONDS,
+        user_agent=request.headers.get("User-Agent", "")[:300] or None,
+        remote_ip=ip,
+    )
+    response = see_other(next_path)
+    response.set_cookie(rules.COOKIE_NAME, secret, **rules.cookie_attributes())  # type: ignore[arg-type]
+    raise response
+
+
+@routes.post("/logout")
+async def logout(request: web.Request) -> web.StreamResponse:
+    session = request[SESSION]
+    await sessions.revoke_session(request.app[POOL], session.user_id, session.id)
+    response = see_other(PREFIX + "/login")
+    # A browser takes a `__Host-` cookie's removal only with the same Secure attribute.
+    response.del_cookie(rules.COOKIE_NAME, path="/", secure=True, httponly=True, samesite="Lax")
+    raise response
+
+
+@routes.get("/sessions")
+async def list_sessions(request: web.Request) -> web.Response:
+    session = request[SESSION]
+    found = await sessions.list_sessions(request.app[POOL], session.user_id)
+    return render(request, "sessions.html", {"sessions": found, "current": session.id})
+
+
+@routes.post("/sessions/{id}/revoke")
+async def revoke(request: web.Request) -> web.StreamResponse:
+    session = request[SESSION]
+    if not await sessions.revoke_session(request.app[POOL], session.user_id, path_id(request)):
+        raise PageNotFound()
+    raise see_other(PREFIX + "/sessions")

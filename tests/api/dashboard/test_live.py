@@ -1,0 +1,78 @@
+"""Live updates: a reply matched by the MX and a delivery's change of state reach an open
+Server-Sent Events stream of the same tenant (PostgreSQL LISTEN/NOTIFY), and no other's."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiohttp
+
+from mta.listeners import MXListener
+from policy.dashboard.sessions import COOKIE_NAME
+from tests.api.dashboard.support import make_user, reader, reply_through_mx, session
+from tests.conftest import ApiServer, MakeTenant, TenantWorld
+
+
+@asynccontextmanager
+async def event_stream(
+    api: ApiServer, world: TenantWorld, http: aiohttp.ClientSession
+) -> AsyncIterator[aiohttp.StreamReader]:
+    me = reader(api.url, http)
+    await me.sign_in(await make_user(world))
+    headers = {"Cookie": f"{COOKIE_NAME}={me.cookie}", "Accept": "text/event-stream"}
+    async with http.get(api.url + "/dashboard/events", headers=headers) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        assert await next_event(response.content) == ("ready", "ready")
+        yield response.content
+
+
+async def next_event(stream: aiohttp.StreamReader) -> tuple[str, str]:
+    """The next event's name and data (pings, which are comments, are passed over)."""
+    name, data = "message", ""
+    while True:
+        line = (await stream.readline()).decode().rstrip("\r\n")
+        if line.startswith("event:"):
+            name = line.split(":", 1)[1].strip()
+        elif line.startswith("data:"):
+            data = line.split(":", 1)[1].strip()
+        elif line == "" and data:
+            return name, data
+
+
+async def test_a_matched_reply_is_announced_to_its_tenant_only(
+    api: ApiServer, mx: MXListener, make_tenant: MakeTenant
+) -> None:
+    acme, other = await make_tenant(), await make_tenant()
+    theirs, their_token = await other.sent_email()
+    ours, token = await acme.sent_email()
+    async with session() as http, event_stream(api, acme, http) as events:
+        await reply_through_mx(mx.port, their_token.address(other.reply_domain), text="theirs")
+        await reply_through_mx(mx.port, token.address(acme.reply_domain), text="ours")
+        # Had the other tenant's reply been announced here, it would come first.
+        assert await next_event(events) == ("reply", str(ours.id))
+    assert theirs.id != ours.id
+
+
+async def test_a_delivery_changing_state_is_announced(
+    api: ApiServer, make_tenant: MakeTenant
+) -> None:
+    acme = await make_tenant()
+    email, _token = await acme.sent_email()
+    await acme.pool.execute(
+        "INSERT INTO deliveries (id, email_id, tenant_id, recipient, recipient_domain) "
+        "VALUES (gen_random_uuid(), $1, $2, 'customer@example.net', 'example.net')",
+        email.id,
+        acme.id,
+    )
+    async with session() as http, event_stream(api, acme, http) as events:
+        await acme.pool.execute(
+            "UPDATE deliveries SET status = 'deferred' WHERE email_id = $1", email.id
+        )
+        assert await next_event(events) == ("delivery", str(email.id))
+
+
+async def test_the_event_stream_needs_a_session(api: ApiServer) -> None:
+    async with session() as http, http.get(api.url + "/dashboard/events") as response:
+        assert response.status == 403
