@@ -15,6 +15,7 @@ from storage.account import domains
 from storage.database import Pool
 from storage.errors import StorageError, storage_errors
 from storage.ids import uuid7
+from storage.keyset import IdPages, fetch_page
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,16 +111,7 @@ DELETE_API_KEY = "DELETE FROM api_keys WHERE tenant_id = $1 AND id = $2"
 API_KEY_PAGE_COLUMNS = (
     "id, tenant_id, name, key_prefix, permission, created_at, domain_id, last_used_at"
 )
-SELECT_API_KEYS_NEWEST = f"""
-SELECT {API_KEY_PAGE_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY id DESC LIMIT $2
-"""
-SELECT_API_KEYS_AFTER = f"""
-SELECT {API_KEY_PAGE_COLUMNS} FROM api_keys WHERE tenant_id = $1 AND id < $3
-ORDER BY id DESC LIMIT $2
-"""
-SELECT_API_KEYS_BEFORE = f"""
-SELECT {API_KEY_PAGE_COLUMNS} FROM api_keys WHERE tenant_id = $1 AND id > $3 ORDER BY id LIMIT $2
-"""
+API_KEY_PAGES = IdPages.of("api_keys", API_KEY_PAGE_COLUMNS)
 # The last use, written at most once a minute per key (the caller throttles too, in memory):
 # a request never waits on a row lock, and a busy key costs one UPDATE a minute, not one a call.
 MARK_API_KEY_USED = """
@@ -271,17 +263,10 @@ async def list_api_keys_page(
     before: UUID | None = None,
 ) -> tuple[list[ApiKey], bool]:
     """One page, newest first, and whether more lie beyond it in the direction of travel."""
-    async with storage_errors():
-        if after is not None:
-            rows = await pool.fetch(SELECT_API_KEYS_AFTER, tenant_id, limit + 1, after)
-        elif before is not None:
-            rows = await pool.fetch(SELECT_API_KEYS_BEFORE, tenant_id, limit + 1, before)
-        else:
-            rows = await pool.fetch(SELECT_API_KEYS_NEWEST, tenant_id, limit + 1)
-    page = [ApiKey(**dict(row)) for row in rows[:limit]]
-    if before is not None:
-        page.reverse()
-    return page, len(rows) > limit
+    rows, more = await fetch_page(
+        pool, API_KEY_PAGES, tenant_id, limit=limit, after=after, before=before
+    )
+    return [ApiKey(**dict(row)) for row in rows], more
 
 
 async def mark_api_key_used(pool: Pool, key_id: UUID) -> None:

@@ -14,6 +14,7 @@ from uuid import UUID
 from storage.database import Pool
 from storage.errors import storage_errors
 from storage.ids import uuid7
+from storage.keyset import IdPages, fetch_page
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,17 +57,8 @@ UPDATE_CONTACT = (
 # received_emails.contact_id is ON DELETE SET NULL: the mail stays, the link goes.
 DELETE_CONTACT = "DELETE FROM contacts WHERE tenant_id = $1 AND id = $2"
 
-# Contact ids are UUIDv7 (storage/ids.py), so id order is creation order, and a cursor is a
-# plain value: it keeps working after its contact is deleted. Keyset pages on index
-# contacts_tenant_id (migration 0006), never OFFSET.
-LIST_NEWEST = "SELECT " + COLUMNS + " FROM contacts WHERE tenant_id = $1 ORDER BY id DESC LIMIT $2"
-LIST_AFTER = (
-    "SELECT " + COLUMNS + " FROM contacts WHERE tenant_id = $1 AND id < $3 "
-    "ORDER BY id DESC LIMIT $2"
-)
-LIST_BEFORE = (
-    "SELECT " + COLUMNS + " FROM contacts WHERE tenant_id = $1 AND id > $3 ORDER BY id LIMIT $2"
-)
+# Keyset pages on index contacts_tenant_id (migration 0006), never OFFSET.
+PAGES = IdPages.of("contacts", COLUMNS)
 
 
 def _contact(row: Any) -> Contact:
@@ -133,14 +125,5 @@ async def list_contacts(
     before: UUID | None = None,
 ) -> tuple[list[Contact], bool]:
     """One page, newest first, and whether more lie beyond it in the direction of travel."""
-    async with storage_errors():
-        if after is not None:
-            rows = await pool.fetch(LIST_AFTER, tenant_id, limit + 1, after)
-        elif before is not None:
-            rows = await pool.fetch(LIST_BEFORE, tenant_id, limit + 1, before)
-        else:
-            rows = await pool.fetch(LIST_NEWEST, tenant_id, limit + 1)
-    page = [_contact(row) for row in rows[:limit]]
-    if before is not None:
-        page.reverse()
-    return page, len(rows) > limit
+    rows, more = await fetch_page(pool, PAGES, tenant_id, limit=limit, after=after, before=before)
+    return [_contact(row) for row in rows], more

@@ -13,6 +13,7 @@ from uuid import UUID
 from storage.database import Pool
 from storage.errors import storage_errors
 from storage.ids import uuid7
+from storage.keyset import IdPages, fetch_page
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +56,7 @@ WITH gone AS (DELETE FROM webhooks WHERE tenant_id = $1 AND id = $2 RETURNING id
 DELETE FROM webhook_deliveries d USING gone WHERE d.webhook_id = gone.id
 """
 SELECT_EXISTS = "SELECT EXISTS (SELECT 1 FROM webhooks WHERE tenant_id = $1 AND id = $2)"
-LIST_NEWEST = "SELECT " + COLUMNS + " FROM webhooks WHERE tenant_id = $1 ORDER BY id DESC LIMIT $2"
-LIST_AFTER = (
-    "SELECT " + COLUMNS + " FROM webhooks WHERE tenant_id = $1 AND id < $3 "
-    "ORDER BY id DESC LIMIT $2"
-)
-LIST_BEFORE = (
-    "SELECT " + COLUMNS + " FROM webhooks WHERE tenant_id = $1 AND id > $3 ORDER BY id ASC LIMIT $2"
-)
+PAGES = IdPages.of("webhooks", COLUMNS)
 
 
 def _webhook(row: Any) -> Webhook:
@@ -124,14 +118,5 @@ async def list_webhooks(
     pool: Pool, tenant_id: UUID, *, limit: int, after: UUID | None, before: UUID | None
 ) -> tuple[list[Webhook], bool]:
     """One page, newest first, and whether more lie beyond it in the direction of travel."""
-    async with storage_errors():
-        if after is not None:
-            rows = await pool.fetch(LIST_AFTER, tenant_id, limit + 1, after)
-        elif before is not None:
-            rows = await pool.fetch(LIST_BEFORE, tenant_id, limit + 1, before)
-        else:
-            rows = await pool.fetch(LIST_NEWEST, tenant_id, limit + 1)
-    page = [_webhook(row) for row in rows[:limit]]
-    if before is not None:
-        page.reverse()
-    return page, len(rows) > limit
+    rows, more = await fetch_page(pool, PAGES, tenant_id, limit=limit, after=after, before=before)
+    return [_webhook(row) for row in rows], more
