@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-from uuid import UUID, uuid5
+from uuid import UUID
 
 from aiohttp import web
 
@@ -22,6 +22,7 @@ from api.download_links import signed_link
 from api.errors import ApiError
 from api.pagination import list_body, page_request, query_datetime, query_uuid, unknown_cursor
 from policy.authcheck.verdicts import header_field, obscure_forged_results
+from policy.inbound.attachments import attachment_id, part_path
 from storage.inbound import received
 from storage.inbound.received import RawMessage, ReceivedEmail, ReceivedFilters, ReceivedSummary
 
@@ -75,16 +76,10 @@ def _bracketed(message_id: str | None) -> str | None:
 OMITTED_WHEN_NULL = ("filename", "content_id")
 
 
-def part_path(entry: dict[str, Any], index: int) -> str:
-    """The attachment's MIME part path ("2", "1.2"): enough to find it again in the raw message."""
-    return str(entry.get("part") or index + 1)
-
-
 def attachment_json(entry: dict[str, Any], index: int, email_id: UUID) -> dict[str, Any]:
-    """Resend's attachment metadata. The id is a UUID as Resend's are, derived from the email's
-    id and the part path (RFC 9562 section 5.5): stable, and kept nowhere."""
+    """Resend's attachment metadata, with the id every answer names it by (attachment_id)."""
     return {
-        "id": str(uuid5(email_id, part_path(entry, index))),
+        "id": str(attachment_id(email_id, entry, index)),
         "index": index,
         "filename": entry.get("filename"),
         "content_type": entry.get("content_type"),
@@ -353,11 +348,11 @@ def eml_response(email_id: UUID, stored: RawMessage, hostname: str) -> web.Respo
     )
 
 
-def _find_attachment(entries: list[dict[str, Any]], attachment_id: str, email_id: UUID) -> int:
+def _find_attachment(entries: list[dict[str, Any]], wanted: str, email_id: UUID) -> int:
     """By its id, or by its part path (the ids of earlier versions, still in old links)."""
     for index, entry in enumerate(entries):
         path = part_path(entry, index)
-        if attachment_id in (path, str(uuid5(email_id, path))):
+        if wanted in (path, str(attachment_id(email_id, entry, index))):
             return index
     raise ApiError(errors.NOT_FOUND, "Attachment not found.")
 

@@ -9,8 +9,9 @@ from aiohttp import web
 
 from api.context import POOL, SETTINGS
 from api.conversations import mime_parts
-from api.conversations.receiving import attachment_json, eml_response, part_path
+from api.conversations.receiving import attachment_json, eml_response
 from api.dashboard.context import SESSION, PageNotFound, path_id
+from policy.inbound.attachments import part_path
 from storage.inbound import received
 from storage.inbound.received import RawMessage
 

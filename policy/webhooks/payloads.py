@@ -12,6 +12,9 @@ import json
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
+from uuid import UUID
+
+from policy.inbound.attachments import attachment_id
 
 # A bounce's remote answer (RFC 3463 class 5) in Resend's words for its `bounce` object.
 _BOUNCE_TYPE = "Permanent"
@@ -95,7 +98,10 @@ def _received(_kind: str, snap: Mapping[str, Any]) -> dict[str, Any]:
         "reply_to": list(snap.get("reply_to") or []),
         "message_id": _message_id(snap.get("message_id")),
         "subject": snap.get("subject") or "",
-        "attachments": [_attachment(i, a) for i, a in enumerate(snap.get("attachments") or [])],
+        "attachments": [
+            _attachment(snap.get("email_id"), i, a)
+            for i, a in enumerate(snap.get("attachments") or [])
+        ],
         "reply_match_status": snap.get("reply_match_status"),
         "reply_to_email_id": snap.get("reply_to_email_id"),
         "thread_id": snap.get("thread_id"),
@@ -106,14 +112,17 @@ def _received(_kind: str, snap: Mapping[str, Any]) -> dict[str, Any]:
         "token_failure_source": snap.get("token_failure_source"),
         "in_reply_to": snap.get("in_reply_to"),
         "references": snap.get("references"),
+        # policy.classify: human, auto_reply, bounce, complaint or auto_generated, and the rule.
+        "classification": snap.get("classification", "human"),
+        "classification_reason": snap.get("classification_reason"),
     }
 
 
-def _attachment(index: int, entry: Mapping[str, Any]) -> dict[str, Any]:
+def _attachment(email_id: Any, index: int, entry: Mapping[str, Any]) -> dict[str, Any]:
     """Metadata only (the content is GET /emails/receiving/{id}/attachments/{id}/content); the
     id is the one the receiving API uses."""
     return {
-        "id": entry.get("part") or str(index + 1),
+        "id": str(attachment_id(UUID(str(email_id)), entry, index)),
         "filename": entry.get("filename"),
         "content_type": entry.get("content_type"),
         "content_disposition": entry.get("content_disposition"),

@@ -111,6 +111,7 @@ async def test_send_deliver_answer_and_replay_reach_the_receiver_signed(
                 assert data["from"] == f"Carol <{CUSTOMER}>"
                 assert data["received_for"] == [str(ours["Reply-To"])]
                 assert data["subject"] == "Re: Your order" and data["attachments"] == []
+                assert data["classification"] == "human"
                 assert received.id != sent.id != delivered.id
 
                 # The API lists what was delivered, and replays one: it arrives again under the

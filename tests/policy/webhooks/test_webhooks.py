@@ -9,10 +9,12 @@ import hmac
 import re
 from datetime import UTC, datetime
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 import standardwebhooks
 
+from policy.inbound.attachments import attachment_id
 from policy.settings import SettingsError
 from policy.webhooks import events, payloads, retry, signing
 from policy.webhooks.endpoints import InvalidEndpoint, forbidden, parse_endpoint, refusal
@@ -97,9 +99,28 @@ def test_the_retry_table_is_resends_then_failed() -> None:
     assert not retry.succeeded(301) and retry.succeeded(204) and not retry.succeeded(None)
 
 
+EMAIL_ID = "0193c0de-0000-7000-8000-000000000001"
+
+
+def test_email_received_names_attachments_as_the_api_does_and_carries_the_class() -> None:
+    """The attachment id is the receiving API's (a UUID from the email and the part path), so a
+    subscriber can fetch it; the class tells an auto-reply from a customer's answer."""
+    snap = {
+        "email_id": EMAIL_ID,
+        "attachments": [{"part": "2", "filename": "a.pdf", "content_type": "application/pdf"}],
+        "classification": "auto_reply",
+        "classification_reason": "auto_submitted",
+    }
+    data = payloads.shape("email.received", datetime(2026, 1, 1, tzinfo=UTC), snap)["data"]
+    [attachment] = data["attachments"]
+    assert attachment["id"] == str(attachment_id(UUID(EMAIL_ID), {"part": "2"}, 0))
+    assert data["classification"] == "auto_reply"
+    assert data["classification_reason"] == "auto_submitted"
+
+
 def test_an_oversized_payload_loses_attachments_first_then_all_but_its_ids() -> None:
     snap = {
-        "email_id": "e1",
+        "email_id": EMAIL_ID,
         "thread_id": "t1",
         "subject": "s",
         "attachments": [{"filename": "f" * 3000, "content_type": "x/y"}] * 3,
@@ -108,7 +129,8 @@ def test_an_oversized_payload_loses_attachments_first_then_all_but_its_ids() -> 
     small = payloads.body("email.received", at, snap, 6000)
     assert b'"attachments":[]' in small and b'"truncated":true' in small
     smallest = payloads.body("email.received", at, {**snap, "subject": "s" * 9000}, 6000)
-    assert len(smallest) < 6000 and b'"email_id":"e1"' in smallest and b"subject" not in smallest
+    assert len(smallest) < 6000 and b"subject" not in smallest
+    assert f'"email_id":"{EMAIL_ID}"'.encode() in smallest
 
 
 def test_webhook_settings_defaults_and_refusals(tmp_path: Path) -> None:
