@@ -3,9 +3,12 @@ replay, and `webhooks.verify` (the `standardwebhooks` npm package) accepting our
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 from aiohttp import ClientSession
@@ -18,11 +21,33 @@ from tests.conftest import message
 from tests.sdk.node_sdks import run_script
 from tests.sdk.test_node_sdks import assert_all_pass, require_node, sdk_env
 from tests.support.delivery_world import queue_database
-from tests.webhooks.receiver import Receiver
+from tests.webhooks.receiver import WAIT_SECONDS, Receiver
 from tests.webhooks.test_delivery import attempts_of
 from tests.webhooks.world import api_server, tenant_with_key, webhook_workers
 
 Queue = tuple[str, Any]
+
+
+def closed_endpoint() -> str:
+    """A loopback URL whose port refuses connections: bound, then closed, never listened on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/hook"
+
+
+async def first_attempted(pool: Any, webhook_id: UUID) -> UUID:
+    """The webhook's first delivery, once an attempt of it is recorded."""
+    async with asyncio.timeout(WAIT_SECONDS):
+        while True:
+            found: UUID | None = await pool.fetchval(
+                "SELECT d.id FROM webhook_deliveries d JOIN webhook_attempts a "
+                "ON a.delivery_id = d.id WHERE d.webhook_id = $1 LIMIT 1",
+                webhook_id,
+            )
+            if found is not None:
+                return found
+            await asyncio.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +85,15 @@ async def test_node_sdk_reads_replays_and_verifies_delivered_events(
 
         events = ["contact.created", "domain.created", "email.received"]
         hook = await send("POST", "/webhooks", {"endpoint": receiver.url, "events": events})
+        # An endpoint that never answers: its attempts carry no HTTP status.
+        closed = await send(
+            "POST", "/webhooks", {"endpoint": closed_endpoint(), "events": ["contact.created"]}
+        )
         await send("POST", "/contacts", {"email": f"jane@{domain.name}"})
         first, retried = await receiver.wait_for(2)
         assert first.id == retried.id
         await attempts_of(pool, first.id, 2)
+        unanswered = await first_attempted(pool, UUID(closed["id"]))
         await send("POST", "/domains", {"name": f"more.{domain.name}"})
         await receiver.wait_for(3)
         # After a rotation both secrets sign until the grace ends: either must verify.
@@ -81,6 +111,7 @@ async def test_node_sdk_reads_replays_and_verifies_delivered_events(
         context = {
             "webhook": hook["id"],
             "event": first.id,
+            "unanswered": {"webhookId": closed["id"], "eventId": str(unanswered)},
             "posts": [
                 {
                     "name": f"{p.payload['type']}, {'new' if s == new else 'old'} secret",

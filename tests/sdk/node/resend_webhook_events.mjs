@@ -18,6 +18,8 @@ await call("webhooks.events.list", R('["webhooks"]["events"]["list"]'), () =>
 await call("webhooks.events.get", R('["webhooks"]["events"]["get"]'), () => resend.webhooks.events.get(ids), sdk);
 await call("webhooks.events.attempts.list", R('["webhooks"]["events"]["attempts"]["list"]'), () =>
   resend.webhooks.events.attempts.list({ ...ids, limit: 5 }), sdk);
+await call("webhooks.events.attempts.list (no HTTP answer)", R('["webhooks"]["events"]["attempts"]["list"]'), () =>
+  resend.webhooks.events.attempts.list(ctx.unanswered), sdk);
 for (const post of ctx.posts) {
   await call(`webhooks.verify (${post.name})`, VERIFIED, () =>
     resend.webhooks.verify({
