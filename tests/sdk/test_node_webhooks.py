@@ -124,6 +124,9 @@ async def test_node_sdk_reads_replays_and_verifies_delivered_events(
         }
         calls = await run_script("resend_webhook_events.mjs", context, sdk_env(key, api_url))
         assert_all_pass(calls)
+        assert {c.name for c in calls if c.name.startswith("webhooks.events.get")} == {
+            f"webhooks.events.get ({kind})" for kind in events
+        }
         verify_calls = {c.name for c in calls if c.name.startswith("webhooks.verify (")}
         assert verify_calls == {
             "webhooks.verify (contact.created, old secret)",

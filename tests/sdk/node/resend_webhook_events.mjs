@@ -13,9 +13,13 @@ const ids = { webhookId: ctx.webhook, eventId: ctx.event };
 const verified = (answer) => ({ data: answer, error: null });
 const VERIFIED = "ReturnType<Resend[\"webhooks\"][\"verify\"]>";
 
-await call("webhooks.events.list", R('["webhooks"]["events"]["list"]'), () =>
+const listed = await call("webhooks.events.list", R('["webhooks"]["events"]["list"]'), () =>
   resend.webhooks.events.list({ webhookId: ctx.webhook, limit: 5 }), sdk);
-await call("webhooks.events.get", R('["webhooks"]["events"]["get"]'), () => resend.webhooks.events.get(ids), sdk);
+// Every event listed, so each payload type we emit is held to the SDK's union.
+for (const event of listed?.data ?? []) {
+  await call(`webhooks.events.get (${event.type})`, R('["webhooks"]["events"]["get"]'), () =>
+    resend.webhooks.events.get({ webhookId: ctx.webhook, eventId: event.id }), sdk);
+}
 await call("webhooks.events.attempts.list", R('["webhooks"]["events"]["attempts"]["list"]'), () =>
   resend.webhooks.events.attempts.list({ ...ids, limit: 5 }), sdk);
 await call("webhooks.events.attempts.list (no HTTP answer)", R('["webhooks"]["events"]["attempts"]["list"]'), () =>
