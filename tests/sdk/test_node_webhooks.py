@@ -5,27 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import pytest
 from aiohttp import ClientSession
 
 from policy.domains.dkim_keys import DkimKeyPair
 from policy.tokens import ReplyTokens
 from storage.account import directory
+from storage.database import Pool
 from tests.api.ingest.test_raw import post as ingest_post
 from tests.conftest import message
 from tests.sdk.node_sdks import run_script
 from tests.sdk.test_node_sdks import assert_all_pass, require_node, sdk_env
-from tests.support.delivery_world import queue_database
+from tests.webhooks import conftest as webhook_fixtures
+from tests.webhooks.conftest import Queue
 from tests.webhooks.receiver import WAIT_SECONDS, Receiver
 from tests.webhooks.test_delivery import attempts_of
 from tests.webhooks.world import api_server, tenant_with_key, webhook_workers
-
-Queue = tuple[str, Any]
 
 
 def closed_endpoint() -> str:
@@ -36,7 +34,7 @@ def closed_endpoint() -> str:
     return f"http://127.0.0.1:{port}/hook"
 
 
-async def first_attempted(pool: Any, webhook_id: UUID) -> UUID:
+async def first_attempted(pool: Pool, webhook_id: UUID) -> UUID:
     """The webhook's first delivery, once an attempt of it is recorded."""
     async with asyncio.timeout(WAIT_SECONDS):
         while True:
@@ -50,18 +48,9 @@ async def first_attempted(pool: Any, webhook_id: UUID) -> UUID:
             await asyncio.sleep(0.05)
 
 
-@pytest.fixture(scope="module")
-async def queue(database_url: str) -> AsyncIterator[Queue]:
-    """A database of this module's own: its workers deliver no other test's events."""
-    async with queue_database(database_url) as made:
-        yield made
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    started = await Receiver.start()
-    yield started
-    await started.stop()
+# The webhook tests' world: a database of this module's own (its workers deliver no other
+# test's events) and a receiver on loopback.
+queue, receiver = webhook_fixtures.queue, webhook_fixtures.receiver
 
 
 async def test_node_sdk_reads_replays_and_verifies_delivered_events(
