@@ -763,8 +763,8 @@ WEBHOOK_ATTEMPT = obj(
     {
         "id": UUID,
         "http_status_code": {
-            "type": ["integer", "null"],
-            "description": "Null when no HTTP answer came (see `error`).",
+            "type": "integer",
+            "description": "0 when no HTTP answer came (see `error`).",
         },
         "response": {"type": "string", "description": "The answer's first KiB."},
         "sent_at": TIME,

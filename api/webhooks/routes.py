@@ -28,6 +28,9 @@ from storage.webhooks.endpoints import Webhook
 routes = web.RouteTableDef()
 
 NOT_FOUND = "Webhook not found."
+# An attempt that got no HTTP answer (refused, timed out, TLS failure) has no status code; the
+# SDKs type `http_status_code` as a number, never null, so it reads 0 and `error` says why.
+NO_HTTP_ANSWER = 0
 EVENT_NOT_FOUND = "Webhook event not found."
 
 
@@ -266,7 +269,9 @@ async def list_attempts(request: web.Request) -> web.Response:
             [
                 {
                     "id": str(a.id),
-                    "http_status_code": a.status_code,
+                    "http_status_code": (
+                        a.status_code if a.status_code is not None else NO_HTTP_ANSWER
+                    ),
                     "response": a.response,
                     "sent_at": a.attempted_at.isoformat(),
                     "latency_ms": round(a.latency_ms, 1),

@@ -22,6 +22,7 @@ NODE_DIR = Path(__file__).parent / "node"
 # The import that names each SDK's client class in the generated check, per script.
 TYPE_IMPORTS = {
     "resend_calls.mjs": 'import type { Resend } from "resend";',
+    "resend_webhook_events.mjs": 'import type { Resend } from "resend";',
     "inboundemail_calls.mjs": 'import type Inbound from "inboundemail";',
     "inbound_sdk_calls.mjs": 'import type { Inbound } from "@inboundemail/sdk";',
 }

@@ -79,4 +79,34 @@ await call("contacts.update", R('["contacts"]["update"]'), () =>
   resend.contacts.update({ id: contact?.id ?? "none", firstName: "Janet", unsubscribed: true }), sdk);
 await call("contacts.remove", R('["contacts"]["remove"]'), () => resend.contacts.remove(contact?.id ?? "none"), sdk);
 
+const hook = await call("webhooks.create", R('["webhooks"]["create"]'), () =>
+  resend.webhooks.create({ endpoint: "http://127.0.0.1:9/hook", events: ["email.received", "suppression.added"] }), sdk);
+await call("webhooks.get", R('["webhooks"]["get"]'), () => resend.webhooks.get(hook?.id ?? "none"), sdk);
+await call("webhooks.list", R('["webhooks"]["list"]'), () => resend.webhooks.list({ limit: 10 }), sdk);
+await call("webhooks.update", R('["webhooks"]["update"]'), () =>
+  resend.webhooks.update(hook?.id ?? "none", { endpoint: "http://127.0.0.1:9/other", events: ["email.sent"], status: "disabled" }), sdk);
+await call("webhooks.rotateSigningSecret", R('["webhooks"]["rotateSigningSecret"]'), () =>
+  resend.webhooks.rotateSigningSecret(hook?.id ?? "none"), sdk);
+await call("webhooks.events.list", R('["webhooks"]["events"]["list"]'), () =>
+  resend.webhooks.events.list({ webhookId: hook?.id ?? "none", limit: 5 }), sdk);
+await call("webhooks.remove", R('["webhooks"]["remove"]'), () => resend.webhooks.remove(hook?.id ?? "none"), sdk);
+
+const suppressed = await call("suppressions.add", R('["suppressions"]["add"]'), () =>
+  resend.suppressions.add({ email: `gone@${ctx.domain}` }), sdk);
+await call("suppressions.batch.add", R('["suppressions"]["batch"]["add"]'), () =>
+  resend.suppressions.batch.add({ emails: [`one@${ctx.domain}`, `two@${ctx.domain}`, `three@${ctx.domain}`] }), sdk);
+await call("suppressions.list", R('["suppressions"]["list"]'), () => resend.suppressions.list({ limit: 10 }), sdk);
+await call("suppressions.list (origin)", R('["suppressions"]["list"]'), () =>
+  resend.suppressions.list({ limit: 2, origin: "manual" }), sdk);
+await call("suppressions.get", R('["suppressions"]["get"]'), () => resend.suppressions.get(suppressed?.id ?? "none"), sdk);
+await call("suppressions.get (email)", R('["suppressions"]["get"]'), () => resend.suppressions.get(`gone@${ctx.domain}`), sdk);
+await call("suppressions.remove", R('["suppressions"]["remove"]'), () => resend.suppressions.remove(suppressed?.id ?? "none"), sdk);
+await call("suppressions.remove (email)", R('["suppressions"]["remove"]'), () => resend.suppressions.remove(`one@${ctx.domain}`), sdk);
+await call("suppressions.batch.remove", R('["suppressions"]["batch"]["remove"]'), () =>
+  resend.suppressions.batch.remove({ emails: [`two@${ctx.domain}`] }), sdk);
+await call("suppressions.batch.remove (ids)", R('["suppressions"]["batch"]["remove"]'), async () => {
+  const left = await resend.suppressions.get(`three@${ctx.domain}`);
+  return resend.suppressions.batch.remove({ ids: [left.data?.id ?? "none"] });
+}, sdk);
+
 print();
