@@ -106,6 +106,13 @@ def reader(base: str, http: aiohttp.ClientSession) -> Reader:
     return Reader(base, http)
 
 
+async def signed_in(base: str, world: TenantWorld, http: aiohttp.ClientSession) -> Reader:
+    """A reader signed in as a new user of the tenant."""
+    me = reader(base, http)
+    await me.sign_in(await make_user(world))
+    return me
+
+
 def session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
 

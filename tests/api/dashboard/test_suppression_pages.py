@@ -7,14 +7,8 @@ from __future__ import annotations
 import html
 
 from storage.suppressions import store
-from tests.api.dashboard.support import Reader, make_user, reader, session
-from tests.conftest import ApiServer, MakeTenant, TenantWorld
-
-
-async def signed_in(api: ApiServer, world: TenantWorld, http: object) -> Reader:
-    me = reader(api.url, http)  # type: ignore[arg-type]
-    await me.sign_in(await make_user(world))
-    return me
+from tests.api.dashboard.support import session, signed_in
+from tests.conftest import ApiServer, MakeTenant
 
 
 async def test_list_filter_by_origin_and_search_by_address(
@@ -28,7 +22,7 @@ async def test_list_filter_by_origin_and_search_by_address(
     await store.suppress(acme.pool, acme.id, ["angry@example.net"], origin="complaint")
     await store.suppress(acme.pool, acme.id, ["by-hand@example.org"], origin="manual")
     async with session() as http:
-        me = await signed_in(api, acme, http)
+        me = await signed_in(api.url, acme, http)
         everything = await me.get("/dashboard/suppressions")
         bounces = await me.get("/dashboard/suppressions?origin=bounce")
         searched = await me.get("/dashboard/suppressions?q=EXAMPLE.ORG")
@@ -60,7 +54,7 @@ async def test_add_an_address_by_hand_then_remove_it(
 ) -> None:
     acme = await make_tenant()
     async with session() as http:
-        me = await signed_in(api, acme, http)
+        me = await signed_in(api.url, acme, http)
         csrf = (await me.get("/dashboard/suppressions")).csrf
         added = await me.post(
             "/dashboard/suppressions", {"csrf_token": csrf, "email": "Ann@X.test"}
@@ -95,7 +89,7 @@ async def test_csrf_is_required_and_another_tenants_entry_answers_404(
     acme, other = await make_tenant(), await make_tenant()
     [theirs] = await store.suppress(other.pool, other.id, ["theirs@example.net"], origin="manual")
     async with session() as http:
-        me = await signed_in(api, acme, http)
+        me = await signed_in(api.url, acme, http)
         csrf = (await me.get("/dashboard/suppressions")).csrf
         foreign = await me.post(f"/dashboard/suppressions/{theirs.id}/remove", {"csrf_token": csrf})
         listed = await me.get("/dashboard/suppressions?q=theirs")

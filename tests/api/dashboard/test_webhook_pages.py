@@ -12,18 +12,12 @@ from uuid import UUID
 from policy.webhooks.events import EVENT_TYPES
 from storage.webhooks import endpoints
 from tests.api.dashboard.live_support import delivered_event, listening
-from tests.api.dashboard.support import Reader, make_user, reader, session
-from tests.conftest import ApiServer, MakeTenant, StartApi, TenantWorld
+from tests.api.dashboard.support import Reader, session, signed_in
+from tests.conftest import ApiServer, MakeTenant, StartApi
 from tests.webhooks.receiver import Receiver
 from tests.webhooks.world import webhook_workers
 
 RECEIVER_URL = "http://127.0.0.1:9/hook"  # never connected to in the tests that use it
-
-
-async def signed_in(base: str, world: TenantWorld, http: object) -> Reader:
-    me = reader(base, http)  # type: ignore[arg-type]
-    await me.sign_in(await make_user(world))
-    return me
 
 
 async def create_page(me: Reader, endpoint: str, events: list[str]) -> tuple[UUID, str]:
