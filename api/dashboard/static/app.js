@@ -25,7 +25,9 @@
   const liveEmail = body.dataset.liveEmail;
   const liveWebhook = body.dataset.liveWebhook;
   async function refresh() {
-    const response = await fetch(window.location.href, { credentials: "same-origin" });
+    // A page answered to a POST (a rotated secret) names the address to re-read it from.
+    const address = body.dataset.liveUrl || window.location.href;
+    const response = await fetch(address, { credentials: "same-origin" });
     if (!response.ok) return;
     const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
     for (const id of ["conversation", "deliveries", "timeline", "webhook-state", "webhook-events"]) {

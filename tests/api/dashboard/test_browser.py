@@ -445,6 +445,10 @@ async def test_create_a_webhook_endpoint_and_see_its_attempt_appear_live(
             await expect(created.locator("#new-secret")).to_contain_text("whsec_")
             await created.get_by_role("link", name=receiver.url).click()
             await expect(page.locator("#webhook-events")).to_contain_text("No events yet.")
+            # The page a rotation answers (the POST's address) is live too: it re-reads the
+            # endpoint's own page.
+            await page.get_by_role("button", name="Rotate signing secret").click()
+            await expect(page.get_by_role("status")).to_contain_text("Signing secret rotated")
             await expect(page.locator("body")).to_have_attribute("data-live", "ready")
 
             await delivered_event(acme)
@@ -453,6 +457,7 @@ async def test_create_a_webhook_endpoint_and_see_its_attempt_appear_live(
             await expect(attempt).to_contain_text("200")
             await expect(attempt).to_contain_text("answered 200")
             await expect(page.locator("#webhook-events")).to_contain_text("email.delivered")
+            await expect(page.get_by_role("status")).to_contain_text("Signing secret rotated")
             # Updated in place by the script, not by reloading the page.
             await expect(page.locator("body")).to_have_attribute(
                 "data-live-updates", re.compile("[1-9]")
