@@ -12,7 +12,17 @@ import jinja2
 from aiohttp import web
 
 from api.context import DNS, POOL, SETTINGS, TOKENS
-from api.dashboard import account, compose, live, mail, pages, signin, work
+from api.dashboard import (
+    account,
+    compose,
+    live,
+    mail,
+    pages,
+    signin,
+    suppressions,
+    webhooks,
+    work,
+)
 from api.dashboard.context import ANNOUNCEMENTS, PREFIX, SESSION, render
 from policy.dashboard import sessions as rules
 from policy.settings import Settings
@@ -141,6 +151,8 @@ def make_dashboard(pool_app: web.Application, settings: Settings) -> web.Applica
     dashboard.router.add_routes(mail.routes)
     dashboard.router.add_routes(work.routes)
     dashboard.router.add_routes(compose.routes)
+    dashboard.router.add_routes(webhooks.routes)
+    dashboard.router.add_routes(suppressions.routes)
     dashboard.router.add_static("/static/", HERE / "static", name="static")
     return dashboard
 

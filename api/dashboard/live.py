@@ -1,5 +1,5 @@
 """Live updates by Server-Sent Events: what the database announces for the session's tenant
-(a matched reply, a delivery's new state), as `event: reply|delivery`, `data: <email id>`."""
+(a matched reply, a delivery's new state, a webhook attempt), as `event: <kind>`, `data: <id>`."""
 
 from __future__ import annotations
 
@@ -36,5 +36,5 @@ async def events(request: web.Request) -> web.StreamResponse:
                     continue
                 if announcement is None:  # the server is shutting down
                     break
-                await stream.send(str(announcement.email_id), event=announcement.kind)
+                await stream.send(str(announcement.subject_id), event=announcement.kind)
     return stream

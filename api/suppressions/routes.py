@@ -38,7 +38,7 @@ def entry_json(entry: Suppression, *, with_object: bool = True) -> dict[str, Any
     return {"object": "suppression", **body} if with_object else body
 
 
-def _address(value: Any, field: str = "email") -> str:
+def checked_address(value: Any, field: str = "email") -> str:
     if not isinstance(value, str) or not value.strip():
         raise ApiError(errors.MISSING_REQUIRED_FIELD, f"Missing `{field}` field.")
     text = value.strip()
@@ -93,7 +93,7 @@ async def add(request: web.Request) -> web.Response:
     caller.require_full_access()
     body = await read_json(request)
     [entry] = await store.suppress(
-        request.app[POOL], caller.tenant_id, [_address(body.get("email"))], origin="manual"
+        request.app[POOL], caller.tenant_id, [checked_address(body.get("email"))], origin="manual"
     )
     return web.json_response({"object": "suppression", "id": str(entry.id)}, status=201)
 
@@ -103,7 +103,7 @@ async def add_batch(request: web.Request) -> web.Response:
     caller = request[CALLER]
     caller.require_full_access()
     body = await read_json(request)
-    emails = [_address(value, "emails") for value in _list(body, "emails")]
+    emails = [checked_address(value, "emails") for value in _list(body, "emails")]
     entries = await store.suppress(request.app[POOL], caller.tenant_id, emails, origin="manual")
     data = [{"object": "suppression", "id": str(e.id)} for e in entries]
     return web.json_response({"data": data}, status=201)
@@ -161,7 +161,7 @@ async def remove_batch(request: web.Request) -> web.Response:
     if has_ids == has_emails:
         raise ApiError(errors.VALIDATION_ERROR, "Give either `emails` or `ids`, not both.")
     ids = [_uuid(v) for v in _list(body, "ids")] if has_ids else []
-    emails = [_address(v, "emails") for v in _list(body, "emails")] if has_emails else []
+    emails = [checked_address(v, "emails") for v in _list(body, "emails")] if has_emails else []
     removed = await store.remove(request.app[POOL], caller.tenant_id, ids, emails)
     data = [{"object": "suppression", "id": str(e.id), "deleted": True} for e in removed]
     return web.json_response({"data": data})

@@ -62,7 +62,7 @@ def _event_id(request: web.Request) -> UUID:
         raise ApiError(errors.NOT_FOUND, EVENT_NOT_FOUND) from None
 
 
-async def _endpoint(request: web.Request, value: object) -> str:
+async def checked_endpoint(request: web.Request, value: object) -> str:
     """A URL the workers may send to: its form, and where its name resolves now. The address is
     checked again at every connection (mta/webhooks/http.py): this check alone does not stop
     DNS rebinding, but it tells the tenant at once about an endpoint that cannot work."""
@@ -91,7 +91,7 @@ async def _endpoint(request: web.Request, value: object) -> str:
     return endpoint.url
 
 
-def _events(value: object) -> list[str]:
+def checked_events(value: object) -> list[str]:
     try:
         return event_types.subscription(value)
     except event_types.InvalidEvents as problem:
@@ -107,9 +107,13 @@ async def create_webhook(request: web.Request) -> web.Response:
         raise ApiError(errors.MISSING_REQUIRED_FIELD, "Missing `endpoint` field.")
     if "events" not in body:
         raise ApiError(errors.MISSING_REQUIRED_FIELD, "Missing `events` field.")
-    endpoint = await _endpoint(request, body["endpoint"])
+    endpoint = await checked_endpoint(request, body["endpoint"])
     hook = await endpoints.create_webhook(
-        request.app[POOL], caller.tenant_id, endpoint, _events(body["events"]), signing.new_secret()
+        request.app[POOL],
+        caller.tenant_id,
+        endpoint,
+        checked_events(body["events"]),
+        signing.new_secret(),
     )
     return web.json_response(
         {"object": "webhook", "id": str(hook.id), "signing_secret": hook.signing_secret},
@@ -149,8 +153,8 @@ async def update_webhook(request: web.Request) -> web.Response:
         raise ApiError(
             errors.VALIDATION_ERROR, "The `status` field must be `enabled` or `disabled`."
         )
-    endpoint = await _endpoint(request, body["endpoint"]) if "endpoint" in body else None
-    chosen = _events(body["events"]) if "events" in body else None
+    endpoint = await checked_endpoint(request, body["endpoint"]) if "endpoint" in body else None
+    chosen = checked_events(body["events"]) if "events" in body else None
     hook = await endpoints.update_webhook(
         request.app[POOL],
         caller.tenant_id,

@@ -1,5 +1,5 @@
-"""Live announcements: LISTEN on `opensend_dashboard` (migration 0016's triggers) on a held
-pooled connection, fanned out per tenant to the open pages; taken again after a loss."""
+"""Live announcements: LISTEN on `opensend_dashboard` (migrations 0016 and 0017's triggers) on a
+held pooled connection, fanned out per tenant to the open pages; taken again after a loss."""
 
 from __future__ import annotations
 
@@ -25,15 +25,15 @@ QUEUE_SIZE = 100
 @dataclass(frozen=True, slots=True)
 class Announcement:
     tenant_id: UUID
-    email_id: UUID
-    kind: str  # reply | delivery
+    subject_id: UUID  # the email's id (reply, delivery) or the webhook's (attempt)
+    kind: str  # reply | delivery | attempt
 
 
 def parse(payload: str) -> Announcement | None:
     tenant, _, rest = payload.partition(":")
-    email, _, kind = rest.partition(":")
+    subject, _, kind = rest.partition(":")
     try:
-        return Announcement(UUID(tenant), UUID(email), kind)
+        return Announcement(UUID(tenant), UUID(subject), kind)
     except ValueError:
         return None
 

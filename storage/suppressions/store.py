@@ -46,14 +46,16 @@ DELETE FROM suppressions
 WHERE tenant_id = $1 AND (id = ANY($2::uuid[]) OR email = ANY($3::text[]))
 RETURNING {_COLUMNS}
 """
-# Keyset pages on suppressions_tenant_id, newest first, like the other lists.
+# Keyset pages on suppressions_tenant_id, newest first, like the other lists; $3 narrows them
+# to addresses containing it (the dashboard's search), as plain text rather than a LIKE pattern.
 _LIST = (
     f"SELECT {_COLUMNS} FROM suppressions"
     " WHERE tenant_id = $1 AND ($2::text IS NULL OR origin = $2)"
+    " AND ($3::text IS NULL OR strpos(email, $3) > 0)"
 )
-LIST_NEWEST = _LIST + " ORDER BY id DESC LIMIT $3"
-LIST_AFTER = _LIST + " AND id < $4 ORDER BY id DESC LIMIT $3"
-LIST_BEFORE = _LIST + " AND id > $4 ORDER BY id LIMIT $3"
+LIST_NEWEST = _LIST + " ORDER BY id DESC LIMIT $4"
+LIST_AFTER = _LIST + " AND id < $5 ORDER BY id DESC LIMIT $4"
+LIST_BEFORE = _LIST + " AND id > $5 ORDER BY id LIMIT $4"
 SELECT_EXISTS = "SELECT 1 FROM suppressions WHERE tenant_id = $1 AND id = $2"
 
 
@@ -108,19 +110,22 @@ async def list_page(
     *,
     origin: str | None,
     limit: int,
+    containing: str | None = None,
     after: UUID | None = None,
     before: UUID | None = None,
 ) -> tuple[list[Suppression], bool] | None:
-    """One page, newest first; None when the cursor is not one of the tenant's entries."""
+    """One page, newest first; None when the cursor is not one of the tenant's entries.
+    `containing` keeps the addresses with that text in them (addresses are kept lowercase)."""
     cursor = after or before
+    needle = containing.lower() if containing else None
     async with storage_errors(), pool.acquire() as conn:
         if cursor is None:
-            rows = await conn.fetch(LIST_NEWEST, tenant_id, origin, limit + 1)
+            rows = await conn.fetch(LIST_NEWEST, tenant_id, origin, needle, limit + 1)
         else:
             if await conn.fetchval(SELECT_EXISTS, tenant_id, cursor) is None:
                 return None
             query = LIST_AFTER if after is not None else LIST_BEFORE
-            rows = await conn.fetch(query, tenant_id, origin, limit + 1, cursor)
+            rows = await conn.fetch(query, tenant_id, origin, needle, limit + 1, cursor)
     page = [_entry(row) for row in rows[:limit]]
     if before is not None:
         page.reverse()

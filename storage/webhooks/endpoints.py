@@ -25,9 +25,10 @@ class Webhook:
     disabled_reason: str | None
     signing_secret: str
     created_at: datetime
+    failing_since: datetime | None  # every attempt since has failed (the failing streak)
 
 
-COLUMNS = "id, endpoint, events, status, disabled_reason, signing_secret, created_at"
+COLUMNS = "id, endpoint, events, status, disabled_reason, signing_secret, created_at, failing_since"
 
 INSERT_WEBHOOK = (
     "INSERT INTO webhooks (id, tenant_id, endpoint, events, signing_secret) "

@@ -21,25 +21,29 @@
     });
   }
 
-  // -- live updates: Server-Sent Events about this email -> the changed parts re-read --------
+  // -- live updates: Server-Sent Events about this email or webhook -> the changed parts re-read
   const liveEmail = body.dataset.liveEmail;
+  const liveWebhook = body.dataset.liveWebhook;
   async function refresh() {
-    const response = await fetch(window.location.href, { credentials: "same-origin" });
+    // A page answered to a POST (a rotated secret) names the address to re-read it from.
+    const address = body.dataset.liveUrl || window.location.href;
+    const response = await fetch(address, { credentials: "same-origin" });
     if (!response.ok) return;
     const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
-    for (const id of ["conversation", "deliveries", "timeline"]) {
+    for (const id of ["conversation", "deliveries", "timeline", "webhook-state", "webhook-events"]) {
       const now = document.getElementById(id);
       const next = fresh.getElementById(id);
       if (now && next) now.replaceWith(document.adoptNode(next));
     }
     body.dataset.liveUpdates = String(Number(body.dataset.liveUpdates || "0") + 1);
   }
-  if (liveEmail && window.EventSource) {
+  const watched = { reply: liveEmail, delivery: liveEmail, attempt: liveWebhook };
+  if ((liveEmail || liveWebhook) && window.EventSource) {
     const events = new EventSource(prefix + "/events");
     events.addEventListener("ready", () => { body.dataset.live = "ready"; });
-    for (const kind of ["reply", "delivery"]) {
+    for (const [kind, id] of Object.entries(watched)) {
       events.addEventListener(kind, (event) => {
-        if (event.data === liveEmail) refresh();
+        if (id && event.data === id) refresh();
       });
     }
     events.addEventListener("error", () => { body.dataset.live = "reconnecting"; });

@@ -82,7 +82,14 @@ class Reader:
         ) as response:
             return await self._page(response)
 
-    async def post(self, path: str, form: dict[str, str], *, origin: str | None = "self") -> Page:
+    async def post(
+        self,
+        path: str,
+        form: dict[str, str] | list[tuple[str, str]],
+        *,
+        origin: str | None = "self",
+    ) -> Page:
+        """`form` as pairs when a field repeats (checkboxes of one name)."""
         headers = {} if origin is None else {"Origin": self.origin if origin == "self" else origin}
         async with self.http.post(
             self.base + path, data=form, headers=self._headers(headers), allow_redirects=False
@@ -97,6 +104,13 @@ class Reader:
 
 def reader(base: str, http: aiohttp.ClientSession) -> Reader:
     return Reader(base, http)
+
+
+async def signed_in(base: str, world: TenantWorld, http: aiohttp.ClientSession) -> Reader:
+    """A reader signed in as a new user of the tenant."""
+    me = reader(base, http)
+    await me.sign_in(await make_user(world))
+    return me
 
 
 def session() -> aiohttp.ClientSession:

@@ -1,6 +1,7 @@
 """The dashboard in a real browser (Debian's chromium under Playwright) against the real API,
 the real MX and PostgreSQL: sign-in, the outbound email page, a reply arriving live, keyboard
-shortcuts, JavaScript off, hostile received HTML, 360 px, CSRF from another site, isolation.
+shortcuts, JavaScript off, hostile received HTML, 360 px, CSRF from another site, isolation;
+a webhook endpoint created and its attempt shown live; the suppression list at 360 px.
 
 Pages are opened as http://localhost:PORT: Chromium treats localhost as a secure context, so the
 `__Host-` Secure cookie is kept there as it is on https.
@@ -21,8 +22,11 @@ from playwright.async_api import Browser, BrowserContext, Dialog, Page, expect
 from api.account.domains import domain_json
 from mta.listeners import MXListener
 from storage.account import directory, domains
+from storage.suppressions import store as suppressions
+from storage.webhooks import endpoints as webhook_endpoints
 from tests.api.account.domains_client import HOST, publish
 from tests.api.dashboard.conftest import new_context
+from tests.api.dashboard.live_support import delivered_event
 from tests.api.dashboard.support import (
     HOSTILE_HTML,
     PASSWORD,
@@ -32,6 +36,8 @@ from tests.api.dashboard.support import (
 )
 from tests.conftest import ApiServer, MakeTenant, StartApi, TenantWorld, message, smtp_send
 from tests.support.dns_server import LoopbackDNSServer
+from tests.webhooks.receiver import Receiver
+from tests.webhooks.world import webhook_workers
 
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
@@ -416,3 +422,94 @@ async def test_check_a_domain_against_the_loopback_dns_server(
     await expect(card.locator("h2 .status")).to_have_text("verified")
     await expect(card.locator("td.status-verified")).to_have_count(4)
     await expect(card).to_contain_text(f"10 {HOST}")
+
+
+async def test_create_a_webhook_endpoint_and_see_its_attempt_appear_live(
+    api: ApiServer,
+    make_tenant: MakeTenant,
+    context: BrowserContext,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    acme = await make_tenant()
+    receiver = await Receiver.start()
+    try:
+        async with webhook_workers(acme.pool, database_url, tmp_path):
+            page = await signed_in_page(context, api, acme)
+            await page.get_by_role("link", name="Webhooks").click()
+            await page.get_by_label("Endpoint URL").fill(receiver.url)
+            await page.get_by_label("email.delivered", exact=True).check()
+            await page.get_by_role("button", name="Create endpoint").click()
+
+            created = page.get_by_role("status")
+            await expect(created.locator("#new-secret")).to_contain_text("whsec_")
+            await created.get_by_role("link", name=receiver.url).click()
+            await expect(page.locator("#webhook-events")).to_contain_text("No events yet.")
+            # The page a rotation answers (the POST's address) is live too: it re-reads the
+            # endpoint's own page.
+            await page.get_by_role("button", name="Rotate signing secret").click()
+            await expect(page.get_by_role("status")).to_contain_text("Signing secret rotated")
+            await expect(page.locator("body")).to_have_attribute("data-live", "ready")
+
+            await delivered_event(acme)
+
+            attempt = page.locator("#webhook-events tr.attempt")
+            await expect(attempt).to_contain_text("200")
+            await expect(attempt).to_contain_text("answered 200")
+            await expect(page.locator("#webhook-events")).to_contain_text("email.delivered")
+            await expect(page.get_by_role("status")).to_contain_text("Signing secret rotated")
+            # Updated in place by the script, not by reloading the page.
+            await expect(page.locator("body")).to_have_attribute(
+                "data-live-updates", re.compile("[1-9]")
+            )
+    finally:
+        await receiver.stop()
+    assert len(receiver.posts) == 1
+
+
+async def test_the_suppression_and_webhook_pages_fit_a_360_pixel_wide_screen(
+    api: ApiServer, make_tenant: MakeTenant, browser: Browser, screenshots: Path
+) -> None:
+    acme = await make_tenant()
+    email, _token = await acme.sent_email(to="a.rather.long.mailbox.name@subdomain.example.org")
+    await suppressions.suppress(
+        acme.pool,
+        acme.id,
+        ["a.rather.long.mailbox.name@subdomain.example.org"],
+        origin="bounce",
+        source_ids=[email.id],
+    )
+    await suppressions.suppress(acme.pool, acme.id, ["angry@example.net"], origin="complaint")
+    await suppressions.suppress(acme.pool, acme.id, ["by-hand@example.org"], origin="manual")
+    context = await new_context(browser, viewport={"width": 360, "height": 780})
+    try:
+        page = await signed_in_page(context, api, acme)
+        await page.goto(local(api) + "/dashboard/suppressions", wait_until="load")
+        await page.get_by_label("Address", exact=True).fill("typed-by-hand@example.com")
+        await page.get_by_role("button", name="Suppress").click()
+        await expect(page.get_by_role("status")).to_have_text("Address suppressed.")
+        entries = page.locator("[data-item]")
+        await expect(entries).to_have_count(4)
+        await expect(entries.first).to_contain_text("typed-by-hand@example.com")
+        await expect(page.get_by_role("link", name="the email that caused it")).to_have_attribute(
+            "href", f"/dashboard/emails/{email.id}"
+        )
+        hook = await webhook_endpoints.create_webhook(
+            acme.pool,
+            acme.id,
+            "https://hooks.example.com/a/rather/long/path/to/a/receiver",
+            ["email.delivered", "email.bounced", "suppression.added"],
+            "whsec_c2NyZWVu",
+        )
+        pages = [
+            ("suppressions", "/dashboard/suppressions"),
+            ("webhooks", "/dashboard/webhooks"),
+            ("webhook", f"/dashboard/webhooks/{hook.id}"),
+        ]
+        for name, path in pages:
+            await page.goto(local(api) + path, wait_until="load")
+            await page.screenshot(path=screenshots / f"360-{name}.png", full_page=True)
+            width = await page.evaluate("document.scrollingElement.scrollWidth")
+            assert width <= 360, f"{name} is {width} px wide"
+    finally:
+        await context.close()

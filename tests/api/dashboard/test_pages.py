@@ -13,19 +13,11 @@ from storage.account import directory
 from storage.conversations import contacts as contacts_store
 from tests.api.dashboard.support import (
     HOSTILE_HTML,
-    Reader,
-    make_user,
-    reader,
     reply_through_mx,
     session,
+    signed_in,
 )
-from tests.conftest import ApiServer, MakeTenant, TenantWorld
-
-
-async def signed_in(api: ApiServer, world: TenantWorld, http: object) -> Reader:
-    me = reader(api.url, http)  # type: ignore[arg-type]
-    await me.sign_in(await make_user(world))
-    return me
+from tests.conftest import ApiServer, MakeTenant
 
 
 async def test_the_outbound_email_page_shows_its_reply_address_and_the_conversation(
@@ -38,7 +30,7 @@ async def test_the_outbound_email_page_shows_its_reply_address_and_the_conversat
         mx.port, address, text="Where is my parcel?\n\nOn Monday you wrote:\n> Your order ships\n"
     )
     async with session() as http:
-        me = await signed_in(api, acme, http)
+        me = await signed_in(api.url, acme, http)
         page = await me.get(f"/dashboard/emails/{email.id}")
 
     assert page.status == 200
@@ -67,7 +59,7 @@ async def test_received_html_is_served_cleaned_on_its_own_url_with_a_sandbox_csp
         mx.port, token.address(acme.reply_domain), text="plain part", html=HOSTILE_HTML
     )
     async with session() as http:
-        me = await signed_in(api, acme, http)
+        me = await signed_in(api.url, acme, http)
         detail = await me.get(f"/dashboard/received/{reply_id}")
         body = await me.get(f"/dashboard/received/{reply_id}/body")
         with_images = await me.get(f"/dashboard/received/{reply_id}/body?images=1")
@@ -100,7 +92,7 @@ async def test_search_finds_sent_emails_by_operator(
     quiet, _ = await acme.sent_email(to="erik@example.org", subject="Invoice 78")
     await reply_through_mx(mx.port, token.address(acme.reply_domain), text="Paid.")
     async with session() as http:
-        me = await signed_in(api, acme, http)
+        me = await signed_in(api.url, acme, http)
         by_to = await me.get("/dashboard/emails?q=to:erik@example.org")
         by_subject = await me.get("/dashboard/emails?q=subject:invoice")
         replied_only = await me.get("/dashboard/emails?q=has:reply+invoice")
@@ -121,7 +113,7 @@ async def test_an_api_key_is_shown_once_and_can_be_revoked(
 ) -> None:
     acme = await make_tenant()
     async with session() as http:
-        me = await signed_in(api, acme, http)
+        me = await signed_in(api.url, acme, http)
         csrf = (await me.get("/dashboard/api-keys")).csrf
         created = await me.post("/dashboard/api-keys", {"name": "crm", "csrf_token": csrf})
         token = created.text.split('<code id="new-key">')[1].split("</code>")[0]
@@ -150,7 +142,7 @@ async def test_every_page_of_another_tenant_answers_404(
     key_id = their_key.id
     domain_id = other.domain.id
     async with session() as http:
-        me = await signed_in(api, acme, http)
+        me = await signed_in(api.url, acme, http)
         csrf = (await me.get("/dashboard/emails")).csrf
         pages = [
             await me.get(f"/dashboard/emails/{email.id}"),
@@ -178,7 +170,7 @@ async def test_lists_and_account_pages_render_for_the_tenant(
         acme.pool, acme.id, "dana@example.org", "Dana", "Lee", False
     )
     async with session() as http:
-        me = await signed_in(api, acme, http)
+        me = await signed_in(api.url, acme, http)
         received = await me.get("/dashboard/received?status=matched")
         unmatched = await me.get("/dashboard/received?status=unmatched")
         threads = await me.get("/dashboard/threads")
@@ -208,7 +200,7 @@ async def test_a_contacts_page_lists_their_conversations(
     quiet, _ = await acme.sent_email(subject="Nobody answered this")
     await reply_through_mx(mx.port, token.address(acme.reply_domain), text="Thanks")
     async with session() as http:
-        me = await signed_in(api, acme, http)
+        me = await signed_in(api.url, acme, http)
         listed = await me.get("/dashboard/contacts")
         page = await me.get(f"/dashboard/contacts/{carol.id}")
         foreign = await me.get(f"/dashboard/contacts/{theirs.id}")
@@ -230,7 +222,7 @@ async def test_search_by_sending_domain_tag_and_date(
     )
     today = await acme.pool.fetchval("SELECT (now() AT TIME ZONE 'UTC')::date")
     async with session() as http:
-        me = await signed_in(api, acme, http)
+        me = await signed_in(api.url, acme, http)
         by_tag = await me.get("/dashboard/emails?q=tag:welcome")
         by_domain = await me.get(f"/dashboard/emails?q=domain:{acme.name.upper()}")
         other_domain = await me.get("/dashboard/emails?q=domain:elsewhere.example")
@@ -251,7 +243,7 @@ async def test_an_unknown_dashboard_path_answers_the_html_404_page(
 ) -> None:
     acme = await make_tenant()
     async with session() as http:
-        me = await signed_in(api, acme, http)
+        me = await signed_in(api.url, acme, http)
         page = await me.get("/dashboard/no-such-page")
     assert page.status == 404
     assert page.headers["Content-Type"].startswith("text/html")
