@@ -115,7 +115,7 @@ async def _paced_session(
     host: str, port: int, load: Load, interval: float, stop: asyncio.Event, run: StallRun
 ) -> None:
     """One small message every `interval` seconds on one connection until `stop` is set.
-    A message late past its slot is not made up for: the load stays paced, not a backlog."""
+    A slot missed while a message was late is skipped, not made up for: the load stays paced."""
     try:
         conn = await _open(host, port, load)
     except _FAILURES as exc:
@@ -135,7 +135,9 @@ async def _paced_session(
                 return
             ended = time.perf_counter()
             run.small.append((begun, ended))
-            next_at = max(next_at + interval, ended)
+            next_at += interval
+            while next_at < ended:  # keep this session's phase: the sessions stay spread out
+                next_at += interval
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), next_at - ended)
     finally:
