@@ -14,7 +14,8 @@ defaults (OPENSEND_MAX_CONNECTIONS included, unless `--max-connections` is given
    seconds; after `--lead-in` seconds one more session sends `--large-count` messages of
    `--large-size` bytes, `--gap` seconds apart. Small messages that overlapped a large one in
    flight (its MAIL FROM to its 250) are "during", the others "apart": their p99, same run;
-4. after: memory once more, a few seconds after the load.
+4. after: memory once more, when the auth checks of every message are done and `--settle`
+   seconds more have passed: what the server keeps.
 
 The server's memory is shown in parts: its main process (the MX, submission and delivery), its
 child processes (the auth checks, webhook deliveries), and the embedded PostgreSQL apart.
@@ -49,7 +50,7 @@ from mx_memory_load import HeldRun, StallRun, hold_sessions, stall_run, summary
 from opensend_peer import REPO_ROOT, OpenSendError, OpenSendPeer
 from postfix_peer import PostfixPeer, PostfixPeerError, free_loopback_port
 from rss_sampler import RssSampler, psutil
-from smtp_load import Load, Mode, message_bytes, run_latency
+from smtp_load import Load, Mode, counter_total, message_bytes, run_latency
 
 HOST = "127.0.0.1"
 RESULTS_DIR = REPO_ROOT / "tests" / "perf" / "results"
@@ -128,8 +129,10 @@ def measure(
     server_groups: list[str],
     args: argparse.Namespace,
     stored: Callable[[], int] | None,
+    settled: Callable[[], list[str]] | None = None,
 ) -> dict[str, Any]:
-    """The phases against one server on `port`; the figures as a dict."""
+    """The phases against one server on `port`; the figures as a dict. `settled` waits until
+    the server's work after the 250s is done, before the last reading."""
     result: dict[str, Any] = {"label": label, "problems": []}
     problems: list[str] = result["problems"]
     small = Load(args.warmup, 20, args.size, recipient=f"user@{args.domain}")
@@ -217,6 +220,8 @@ def measure(
         "peak": memory(sampler, server_groups),
     }
 
+    if settled is not None:
+        problems += settled()
     time.sleep(args.settle)
     result["after"] = snapshot(groups, server_groups)
     if stored is not None and stored_before is not None:
@@ -248,6 +253,7 @@ def bench_opensend(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             workdir / "opensend-data",
             max_connections=args.max_connections,
             database_url=args.database_url,
+            command=args.opensend_command,
             dns_server=f"{HOST}:{dns_port}",
         )
         stack.callback(peer.stop_embedded_postgres)
@@ -259,9 +265,27 @@ def bench_opensend(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         def stored() -> int:
             return asyncio.run(peer.count_received())
 
+        def checked() -> list[str]:
+            """Wait for the auth checks of every stored message (one SPF verdict each): the
+            auth-check process holds a message while it checks it."""
+            deadline = time.monotonic() + args.phase_timeout
+            while time.monotonic() < deadline:
+                text = peer.metrics_text() or ""
+                done = counter_total(text, "opensend_authcheck_results_total", method="spf")
+                if done is None or done >= stored():
+                    return []
+                time.sleep(1.0)
+            return ["the auth checks did not finish within --phase-timeout"]
+
         try:
             return measure(
-                label, peer.mx_port, opensend_groups(peer), ["main", "children"], args, stored
+                label,
+                peer.mx_port,
+                opensend_groups(peer),
+                ["main", "children"],
+                args,
+                stored,
+                checked,
             )
         finally:
             if args.keep:
@@ -354,6 +378,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--settle", type=float, default=3.0, help="seconds before the last memory reading")
     add("--domain", default="bench.test")
     add("--database-url", default=None, help="an existing PostgreSQL instead of the embedded one")
+    add("--opensend-command", type=str.split, default=None, help="how to run `opensend` "
+        "(default: this tree's mta.cli on this Python)")  # fmt: skip
     add("--postfix", action="store_true", help="measure a private stock Postfix too (root)")
     add("--no-opensend", dest="opensend", action="store_false")
     add("--phase-timeout", type=float, default=300.0)
