@@ -418,9 +418,6 @@ class MXProtocol(SMTP):
                 block = await reader.read(DATA_BLOCK)
                 if not block:
                     return None, False  # the client closed the connection
-                # The data timeout runs from block to block, as RFC 5321 section 4.5.3.2 times
-                # each TCP send, not the whole message: a large message on a slow link is fine.
-                self._reset_timeout(self._data_timeout)
                 after = assembler.feed(block)
                 if after >= 0:
                     break
