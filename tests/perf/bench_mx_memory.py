@@ -35,7 +35,6 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,10 +44,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import dns_stub
 from bench_report import MIB, bounded, machine_facts
 from mx_memory_load import HeldRun, StallRun, hold_sessions, stall_run, summary
 from opensend_peer import REPO_ROOT, OpenSendError, OpenSendPeer
-from postfix_peer import PostfixPeer, PostfixPeerError, free_loopback_port
+from postfix_peer import PostfixPeer, PostfixPeerError
 from rss_sampler import RssSampler, psutil
 from smtp_load import Load, Mode, counter_total, message_bytes, run_latency
 
@@ -235,19 +235,7 @@ def measure(
 
 def bench_opensend(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
-        dns_port = free_loopback_port()
-        dns = subprocess.Popen(
-            [
-                sys.executable,
-                str(Path(__file__).with_name("dns_stub.py")),
-                "--port",
-                str(dns_port),
-                "--seconds",
-                str(args.max_seconds + 60),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        stack.callback(_end, dns)
+        dns_port = stack.enter_context(dns_stub.running(args.max_seconds + 60))
         peer_class = FullServePeer if args.serve == "full" else OpenSendPeer
         peer = peer_class(
             workdir / "opensend-data",
@@ -302,15 +290,6 @@ def bench_postfix(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     with PostfixPeer(base_dir=workdir, domain=args.domain, settings=settings) as peer:
         groups: Groups = {"server": lambda: [pid] if (pid := peer.master_pid()) else []}
         return measure("postfix", peer.port, groups, ["server"], args, None)
-
-
-def _end(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
 
 
 def render(results: list[dict[str, Any]]) -> str:
