@@ -30,6 +30,13 @@ log = logging.getLogger(__name__)
 
 StoreFunction = Callable[[Sequence[ReceivedRecord]], Awaitable[None]]
 
+# A message this large is parsed in a worker thread, not on the event loop: parsing 25 MB takes
+# most of a second of pure Python, which on the loop would hold up every other session. The
+# thread still takes the GIL, but gives it back every few milliseconds (sys.getswitchinterval),
+# so the other sessions keep being answered meanwhile. Smaller ones parse faster than a thread
+# hand-off costs. (tests/perf/README.md, "MX memory".)
+PARSE_IN_THREAD_BYTES = 1 << 20
+
 
 @dataclass
 class Transaction:
@@ -137,7 +144,10 @@ class MXHandler:
         started = time.perf_counter()
         raw: bytes = envelope.original_content
         transaction = _transaction(envelope)
-        parsed = parse_message(raw)
+        if len(raw) < PARSE_IN_THREAD_BYTES:
+            parsed = parse_message(raw)
+        else:
+            parsed = await asyncio.to_thread(parse_message, raw)
         if parsed.received_count > self._limits.max_received_headers:
             metrics.MESSAGES_REFUSED.labels("loop").inc()
             return str(replies.S554_LOOP)
