@@ -49,6 +49,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -356,6 +357,36 @@ def profile(args: argparse.Namespace, peer: ApiPeer) -> subprocess.Popen[bytes] 
     return subprocess.Popen([*command, "--output", args.profile, "--format", args.profile_format])
 
 
+def api_round(
+    args: argparse.Namespace,
+    peer: ApiPeer,
+    script_env: dict[str, str],
+    script: Path,
+    *,
+    profiled: bool,
+) -> dict[str, Any]:
+    """One measured wrk run of POST /emails, with its CPU and its durability accounting."""
+    before = asyncio.run(peer.count_emails())
+    cpu_before = cpu_seconds(peer)
+    profiler = profile(args, peer) if profiled else None
+    try:
+        run = run_wrk(args, f"{peer.url}/emails", script_env, script, args.duration)
+    finally:
+        if profiler is not None:
+            profiler.wait(args.duration + 30)
+    cpu = {k: v - cpu_before[k] for k, v in cpu_seconds(peer).items()}
+    time.sleep(1.0)  # requests in flight when wrk stopped finish their COMMIT
+    stored = asyncio.run(peer.count_emails()) - before
+    ok = run["responses"] - run["non_2xx"]
+    return {
+        **run,
+        "ok": ok,
+        "stored": stored,
+        "durable": run["non_2xx"] == 0 and ok <= stored <= ok + args.connections,
+        "cpu_seconds": cpu,
+    }
+
+
 def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     peer = ApiPeer(workdir / "data", args.database_url)
     script = workdir / "post_email.lua"
@@ -369,22 +400,32 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         if args.warmup:
             run_wrk(args, f"{peer.url}/emails", script_env, script, args.warmup)
             time.sleep(1.0)  # the warm-up's last requests finish their COMMIT
-        before = asyncio.run(peer.count_emails())
-        cpu_before = cpu_seconds(peer)
-        profiler = profile(args, peer)
-        try:
-            run = run_wrk(args, f"{peer.url}/emails", script_env, script, args.duration)
-        finally:
-            if profiler is not None:
-                profiler.wait(args.duration + 30)
-        cpu = {k: v - cpu_before[k] for k, v in cpu_seconds(peer).items()}
-        time.sleep(1.0)  # requests in flight when wrk stopped finish their COMMIT
-        stored = asyncio.run(peer.count_emails()) - before
-        ok = run["responses"] - run["non_2xx"]
-        durable = run["non_2xx"] == 0 and ok <= stored <= ok + args.connections
-        ceilings = ceiling(args, peer, facts.url) if args.ceiling_duration > 0 else []
-        best = max((c["rps"] for c in ceilings), default=0.0)
-        ratio = run["rps"] / best if best else None
+        # Rounds of the API then PostgreSQL alone, back to back: on a machine shared with
+        # other work, the load changes within minutes, and each round's ratio compares two
+        # runs made under much the same load.
+        rounds = []
+        for number in range(args.rounds):
+            api = api_round(args, peer, script_env, script, profiled=number == 0)
+            ceilings = ceiling(args, peer, facts.url) if args.ceiling_duration > 0 else []
+            best = max((c["rps"] for c in ceilings), default=0.0)
+            api["ceiling"] = ceilings
+            api["ceiling_rps"] = best
+            api["ratio"] = round(api["rps"] / best, 3) if best else None
+            log(f"round {number + 1}: {api['rps']:.0f} requests/s, ceiling {best:.0f}/s")
+            rounds.append(api)
+        ok = sum(r["ok"] for r in rounds)
+        cpu = {k: sum(r["cpu_seconds"][k] for r in rounds) for k in rounds[0]["cpu_seconds"]}
+        ratios = [r["ratio"] for r in rounds if r["ratio"] is not None]
+        rps = sum(r["responses"] for r in rounds) / sum(r["seconds"] for r in rounds)
+        durable = all(r["durable"] for r in rounds)
+        api_cpu = sum(cpu.values()) * 1000 / max(1, ok)
+        grouped = [c for r in rounds for c in r["ceiling"] if c["mode"] == "grouped"]
+        ceiling_cpu = (
+            sum(sum(c["cpu_ms_per_commit"].values()) * c["commits"] for c in grouped)
+            / max(1, sum(c["commits"] for c in grouped))
+            if grouped
+            else None
+        )
         return {
             "date": datetime.now(UTC).isoformat(),
             "machine": machine_facts(Path(__file__).resolve().parents[2]),
@@ -392,18 +433,27 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "synchronous_commit": facts.synchronous_commit,
             "connections": args.connections,
             "threads": args.threads,
-            **{k: v for k, v in run.items() if k != "output"},
-            "stored": stored,
+            "rounds": [{k: v for k, v in r.items() if k != "output"} for r in rounds],
+            "rps": rps,
+            "responses": sum(r["responses"] for r in rounds),
+            "non_2xx": sum(r["non_2xx"] for r in rounds),
+            "stored": sum(r["stored"] for r in rounds),
+            # Over the rounds: the median of each round's wrk percentile.
+            "p50_ms": statistics.median(r["p50_ms"] or 0.0 for r in rounds),
+            "p99_ms": statistics.median(r["p99_ms"] or 0.0 for r in rounds),
             # CPU seconds per 1,000 answered requests: comparable across runs on a busy machine.
             "cpu_ms_per_request": {k: round(v * 1000 / max(1, ok), 3) for k, v in cpu.items()},
             "durable": durable,
-            "ceiling": ceilings,
-            "ceiling_rps": best,
-            "ratio": round(ratio, 3) if ratio is not None else None,
+            "ceiling_rps": statistics.median(r["ceiling_rps"] for r in rounds),
+            "ratio": statistics.median(ratios) if ratios else None,
+            # The same ratio from CPU time alone (server + PostgreSQL per request against client
+            # + PostgreSQL per grouped commit): what it would be if both were CPU-bound, and
+            # much steadier than the rates on a shared machine. wrk's own CPU is left out.
+            "cpu_ratio": round(ceiling_cpu / api_cpu, 3) if ceiling_cpu else None,
             "target_ratio": TARGET_RATIO,
             "target_rps": TARGET_RPS,
-            "met_target": durable and run["rps"] >= TARGET_RPS,
-            "wrk_output": run["output"],
+            "met_target": durable and rps >= TARGET_RPS,
+            "wrk_output": rounds[0]["output"],
         }
     finally:
         peer.stop()
@@ -415,6 +465,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
     add("--duration", type=int, default=30, help="seconds of the measured run")
+    add("--rounds", type=int, default=1, help="API-then-ceiling rounds; the ratio is their median")
     add("--warmup", type=int, default=5, help="seconds of load before it, not counted (0: none)")
     add("--connections", type=int, default=50, help="concurrent keep-alive connections")
     add("--threads", type=int, default=1, help="wrk threads (the server needs the cores)")
@@ -455,24 +506,28 @@ def main(argv: list[str] | None = None) -> int:
         path.write_text(json.dumps(result, indent=2))
         print(
             f"POST /emails: {result['rps']:.0f} requests/s with {result['connections']} "
-            "connections "
+            f"connections over {len(result['rounds'])} round(s) "
             f"(p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms); {result['responses']} "
             f"responses, {result['non_2xx']} not 200, {result['stored']} emails committed; "
             f"durable: {result['durable']}; target {TARGET_RPS:.0f}/s met: {result['met_target']}; "
             f"CPU ms per request: {result['cpu_ms_per_request']}"
         )
-        for run in result["ceiling"]:
-            print(
-                f"PostgreSQL alone ({run['mode']}, pool of {run['pool_size']}, "
-                f"{result['connections']} tasks): {run['rps']:.0f} commits/s "
-                f"(p50 {run['p50_ms']} ms, p99 {run['p99_ms']} ms); "
-                f"CPU ms per commit: {run['cpu_ms_per_commit']}"
-            )
+        for number, round_ in enumerate(result["rounds"], 1):
+            for run in round_["ceiling"]:
+                print(
+                    f"round {number}: POST /emails {round_['rps']:.0f} requests/s; "
+                    f"PostgreSQL alone ({run['mode']}, pool of {run['pool_size']}, "
+                    f"{result['connections']} tasks): {run['rps']:.0f} commits/s "
+                    f"(p50 {run['p50_ms']} ms, p99 {run['p99_ms']} ms); "
+                    f"CPU ms per commit: {run['cpu_ms_per_commit']}"
+                )
         if result["ratio"] is not None:
+            ratios = ", ".join(f"{r['ratio']:.0%}" for r in result["rounds"])
             print(
-                f"POST /emails / PostgreSQL ceiling: {result['rps']:.0f} / "
-                f"{result['ceiling_rps']:.0f} = {result['ratio']:.0%} "
-                f"(target {TARGET_RATIO:.0%}: met {result['ratio'] >= TARGET_RATIO})"
+                f"POST /emails / PostgreSQL ceiling, median of the rounds ({ratios}): "
+                f"{result['ratio']:.0%} (target {TARGET_RATIO:.0%}: met "
+                f"{result['ratio'] >= TARGET_RATIO}); from CPU per request and per commit: "
+                f"{result['cpu_ratio']:.0%}"
             )
         print(f"results: {path}")
         return 0 if result["durable"] else 1
