@@ -1,6 +1,6 @@
 """API benchmark: POST /emails requests per second, every accepted email committed.
 
-    .venv/bin/python tests/perf/bench_api.py [--duration 30] [--connections 50]
+    .venv/bin/python tests/perf/bench_api.py [--duration 30] [--connections 50] [--rounds 1]
 
 The issue's target: at least 1,000 requests/s with 50 concurrent keep-alive clients on the
 project's 2-core machine, every request committed.
@@ -33,6 +33,10 @@ no composing: only the asyncpg client's encoding. Two ways, each for `--ceiling-
 seconds: `grouped` through the API's own group-commit writer (storage.sending.writer, the
 statements POST /emails uses), and `per-email`, one INSERT_EMAIL statement (one transaction) per
 email. The ceiling is the higher of the two, and the ratio is POST /emails' rate over it.
+`--rounds N` repeats the API's run and the ceiling's back to back N times, and the ratio is the
+median of the rounds' ratios: on a shared machine the load changes within a minute. The same
+ratio from CPU time alone (the ceiling's client + PostgreSQL CPU per commit over the server +
+PostgreSQL CPU per request) is printed beside it: what the ratio would be were both CPU-bound.
 
 Everything is on loopback and bounded: `--duration` per run (so the number of requests too),
 `--max-seconds` for the whole benchmark. The server (and the embedded database, unless `--keep`)
