@@ -268,7 +268,7 @@ def fresh_email(row: Any) -> NewEmail:
         headers=row["headers"],
         attachments=row["attachments"],
         tags=row["tags"],
-        message_id=f"<{email_id}@{DOMAIN}>",
+        message_id=f"{email_id}@{DOMAIN}",  # as stored: without angle brackets
         reply_token=email_id.hex,
         reply_address=row["reply_address"],
         reply_domain=row["reply_domain"],
