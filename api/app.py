@@ -25,7 +25,7 @@ from prometheus_client import (
 from api import errors
 from api.account import api_keys, domains
 from api.auth import DASHBOARD_PREFIX, Handler, require_api_key
-from api.context import DNS, POOL, SETTINGS, TOKENS, nul_refusal
+from api.context import DNS, POOL, SETTINGS, TOKENS, json_response, nul_refusal
 from api.conversations import contacts, receiving, threads
 from api.dashboard.app import make_dashboard
 from api.downloads import routes as downloads
@@ -67,7 +67,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def error_response(error: ApiError) -> web.Response:
-    return web.json_response(error.body(), status=error.kind.status, headers=error.headers)
+    return json_response(error.body(), status=error.kind.status, headers=error.headers)
 
 
 # aiohttp's own refusals, in the catalogue's words.

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from api import errors
@@ -101,14 +103,53 @@ def _has_lone_surrogate(value: Any) -> bool:
     return False
 
 
+def json_response(
+    data: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """`web.json_response`, encoded by orjson (a tenth of `json.dumps`' time); the same
+    Content-Type, and the same JSON values. What orjson cannot encode (an integer beyond 64
+    bits) is left to `json.dumps`."""
+    try:
+        body = orjson.dumps(data)
+    except TypeError:
+        body = json.dumps(data).encode()
+    return web.Response(
+        body=body, status=status, headers=headers, content_type="application/json", charset="utf-8"
+    )
+
+
 class InvalidJson(ValueError):
     """The body is not JSON, or not text JSON can carry; the message says which."""
+
+
+def parse_json_bytes(body: bytes) -> Any:
+    """A UTF-8 body parsed by orjson, which is several times faster than `json.loads` on the
+    hot path (POST /emails: tests/perf/README.md) and, being strict, refuses every body that
+    `parse_json` refuses except one with a NUL: unpaired surrogate escapes, NaN and Infinity,
+    integers beyond 64 bits, invalid UTF-8. Whatever it refuses goes to `parse_json`, which
+    accepts what JSON allows and words the refusal, so the answers are the same either way."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return parse_json(body.decode("utf-8"))
+    if b"\\u0000" in body:  # a raw NUL is not valid JSON; cheap test before the walk
+        field = nul_field(value)
+        if field is not None:
+            raise NulCharacter(field)
+    return value
+
+
+# The charsets a JSON body may declare that are read as UTF-8 (RFC 8259 section 8.1).
+_UTF8 = frozenset({"utf-8", "utf8"})
 
 
 async def request_json(request: web.Request) -> Any:
     """The request body parsed as JSON, or InvalidJson with a message a person can act on; a
     NUL anywhere in it is a 400 naming the field."""
     try:
+        charset = request.charset
+        if charset is None or charset.lower() in _UTF8:
+            return parse_json_bytes(await request.read())
         return await request.json(loads=parse_json)
     except NulCharacter as problem:
         raise nul_refusal(problem.field) from None

@@ -55,6 +55,8 @@ async def outbound_thread(
     message answers nothing stored, and starts a conversation of its own. Nothing is looked up
     for a message that names no message.
     """
+    if answering is None and not in_reply_to and not references:
+        return None  # most sent mail: nothing named, nothing to parse or look up
     offered = candidates([], None, in_reply_to, references)
     email_ids = sorted({c.token.email_id for c in offered if c.token is not None})
     message_ids = [c.message_id for c in offered if c.message_id is not None]

@@ -7,7 +7,6 @@ secrets verify (never mint) so a secret can be rotated without orphaning convers
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 from collections.abc import Sequence
@@ -88,7 +87,8 @@ class ReplyTokens:
     @staticmethod
     def _signature(secret: bytes, tenant_id: UUID, email_id: UUID, reply_domain: str) -> str:
         message = f"v1:{tenant_id}:{email_id.hex}:{reply_domain.lower()}".encode()
-        return hmac.new(secret, message, hashlib.sha256).hexdigest()[:SIGNATURE_HEX_DIGITS]
+        # hmac.digest: OpenSSL's one-shot HMAC, a fraction of hmac.new's cost per token.
+        return hmac.digest(secret, message, "sha256").hex()[:SIGNATURE_HEX_DIGITS]
 
     def mint(self, tenant_id: UUID, email_id: UUID, reply_domain: str) -> ReplyToken:
         return ReplyToken(
@@ -117,4 +117,4 @@ class ReplyTokens:
 
 
 def _hmac_hex(secret: bytes, message: str) -> str:
-    return hmac.new(secret, message.encode(), hashlib.sha256).hexdigest()[:SIGNATURE_HEX_DIGITS]
+    return hmac.digest(secret, message.encode(), "sha256").hex()[:SIGNATURE_HEX_DIGITS]

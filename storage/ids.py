@@ -20,19 +20,22 @@ _COUNTER_MAX = 0xFFF  # rand_a is 12 bits
 
 def uuid7() -> UUID:
     global _last_millis, _counter
+    # One read of the system's randomness per id, not two (its first byte seeds the counter
+    # when the millisecond is new): the system call is much of an id's cost.
+    random = os.urandom(9)
     with _lock:
         millis = time.time_ns() // 1_000_000
         if millis > _last_millis:
             _last_millis = millis
             # Start low in the counter space so a burst has room to count up.
-            _counter = int.from_bytes(os.urandom(1), "big")
+            _counter = random[0]
         else:
             _counter += 1
             if _counter > _COUNTER_MAX:  # more than ~3,800 ids in one millisecond
                 _last_millis += 1
                 _counter = 0
         millis, counter = _last_millis, _counter
-    rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    rand_b = int.from_bytes(random[1:], "big") & ((1 << 62) - 1)
     value = (millis & ((1 << 48) - 1)) << 80
     value |= 0x7 << 76  # version 7
     value |= counter << 64  # rand_a: the monotonic counter

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from api import errors
 from api.auth import CALLER
-from api.context import POOL
+from api.context import POOL, json_response
 from api.errors import ApiError
 from storage.errors import StorageError
 from storage.sending import idempotency
@@ -46,7 +46,7 @@ async def idempotent(
     key = request.headers.get(HEADER) if key is None else key
     if key is None:
         status, payload = await work(None)
-        return web.json_response(payload, status=status)
+        return json_response(payload, status=status)
     if not 1 <= len(key) <= MAX_KEY_LENGTH:
         raise ApiError(errors.INVALID_IDEMPOTENCY_KEY)
     pool, tenant_id = request.app[POOL], request[CALLER].tenant_id
@@ -58,16 +58,14 @@ async def idempotent(
         if outcome.in_flight:
             raise ApiError(errors.CONCURRENT_IDEMPOTENT_REQUESTS)
         replayed = {"Idempotent-Replayed": "true"}
-        return web.json_response(
-            outcome.response, status=outcome.status_code or 200, headers=replayed
-        )
+        return json_response(outcome.response, status=outcome.status_code or 200, headers=replayed)
     try:
         status, payload = await work(outcome)
     except BaseException:
         with contextlib.suppress(StorageError):  # if the database is gone, the claim ages out
             await idempotency.release(pool, tenant_id, outcome)
         raise
-    return web.json_response(payload, status=status)
+    return json_response(payload, status=status)
 
 
 def lost_claim() -> ApiError:

@@ -16,6 +16,8 @@ from enum import Enum
 from typing import Any
 from uuid import UUID
 
+import orjson
+
 from storage.database import Pool
 from storage.errors import storage_errors
 from storage.ids import uuid7
@@ -293,6 +295,13 @@ def arguments(email: NewEmail, completion: Completion | None) -> tuple[Any, ...]
     )
 
 
+def _json(value: Any) -> str:
+    """JSON text for a group's arrays, by orjson: several times faster than `json.dumps` for
+    the six values of each email. What it cannot encode raises TypeError, which stores that
+    group request by request (storage.sending.writer)."""
+    return orjson.dumps(value).decode()
+
+
 def _group_row(email: NewEmail) -> tuple[Any, ...]:
     """One email's values for INSERT_EMAIL_GROUP's arrays $1 to $29, in their order."""
     state = email.domain_state
@@ -303,16 +312,16 @@ def _group_row(email: NewEmail) -> tuple[Any, ...]:
         email.domain_id,
         email.from_address,
         email.from_header,
-        json.dumps(email.to),
-        json.dumps(email.cc),
-        json.dumps(email.bcc),
-        json.dumps(email.reply_to),
+        _json(email.to),
+        _json(email.cc),
+        _json(email.bcc),
+        _json(email.reply_to),
         email.subject,
         email.html,
         email.text,
-        json.dumps(email.headers),
-        json.dumps(email.attachments),
-        json.dumps(email.tags),
+        _json(email.headers),
+        _json(email.attachments),
+        _json(email.tags),
         email.message_id,
         email.reply_token,
         email.reply_address,
@@ -339,7 +348,7 @@ def group_arguments(pairs: Sequence[tuple[NewEmail, Completion | None]]) -> tupl
             done.key,
             done.claimed_at,
             done.status_code,
-            None if done.response is None else json.dumps(done.response),
+            None if done.response is None else _json(done.response),
         )
         for email, done in pairs
         if done is not None
