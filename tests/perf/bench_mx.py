@@ -92,6 +92,7 @@ from smtp_load import (
     run_latency,
     run_smtp_source,
 )
+from webhook_sink import WebhookSink
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 COMMIT_HISTOGRAM = "opensend_mx_data_to_commit_seconds"
@@ -393,10 +394,20 @@ def bench_opensend_config(
         dns_server=dns_server,
         auth_checks=args.auth_checks == "on",
     )
-    log(f"{result.label}: starting `opensend serve --only mta` (auth checks {args.auth_checks})")
+    log(
+        f"{result.label}: starting `opensend serve --only mta` (auth checks {args.auth_checks}, "
+        f"email.received webhook {args.webhook})"
+    )
     try:
-        with peer:
+        with peer, contextlib.ExitStack() as sinks:
             log(f"{result.label}: MX on {HOST}:{peer.mx_port}, /healthz {peer.healthz()}")
+            sink = None
+            if args.webhook == "on":
+                sink = sinks.enter_context(WebhookSink())
+                asyncio.run(
+                    peer.subscribe(args.tenant, f"{sink.url}/{processes}p", "email.received")
+                )
+                sinks.callback(lambda: result.notes.append(f"webhook POSTs received: {sink.posts}"))
             try:
                 facts = asyncio.run(peer.database_facts())
                 result.database = {
@@ -596,6 +607,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="OPENSEND_AUTH_CHECKS of the server (default off: stock Postfix checks no SPF, "
         "DKIM or DMARC either, so the ratio compares like with like; `on` measures what the "
         "checks beside the MX cost it)",
+    )
+    add(
+        "--webhook",
+        choices=["on", "off"],
+        default="off",
+        help="subscribe a loopback endpoint to email.received (default off); with "
+        "--auth-checks on this is `opensend serve` with every feature on (issue 16)",
     )
     add("--domain", default="bench.test", help="the receiving domain (default bench.test)")
     add("--tenant", default="bench")

@@ -7,6 +7,7 @@ database URL is given. Stored messages are counted straight from `received_email
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -357,6 +358,29 @@ class OpenSendPeer:
             finally:
                 await conn.close()
         return self._facts
+
+    async def subscribe(self, tenant: str, endpoint: str, event: str) -> None:
+        """An enabled webhook of `tenant` for `event` at `endpoint`, as POST /webhooks makes it
+        (a `whsec_` secret of 24 random bytes)."""
+        facts = await self.database_facts()
+        conn = await asyncpg.connect(facts.url, timeout=30.0)
+        try:
+            # One subscriber at a time: an earlier configuration's endpoint is gone.
+            await conn.execute(
+                "UPDATE webhooks SET status = 'disabled' "
+                "WHERE tenant_id = (SELECT id FROM tenants WHERE name = $1)",
+                tenant,
+            )
+            await conn.execute(
+                "INSERT INTO webhooks (id, tenant_id, endpoint, events, signing_secret) "
+                "SELECT opensend_uuid7(), id, $2, $3, $4 FROM tenants WHERE name = $1",
+                tenant,
+                endpoint,
+                [event],
+                "whsec_" + base64.b64encode(os.urandom(24)).decode(),
+            )
+        finally:
+            await conn.close()
 
     async def count_received(self) -> int:
         """Rows in received_emails: one per message per recipient tenant (DESIGN.md section 3)."""
