@@ -38,6 +38,10 @@ STORAGE_FAILURES = Counter(
     "Storage failures answered with a temporary error, by stage",
     ["stage"],
 )
+PARSE_LATER = Counter(
+    "opensend_mx_parse_later_total",
+    "Received messages stored before their body was parsed, filled in after the commit",
+)
 DATA_TO_COMMIT = Histogram(
     "opensend_mx_data_to_commit_seconds",
     "Time from the end of DATA to the commit of the message",

@@ -101,6 +101,7 @@ SELECT * FROM (
                NULL, r.from_name, r.from_address, r.to_addresses, r.subject,
                r.reply_match_status, r.reply_to_email_id, r.classification
         FROM received_emails r WHERE r.tenant_id = $1 AND r.thread_id = ANY($2::uuid[])
+          AND NOT r.parse_pending  -- shown once filled in (migration 0019)
     ) AS m
 ) AS numbered
 WHERE position <= $3
