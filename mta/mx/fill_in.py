@@ -3,8 +3,8 @@
 A busy MX reads plain mail by its header fields (policy.inbound.message.scan_headers), which is
 all that routing, matching and classification need, stores it with `parse_pending`, answers 250,
 and hands the raw message to this component, which parses it when the process is quiet (no other
-message in DATA) or once the oldest has waited `max_delay_seconds`, and writes the rest of the
-row (storage/inbound/fill_in.py). The row is hidden from the API until then.
+message finished for a moment) or once the oldest has waited `max_delay_seconds`, and writes the
+rest of the row (storage/inbound/fill_in.py). The row is hidden from the API until then.
 
 Nothing here is needed for durability: the raw message is committed before the 250. What the
 process does not fill in (it died, the database was away, its queue was full) stays pending and
@@ -19,12 +19,11 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
 from mta import metrics
-from mta.wakeup import wait_for_any
 from policy.inbound.message import parse_message
 from policy.settings import ParseLater
 from storage.database import Pool
@@ -40,10 +39,12 @@ class FillInOptions:
     # Held in memory until filled in; past either, the MX parses before its 250 as when idle.
     max_messages: int = 20_000
     max_bytes: int = 64 * 1024 * 1024
-    # A burst is filled in after it; in a long one, nothing waits longer than this.
-    max_delay_seconds: float = 2.0
+    # The process is busy while it finishes `busy_messages` or more in a tick: then the fill-in
+    # waits, so a burst is filled in after it; in a long one nothing waits more than the delay.
+    tick_seconds: float = 0.05
+    busy_messages: int = 3  # per tick: 60 messages a second
+    max_delay_seconds: float = 5.0
     batch: int = 32  # messages per fill-in transaction
-    busy_tick_seconds: float = 0.05  # how often a busy process looks whether it is quiet yet
     sweep_seconds: float = 10.0
     # A pending row older than this is taken to be a dead process's (group commit and the MX's
     # 451 on a slow database keep a live one's far younger, unless its queue is full of a long
@@ -77,21 +78,19 @@ class FillIn:
         self._queue: deque[tuple[Sequence[UUID], bytes, float]] = deque()
         self._queued_bytes = 0
         self._in_data = 0  # messages of this process between the end of DATA and the reply
+        self._finished = 0  # messages of this process that got their reply, ever
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- the MX's side ----------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def handling(self) -> Iterator[None]:
-        """Around the DATA of one message: how busy the process is."""
+    def entered(self) -> None:
+        """A message's DATA ended: it is being handled (`left` when it got its reply)."""
         self._in_data += 1
-        try:
-            yield
-        finally:
-            self._in_data -= 1
-            if not self._in_data and self._queue:
-                self._wakeup.set()
+
+    def left(self) -> None:
+        self._in_data -= 1
+        self._finished += 1
 
     def wanted(self, size: int) -> bool:
         """Whether the message being handled may be stored before its body is parsed."""
@@ -137,12 +136,21 @@ class FillIn:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            waited = time.monotonic() - self._queue[0][2]
-            if self._in_data and waited < options.max_delay_seconds:
-                self._wakeup.clear()
-                await wait_for_any(options.busy_tick_seconds, self._wakeup)
-                continue
-            await self._fill_batch()
+            if not self._overdue():
+                finished = self._finished
+                await asyncio.sleep(options.tick_seconds)
+                if self._finished - finished >= options.busy_messages:
+                    continue  # mail is coming in: its sessions first
+            while self._queue:
+                finished = self._finished
+                await self._fill_batch()
+                if self._finished - finished >= options.busy_messages and not self._overdue():
+                    break
+
+    def _overdue(self) -> bool:
+        return bool(self._queue) and (
+            time.monotonic() - self._queue[0][2] >= self._options.max_delay_seconds
+        )
 
     async def _fill_batch(self) -> None:
         batch: list[tuple[UUID, ParsedColumns]] = []

@@ -107,7 +107,7 @@ class MXHandler:
             return str(refused_address)
         transaction = _transaction(envelope)
         decision = await self._decide_recipient(address, len(transaction.accepted))
-        metrics.RCPT_VERDICTS.labels(decision.action.value, decision.reason).inc()
+        metrics.labelled(metrics.RCPT_VERDICTS, decision.action.value, decision.reason).inc()
         if decision.action is Action.ACCEPT:
             envelope.rcpt_tos.append(address)
             envelope.rcpt_options.extend(rcpt_options)
@@ -143,8 +143,11 @@ class MXHandler:
     # -- DATA ---------------------------------------------------------------------------------
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        with self._fill_in.handling():
+        self._fill_in.entered()  # how busy the process is (a plain try: this runs per message)
+        try:
             return await self._data(session, envelope)
+        finally:
+            self._fill_in.left()
 
     async def _data(self, session: Any, envelope: Any) -> str:
         started = time.perf_counter()
@@ -171,7 +174,7 @@ class MXHandler:
         metrics.DATA_TO_COMMIT.observe(time.perf_counter() - started)
         metrics.MESSAGE_BYTES.inc(len(raw))
         for record in records:
-            metrics.MESSAGES_STORED.labels(record.reply_match_status).inc()
+            metrics.labelled(metrics.MESSAGES_STORED, record.reply_match_status).inc()
         ids = " ".join(str(record.id) for record in records)
         return str(replies.S250_QUEUED.format(id=ids))
 

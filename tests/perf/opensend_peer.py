@@ -7,6 +7,7 @@ database URL is given. Stored messages are counted straight from `received_email
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -379,6 +380,29 @@ class OpenSendPeer:
                 [event],
                 "whsec_" + base64.b64encode(os.urandom(24)).decode(),
             )
+        finally:
+            await conn.close()
+
+    async def wait_filled_in(self, limit: float) -> float | None:
+        """Seconds until no received message waits for its body's parse (stored by a busy MX,
+        migration 0019), or None when some still wait after `limit` seconds. 0 for a server
+        from before that migration."""
+        facts = await self.database_facts()
+        conn = await asyncpg.connect(facts.url, timeout=30.0)
+        started = time.monotonic()
+        try:
+            while True:
+                try:
+                    pending = await conn.fetchval(
+                        "SELECT count(*) FROM received_emails WHERE parse_pending"
+                    )
+                except asyncpg.UndefinedColumnError:
+                    return 0.0
+                if not pending:
+                    return time.monotonic() - started
+                if time.monotonic() - started > limit:
+                    return None
+                await asyncio.sleep(0.05)
         finally:
             await conn.close()
 
