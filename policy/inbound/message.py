@@ -204,6 +204,20 @@ def scan_headers(raw: bytes) -> ParsedMessage | None:
         return None
 
 
+# A From field that is an address alone, `local@domain` or `<local@domain>`, with dot-atoms on
+# both sides (RFC 5322 section 3.4.1): what parseaddr returns for it is the address itself.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_ADDRESS = re.compile(rf"<?({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>?")
+
+
+def _name_and_address(value: str) -> tuple[str, str]:
+    """email.utils.parseaddr, read at once for the everyday bare address."""
+    plain = _PLAIN_ADDRESS.fullmatch(value)
+    if plain is not None and value.startswith("<") == value.endswith(">"):
+        return "", plain.group(1)
+    return parseaddr(value)
+
+
 def _date(value: str | None) -> datetime | None:
     if not value:
         return None
@@ -305,7 +319,7 @@ def _header_facts(
     def every(name: str) -> list[str]:
         return by_name.get(name, [])
 
-    from_name, from_address = parseaddr(first("from") or "")
+    from_name, from_address = _name_and_address(first("from") or "")
     return ParsedMessage(
         headers=headers,
         message_id=_message_id(first("message-id"), defects),
