@@ -25,6 +25,7 @@ from uuid import UUID
 
 from mta import metrics
 from policy.inbound.message import parse_message
+from policy.inbound.pipeline import body_fields
 from policy.settings import ParseLater
 from storage.database import Pool
 from storage.errors import StorageError
@@ -37,8 +38,11 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class FillInOptions:
     # Held in memory until filled in; past either, the MX parses before its 250 as when idle.
+    # Small beside the MX's own memory (a burst of 2 KB messages is 8,000 of them); a large
+    # message is parsed before its 250: holding it would cost more than its parse saves.
     max_messages: int = 20_000
-    max_bytes: int = 64 * 1024 * 1024
+    max_bytes: int = 16 * 1024 * 1024
+    max_message_bytes: int = 256 * 1024
     # The process is busy while it finishes `busy_messages` or more in a tick: then the fill-in
     # waits, so a burst is filled in after it; in a long one nothing waits more than the delay.
     tick_seconds: float = 0.05
@@ -54,18 +58,7 @@ class FillInOptions:
 
 def parsed_columns(raw: bytes) -> ParsedColumns:
     """The columns the full parse fills in, as `received_messages` would have written them."""
-    parsed = parse_message(raw)
-    return ParsedColumns(
-        from_name=parsed.from_name,
-        to_addresses=parsed.to,
-        cc_addresses=parsed.cc,
-        reply_to_addresses=parsed.reply_to,
-        sent_at=parsed.date,
-        text_body=parsed.text,
-        html_body=parsed.html,
-        attachments=[a.as_json() for a in parsed.attachments],
-        parse_defects=parsed.defects,
-    )
+    return ParsedColumns(**body_fields(parse_message(raw)))
 
 
 class FillIn:
@@ -99,7 +92,8 @@ class FillIn:
         if self._mode is ParseLater.BUSY and self._in_data <= 1:
             return False  # alone: parsing now costs its sender nothing worth saving
         return (
-            len(self._queue) < self._options.max_messages
+            size <= self._options.max_message_bytes
+            and len(self._queue) < self._options.max_messages
             and self._queued_bytes + size <= self._options.max_bytes
         )
 

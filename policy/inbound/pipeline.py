@@ -407,15 +407,7 @@ async def received_messages(
                 references=parsed.references,
                 subject=parsed.subject,
                 from_address=parsed.from_address,
-                from_name=parsed.from_name,
-                to_addresses=parsed.to,
-                cc_addresses=parsed.cc,
-                reply_to_addresses=parsed.reply_to,
-                sent_at=parsed.date,
-                text_body=parsed.text,
-                html_body=parsed.html,
-                attachments=[a.as_json() for a in parsed.attachments],
-                parse_defects=parsed.defects,
+                **body_fields(parsed),
                 reply_match_status=match.status.value,
                 reply_to_email_id=match.reply_to_email_id,
                 thread_id=match.thread_id,
@@ -433,6 +425,22 @@ async def received_messages(
             )
         )
     return records
+
+
+def body_fields(parsed: ParsedMessage) -> dict[str, Any]:
+    """The stored fields that a header scan leaves empty, as the full parse gives them: written
+    with the row, or by the fill-in after the commit (mta/mx/fill_in.py)."""
+    return {
+        "from_name": parsed.from_name,
+        "to_addresses": parsed.to,
+        "cc_addresses": parsed.cc,
+        "reply_to_addresses": parsed.reply_to,
+        "sent_at": parsed.date,
+        "text_body": parsed.text,
+        "html_body": parsed.html,
+        "attachments": [a.as_json() for a in parsed.attachments],
+        "parse_defects": parsed.defects,
+    }
 
 
 def body_unread(parsed: ParsedMessage, mail_from: str) -> bool:
