@@ -157,9 +157,14 @@ class FillIn:
             await asyncio.sleep(0)  # one parse at a time between the sessions' turns
         try:
             await fill_in(self._pool, batch)
-        except StorageError as error:
-            # The rows stay pending, committed; the sweep fills them in.
-            log.warning("could not fill in received mail", extra={"error": str(error)})
+        except Exception as error:  # nothing may end the loop: the rows stay pending, the
+            # sweep fills them in (a storage failure is expected now and then, anything else
+            # is a bug: with its trace)
+            log.warning(
+                "could not fill in received mail",
+                extra={"error": str(error)},
+                exc_info=None if isinstance(error, StorageError) else error,
+            )
 
     async def _sweep_loop(self) -> None:
         options = self._options
