@@ -27,7 +27,6 @@ from pathlib import Path
 
 from aiohttp import web
 
-from api.app import make_app, make_ops_app
 from api.http_client import LookupResolver
 from mta.authcheck.checks import Authenticator
 from mta.authcheck.worker import AuthCheckWorkers
@@ -143,6 +142,11 @@ async def serve(
         )
         if checks_here:
             supervisors.append(_supervised(lambda: _start_auth_checker(settings, url), workers))
+        # Imported here, not above: every child process (auth checks, webhooks, extra MX
+        # processes) starts by importing this module, and none serves HTTP; the API's imports
+        # would cost each of them about 20 MiB (tests/perf/README.md, "MX memory").
+        from api.app import make_app, make_ops_app
+
         if only in (None, "api"):
             app = make_app(pool, settings, tokens, Resolver(settings.dns_servers))
             runners.append(await _start_http(app, settings.api_listen))

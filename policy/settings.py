@@ -109,6 +109,8 @@ class WebhookSettings:
     lease: int  # seconds a worker owns a claimed delivery before another may take it over
     secret_grace: int  # seconds the old secret still signs after a rotation
     max_payload: int  # bytes of JSON body; larger payloads lose their attachment list
+    # Seconds an event is kept once every delivery of it succeeded or failed for good.
+    retention: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,6 +434,7 @@ def _webhook_settings(env: Mapping[str, str], environment: Environment) -> Webho
         lease=seconds("OPENSEND_WEBHOOK_LEASE", "1m"),
         secret_grace=seconds("OPENSEND_WEBHOOK_SECRET_GRACE", "24h"),
         max_payload=_int(env, "OPENSEND_WEBHOOK_MAX_PAYLOAD", 256 * 1024, minimum=4096),
+        retention=seconds("OPENSEND_WEBHOOK_RETENTION", "30d"),
     )
     if settings.lease <= settings.timeout:
         # A request still running when its lease ends would be sent again by another worker.

@@ -60,6 +60,11 @@ class AuthCheckOptions:
     watermark_seconds: float = 5.0  # how often the watermark is moved up
     lock_retry_seconds: float = 5.0  # how often a checker waiting for the lock tries again
     backlog_seconds: float = 15.0  # how often the backlog gauges are refreshed
+    # Messages too large to come with their batch (storage.authcheck.results) read and checked
+    # at once: each costs several times its size while it is parsed, so a burst of 25 MB mail
+    # would otherwise have up to `max_in_flight` of them in memory (tests/perf/README.md,
+    # "MX memory").
+    large_at_once: int = 2
 
 
 class AuthCheckWorkers:
@@ -76,6 +81,7 @@ class AuthCheckWorkers:
         self._authserv_id = authserv_id  # RFC 8601 section 2.5: our name, OPENSEND_HOSTNAME
         self._options = options or AuthCheckOptions()
         self._executor = ThreadPoolExecutor(self._options.threads, "opensend-authcheck")
+        self._large = asyncio.Semaphore(self._options.large_at_once)
         # One commit in flight: results gather behind it into the next one.
         self._writer: ResultWriter[CheckedMessage] = ResultWriter(
             pool, max_batch=self._options.batch_size, max_inflight=1
@@ -282,7 +288,14 @@ class AuthCheckWorkers:
 
     async def _check(self, pending: PendingCheck) -> None:
         """Check one message and write its results. On any failure it has no new results, and
-        is checked again."""
+        is checked again. A large one waits for its turn before it is even read."""
+        if pending.raw is not None:
+            await self._check_content(pending)
+            return
+        async with self._large:
+            await self._check_content(pending)
+
+    async def _check_content(self, pending: PendingCheck) -> None:
         loop = asyncio.get_running_loop()
         try:
             raw = await authresults.content(self._pool, pending)

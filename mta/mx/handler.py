@@ -37,6 +37,13 @@ log = logging.getLogger(__name__)
 
 StoreFunction = Callable[[Sequence[ReceivedRecord]], Awaitable[None]]
 
+# A message this large is parsed in a worker thread, not on the event loop: parsing 25 MB takes
+# most of a second of pure Python, which on the loop would hold up every other session. The
+# thread still takes the GIL, but gives it back every few milliseconds (sys.getswitchinterval),
+# so the other sessions keep being answered meanwhile. Smaller ones parse faster than a thread
+# hand-off costs. (tests/perf/README.md, "MX memory".)
+PARSE_IN_THREAD_BYTES = 1 << 20
+
 
 @dataclass
 class Transaction:
@@ -155,7 +162,7 @@ class MXHandler:
         transaction = _transaction(envelope)
         # The null reverse-path of bounces (RFC 5321 section 4.5.5) is stored empty.
         mail_from = "" if envelope.mail_from == "<>" else envelope.mail_from or ""
-        parsed = self._read(raw, mail_from)
+        parsed = await self._read(raw, mail_from)
         if parsed.received_count > self._limits.max_received_headers:
             metrics.MESSAGES_REFUSED.labels("loop").inc()
             return str(replies.S554_LOOP)
@@ -184,7 +191,7 @@ class MXHandler:
         log.exception("unexpected error in SMTP session")
         return str(replies.S451_LOCAL_ERROR)
 
-    def _read(self, raw: bytes, mail_from: str) -> ParsedMessage:
+    async def _read(self, raw: bytes, mail_from: str) -> ParsedMessage:
         """The message as the accept path reads it: in full, or by its header fields alone
         while the process is busy and the message is plain (its body is parsed after the
         commit, mta/mx/fill_in.py)."""
@@ -192,7 +199,9 @@ class MXHandler:
             scanned = scan_headers(raw)
             if scanned is not None and body_unread(scanned, mail_from):
                 return scanned
-        return parse_message(raw)
+        if len(raw) < PARSE_IN_THREAD_BYTES:
+            return parse_message(raw)
+        return await asyncio.to_thread(parse_message, raw)
 
     async def _records(
         self,

@@ -22,12 +22,16 @@ from typing import Any, AnyStr
 from aiosmtpd.smtp import SMTP, syntax
 
 from mta import metrics
+from mta.smtp.data import DataAssembler
 from policy import replies
 from policy.inbound.addresses import envelope_address_refusal
 
 log = logging.getLogger(__name__)
 
-_END_OF_DATA = b"\r\n.\r\n"
+# DATA is read in blocks of up to this many bytes; while one is being taken, up to twice this
+# much may wait in the session's buffer before the socket is no longer read (StreamReader's
+# flow control), so a large message never sits in memory twice as it arrives.
+DATA_BLOCK = 256 * 1024
 
 # An RFC 5321 path in its everyday form: <local@domain> or the null path <>, where neither part
 # holds a space, quote, bracket, comma, colon, semicolon, parenthesis or backslash. Anything
@@ -51,30 +55,6 @@ class ConnectionGate:
 
     def leave(self) -> None:
         self.active -= 1
-
-
-# Postfix 3.9's default, smtpd_forbid_bare_newline = normalize (postconf(5), and "SMTP
-# Smuggling" at https://www.postfix.org/smtp-smuggling.html): a line that ends in a bare LF is
-# taken as if it ended in CRLF, while DATA still ends ONLY at CRLF.CRLF, so none of the
-# smuggling look-alikes (LF.LF, CRLF.LF, LF.CRLF, CR.CR) ends a message and what follows them
-# stays inside it. A lone dot on a line so ended is an ordinary line, unstuffed like any other
-# (RFC 5321 section 4.5.2). A CR that does not start a CRLF ends no line for Postfix either;
-# its cleanup replaces such a stray CR with a space (cleanup_replace_stray_cr_lf, Postfix 3.9),
-# so the message we store, sign and relay holds CRLF line ends only and no remote server can
-# read a line end, or a signature, differently from us.
-_BARE_LF = re.compile(rb"(?<!\r)\n")
-_STRAY_CR = re.compile(rb"\r(?!\n)")
-
-
-def normalise_line_endings(data: bytes) -> bytes:
-    """`data` with every bare LF made CRLF and every stray CR made a space (see above)."""
-    pairs = data.count(b"\r\n")
-    if data.count(b"\n") != pairs:
-        data = _BARE_LF.sub(b"\r\n", data)
-        pairs = data.count(b"\r\n")
-    if data.count(b"\r") != pairs:
-        data = _STRAY_CR.sub(b" ", data)
-    return data
 
 
 def _handler_hooks(handler: Any) -> dict[str, Any]:
@@ -426,41 +406,30 @@ class MXProtocol(SMTP):
         await self.push(str(replies.S502_AUTH_NOT_HERE))
 
     async def _read_data(self) -> tuple[bytes | None, bool]:
-        """Read up to CRLF.CRLF in blocks; undo dot-stuffing (RFC 5321 section 4.5.2).
-
-        Returns (content, too_big). Content ends with CRLF unless empty. An oversized message is
-        read to its end and discarded, so the 552 answers the right command (RFC 5321 4.2.5).
-        """
+        """Read up to CRLF.CRLF in blocks, each normalised and unstuffed as it comes
+        (mta.smtp.data). Returns (content, too_big). Content ends with CRLF unless empty. An
+        oversized message is read to its end and discarded, so the 552 answers the right command
+        (RFC 5321 section 4.2.5)."""
         reader: Any = self._reader  # StreamReader internals: aiosmtpd is pinned
-        limit = self.data_size_limit or 0
-        # A leading CRLF lets the terminator match a message that is empty (".\r\n" at once).
-        reader._buffer[0:0] = b"\r\n"
+        assembler = DataAssembler(self.data_size_limit or 0)
         saved_limit = reader._limit
-        # The cap is on bytes as sent, where dot-stuffing adds up to one byte per 3 (a line of
-        # just "." is sent as ".." + CRLF). RFC 1870 section 3 counts the size without those
-        # dots, so allow for them here; the exact check below runs on the unstuffed content.
-        reader._limit = (limit + limit // 3 if limit else 1 << 30) + len(_END_OF_DATA) + 2
-        too_big = False
+        reader._limit = DATA_BLOCK
         try:
             while True:
-                try:
-                    block = await reader.readuntil(_END_OF_DATA)
+                block = await reader.read(DATA_BLOCK)
+                if not block:
+                    return None, False  # the client closed the connection
+                after = assembler.feed(block)
+                if after >= 0:
                     break
-                except asyncio.LimitOverrunError as overrun:
-                    too_big = True
-                    await reader.readexactly(overrun.consumed)
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except ConnectionError:
             return None, False
         finally:
             reader._limit = saved_limit
-        if too_big:
-            return b"", True
-        body = block[: -len(_END_OF_DATA) + 2]  # keep the final CRLF, drop ".\r\n"
-        # Lines first (bare LF and stray CR, see normalise_line_endings), then dot-stuffing.
-        content = normalise_line_endings(body).replace(b"\r\n.", b"\r\n")[2:]
-        if limit and len(content) > limit:
-            return b"", True
-        return content, False
+        if after:
+            # Commands pipelined behind the message are the session's again (RFC 2920).
+            reader._buffer[0:0] = block[len(block) - after :]
+        return assembler.content(), assembler.too_big
 
 
 # The SMTP verbs this protocol answers, found once (aiosmtpd looks them up per connection).

@@ -23,6 +23,7 @@ from aiohttp.abc import AbstractResolver
 
 from mta.wakeup import wait_for_any
 from mta.webhooks import http, metrics
+from mta.webhooks.retention import prune_forever
 from policy.settings import WebhookSettings
 from policy.webhooks import payloads, retry, signing
 from policy.webhooks.endpoints import InvalidEndpoint, parse_endpoint, refusal
@@ -80,6 +81,9 @@ class WebhookWorkers:
         self._services = [
             loop.create_task(self.listener.run(), name="webhook-listen"),
             loop.create_task(self._refresh_stats(), name="webhook-stats"),
+            loop.create_task(
+                prune_forever(self._pool, self._settings.retention), name="webhook-retention"
+            ),
         ]
         self._claimer = loop.create_task(self._claim_loop(), name="webhook-claim")
 

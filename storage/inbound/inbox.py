@@ -398,6 +398,10 @@ class InboxLookups(EvidenceLookups):
         return await delivery_evidence(self._pool, tenant_id, delivery_id)
 
 
+# Messages of this many bytes or more are not batched with others (GroupCommitWriter.store).
+STORE_ALONE_BYTES = 1 << 20
+
+
 class GroupCommitWriter:
     """Commits concurrent messages together: one transaction and one WAL flush for many.
 
@@ -417,6 +421,12 @@ class GroupCommitWriter:
         )
 
     async def store(self, records: Sequence[ReceivedRecord]) -> None:
+        if sum(len(record.raw) for record in records) >= STORE_ALONE_BYTES:
+            # A large message commits in a transaction of its own, beside the batches: in one
+            # it would hold every small message batched with it for the second or more that
+            # PostgreSQL takes to compress and write it (tests/perf/README.md, "MX memory").
+            await store_received(self._pool, records, roll_up=self._roll_up)
+            return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._group.submit((records, future))
         await future

@@ -56,7 +56,6 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -67,6 +66,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
+import dns_stub
 from bench_report import (
     TARGET_RATIO,
     LatencyRecord,
@@ -78,7 +78,7 @@ from bench_report import (
     render,
 )
 from opensend_peer import REPO_ROOT, OpenSendError, OpenSendPeer
-from postfix_peer import PostfixPeer, PostfixPeerError, free_loopback_port
+from postfix_peer import PostfixPeer, PostfixPeerError
 from rss_sampler import RssSampler, psutil, tree
 from smtp_load import (
     SMTP_SOURCE,
@@ -500,19 +500,7 @@ def run_benchmark(
                 postfix_result.problems += warm_up(postfix, load, args.warmup)
 
         if "opensend" in args.targets:
-            dns_port = free_loopback_port()
-            dns = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(Path(__file__).with_name("dns_stub.py")),
-                    "--port",
-                    str(dns_port),
-                    "--seconds",
-                    str(args.max_seconds + 60),
-                ],
-                stdout=subprocess.DEVNULL,
-            )
-            stack.callback(_end, dns)
+            dns_port = stack.enter_context(dns_stub.running(args.max_seconds + 60))
             data_dir = workdir / "opensend-data"
             setup = OpenSendPeer(
                 data_dir, database_url=args.database_url, command=args.opensend_command
@@ -564,15 +552,6 @@ def run_benchmark(
             postfix_result.notes += [
                 f"maillog: {line}" for line in postfix.peer.log_lines(errors=False, limit=6)
             ]
-
-
-def _end(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
 
 
 # ---------------------------------------------------------------------------------------- main

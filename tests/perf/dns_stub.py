@@ -11,9 +11,12 @@ same benchmark resolves 127.0.0.1 from /etc/hosts.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import socket
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import dns.exception
 import dns.flags
@@ -46,6 +49,26 @@ def serve(port: int, seconds: float) -> None:
             reply = answer(data)
             if reply is not None:
                 sock.sendto(reply, peer)
+
+
+@contextlib.contextmanager
+def running(seconds: float) -> Iterator[int]:
+    """This stub in a child process on a free loopback port, for at most `seconds`; yields the
+    port, and ends the child on leaving."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    command = [sys.executable, __file__, "--port", str(port), "--seconds", str(seconds)]
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    try:
+        yield port
+    finally:
+        child.terminate()
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(5)
 
 
 def main(argv: list[str] | None = None) -> int:

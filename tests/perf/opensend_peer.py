@@ -55,7 +55,7 @@ class OpenSendPeer:
         data_dir: Path,
         *,
         processes: int = 1,
-        max_connections: int = 100,
+        max_connections: int | None = 100,
         database_url: str | None = None,
         command: list[str] | None = None,
         hostname: str = "mx.bench.test",
@@ -93,12 +93,13 @@ class OpenSendPeer:
             OPENSEND_SUBMISSIONS_LISTEN=f"127.0.0.1:{free_loopback_port()}",
             OPENSEND_HOSTNAME=self.hostname,
             OPENSEND_MX_PROCESSES=str(self.processes),
-            OPENSEND_MAX_CONNECTIONS=str(self.max_connections),
             OPENSEND_LOG_LEVEL="WARNING",
             # Loopback only: the benchmark must never query a resolver off this machine.
             OPENSEND_DNS_SERVERS=self.dns_server,
             OPENSEND_AUTH_CHECKS="on" if self.auth_checks else "off",
         )
+        if self.max_connections is not None:  # None: the server's own default
+            env["OPENSEND_MAX_CONNECTIONS"] = str(self.max_connections)
         if self.database_url:
             env["OPENSEND_DATABASE_URL"] = self.database_url
         python_path = [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]

@@ -137,8 +137,11 @@ class PostfixPeer:
         keep: bool = False,
         relay_to: tuple[str, int] | None = None,
         tls: tuple[Path, Path] | None = None,
+        settings: tuple[str, ...] = (),
     ) -> None:
         self.port = port if port is not None else free_loopback_port()
+        # More `name=value` main.cf settings, for a benchmark that must change a stock limit.
+        self.settings = settings
         self.relay_to = relay_to
         self.tls = tls
         self.domain = domain
@@ -264,6 +267,8 @@ class PostfixPeer:
                 f"smtpd_tls_key_file={key}",
                 "smtpd_tls_security_level=may",
             )
+        if self.settings:
+            self._postconf("-e", *self.settings)
         self._rewrite_master_cf()
         # Creates the queue subdirectories with the right owners and modes.
         self._run(POSTFIX, "-c", str(self.config_dir), "check")

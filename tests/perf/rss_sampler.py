@@ -42,9 +42,13 @@ class RssSampler:
         self.peaks: dict[str, int] = dict.fromkeys(self._groups, 0)  # RSS bytes
         self.peaks_pss: dict[str, int] = dict.fromkeys(self._groups, 0)  # PSS bytes
         self.samples = 0
+        # Every sample, group by group, (RSS, PSS) bytes: for the peak of a sum of groups,
+        # which the sum of their peaks overstates when they peak at different moments.
+        self.series: list[dict[str, tuple[int, int]]] = []
 
     def sample(self) -> None:
         seen: set[int] = set()
+        figures: dict[str, tuple[int, int]] = {}
         for name, roots in self._groups.items():
             rss = pss = 0
             try:
@@ -64,7 +68,16 @@ class RssSampler:
                     pss += getattr(full, "pss", 0)
             self.peaks[name] = max(self.peaks[name], rss)
             self.peaks_pss[name] = max(self.peaks_pss[name], pss)
+            figures[name] = (rss, pss)
+        self.series.append(figures)
         self.samples += 1
+
+    def peak_of_sum(self, names: Iterable[str]) -> tuple[int, int]:
+        """The highest (RSS, PSS) of the groups `names` added up within one sample."""
+        chosen = list(names)
+        rss = max((sum(s[n][0] for n in chosen) for s in self.series), default=0)
+        pss = max((sum(s[n][1] for n in chosen) for s in self.series), default=0)
+        return rss, pss
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from email.message import EmailMessage
 from typing import Any
@@ -18,11 +19,11 @@ import aiohttp
 import pytest
 
 from mta import metrics
-from mta.authcheck.checks import Authenticator
+from mta.authcheck.checks import Authenticator, Evidence
 from mta.authcheck.worker import AuthCheckOptions, AuthCheckWorkers
 from mta.dns import BlockingResolver
 from mta.listeners import MXListener
-from policy.authcheck.verdicts import RECHECK_SCHEDULE
+from policy.authcheck.verdicts import RECHECK_SCHEDULE, AuthenticationResults
 from policy.domains.dkim_keys import DkimKeyPair
 from policy.settings import HostPort
 from storage.authcheck import results as authresults
@@ -199,6 +200,49 @@ async def backlog_gauge_is(value: float) -> bool:
 
 async def dns_was_asked(server: LoopbackDNSServer) -> bool:
     return bool(server.queries)
+
+
+class CountingAuthenticator(Authenticator):
+    """The real checks, counting how many large messages are being checked at once."""
+
+    def __init__(self, resolver: BlockingResolver, *, large: int) -> None:
+        super().__init__(resolver, hostname=AUTHSERV_ID)
+        self._large = large
+        self._lock = threading.Lock()
+        self.now = 0
+        self.most = 0
+
+    def check(self, evidence: Evidence) -> AuthenticationResults:
+        if len(evidence.raw) < self._large:
+            return super().check(evidence)
+        with self._lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            return super().check(evidence)
+        finally:
+            with self._lock:
+                self.now -= 1
+
+
+async def test_large_messages_are_read_and_checked_a_few_at_a_time(
+    pool: Pool, dns: LoopbackDNSServer, sender: AuthSender, world: TenantWorld, mx: MXListener
+) -> None:
+    sender.publish(spf="v=spf1 ip4:127.0.0.1 -all", dmarc="v=DMARC1; p=none")
+    large = authresults.INLINE_CONTENT_BYTES + 1
+    body = ("x" * 70 + "\n") * (large // 71 + 1)
+    content = mail(sender.address, body=body)
+    ids = [await receive(mx, world, content, sender.address) for _ in range(4)]
+    authenticator = CountingAuthenticator(BlockingResolver((at(dns),), lifetime=0.5), large=large)
+    checker = AuthCheckWorkers(
+        pool, authenticator, authserv_id=AUTHSERV_ID, options=AuthCheckOptions(large_at_once=1)
+    )
+    try:
+        assert await checker.run_once() == 4
+    finally:
+        await checker.stop(grace=0.0)
+    assert await none_unchecked(pool, ids)
+    assert authenticator.most == 1
 
 
 # -- the results, end to end -------------------------------------------------------------------

@@ -210,6 +210,28 @@ async def test_message_of_exactly_the_size_limit_is_accepted_byte_for_byte(
     assert bytes(row["raw"]) == content
 
 
+async def test_a_large_message_and_a_small_one_at_the_same_time_are_both_stored_byte_for_byte(
+    mx: MXListener, pool: Pool, make_tenant: MakeTenant
+) -> None:
+    # Larger than a DATA block, than PARSE_IN_THREAD_BYTES and than STORE_ALONE_BYTES: read in
+    # blocks, parsed in a thread and committed alone, while the small one takes the usual path.
+    acme = await make_tenant(catch_all=True)
+    large = message_of_size(3 * 1024 * 1024 + 7, dotted_lines=True)
+    small = message(to=f"x@{acme.name}", subject="small")
+
+    sent_large, sent_small = await asyncio.gather(
+        smtp_send(mx.port, "a@example.net", [f"x@{acme.name}"], large),
+        smtp_send(mx.port, "b@example.net", [f"x@{acme.name}"], small),
+    )
+
+    [large_row] = await received_rows(pool, sent_large.stored_ids)
+    [small_row] = await received_rows(pool, sent_small.stored_ids)
+    assert bytes(large_row["raw"]) == large
+    assert large_row["subject"] == "sized"
+    assert bytes(small_row["raw"]) == small
+    assert small_row["subject"] == "small"
+
+
 # -- recipient limit --------------------------------------------------------------------------
 
 

@@ -1,0 +1,97 @@
+"""DATA assembled block by block reads exactly as the whole message read at once.
+
+The reference below is the reading of the whole message in one piece (RFC 5321 section 4.5.2,
+with Postfix 3.9's handling of bare LF and stray CR); the assembler must agree with it however
+the bytes are split into blocks, since TCP may split them anywhere.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from mta.smtp.data import LONGEST_UNTAKEN, DataAssembler, normalise_line_endings
+
+END = b"\r\n.\r\n"
+
+
+def read_whole(sent: bytes) -> tuple[bytes, bytes]:
+    """(content, what follows) of DATA sent as `sent`, read in one piece."""
+    framed = b"\r\n" + sent  # the start of DATA counts as a line end
+    end = framed.index(END)
+    body = framed[: end + 2]
+    content = normalise_line_endings(body).replace(b"\r\n.", b"\r\n")[2:]
+    return content, framed[end + len(END) :]
+
+
+def assemble(blocks: list[bytes], limit: int = 0) -> tuple[bytes, bytes, bool]:
+    """(content, what follows, too big) of DATA arriving in `blocks`."""
+    assembler = DataAssembler(limit)
+    for number, block in enumerate(blocks):
+        after = assembler.feed(block)
+        if after >= 0:
+            rest = block[len(block) - after :] + b"".join(blocks[number + 1 :])
+            return assembler.content(), rest, assembler.too_big
+    raise AssertionError("DATA did not end")
+
+
+def splits(sent: bytes) -> list[list[bytes]]:
+    """`sent` whole, in two pieces at every point, and one byte at a time."""
+    ways = [[sent], [bytes([b]) for b in sent]]
+    ways += [[sent[:cut], sent[cut:]] for cut in range(1, len(sent))]
+    return ways
+
+
+MESSAGES = [
+    pytest.param(b".\r\n", id="empty"),
+    pytest.param(b"Subject: a\r\n\r\nbody\r\n.\r\nQUIT\r\n", id="pipelined_quit"),
+    pytest.param(b"..\r\n...x\r\n.\r\n", id="dot_stuffed_lines"),
+    pytest.param(b".x\r\n.\r\n", id="dot_stuffed_first_line"),
+    pytest.param(b"a\n.\r\nb\r\n.\n\r\n.\r\n", id="bare_lf_around_dots"),
+    pytest.param(b"a\r.\r\nb\r\n.\r\r\n.\r\n", id="stray_cr_around_dots"),
+    pytest.param(b"a\r\r\n\r\r\r\n\n\n.\r\n\r\n.\r\n", id="runs_of_cr_and_lf"),
+    pytest.param(b"hello\r\n.\nMAIL FROM:<x@y>\r\n\r\n.\r\nNOOP\r\n", id="smuggling_look_alike"),
+]
+
+
+@pytest.mark.parametrize("sent", MESSAGES)
+def test_every_split_of_a_message_reads_as_the_whole_message(sent: bytes) -> None:
+    expected = read_whole(sent)
+    for blocks in splits(sent):
+        content, rest, too_big = assemble(blocks)
+        assert (content, rest) == expected, blocks
+        assert not too_big
+
+
+def test_random_messages_in_random_blocks_read_as_the_whole_message() -> None:
+    chooser = random.Random(5321)  # fixed: the same cases on every run
+    for _ in range(3000):
+        sent = bytes(chooser.choice(b"\r\n.a") for _ in range(chooser.randrange(60))) + END
+        cuts = sorted(chooser.sample(range(1, len(sent)), min(len(sent) - 1, 4)))
+        blocks = [sent[a:b] for a, b in zip([0, *cuts], [*cuts, len(sent)], strict=True)]
+        content, rest, _ = assemble(blocks)
+        # The reference stops at the first CRLF.CRLF, as the assembler does.
+        assert (content, rest) == read_whole(sent), blocks
+
+
+def test_a_line_longer_than_a_block_is_taken_in_pieces_and_reads_the_same() -> None:
+    line = (b"x" * 999 + b"\r") * (3 * LONGEST_UNTAKEN // 1000) + b".y"
+    sent = line + b"\r\n..z\r\n.\r\n"
+    for size in (1000, 4093, LONGEST_UNTAKEN, LONGEST_UNTAKEN + 1):
+        blocks = [sent[i : i + size] for i in range(0, len(sent), size)]
+        assert assemble(blocks)[:2] == read_whole(sent), size
+
+
+def test_a_message_of_exactly_the_limit_unstuffed_is_accepted_one_byte_more_is_too_big() -> None:
+    content = b"..\r\n" * 10  # sent dot-stuffed: 40 bytes, 30 as content (RFC 1870 section 3)
+    accepted, _, too_big = assemble([content + b".\r\n"], limit=30)
+    assert (accepted, too_big) == (b".\r\n" * 10, False)
+    refused, rest, too_big = assemble([content + b"x\r\n.\r\nQUIT\r\n"], limit=30)
+    assert (refused, rest, too_big) == (b"", b"QUIT\r\n", True)
+
+
+def test_a_message_over_the_limit_is_read_to_its_end_however_it_arrives() -> None:
+    sent = b"0123456789\r\n" * 1000 + END[2:] + b"NOOP\r\n"
+    blocks = [sent[i : i + 777] for i in range(0, len(sent), 777)]
+    assert assemble(blocks, limit=5000) == (b"", b"NOOP\r\n", True)
