@@ -12,6 +12,7 @@ import logging
 import ssl
 from dataclasses import dataclass, field
 
+from mta.mx.fill_in import FillIn
 from mta.mx.handler import MXHandler, MXLimits
 from mta.smtp.protocol import ConnectionGate, MXProtocol
 from mta.smtp.tls import server_tls_context
@@ -37,9 +38,11 @@ class MXListener:
     gate: ConnectionGate
     protocols: set[MXProtocol] = field(default_factory=set)
     port: int = 0  # the bound port, kept after the listener closes
+    fill_in: FillIn | None = None  # the MX's; the submission ports store no received mail
 
     async def drain(self, grace: float) -> None:
-        """Stop accepting; let transactions in DATA finish; say 421 to the rest and close."""
+        """Stop accepting; let transactions in DATA finish; say 421 to the rest and close.
+        Then fill in what was stored unparsed, within what is left of `grace`."""
         self.gate.draining = True
         self.server.close()
         loop = asyncio.get_running_loop()
@@ -52,6 +55,8 @@ class MXListener:
         for protocol in list(self.protocols):
             protocol.close_for_shutdown()
         await self.server.wait_closed()
+        if self.fill_in is not None:
+            await self.fill_in.stop(max(0.0, deadline - loop.time()))
 
 
 async def start_mx(
@@ -65,12 +70,14 @@ async def start_mx(
     loop = asyncio.get_running_loop()
     listen = listen or settings.mx_listen
     writer = GroupCommitWriter(pool, roll_up=email_status)
+    fill_in = FillIn(pool, settings.mx_parse_later)
     handler = MXHandler(
         lookups=InboxLookups(pool),
         tokens=tokens,
         hostname=settings.hostname,
         limits=MXLimits(settings.max_recipients, settings.max_received_headers),
         store=writer.store,
+        fill_in=fill_in,
     )
     tls_context = (
         server_tls_context(settings.tls_cert, settings.tls_key)
@@ -97,7 +104,10 @@ async def start_mx(
     server = await loop.create_server(
         factory, host=listen.host, port=listen.port, reuse_port=reuse_port or None, backlog=1024
     )
-    listener = MXListener(server, gate, protocols, port=server.sockets[0].getsockname()[1])
+    listener = MXListener(
+        server, gate, protocols, port=server.sockets[0].getsockname()[1], fill_in=fill_in
+    )
+    fill_in.start()
     log.info(
         "MX listening",
         extra={"address": f"{listen.host}:{listener.port}", "tls": tls_context is not None},

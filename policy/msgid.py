@@ -6,6 +6,8 @@ comments and folding white space are dropped, bracketed and bare ids are both ta
 
 from __future__ import annotations
 
+import re
+
 # Folding white space (RFC 5322 section 3.2.2); outside an id it separates ids.
 _FWS = frozenset(" \t\r\n")
 # A comma cannot occur in a msg-id (id-left and id-right are dot-atom-text, no-fold-literal or,
@@ -54,6 +56,11 @@ def _skip_quoted(value: str, start: int, end_char: str) -> int:
     return len(value)
 
 
+# The everyday field: one id in brackets and nothing else, nothing inside that the reader below
+# would treat otherwise (comment, quote, literal, bracket, white space). Read at once.
+_ONE_PLAIN_ID = re.compile(r'<([^\s()"\[<>]+)>')
+
+
 def msg_ids(value: str | None, *, bare_without_at: bool = False) -> list[str]:
     """Every msg-id of the field, without angle brackets and without comments, in order.
 
@@ -65,6 +72,9 @@ def msg_ids(value: str | None, *, bare_without_at: bool = False) -> list[str]:
     """
     if not value:
         return []
+    plain = _ONE_PLAIN_ID.fullmatch(value)
+    if plain is not None:
+        return [plain.group(1)]
     found: list[str] = []
     current: list[str] = []
     bracketed = False

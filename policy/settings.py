@@ -28,6 +28,14 @@ class Environment(StrEnum):
     PRODUCTION = "production"
 
 
+class ParseLater(StrEnum):
+    """When the MX stores plain mail before parsing its body (mta/mx/fill_in.py)."""
+
+    BUSY = "busy"  # while other messages of the process are in DATA: a burst
+    ALWAYS = "always"
+    NEVER = "never"
+
+
 @dataclass(frozen=True, slots=True)
 class ListenAddress:
     host: str
@@ -146,6 +154,9 @@ class Settings:
     data_timeout: float
     max_received_headers: int
     mx_processes: int
+    # Whether the MX may store plain mail before parsing its body, filling it in after the
+    # commit (OPENSEND_MX_PARSE_LATER).
+    mx_parse_later: ParseLater
     # Whether `serve` (and `serve --only mta`) runs the SPF/DKIM/DMARC/ARC checks of received
     # mail beside the MX; off where another host runs them (`serve --only authcheck`).
     auth_checks: bool
@@ -261,6 +272,16 @@ def _on_off(env: Mapping[str, str], name: str, default: bool) -> bool:
     if raw in ("off", "false", "no", "0"):
         return False
     raise SettingsError(f"{name}: {raw!r} is not one of on, off")
+
+
+def _parse_later(env: Mapping[str, str]) -> ParseLater:
+    raw = env.get("OPENSEND_MX_PARSE_LATER", "").strip().lower() or ParseLater.BUSY.value
+    try:
+        return ParseLater(raw)
+    except ValueError:
+        raise SettingsError(
+            f"OPENSEND_MX_PARSE_LATER: {raw!r} is not one of busy, always, never"
+        ) from None
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
@@ -603,6 +624,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         # Postfix's hopcount_limit is 50; RFC 5321 section 6.3 asks for loop detection by count.
         max_received_headers=_int(env, "OPENSEND_MAX_RECEIVED_HEADERS", 50),
         mx_processes=_int(env, "OPENSEND_MX_PROCESSES", 1),
+        mx_parse_later=_parse_later(env),
         auth_checks=_on_off(env, "OPENSEND_AUTH_CHECKS", True),
         # Dovecot's and Postfix's anvil-style defaults are of this order: a person who mistypes
         # a key a few times is not locked out; a guesser gets a handful of tries per quarter hour.

@@ -17,9 +17,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mta import metrics
+from mta.mx.fill_in import FillIn
 from policy import replies
-from policy.inbound.message import parse_message
-from policy.inbound.pipeline import Arrival, InboundLookups, judge_recipient, received_messages
+from policy.inbound.message import ParsedMessage, parse_message, scan_headers
+from policy.inbound.pipeline import (
+    Arrival,
+    InboundLookups,
+    body_unread,
+    judge_recipient,
+    received_messages,
+)
 from policy.inbound.routing import Action, RcptDecision, rcpt_lookup_failed
 from policy.tokens import ReplyTokens
 from storage.errors import StorageError
@@ -73,12 +80,14 @@ class MXHandler:
         hostname: str,
         limits: MXLimits,
         store: StoreFunction,
+        fill_in: FillIn,
     ) -> None:
         self._lookups = lookups
         self._tokens = tokens
         self._hostname = hostname
         self._limits = limits
         self._store = store
+        self._fill_in = fill_in
 
     # -- MAIL FROM ----------------------------------------------------------------------------
 
@@ -105,7 +114,7 @@ class MXHandler:
             return str(refused_address)
         transaction = _transaction(envelope)
         decision = await self._decide_recipient(address, len(transaction.accepted))
-        metrics.RCPT_VERDICTS.labels(decision.action.value, decision.reason).inc()
+        metrics.labelled(metrics.RCPT_VERDICTS, decision.action.value, decision.reason).inc()
         if decision.action is Action.ACCEPT:
             envelope.rcpt_tos.append(address)
             envelope.rcpt_options.extend(rcpt_options)
@@ -141,30 +150,38 @@ class MXHandler:
     # -- DATA ---------------------------------------------------------------------------------
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self._fill_in.entered()  # how busy the process is (a plain try: this runs per message)
+        try:
+            return await self._data(session, envelope)
+        finally:
+            self._fill_in.left()
+
+    async def _data(self, session: Any, envelope: Any) -> str:
         started = time.perf_counter()
         raw: bytes = envelope.original_content
         transaction = _transaction(envelope)
-        if len(raw) < PARSE_IN_THREAD_BYTES:
-            parsed = parse_message(raw)
-        else:
-            parsed = await asyncio.to_thread(parse_message, raw)
+        # The null reverse-path of bounces (RFC 5321 section 4.5.5) is stored empty.
+        mail_from = "" if envelope.mail_from == "<>" else envelope.mail_from or ""
+        parsed = await self._read(raw, mail_from)
         if parsed.received_count > self._limits.max_received_headers:
             metrics.MESSAGES_REFUSED.labels("loop").inc()
             return str(replies.S554_LOOP)
 
         try:
-            records = await self._records(session, envelope, transaction, parsed, raw)
+            records = await self._records(session, mail_from, transaction, parsed, raw)
             await self._store(records)
         except StorageError as error:
             metrics.STORAGE_FAILURES.labels("data").inc()
             metrics.MESSAGES_REFUSED.labels("storage").inc()
             log.warning("message not stored", extra={"error": str(error)})
             return str(replies.S451_TEMP_STORAGE)
+        if not parsed.complete:
+            self._fill_in.later([record.id for record in records], raw)
 
         metrics.DATA_TO_COMMIT.observe(time.perf_counter() - started)
         metrics.MESSAGE_BYTES.inc(len(raw))
         for record in records:
-            metrics.MESSAGES_STORED.labels(record.reply_match_status).inc()
+            metrics.labelled(metrics.MESSAGES_STORED, record.reply_match_status).inc()
         ids = " ".join(str(record.id) for record in records)
         return str(replies.S250_QUEUED.format(id=ids))
 
@@ -174,14 +191,30 @@ class MXHandler:
         log.exception("unexpected error in SMTP session")
         return str(replies.S451_LOCAL_ERROR)
 
+    async def _read(self, raw: bytes, mail_from: str) -> ParsedMessage:
+        """The message as the accept path reads it: in full, or by its header fields alone
+        while the process is busy and the message is plain (its body is parsed after the
+        commit, mta/mx/fill_in.py)."""
+        if self._fill_in.wanted(len(raw)):
+            scanned = scan_headers(raw)
+            if scanned is not None and body_unread(scanned, mail_from):
+                return scanned
+        if len(raw) < PARSE_IN_THREAD_BYTES:
+            return parse_message(raw)
+        return await asyncio.to_thread(parse_message, raw)
+
     async def _records(
-        self, session: Any, envelope: Any, transaction: Transaction, parsed: Any, raw: bytes
+        self,
+        session: Any,
+        mail_from: str,
+        transaction: Transaction,
+        parsed: ParsedMessage,
+        raw: bytes,
     ) -> Sequence[ReceivedRecord]:
         # aiosmtpd keeps the TLS layer's extra info (with the ssl_object) once STARTTLS is done.
         ssl_object = session.ssl.get("ssl_object") if isinstance(session.ssl, dict) else None
         arrival = Arrival(
-            # The null reverse-path of bounces (RFC 5321 section 4.5.5) is stored empty.
-            mail_from="" if envelope.mail_from == "<>" else envelope.mail_from or "",
+            mail_from=mail_from,
             peer_ip=session.peer[0] if isinstance(session.peer, tuple) else None,
             helo=session.host_name,
             tls_version=ssl_object.version() if ssl_object is not None else None,

@@ -172,7 +172,8 @@ class MXProtocol(SMTP):
         starting = self._original_transport is None and self.transport is None
         if starting:
             self._admitted = self._gate.enter()
-            self.connections_metric.labels("served" if self._admitted else "refused").inc()
+            outcome = "served" if self._admitted else "refused"
+            metrics.labelled(self.connections_metric, outcome).inc()
             if self._admitted:
                 self.active_metric.inc()
                 self._registry.add(self)

@@ -8,7 +8,8 @@ alone would cap the MX near 1,000 messages/s; compat32 plus explicit decoding co
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from email import message_from_bytes
 from email.header import decode_header, make_header
@@ -62,6 +63,9 @@ class ParsedMessage:
     html: str | None
     attachments: list[Attachment] = field(default_factory=list)
     defects: list[str] = field(default_factory=list)
+    # False for `scan_headers`' reading: the header fields the accept path needs, nothing of
+    # the body, and no address lists, sender's name or Date (those are left empty).
+    complete: bool = True
 
 
 def decode_words(value: str | None) -> str | None:
@@ -154,10 +158,64 @@ def _fields(message: Message) -> list[tuple[str, str]]:
     Raw values are read, not `message.get()`: compat32 turns 8-bit values into Header objects
     whose text loses the bytes, and raw UTF-8 headers are legitimate mail (RFC 6532).
     """
+    return _unfolded(message.raw_items())
+
+
+def _unfolded(items: Iterable[tuple[str, Any]]) -> list[tuple[str, str]]:
     return [
-        (clean_text(name), clean_text(_FOLD.sub("", str(value))).strip())
-        for name, value in message.raw_items()
+        (clean_text(name), clean_text(_FOLD.sub("", str(value))).strip()) for name, value in items
     ]
+
+
+# A field name as the standard parser takes it: printable US-ASCII but the colon (RFC 5322
+# section 2.2, ftext), then the colon. Nothing before it, not even a space.
+_FIELD_NAME = re.compile(r"[!-9;-~]+")
+
+
+def scan_headers(raw: bytes) -> ParsedMessage | None:
+    """The header fields of a message, without the standard parser: what the MX needs before
+    its 250 when the body's parse is left for after the commit (mta/mx/fill_in.py).
+
+    Only for the everyday header block, which the standard parser (compat32) reads exactly so:
+    US-ASCII, CRLF line ends only, every line a `name:` field or a folded continuation, ended
+    by an empty line. Anything else is None, and the caller parses in full.
+    """
+    end = raw.find(b"\r\n\r\n")
+    if end <= 0 or not raw[:end].isascii():
+        return None
+    block = raw[:end].decode("ascii")
+    if block.count("\n") != block.count("\r") or block.count("\r\n") != block.count("\n"):
+        return None
+    items: list[tuple[str, str]] = []
+    for line in block.split("\r\n"):
+        if line[:1] in (" ", "\t"):
+            if not items:
+                return None  # a continuation of nothing: the parser calls it a defect
+            name, value = items[-1]
+            items[-1] = (name, f"{value}\r\n{line}")  # unfolded below, as _fields does
+            continue
+        name, colon, value = line.partition(":")
+        if not colon or not _FIELD_NAME.fullmatch(name):
+            return None
+        items.append((name, value.lstrip(" \t")))
+    try:
+        return _header_facts(_unfolded(items), [], complete=False)
+    except Exception:  # the full parse describes what this could not
+        return None
+
+
+# A From field that is an address alone, `local@domain` or `<local@domain>`, with dot-atoms on
+# both sides (RFC 5322 section 3.4.1): what parseaddr returns for it is the address itself.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_ADDRESS = re.compile(rf"<?({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>?")
+
+
+def _name_and_address(value: str) -> tuple[str, str]:
+    """email.utils.parseaddr, read at once for the everyday bare address."""
+    plain = _PLAIN_ADDRESS.fullmatch(value)
+    if plain is not None and value.startswith("<") == value.endswith(">"):
+        return "", plain.group(1)
+    return parseaddr(value)
 
 
 def _date(value: str | None) -> datetime | None:
@@ -230,6 +288,26 @@ def _unparseable(reason: str) -> ParsedMessage:
 
 def _describe(message: Message, defects: list[str]) -> ParsedMessage:
     headers = _fields(message)
+    body: dict[str, Any] = {"text": None, "html": None, "attachments": []}
+    try:
+        _walk(message, body, defects)
+    except (LookupError, ValueError, AssertionError, UnicodeError) as error:
+        defects.append(type(error).__name__)
+    facts = _header_facts(headers, defects, complete=True)
+    return replace(
+        facts,
+        text=body["text"],
+        html=body["html"],
+        attachments=body["attachments"],
+        defects=[type(d).__name__ for d in message.defects] + defects,
+    )
+
+
+def _header_facts(
+    headers: list[tuple[str, str]], defects: list[str], *, complete: bool
+) -> ParsedMessage:
+    """What the header fields say. Incomplete: the fields the accept path reads, and empty
+    address lists, sender's name and Date."""
     by_name: dict[str, list[str]] = {}
     for name, value in headers:
         by_name.setdefault(name.lower(), []).append(value)
@@ -241,13 +319,7 @@ def _describe(message: Message, defects: list[str]) -> ParsedMessage:
     def every(name: str) -> list[str]:
         return by_name.get(name, [])
 
-    from_name, from_address = parseaddr(first("from") or "")
-    body: dict[str, Any] = {"text": None, "html": None, "attachments": []}
-    try:
-        _walk(message, body, defects)
-    except (LookupError, ValueError, AssertionError, UnicodeError) as error:
-        defects.append(type(error).__name__)
-
+    from_name, from_address = _name_and_address(first("from") or "")
     return ParsedMessage(
         headers=headers,
         message_id=_message_id(first("message-id"), defects),
@@ -256,15 +328,15 @@ def _describe(message: Message, defects: list[str]) -> ParsedMessage:
         reply_token_header=first("x-opensend-reply-token"),
         subject=decode_words(first("subject")),
         from_address=clean_text(from_address) if "@" in from_address else None,
-        from_name=decode_words(from_name) or None,
-        to=_addresses(every("to")),
-        cc=_addresses(every("cc")),
-        reply_to=_addresses(every("reply-to")),
-        date=_date(first("date")),
+        from_name=(decode_words(from_name) or None) if complete else None,
+        to=_addresses(every("to")) if complete else [],
+        cc=_addresses(every("cc")) if complete else [],
+        reply_to=_addresses(every("reply-to")) if complete else [],
+        date=_date(first("date")) if complete else None,
         auto_submitted=first("auto-submitted"),
         received_count=len(every("received")),
-        text=body["text"],
-        html=body["html"],
-        attachments=body["attachments"],
-        defects=[type(d).__name__ for d in message.defects] + defects,
+        text=None,
+        html=None,
+        defects=defects,
+        complete=complete,
     )

@@ -305,6 +305,9 @@ class ReceivedMessage:
     report: dict[str, Any] | None = None
     # What the report does to the tenant's deliveries (policy.bounces.effects), applied with it.
     delivery_reports: tuple[DeliveryReport, ...] = ()
+    # Stored before its body is parsed (policy.inbound.message.scan_headers): the fields the
+    # scan leaves empty are filled in after the commit (mta/mx/fill_in.py).
+    parse_pending: bool = False
 
 
 _date_cache: tuple[int, str] = (0, "")
@@ -363,6 +366,8 @@ async def received_messages(
         from_address=parsed.from_address,
         subject=parsed.subject,
     )
+    if not parsed.complete and not (look.plain and not look.wants_report):
+        raise ValueError("only plain mail is stored before its body is parsed (body_unread)")
     report = _report(parsed, raw, arrival, accepted) if look.wants_report else None
     records = []
     for tenant_id, decisions in by_tenant.items():
@@ -402,15 +407,7 @@ async def received_messages(
                 references=parsed.references,
                 subject=parsed.subject,
                 from_address=parsed.from_address,
-                from_name=parsed.from_name,
-                to_addresses=parsed.to,
-                cc_addresses=parsed.cc,
-                reply_to_addresses=parsed.reply_to,
-                sent_at=parsed.date,
-                text_body=parsed.text,
-                html_body=parsed.html,
-                attachments=[a.as_json() for a in parsed.attachments],
-                parse_defects=parsed.defects,
+                **body_fields(parsed),
                 reply_match_status=match.status.value,
                 reply_to_email_id=match.reply_to_email_id,
                 thread_id=match.thread_id,
@@ -424,9 +421,41 @@ async def received_messages(
                 classification_reason=kind.reason,
                 report=_report_json(report) if kind.automatic else None,
                 delivery_reports=effects,
+                parse_pending=not parsed.complete,
             )
         )
     return records
+
+
+def body_fields(parsed: ParsedMessage) -> dict[str, Any]:
+    """The stored fields that a header scan leaves empty, as the full parse gives them: written
+    with the row, or by the fill-in after the commit (mta/mx/fill_in.py)."""
+    return {
+        "from_name": parsed.from_name,
+        "to_addresses": parsed.to,
+        "cc_addresses": parsed.cc,
+        "reply_to_addresses": parsed.reply_to,
+        "sent_at": parsed.date,
+        "text_body": parsed.text,
+        "html_body": parsed.html,
+        "attachments": [a.as_json() for a in parsed.attachments],
+        "parse_defects": parsed.defects,
+    }
+
+
+def body_unread(parsed: ParsedMessage, mail_from: str) -> bool:
+    """Whether a message read by its header fields alone (`scan_headers`) can be stored so,
+    its body parsed after the commit: plain mail, which no classification rule and no report
+    reading looks into (policy.classify.signals.first_look), so that everything decided before
+    the 250 (routing, matching, the class, a report's effects) is what the full parse decides.
+    """
+    look = first_look(
+        parsed.headers,
+        mail_from=mail_from,
+        from_address=parsed.from_address,
+        subject=parsed.subject,
+    )
+    return look.plain and not look.wants_report
 
 
 def _linked_by_bounce_address(match: Match, verdicts: Sequence[BounceVerdict]) -> Match:

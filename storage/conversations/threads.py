@@ -64,7 +64,7 @@ t.id, t.subject, t.created_at, t.last_message_at,
 SELECT_THREAD = "SELECT " + THREAD_COLUMNS + " FROM threads t WHERE t.tenant_id = $1 AND t.id = $2"
 # The newest received message of a thread: what "reply to the thread" answers.
 SELECT_LATEST_RECEIVED = """
-SELECT id FROM received_emails WHERE tenant_id = $1 AND thread_id = $2
+SELECT id FROM received_emails WHERE tenant_id = $1 AND thread_id = $2 AND NOT parse_pending
 ORDER BY received_at DESC, id DESC LIMIT 1
 """
 
@@ -101,6 +101,7 @@ SELECT * FROM (
                NULL, r.from_name, r.from_address, r.to_addresses, r.subject,
                r.reply_match_status, r.reply_to_email_id, r.classification
         FROM received_emails r WHERE r.tenant_id = $1 AND r.thread_id = ANY($2::uuid[])
+          AND NOT r.parse_pending  -- shown once filled in (migration 0019)
     ) AS m
 ) AS numbered
 WHERE position <= $3

@@ -124,6 +124,8 @@ class ReceivedRecord(Protocol):
     def report(self) -> dict[str, Any] | None: ...
     @property
     def delivery_reports(self) -> Sequence[ReportToApply]: ...
+    @property
+    def parse_pending(self) -> bool: ...
 
 
 # Everything matching needs for one tenant, in one round trip: the outbound emails that tokens
@@ -202,6 +204,7 @@ RECEIVED_COLUMNS = (
     "classification",
     "classification_reason",
     "report",
+    "parse_pending",  # the body is parsed after the commit (storage/inbound/fill_in.py)
 )
 # The contact is looked up inside the INSERT: one round trip fewer for every message. Nothing
 # else is written for the authentication checks: they find the message by its id

@@ -127,7 +127,16 @@ _FILTERS = """
 # "IS NULL OR" cursor test, because only a plain comparison can bound the index scan.
 # The classification filter is the statement's last parameter: $9 on the first page, $11 after
 # the cursor's two.
-_LIST = "SELECT " + SUMMARY_COLUMNS + " FROM received_emails WHERE tenant_id = $1" + _FILTERS
+# A row whose body is not parsed yet (parse_pending, migration 0019) is not shown anywhere:
+# it appears, complete, once the MX has filled it in, a moment after its 250.
+_READABLE = " AND NOT parse_pending"
+_LIST = (
+    "SELECT "
+    + SUMMARY_COLUMNS
+    + " FROM received_emails WHERE tenant_id = $1"
+    + _READABLE
+    + _FILTERS
+)
 LIST_NEWEST = _LIST.replace("${c}", "$9") + "ORDER BY received_at DESC, id DESC LIMIT $8"
 _LIST = _LIST.replace("${c}", "$11")
 LIST_AFTER = _LIST + "AND (received_at, id) < ($9, $10) ORDER BY received_at DESC, id DESC LIMIT $8"
@@ -142,12 +151,16 @@ SELECT_EMAIL = (
     + _WITH_AUTH
     + stripped.WITH_STRIPPED
     + " WHERE tenant_id = $1 AND id = $2"
+    + _READABLE
 )
-SELECT_ATTACHMENTS = "SELECT attachments FROM received_emails WHERE tenant_id = $1 AND id = $2"
+SELECT_ATTACHMENTS = (
+    "SELECT attachments FROM received_emails WHERE tenant_id = $1 AND id = $2" + _READABLE
+)
 SELECT_RAW = (
     "SELECT received_header, a.header AS auth_header, raw, attachments"
     + _WITH_AUTH
     + " WHERE tenant_id = $1 AND id = $2"
+    + _READABLE
 )
 
 

@@ -7,6 +7,8 @@ database URL is given. Stored messages are counted straight from `received_email
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -358,6 +360,52 @@ class OpenSendPeer:
             finally:
                 await conn.close()
         return self._facts
+
+    async def subscribe(self, tenant: str, endpoint: str, event: str) -> None:
+        """An enabled webhook of `tenant` for `event` at `endpoint`, as POST /webhooks makes it
+        (a `whsec_` secret of 24 random bytes)."""
+        facts = await self.database_facts()
+        conn = await asyncpg.connect(facts.url, timeout=30.0)
+        try:
+            # One subscriber at a time: an earlier configuration's endpoint is gone.
+            await conn.execute(
+                "UPDATE webhooks SET status = 'disabled' "
+                "WHERE tenant_id = (SELECT id FROM tenants WHERE name = $1)",
+                tenant,
+            )
+            await conn.execute(
+                "INSERT INTO webhooks (id, tenant_id, endpoint, events, signing_secret) "
+                "SELECT opensend_uuid7(), id, $2, $3, $4 FROM tenants WHERE name = $1",
+                tenant,
+                endpoint,
+                [event],
+                "whsec_" + base64.b64encode(os.urandom(24)).decode(),
+            )
+        finally:
+            await conn.close()
+
+    async def wait_filled_in(self, limit: float) -> float | None:
+        """Seconds until no received message waits for its body's parse (stored by a busy MX,
+        migration 0019), or None when some still wait after `limit` seconds. 0 for a server
+        from before that migration."""
+        facts = await self.database_facts()
+        conn = await asyncpg.connect(facts.url, timeout=30.0)
+        started = time.monotonic()
+        try:
+            while True:
+                try:
+                    pending = await conn.fetchval(
+                        "SELECT count(*) FROM received_emails WHERE parse_pending"
+                    )
+                except asyncpg.UndefinedColumnError:
+                    return 0.0
+                if not pending:
+                    return time.monotonic() - started
+                if time.monotonic() - started > limit:
+                    return None
+                await asyncio.sleep(0.05)
+        finally:
+            await conn.close()
 
     async def count_received(self) -> int:
         """Rows in received_emails: one per message per recipient tenant (DESIGN.md section 3)."""

@@ -1,0 +1,160 @@
+"""Mail stored before its body is parsed: hidden until filled in, then what an idle MX stores.
+
+OPENSEND_MX_PARSE_LATER=always makes every plain message take the path a busy MX takes
+(mta/mx/fill_in.py); `never` is the idle MX's. The sweep that fills in a dead process's leftovers
+is run here by hand on a row left pending as a crash would leave it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from email.message import EmailMessage
+from email.utils import make_msgid
+from typing import Any
+from uuid import UUID
+
+from prometheus_client import REGISTRY
+
+from mta.mx.fill_in import parsed_columns
+from storage.database import Pool
+from storage.ids import uuid7
+from storage.inbound.fill_in import fill_in_stale
+from storage.inbound.received import ReceivedFilters, get_received, list_received
+from storage.webhooks.endpoints import create_webhook
+from tests.conftest import MakeTenant, StartMX, TenantWorld, smtp_send
+
+# Written after the commit, from the body and the full address grammar.
+FILLED_IN = (
+    "from_name",
+    "to_addresses",
+    "cc_addresses",
+    "reply_to_addresses",
+    "sent_at",
+    "text_body",
+    "html_body",
+    "attachments",
+    "parse_defects",
+)
+# Written by the INSERT, from the header fields, in both ways.
+DECIDED_BEFORE = (
+    "subject",
+    "from_address",
+    "message_id",
+    "in_reply_to",
+    "headers",
+    "reply_match_status",
+    "classification",
+    "classification_reason",
+    "contact_id",
+)
+
+
+def plain_with_attachment(to: str) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "Alice Example <alice@example.net>"
+    msg["To"] = f"Support <{to}>"
+    msg["Cc"] = "bob@example.net"
+    msg["Subject"] = "Figures attached"
+    msg["Date"] = "Mon, 07 Dec 2026 12:00:00 +0000"
+    msg["Message-ID"] = make_msgid(domain="example.net")
+    msg.set_content("The figures are attached.\n")
+    msg.add_alternative("<p>The figures are attached.</p>\n", subtype="html")
+    msg.add_attachment(b"%PDF-1.4\n", maintype="application", subtype="pdf", filename="q.pdf")
+    return msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
+
+
+async def row_once_filled(pool: Pool, record_id: UUID) -> dict[str, Any]:
+    """The row after its fill-in, which the MX runs as soon as it is quiet."""
+    for _ in range(500):
+        row = await pool.fetchrow("SELECT * FROM received_emails WHERE id = $1", record_id)
+        if row is not None and not row["parse_pending"]:
+            return dict(row)
+        await asyncio.sleep(0.02)
+    raise AssertionError("the message was never filled in")
+
+
+async def received_events(pool: Pool, record_id: UUID) -> list[dict[str, Any]]:
+    rows = await pool.fetch(
+        "SELECT data FROM webhook_events WHERE type = 'email.received' AND data->>'email_id' = $1",
+        str(record_id),
+    )
+    return [dict(row["data"]) for row in rows]
+
+
+def parsed_later() -> float:
+    return REGISTRY.get_sample_value("opensend_mx_parse_later_total") or 0.0
+
+
+async def send(port: int, world: TenantWorld, content: bytes) -> UUID:
+    sent = await smtp_send(port, "alice@example.net", [f"support@{world.name}"], content)
+    [record_id] = sent.stored_ids
+    return record_id
+
+
+async def test_message_parsed_after_its_commit_ends_as_the_idle_mx_stores_it(
+    start_test_mx: StartMX, pool: Pool, make_tenant: MakeTenant
+) -> None:
+    acme = await make_tenant(catch_all=True)
+    later = await start_test_mx(OPENSEND_MX_PARSE_LATER="always")
+    now = await start_test_mx(OPENSEND_MX_PARSE_LATER="never")
+    content = plain_with_attachment(f"support@{acme.name}")
+
+    before = parsed_later()
+    deferred = await row_once_filled(pool, await send(later.port, acme, content))
+    assert parsed_later() == before + 1
+    inline = await row_once_filled(pool, await send(now.port, acme, content))
+    assert parsed_later() == before + 1
+
+    for column in FILLED_IN + DECIDED_BEFORE:
+        assert deferred[column] == inline[column], column
+    assert [a["filename"] for a in deferred["attachments"]] == ["q.pdf"]
+    assert deferred["cc_addresses"] == ["bob@example.net"]
+
+
+async def test_pending_row_is_hidden_until_the_sweep_fills_it_in_and_announces_it_once(
+    start_test_mx: StartMX, pool: Pool, make_tenant: MakeTenant
+) -> None:
+    acme = await make_tenant(catch_all=True)
+    mx = await start_test_mx(OPENSEND_MX_PARSE_LATER="never")
+    record_id = await send(mx.port, acme, plain_with_attachment(f"support@{acme.name}"))
+    complete = await row_once_filled(pool, record_id)
+    await create_webhook(pool, acme.id, "https://hooks.example.com/in", ["email.received"], "s")
+    # As an MX that died between its commit and the fill-in leaves it.
+    await pool.execute(
+        "UPDATE received_emails SET parse_pending = true, text_body = NULL, html_body = NULL,"
+        " attachments = '[]', to_addresses = '{}', cc_addresses = '{}', from_name = NULL"
+        " WHERE id = $1",
+        record_id,
+    )
+
+    assert await get_received(pool, acme.id, record_id) is None
+    listed = await list_received(pool, acme.id, ReceivedFilters(), limit=10)
+    assert listed is not None and record_id not in [s.id for s in listed[0]]
+
+    assert await fill_in_stale(pool, before=uuid7(), limit=1000, parse=parsed_columns) >= 1
+    filled = await get_received(pool, acme.id, record_id)
+    assert filled is not None
+    for column in FILLED_IN:
+        assert getattr(filled, column) == complete[column], column
+    # A second fill-in of the same row (its MX and a sweep both at it) writes nothing more.
+    await fill_in_stale(pool, before=uuid7(), limit=1000, parse=parsed_columns)
+    [event] = await received_events(pool, record_id)
+    assert [a["filename"] for a in event["attachments"]] == ["q.pdf"]
+    assert event["cc"] == ["bob@example.net"]
+
+
+async def test_email_received_is_written_by_the_fill_in_with_the_parsed_fields(
+    start_test_mx: StartMX, pool: Pool, make_tenant: MakeTenant
+) -> None:
+    acme = await make_tenant(catch_all=True)
+    await create_webhook(pool, acme.id, "https://hooks.example.com/in", ["email.received"], "s")
+    mx = await start_test_mx(OPENSEND_MX_PARSE_LATER="always")
+
+    before = parsed_later()
+    record_id = await send(mx.port, acme, plain_with_attachment(f"support@{acme.name}"))
+    assert parsed_later() == before + 1  # stored with its parse pending, then filled in
+    await row_once_filled(pool, record_id)
+
+    [event] = await received_events(pool, record_id)
+    assert event["from_name"] == "Alice Example"
+    assert [a["filename"] for a in event["attachments"]] == ["q.pdf"]
