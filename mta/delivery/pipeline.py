@@ -30,7 +30,7 @@ from mta.delivery.smtp_pool import PoolClosed, SmtpPool
 from policy.bounces.dsn import FailedRecipient, compose_dsn, wants_dsn
 from policy.bounces.verp import bounce_address
 from policy.delivery import result as results
-from policy.delivery.result import SmtpAnswer, Stage, judge
+from policy.delivery.result import SmtpAnswer, Stage, failed_not_bounced, judge
 from policy.tokens import ReplyTokens
 from storage.database import Pool
 from storage.delivery import queue
@@ -339,6 +339,9 @@ class ClaimPipeline:
             data["retry_in_seconds"] = verdict.retry_in
         if verdict.expired:
             data["expired"] = True
+        failed = failed_not_bounced(verdict)
+        if failed:
+            data["reason"] = answer.text  # Resend's email.failed: failed.reason
         return Outcome(
             delivery_id=delivery.id,
             token=token,
@@ -352,4 +355,5 @@ class ClaimPipeline:
             remote_host=remote_host,
             retry_in=verdict.retry_in,
             data=data,
+            event="email.failed" if failed else None,
         )

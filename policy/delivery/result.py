@@ -143,6 +143,28 @@ def judge(
     return Verdict(Outcome.DEFERRED, answer, retry_in=plan.delay)
 
 
+# RFC 3463 subjects (the middle digit of an enhanced code) that say something about the message
+# itself or our own sending setup, not about the recipient: media/content (X.6) and security or
+# policy (X.7).
+_SENDER_SIDE_SUBJECTS = frozenset({"6", "7"})
+
+
+def failed_not_bounced(verdict: Verdict) -> bool:
+    """Whether a permanent failure is Resend's email.failed rather than email.bounced.
+
+    Resend's email.bounced says the recipient's side refused the mail; email.failed says it could
+    not be sent because of an error on the sending side. So only our own conclusions (no remote
+    host replied) about the message or our setup are failures: a message with nothing to send
+    (5.6.0), say. What we conclude about the recipient's domain or route (no such domain, null MX,
+    no reachable host, expired while deferred) stays a bounce, as a Postfix DSN would call it.
+    """
+    answer = verdict.answer
+    if verdict.outcome is not Outcome.BOUNCED or answer.remote or verdict.expired:
+        return False
+    subject = answer.enhanced.split(".")[1] if answer.enhanced else None
+    return subject in _SENDER_SIDE_SUBJECTS
+
+
 class EmailStatus(StrEnum):
     SENT = "sent"
     DELIVERED = "delivered"

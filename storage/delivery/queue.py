@@ -180,6 +180,13 @@ class Outcome:
     retry_in: int | None = None
     data: Mapping[str, Any] = field(default_factory=dict)
     dsn: DsnToQueue | None = None  # queued with this outcome, if it applies
+    # The event, when it is not the status's own (EVENT_FOR_STATUS): email.failed for a bounce
+    # on our side (policy.delivery.result.failed_not_bounced).
+    event: str | None = None
+
+    @property
+    def event_type(self) -> str:
+        return self.event or EVENT_FOR_STATUS[self.status]
 
 
 class DsnToQueue(Protocol):
@@ -309,7 +316,7 @@ async def record_outcomes(pool: Pool, outcomes: Sequence[Outcome], roll_up: Roll
                 (
                     o.tenant_id,
                     o.email_id,
-                    EVENT_FOR_STATUS[o.status],
+                    o.event_type,
                     o.recipient,
                     {**o.data, "attempt": attempts[o.delivery_id]},
                 )
@@ -322,7 +329,7 @@ async def record_outcomes(pool: Pool, outcomes: Sequence[Outcome], roll_up: Roll
         states: dict[UUID, dict[str, int]] = {}
         for row in await conn.fetch(COUNT_RECIPIENT_STATES, email_ids):
             states.setdefault(row["email_id"], {})[row["status"]] = row["n"]
-        last_event = {o.email_id: EVENT_FOR_STATUS[o.status] for o in applied}
+        last_event = {o.email_id: o.event_type for o in applied}
         touched = sorted(last_event)
         await conn.execute(
             UPDATE_EMAIL_STATUS,

@@ -134,6 +134,25 @@ async def test_equal_preference_mx_hosts_share_the_mail(
         assert one.messages and two.messages  # 2**-29 odds of a false failure
 
 
+async def test_a_message_with_nothing_to_send_is_a_failure_not_a_bounce(
+    queue: Queue, sender: Sender, dns: LoopbackDNSServer, sink: Sink, tmp_path: Path
+) -> None:
+    """Resend's email.failed: our side could not send it; no recipient's server said no."""
+    url, pool = queue
+    email_id = await sender.queue(["frank@example.com"])
+    await pool.execute("UPDATE emails SET raw = NULL WHERE id = $1", email_id)
+    env = {"OPENSEND_DNS_SERVERS": dns.address, **transport("example.com", sink)}
+    async with delivery_workers(pool, url, tmp_path, **env):
+        rows = await wait_until_final(pool, email_id)
+    assert sink.messages == []
+    row = rows["frank@example.com"]
+    assert (row["status"], row["last_code"], row["last_enhanced"]) == ("bounced", 554, "5.6.0")
+    failed = (await events(pool, email_id))[-1]
+    assert failed["type"] == "email.failed"
+    assert failed["data"]["reason"] == "The message has no content"
+    assert await email_row(pool, email_id) == {"status": "bounced", "last_event": "email.failed"}
+
+
 async def test_null_mx_bounces_at_once_with_556_5_1_10(
     queue: Queue, sender: Sender, dns: LoopbackDNSServer, tmp_path: Path
 ) -> None:

@@ -15,6 +15,7 @@ from policy.delivery.result import (
     Stage,
     classify,
     email_status,
+    failed_not_bounced,
     judge,
 )
 from policy.replies import Reply
@@ -156,3 +157,38 @@ def test_a_bounce_is_final_whatever_the_age() -> None:
 )
 def test_email_status_rolls_up_its_recipients(states: dict[str, int], status: EmailStatus) -> None:
     assert email_status(states) is status
+
+
+def _verdict(answer: SmtpAnswer, age_seconds: float = 0) -> bool:
+    verdict = judge(
+        answer, attempts=1, age_seconds=age_seconds, schedule=SCHEDULE,
+        max_age_seconds=FIVE_DAYS,
+    )  # fmt: skip
+    return failed_not_bounced(verdict)
+
+
+@pytest.mark.parametrize(
+    ("answer", "failed"),
+    [
+        # Nothing to send: our side, so Resend's email.failed.
+        (SmtpAnswer.ours(results.MESSAGE_MISSING), True),
+        # What we conclude about the recipient's domain or route is a bounce.
+        (SmtpAnswer.ours(results.NULL_MX), False),
+        (SmtpAnswer.ours(results.NO_SUCH_DOMAIN), False),
+        (SmtpAnswer.ours(results.MX_HOSTS_UNRESOLVED), False),
+        # A remote refusal is a bounce whatever its subject, content or policy included.
+        (remote(554, "5.6.0 message refused"), False),
+        (remote(550, "5.7.1 blocked"), False),
+        # Not final: neither.
+        (remote(451, "4.7.1 try later"), False),
+        (remote(250, "2.0.0 ok"), False),
+    ],
+)
+def test_only_our_own_refusals_of_the_message_are_failures_not_bounces(
+    answer: SmtpAnswer, failed: bool
+) -> None:
+    assert _verdict(answer) is failed
+
+
+def test_a_message_too_old_to_keep_trying_is_a_bounce_not_a_failure() -> None:
+    assert _verdict(SmtpAnswer.ours(results.NO_ANSWER), age_seconds=FIVE_DAYS) is False
