@@ -70,6 +70,7 @@ class DeliveryWorkers:
         self.listener = QueueListener(url, self.wake)
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
+        self.signer = signer or DkimSigner()
         self._pipeline = ClaimPipeline(
             pool,
             router=OutboundRouter(
@@ -78,7 +79,7 @@ class DeliveryWorkers:
                 relay=settings.relay_route,
                 smtp_port=settings.smtp_port,
             ),
-            signer=signer or DkimSigner(),
+            signer=self.signer,
             smtp=self.smtp,
             writer=self.writer,
             rules=RetryRules(settings.retry_schedule, settings.max_queue_age),
