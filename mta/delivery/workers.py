@@ -70,7 +70,6 @@ class DeliveryWorkers:
         self.listener = QueueListener(url, self.wake)
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
-        self.signer = signer or DkimSigner()
         self._pipeline = ClaimPipeline(
             pool,
             router=OutboundRouter(
@@ -79,7 +78,7 @@ class DeliveryWorkers:
                 relay=settings.relay_route,
                 smtp_port=settings.smtp_port,
             ),
-            signer=self.signer,
+            signer=signer or DkimSigner(),
             smtp=self.smtp,
             writer=self.writer,
             rules=RetryRules(settings.retry_schedule, settings.max_queue_age),
