@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import aiosmtplib
 
@@ -181,12 +182,17 @@ class SmtpSession:
             options = ["SMTPUTF8"] if utf8 else []
             encoding = "utf-8" if utf8 else "ascii"
             protocol = client.protocol
-            if client.supports_extension("pipelining") and protocol is not None:
-                transport = protocol.transport
-                if isinstance(transport, asyncio.Transport):
-                    return await self._send_pipelined(
-                        transport, sender, recipients, message, options, encoding
-                    )
+            transport = protocol.transport if protocol is not None else None
+            if client.supports_extension("pipelining") and transport is not None:
+                # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
+                return await self._send_pipelined(
+                    cast(asyncio.Transport, transport),
+                    sender,
+                    recipients,
+                    message,
+                    options,
+                    encoding,
+                )
             try:
                 await client.mail(sender, options=options, encoding=encoding)
             except aiosmtplib.SMTPSenderRefused as refused:

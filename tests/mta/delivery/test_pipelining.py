@@ -227,3 +227,26 @@ def test_an_address_never_puts_a_second_command_on_the_line(address: str) -> Non
     except ValueError:
         return  # refused, as aiosmtplib refuses it
     assert b"\r" not in sent and b"\n" not in sent and sent.count(b"<") == 1
+
+
+def test_pipelining_on_uvloop_as_serve_runs_it() -> None:
+    """`opensend serve` runs on uvloop (mta/event_loop.py), whose transports are not
+    asyncio.Transport subclasses: the group still goes at once there."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def run() -> tuple[StrictPeer, dict[str, int]]:
+        peer = StrictPeer()
+        server = await asyncio.start_server(peer.serve, "127.0.0.1", 0)
+        peer.port = server.sockets[0].getsockname()[1]
+        session = await session_to(peer.port)
+        try:
+            answers = await session.send("a@sender.example", ["b@x.example"], MESSAGE)
+        finally:
+            await session.close()
+            server.close()
+        return peer, {r: a.code for r, a in answers.items() if a.code is not None}
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        peer, codes = runner.run(run())
+    assert codes == {"b@x.example": 250}
+    assert len(peer.groups) == 1 and len(peer.contents) == 1
