@@ -13,7 +13,8 @@ smtp:[127.0.0.1]:<sink port>`, every performance setting at its default (20 conn
 destination, connection caching on demand, slow start). smtp-source injects the messages (20
 sessions, `--size` bytes each, one recipient) while `defer_transports = smtp` holds them in the
 queue; once all are queued, the hold is lifted and the queue flushed, and the clock runs from
-the flush to the last "status=sent" line of Postfix's SMTP client in its maillog.
+the flush to the last "status=sent" line of Postfix's SMTP client in its maillog. Postfix
+signs nothing (no milter): signing is work only OpenSend does here.
 
 OpenSend. `opensend serve --only mta` with `OPENSEND_RELAY=smtp://127.0.0.1:<sink port>` (its
 delivery workers at their defaults) and an idle queue. The messages are stored as POST /emails
@@ -24,10 +25,10 @@ DKIM-signed at send time with its domain's 2048-bit key (`--no-dkim` stores no k
 outcome is committed with its event before the worker moves on.
 
 Both servers see the same count, size and sink, one after the other; the ratio is OpenSend's
-msg/s over Postfix's in the same round, the median over `--repeat` rounds is reported. The target
-is a ratio of at least 1.0. Results are printed and written as JSON to tests/perf/results/.
-Bounded: `--messages` per run, `--run-timeout` per run; servers and directories are removed on
-any exit.
+msg/s over Postfix's in the same round, the median over `--repeat` rounds is reported. The
+target is a ratio of at least 2.0 (issue 16). Results are printed and written as JSON to
+tests/perf/results/. Bounded: `--messages` per run, `--run-timeout` per run; servers and
+directories are removed on any exit.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SMTP_SINK = shutil.which("smtp-sink", path="/usr/sbin:/usr/bin") or "/usr/sbin/smtp-sink"
 SMTP_SOURCE = shutil.which("smtp-source", path="/usr/sbin:/usr/bin") or "/usr/sbin/smtp-source"
 DOMAIN = "bench.test"
-TARGET_RATIO = 1.0
+TARGET_RATIO = 2.0  # issue 16: twice Postfix
 _MESG = re.compile(rb"mesg=(\d+)")
 UNFINISHED = """
 SELECT (SELECT count(*) FROM deliveries WHERE status IN ('queued', 'deferred'))
