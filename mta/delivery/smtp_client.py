@@ -8,6 +8,7 @@ MAIL, one RCPT per recipient, DATA, each recipient ending with its own answer.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import ssl
@@ -15,9 +16,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import aiosmtplib
 
+from mta.delivery import smtp_pipelining as pipelining
 from mta.delivery.routes import Hop
 from policy.delivery import result as results
 from policy.delivery.result import SmtpAnswer, Stage
@@ -178,6 +181,18 @@ class SmtpSession:
                 return {recipient: answer for recipient in recipients}
             options = ["SMTPUTF8"] if utf8 else []
             encoding = "utf-8" if utf8 else "ascii"
+            protocol = client.protocol
+            transport = protocol.transport if protocol is not None else None
+            if client.supports_extension("pipelining") and transport is not None:
+                # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
+                return await self._send_pipelined(
+                    cast(asyncio.Transport, transport),
+                    sender,
+                    recipients,
+                    message,
+                    options,
+                    encoding,
+                )
             try:
                 await client.mail(sender, options=options, encoding=encoding)
             except aiosmtplib.SMTPSenderRefused as refused:
@@ -214,6 +229,72 @@ class SmtpSession:
                 answers.setdefault(recipient, lost)
         finally:
             self.last_used = time.monotonic()
+        return answers
+
+    async def _send_pipelined(
+        self,
+        transport: asyncio.Transport,
+        sender: str,
+        recipients: Sequence[str],
+        message: bytes,
+        options: list[str],
+        encoding: str,
+    ) -> dict[str, SmtpAnswer]:
+        """`send` with PIPELINING (RFC 2920): MAIL, RCPTs and DATA in one write, the content
+        after a 354. Each recipient gets the answer it would get one command at a time."""
+        answers: dict[str, SmtpAnswer] = {}
+        accepted: list[str] = []
+        stage = Stage.MAIL
+        group = pipelining.commands(
+            pipelining.path(sender, encoding),
+            [pipelining.path(r, encoding) for r in recipients],
+            [option.encode("ascii") for option in options],
+        )
+        try:
+            async with pipelining.Lent(transport) as replies:
+                transport.write(group)
+                async with asyncio.timeout(self._timeouts.command):
+                    mail = await replies.reply()
+                    stage = Stage.RCPT
+                    for recipient in recipients:
+                        code, text = await replies.reply()
+                        if code == 250 or code == 251:
+                            accepted.append(recipient)
+                        else:
+                            answers[recipient] = SmtpAnswer.from_reply(code, text, Stage.RCPT)
+                    stage = Stage.DATA
+                    data = await replies.reply()
+                if mail[0] != 250:
+                    # Every RCPT and the DATA failed with it (RFC 2920 section 3.1).
+                    answer = SmtpAnswer.from_reply(*mail, Stage.MAIL)
+                    answers = dict.fromkeys(recipients, answer)
+                    accepted = []
+                if data[0] == 354 and not accepted:
+                    # A server that took DATA with no recipient: an empty message ends it, and
+                    # its reply is not read as an answer (RFC 2920 section 3.1).
+                    transport.write(b".\r\n")
+                    async with asyncio.timeout(self._timeouts.data_done):
+                        await replies.reply()
+                elif data[0] == 354:
+                    transport.write(pipelining.data_block(message))
+                    async with asyncio.timeout(self._timeouts.data_done):
+                        data = await replies.reply()
+                for recipient in accepted:
+                    answers[recipient] = SmtpAnswer.from_reply(*data, Stage.DATA)
+                if replies.pending:  # replies to nothing we sent: this session is not trusted
+                    raise pipelining.ReplyError("unexpected data after the transaction")
+        except (pipelining.ReplyError, OSError, TimeoutError) as error:
+            self._client.close()
+            lost = _failure(error, stage)
+            for recipient in recipients:
+                answers.setdefault(recipient, lost)
+            return answers
+        finally:
+            self.last_used = time.monotonic()
+        if data[0] != 250:
+            await self._reset()  # the transaction did not end with a message: start clean
+        else:
+            self._clean = True
         return answers
 
     async def _reset(self) -> None:

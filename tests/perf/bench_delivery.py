@@ -13,7 +13,8 @@ smtp:[127.0.0.1]:<sink port>`, every performance setting at its default (20 conn
 destination, connection caching on demand, slow start). smtp-source injects the messages (20
 sessions, `--size` bytes each, one recipient) while `defer_transports = smtp` holds them in the
 queue; once all are queued, the hold is lifted and the queue flushed, and the clock runs from
-the flush to the last "status=sent" line of Postfix's SMTP client in its maillog.
+the flush to the last "status=sent" line of Postfix's SMTP client in its maillog. Postfix
+signs nothing (no milter): signing is work only OpenSend does here.
 
 OpenSend. `opensend serve --only mta` with `OPENSEND_RELAY=smtp://127.0.0.1:<sink port>` (its
 delivery workers at their defaults) and an idle queue. The messages are stored as POST /emails
@@ -24,10 +25,10 @@ DKIM-signed at send time with its domain's 2048-bit key (`--no-dkim` stores no k
 outcome is committed with its event before the worker moves on.
 
 Both servers see the same count, size and sink, one after the other; the ratio is OpenSend's
-msg/s over Postfix's in the same round, the median over `--repeat` rounds is reported. The target
-is a ratio of at least 1.0. Results are printed and written as JSON to tests/perf/results/.
-Bounded: `--messages` per run, `--run-timeout` per run; servers and directories are removed on
-any exit.
+msg/s over Postfix's in the same round, the median over `--repeat` rounds is reported. The
+target is a ratio of at least 2.0 (issue 16). Results are printed and written as JSON to
+tests/perf/results/. Bounded: `--messages` per run, `--run-timeout` per run; servers and
+directories are removed on any exit.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
 from opensend_peer import REPO_ROOT, OpenSendPeer
 from postfix_peer import PostfixPeer, free_loopback_port
 from rss_sampler import tree
@@ -69,7 +71,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SMTP_SINK = shutil.which("smtp-sink", path="/usr/sbin:/usr/bin") or "/usr/sbin/smtp-sink"
 SMTP_SOURCE = shutil.which("smtp-source", path="/usr/sbin:/usr/bin") or "/usr/sbin/smtp-source"
 DOMAIN = "bench.test"
-TARGET_RATIO = 1.0
+TARGET_RATIO = 2.0  # issue 16: twice Postfix
 _MESG = re.compile(rb"mesg=(\d+)")
 UNFINISHED = """
 SELECT (SELECT count(*) FROM deliveries WHERE status IN ('queued', 'deferred'))
@@ -100,6 +102,16 @@ def tree_cpu(pid: int | None) -> float:
             t = process.cpu_times()
             total += t.user + t.system + t.children_user + t.children_system
     return total
+
+
+def own_cpu(pid: int | None) -> float:
+    """CPU seconds of the process `pid` alone (all its threads; not its children)."""
+    if pid is None:
+        return 0.0
+    with contextlib.suppress(Exception):
+        t = psutil.Process(pid).cpu_times()
+        return float(t.user + t.system)
+    return 0.0
 
 
 class SmtpSink:
@@ -296,13 +308,14 @@ def run_opensend(args: argparse.Namespace, workdir: Path, sink: SmtpSink) -> dic
         log(f"opensend: storing {args.messages} messages in one transaction")
         before = sink.messages()
         ids = asyncio.run(queue_messages(url, args.messages, args.size, not args.no_dkim))
-        cpu_before = (tree_cpu(peer.pid), tree_cpu(peer.postmaster_pid()))
+        cpu_before = (tree_cpu(peer.pid), tree_cpu(peer.postmaster_pid()), own_cpu(peer.pid))
         started = time.monotonic()
         log("opensend: committed; delivering")
         states = asyncio.run(wait_delivered(url, ids, args.run_timeout))
         elapsed = time.monotonic() - started
         server_cpu = tree_cpu(peer.pid) - cpu_before[0]
         database_cpu = tree_cpu(peer.postmaster_pid()) - cpu_before[1]
+        loop_cpu = own_cpu(peer.pid) - cpu_before[2]
         wait_until(lambda: sink.messages() - before >= args.messages, 10, "sink count")
         facts = asyncio.run(peer.database_facts())
         return {
@@ -314,6 +327,8 @@ def run_opensend(args: argparse.Namespace, workdir: Path, sink: SmtpSink) -> dic
             "cpu_ms_per_msg": {
                 "server": server_cpu * 1000 / args.messages,
                 "database": database_cpu * 1000 / args.messages,
+                # The server's own process (its event loop), without its child processes.
+                "server_process": loop_cpu * 1000 / args.messages,
             },
             "states": states,
             "dkim": not args.no_dkim,
@@ -375,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
             ratios.append(by["opensend"]["msg_per_s"] / by["postfix"]["msg_per_s"])
     print(
         f"\n{'round':>5} {'target':>9} {'messages':>8} {'seconds':>8} {'msg/s':>8} "
-        f"{'CPU ms/msg (server + database)':>31}"
+        f"{'CPU ms/msg (server + database)':>31} {'of which the server process':>27}"
     )
     for run in runs:
         cpu = run["cpu_ms_per_msg"]
@@ -383,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{run['round']:>5} {run['target']:>9} {run['messages']:>8} "
             f"{run['seconds']:>8.2f} {run['msg_per_s']:>8.0f} "
             f"{cpu['server']:>20.3f} + {cpu['database']:.3f}"
+            f"{cpu.get('server_process', cpu['server']):>28.3f}"
         )
     ratio = statistics.median(ratios) if ratios else None
     if ratio is not None:

@@ -56,6 +56,22 @@ class SinkHandler:
     # these instead of polling. Share one queue between sinks to watch them all.
     arrivals: asyncio.Queue[list[str]] = field(default_factory=asyncio.Queue)
     received_one: asyncio.Event = field(default_factory=asyncio.Event)
+    # Offer PIPELINING (RFC 2920), as Postfix, Exim and the large providers do: the client
+    # then sends MAIL, RCPT and DATA in one write. aiosmtpd reads them in order either way.
+    pipelining: bool = True
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
