@@ -90,7 +90,9 @@ async def post(
             allow_redirects=False,
         ) as response:
             kept = await response.content.read(RESPONSE_KEEP_BYTES)
-            return Answer(response.status, kept.decode("utf-8", "replace"), None)
+            # PostgreSQL text holds no NUL: one in the answer would keep the attempt unrecorded.
+            text = kept.decode("utf-8", "replace").replace("\x00", "\ufffd")
+            return Answer(response.status, text, None)
     except TimeoutError:
         return Answer(None, "", "timed out")
     except aiohttp.ClientConnectorError as error:
