@@ -2,10 +2,10 @@
 
 Workers on any number of machines share `webhook_deliveries` through row locks only. A claim
 takes due rows FOR UPDATE SKIP LOCKED, at most `per_endpoint` in flight per endpoint across all
-workers (rows under a live lease count), so one slow endpoint cannot hold every worker. It moves
-the rows' next_attempt_at to the end of the lease: if the worker dies mid-POST the row is due
-again then, for any worker, under the same id. A worker records the outcomes of its finished
-requests and claims again in one statement (a cycle).
+workers (rows under a live lease count), so one slow endpoint cannot hold every worker. It leases
+the rows: if the worker dies mid-POST a row is due again when its lease runs out, for any worker,
+under the same id. A worker records the outcomes of its finished requests and claims again in
+one statement (a cycle).
 """
 
 from __future__ import annotations
@@ -39,11 +39,18 @@ _ASYNC_COMMIT = "SELECT set_config('synchronous_commit', 'off', true) AS async_c
 # and ends at a success (the latest attempt in the cycle decides); past `$12` seconds of failing
 # it is disabled, for the tenant to see.
 #
-# The claim takes due rows FOR UPDATE SKIP LOCKED, at most `$14` in flight per endpoint across
-# all workers (rows under a live lease count), and moves their next_attempt_at to the end of the
-# lease (`$15` seconds). Every part of one statement reads the same snapshot, so the claim does
-# not see what this cycle recorded: the deliveries recorded here are left out of the endpoint's
-# count and of the claim, and an endpoint this cycle disabled is not claimed for.
+# The claim: each endpoint's queue in due order, and its first `$14` rows (the concurrency cap)
+# are the ones that may be in flight. Those under a live lease are (another worker's, or ours);
+# the others in that head are claimed, FOR UPDATE SKIP LOCKED (one a concurrent claim is taking
+# is skipped, not taken past: the head stays `$14` long, so the cap holds across workers). A
+# claim sets the lease only (`$15` seconds, `$16` its token), no indexed column, so the row can
+# be updated in place (HOT) and a claim reads only the head of each queue, however long the
+# queue: a worker that dies mid-POST leaves its row at the head, due again when the lease runs
+# out, for any worker, under the same id.
+#
+# Every part of one statement reads the same snapshot, so the claim does not see what this cycle
+# recorded: the deliveries recorded here are left out of the heads (they are no longer in
+# flight), and an endpoint this cycle disabled is not claimed for.
 CYCLE = f"""
 WITH async_commit AS ({_ASYNC_COMMIT}), u AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::float8[], $5::uuid[],
@@ -85,27 +92,29 @@ WITH async_commit AS ({_ASYNC_COMMIT}), u AS (
     FROM streak s
     WHERE w.id = s.webhook_id AND (NOT s.succeeded OR w.failing_since IS NOT NULL)
     RETURNING w.id, w.status
-), picked AS (
-    SELECT d.id FROM webhooks w
+), head AS (
+    SELECT x.id FROM webhooks w
     CROSS JOIN LATERAL (
-        SELECT d.id FROM webhook_deliveries d
-        WHERE d.webhook_id = w.id AND d.status IN ('pending', 'attempting')
-          AND d.next_attempt_at <= now() AND d.id <> ALL ($1::uuid[])
-        ORDER BY d.next_attempt_at
-        LIMIT greatest(0, $14 - (SELECT count(*) FROM webhook_deliveries x
-                                 WHERE x.webhook_id = w.id AND x.lease_until > now()
-                                   AND x.status IN ('pending', 'attempting')
-                                   AND x.id <> ALL ($1::uuid[])))
-        FOR UPDATE OF d SKIP LOCKED
-    ) d
-    WHERE w.status = 'enabled'
+        SELECT x.id, x.lease_until FROM webhook_deliveries x
+        WHERE x.webhook_id = w.id AND x.status IN ('pending', 'attempting')
+          AND x.next_attempt_at <= now() AND x.id <> ALL ($1::uuid[])
+        ORDER BY x.next_attempt_at
+        LIMIT $14
+    ) x
+    WHERE w.status = 'enabled' AND (x.lease_until IS NULL OR x.lease_until <= now())
       AND w.id NOT IN (SELECT id FROM endpoint WHERE status = 'disabled')
+), picked AS (
+    -- Checked again on the row as it is now when a concurrent claim or outcome committed
+    -- since this statement's snapshot (READ COMMITTED re-evaluates a locked row).
+    SELECT d.id FROM webhook_deliveries d
+    WHERE d.id IN (SELECT id FROM head) AND d.status IN ('pending', 'attempting')
+      AND (d.lease_until IS NULL OR d.lease_until <= now())
+    ORDER BY d.next_attempt_at
     LIMIT $13
+    FOR UPDATE OF d SKIP LOCKED
 ), claimed AS (
     UPDATE webhook_deliveries d
-    SET lease_until = now() + make_interval(secs => $15),
-        next_attempt_at = now() + make_interval(secs => $15),
-        lease_token = $16
+    SET lease_until = now() + make_interval(secs => $15), lease_token = $16
     FROM picked, async_commit, webhook_events e, webhooks w
     WHERE d.id = picked.id AND e.id = d.event_id AND w.id = d.webhook_id
     RETURNING d.id, d.webhook_id, d.tenant_id, d.attempts, e.type, e.created_at, e.data,
@@ -119,28 +128,18 @@ WITH async_commit AS ({_ASYNC_COMMIT}), u AS (
 )
 SELECT result.applied, result.disabled, claimed.* FROM result LEFT JOIN claimed ON true
 """
-# Claimed rows a stopping worker never started: due again at once.
-RELEASE = """
-UPDATE webhook_deliveries SET next_attempt_at = now(), lease_until = NULL, lease_token = NULL
-WHERE id = ANY($1::uuid[]) AND lease_token = $2
-"""
-RENEW = """
-UPDATE webhook_deliveries
-SET lease_until = now() + make_interval(secs => $2),
-    next_attempt_at = now() + make_interval(secs => $2)
-WHERE lease_token = ANY($1::uuid[])
-"""
 # Deliveries of enabled endpoints only: a disabled endpoint's queue waits without alarm.
 STATS = """
 SELECT d.status, count(*)::int AS n,
        extract(epoch FROM now() - min(d.next_attempt_at)
-               FILTER (WHERE d.next_attempt_at <= now() AND d.lease_until IS NULL))::float8
+               FILTER (WHERE d.next_attempt_at <= now()
+                         AND (d.lease_until IS NULL OR d.lease_until <= now())))::float8
            AS oldest_due
 FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id AND w.status = 'enabled'
 WHERE d.status IN ('pending', 'attempting') GROUP BY d.status
 """
 SECONDS_UNTIL_DUE = """
-SELECT extract(epoch FROM min(d.next_attempt_at) - now())::float8
+SELECT extract(epoch FROM min(greatest(d.next_attempt_at, d.lease_until)) - now())::float8
 FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id AND w.status = 'enabled'
 WHERE d.status IN ('pending', 'attempting')
 """
@@ -230,16 +229,6 @@ async def cycle(
         if row["id"] is not None
     ]
     return Cycle(token, claimed, set(first["applied"]), set(first["disabled"]))
-
-
-async def release(pool: Pool, token: UUID, delivery_ids: list[UUID]) -> None:
-    async with storage_errors():
-        await pool.execute(RELEASE, delivery_ids, token)
-
-
-async def renew(pool: Pool, tokens: list[UUID], lease_seconds: int) -> None:
-    async with storage_errors():
-        await pool.execute(RENEW, tokens, float(lease_seconds))
 
 
 @dataclass(frozen=True, slots=True)
