@@ -46,6 +46,7 @@ POLL_SECONDS = 10.0  # the longest sleep without a NOTIFY (what a lost wake-up c
 STATS_SECONDS = 15.0
 RETRY_FIRST_SECONDS = 0.1  # a failed cycle (the database away) is tried again after this...
 RETRY_MAX_SECONDS = 5.0  # ...doubling up to this
+VERDICTS_KEPT = 10_000  # endpoint URLs whose address check is remembered
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,7 @@ class WebhookWorkers:
         self._services: list[asyncio.Task[None]] = []
         self._cycler: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._verdicts: dict[str, str | None] = {}  # _unsafe's, by endpoint URL
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -263,7 +265,18 @@ class WebhookWorkers:
         self._to_record.append(_Finished(outcome, unsafe is not None, record_by))
 
     def _unsafe(self, endpoint: str) -> str | None:
-        """An address literal is not resolved, so GuardedResolver never sees it: checked here."""
+        """An address literal is not resolved, so GuardedResolver never sees it: checked here.
+        The verdict on a URL never changes (its literal is fixed), so it is kept per URL."""
+        try:
+            return self._verdicts[endpoint]
+        except KeyError:
+            pass
+        if len(self._verdicts) >= VERDICTS_KEPT:
+            self._verdicts.clear()
+        verdict = self._verdicts[endpoint] = self._check(endpoint)
+        return verdict
+
+    def _check(self, endpoint: str) -> str | None:
         try:
             parsed = parse_endpoint(endpoint, require_https=self._require_https)
         except InvalidEndpoint as problem:

@@ -343,7 +343,10 @@ def profile(args: argparse.Namespace, pid: int | None) -> subprocess.Popen[bytes
     if not args.profile or pid is None:
         return None
     py_spy = Path(sys.executable).parent / "py-spy"
-    command = [str(py_spy), "record", "--pid", str(pid), "--rate", "250", "--nonblocking"]
+    command = [str(py_spy), "record", "--pid", str(pid), "--rate", "250"]
+    # --native shows what the C parts (uvloop, asyncpg's protocol, aiohttp's parser) cost, at
+    # the price of pausing the process for each sample.
+    command += ["--native"] if args.profile_native else ["--nonblocking"]
     return subprocess.Popen([*command, "--output", args.profile, "--format", args.profile_format])
 
 
@@ -433,5 +436,6 @@ if __name__ == "__main__":
         "--phases", default="events,latency,mx", help="which of events,latency,mx to run"
     )
     parser.add_argument("--profile", help="py-spy the webhook process in the events phase")
+    parser.add_argument("--profile-native", action="store_true", help="py-spy --native")
     parser.add_argument("--profile-format", default="speedscope", help="flamegraph, raw...")
     sys.exit(asyncio.run(main(parser.parse_args())))
