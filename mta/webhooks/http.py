@@ -74,6 +74,9 @@ def client_session(
         timeout=aiohttp.ClientTimeout(total=timeout, connect=connect_timeout),
         headers={"User-Agent": USER_AGENT},
         trust_env=False,  # no proxy from the environment: the address check must be ours
+        # An endpoint's cookies are not kept or sent back: each delivery stands alone (and the
+        # jar's bookkeeping is work on every request).
+        cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=False,
     )
 
