@@ -21,6 +21,11 @@ process that answers 200 and records when each POST arrived.
    starting with the other one each round. Each enabled run waits for its deliveries to drain
    before the next run. Ratio = with / without, median of the rounds. Target: >= 0.90.
 
+Each phase also reports CPU time per event: of the webhook process alone, of PostgreSQL (the
+postmaster and its backends) and of this process (the receiver), through the drain. `--phases`
+runs some of the three; `--profile FILE` records the webhook process with py-spy (a development
+tool, installed by hand) during the events phase.
+
 The SPF/DKIM/DMARC checks are off (OPENSEND_AUTH_CHECKS=off) so that they do not take CPU from
 one run and not the other. Results are printed and written as JSON to tests/perf/results/.
 """
