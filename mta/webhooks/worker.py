@@ -35,6 +35,7 @@ from policy.webhooks.endpoints import InvalidEndpoint, parse_endpoint, refusal
 from storage.database import Pool
 from storage.delivery.notify import QueueListener
 from storage.errors import StorageError
+from storage.ids import uuid7
 from storage.webhooks import outbox
 from storage.webhooks.outbox import AttemptOutcome, ClaimedDelivery
 
@@ -55,7 +56,7 @@ VERDICTS_KEPT = 10_000  # endpoint URLs whose address check is remembered
 
 
 @dataclass(frozen=True, slots=True)
-class _Finished:
+class Finished:
     """A request that ended, waiting for a cycle to record it until `record_by` (after which
     its lease will have run out: the delivery is sent again, same id, and this is dropped)."""
 
@@ -84,7 +85,7 @@ class WebhookWorkers:
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
         self._finished = asyncio.Event()  # a request ended: an outcome to record, room
-        self._to_record: list[_Finished] = []
+        self._to_record: list[Finished] = []
         self._in_flight: set[asyncio.Task[None]] = set()
         self._services: list[asyncio.Task[None]] = []
         self._cycler: asyncio.Task[None] | None = None
@@ -151,7 +152,7 @@ class WebhookWorkers:
             self._finished.clear()
             finished, self._to_record = self._to_record, []
             try:
-                cycle = await self._cycle(finished, room)
+                cycle, recorded = await self._cycle(finished, room)
             except Exception as error:  # the database away, mostly; nothing may end this loop
                 _warn("could not claim or record webhook deliveries", error)
                 self._keep_unrecorded(finished)
@@ -159,7 +160,7 @@ class WebhookWorkers:
                 backoff = min(backoff * 2, RETRY_MAX_SECONDS)
                 continue
             backoff = RETRY_FIRST_SECONDS
-            self._count(finished, cycle)
+            self._count(recorded, cycle)
             loop = asyncio.get_running_loop()
             for delivery in cycle.claimed:
                 task = loop.create_task(self._deliver(cycle.token, delivery))
@@ -174,21 +175,36 @@ class WebhookWorkers:
             idle = POLL_SECONDS if self._in_flight or stopping else await self._idle_seconds()
             await wait_for_any(idle, self._wakeup, self._finished, self._stopping)
 
-    async def _cycle(self, finished: list[_Finished], room: int) -> outbox.Cycle:
+    async def _cycle(
+        self, finished: list[Finished], room: int
+    ) -> tuple[outbox.Cycle, list[Finished]]:
+        """The cycle, and which of `finished` it recorded (all, unless one was refused)."""
         outcomes = [f.outcome for f in finished]
         try:
-            return await self._cycle_once(outcomes, room)
+            return await self._cycle_once(outcomes, room), finished
         except StorageError as error:
             if error.temporary or len(outcomes) <= 1:
                 raise
         # Something in one outcome the database refuses: each on its own, so that one cannot
         # hold up the others; the one refused is dropped (its lease runs out, it is sent again).
+        recorded: list[Finished] = []
+        applied: set[UUID] = set()
+        disabled: set[UUID] = set()
         for item in finished:
             try:
-                self._count([item], await self._cycle_once([item.outcome], 0))
+                alone = await self._cycle_once([item.outcome], 0)
             except StorageError as error:
                 _warn("could not record a webhook attempt; it will be sent again", error)
-        return await self._cycle_once([], room)
+                continue
+            recorded.append(item)
+            applied |= alone.applied
+            disabled |= alone.disabled
+        try:
+            claim = await self._cycle_once([], room)
+        except StorageError as error:  # what was recorded stays recorded; claim next time
+            _warn("could not claim webhook deliveries", error)
+            claim = outbox.Cycle(uuid7(), [], set(), set())
+        return outbox.Cycle(claim.token, claim.claimed, applied, disabled), recorded
 
     async def _cycle_once(self, outcomes: list[AttemptOutcome], room: int) -> outbox.Cycle:
         return await outbox.cycle(
@@ -200,7 +216,7 @@ class WebhookWorkers:
             disable_after_seconds=retry.DISABLE_AFTER_SECONDS,
         )
 
-    def _keep_unrecorded(self, finished: list[_Finished]) -> None:
+    def _keep_unrecorded(self, finished: list[Finished]) -> None:
         """Back in line for the next cycle, those whose lease still runs."""
         now = time.monotonic()
         kept = [f for f in finished if f.record_by > now]
@@ -270,7 +286,7 @@ class WebhookWorkers:
             )
         # Recorded by the next cycle, while the lease (taken at the claim) still runs.
         record_by = started + self._settings.lease - latency
-        self._to_record.append(_Finished(outcome, unsafe is not None, record_by))
+        self._to_record.append(Finished(outcome, unsafe is not None, record_by))
 
     def _unsafe(self, endpoint: str) -> str | None:
         """An address literal is not resolved, so GuardedResolver never sees it: checked here.
@@ -293,7 +309,7 @@ class WebhookWorkers:
             return None
         return refusal([parsed.host], allow_private=self._settings.allow_private)
 
-    def _count(self, finished: list[_Finished], cycle: outbox.Cycle) -> None:
+    def _count(self, finished: list[Finished], cycle: outbox.Cycle) -> None:
         for item in finished:
             outcome = item.outcome
             if outcome.delivery_id not in cycle.applied:

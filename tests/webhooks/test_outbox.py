@@ -6,14 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
+from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from uuid import UUID
 
+from api.http_client import LookupResolver
+from mta.dns import Resolver
+from mta.webhooks.worker import Finished, WebhookWorkers
 from storage.account import directory
 from storage.conversations import contacts
 from storage.database import Pool
+from storage.ids import uuid7
 from storage.webhooks import outbox
 from storage.webhooks.outbox import AttemptOutcome, ClaimedDelivery, Cycle
+from tests.conftest import make_settings
 from tests.webhooks.conftest import Queue
 
 CAP = 2
@@ -125,4 +133,33 @@ async def test_a_lease_run_out_goes_to_another_worker_and_the_late_outcome_is_on
     assert attempts == 1  # the attempt was made, so it is listed
     await cycle(pool, webhook_id, [succeeded(again)])
     status = await pool.fetchval("SELECT status FROM webhook_deliveries WHERE id = $1", delivery_id)
+    assert status == "success"
+
+
+async def test_an_outcome_the_database_refuses_does_not_hold_up_the_others(
+    queue: Queue, tmp_path: Path
+) -> None:
+    url, pool = queue
+    webhook_id = await endpoint_with_events(pool, 1)
+    (claimed,) = await cycle(pool, webhook_id, [])
+    good = succeeded(claimed)
+    # An attempt of a delivery that does not exist: its row breaks a foreign key.
+    refused = replace(good, delivery_id=uuid7())
+    settings = make_settings(tmp_path)
+    workers = WebhookWorkers(
+        pool,
+        url,
+        settings.webhooks,
+        LookupResolver(Resolver(settings.dns_servers)),
+        require_https=False,
+    )
+    record_by = time.monotonic() + 60
+    done, recorded = await workers._cycle(
+        [Finished(refused, False, record_by), Finished(good, False, record_by)], 0
+    )
+    assert [f.outcome for f in recorded] == [good]
+    assert done.applied == {claimed[0].id}
+    status = await pool.fetchval(
+        "SELECT status FROM webhook_deliveries WHERE id = $1", claimed[0].id
+    )
     assert status == "success"
