@@ -74,6 +74,9 @@ def client_session(
         timeout=aiohttp.ClientTimeout(total=timeout, connect=connect_timeout),
         headers={"User-Agent": USER_AGENT},
         trust_env=False,  # no proxy from the environment: the address check must be ours
+        # An endpoint's cookies are not kept or sent back: each delivery stands alone (and the
+        # jar's bookkeeping is work on every request).
+        cookie_jar=aiohttp.DummyCookieJar(),
         auto_decompress=False,
     )
 
@@ -90,7 +93,9 @@ async def post(
             allow_redirects=False,
         ) as response:
             kept = await response.content.read(RESPONSE_KEEP_BYTES)
-            return Answer(response.status, kept.decode("utf-8", "replace"), None)
+            # PostgreSQL text holds no NUL: one in the answer would keep the attempt unrecorded.
+            text = kept.decode("utf-8", "replace").replace("\x00", "\ufffd")
+            return Answer(response.status, text, None)
     except TimeoutError:
         return Answer(None, "", "timed out")
     except aiohttp.ClientConnectorError as error:

@@ -2,13 +2,15 @@
 
 Workers on any number of machines share `webhook_deliveries` through row locks only. A claim
 takes due rows FOR UPDATE SKIP LOCKED, at most `per_endpoint` in flight per endpoint across all
-workers (rows under a live lease count), so one slow endpoint cannot hold every worker. It moves
-the rows' next_attempt_at to the end of the lease: if the worker dies mid-POST the row is due
-again then, for any worker, under the same id.
+workers (rows under a live lease count), so one slow endpoint cannot hold every worker. It leases
+the rows: if the worker dies mid-POST a row is due again when its lease runs out, for any worker,
+under the same id. A worker records the outcomes of its finished requests and claims again in
+one statement (a cycle).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,85 +29,117 @@ NOTIFY_CHANNEL = "opensend_webhooks"
 # same disk. The events themselves are written in the changing transaction, durably.
 _ASYNC_COMMIT = "SELECT set_config('synchronous_commit', 'off', true) AS async_commit"
 
-CLAIM = f"""
-WITH async_commit AS ({_ASYNC_COMMIT}), picked AS (
-    SELECT d.id FROM webhooks w
-    CROSS JOIN LATERAL (
-        SELECT d.id FROM webhook_deliveries d
-        WHERE d.webhook_id = w.id AND d.status IN ('pending', 'attempting')
-          AND d.next_attempt_at <= now()
-        ORDER BY d.next_attempt_at
-        LIMIT greatest(0, $2 - (SELECT count(*) FROM webhook_deliveries x
-                                WHERE x.webhook_id = w.id AND x.lease_until > now()
-                                  AND x.status IN ('pending', 'attempting')))
-        FOR UPDATE OF d SKIP LOCKED
-    ) d
-    WHERE w.status = 'enabled'
-    LIMIT $1
-)
-UPDATE webhook_deliveries d
-SET lease_until = now() + make_interval(secs => $3),
-    next_attempt_at = now() + make_interval(secs => $3),
-    lease_token = $4
-FROM picked, async_commit, webhook_events e, webhooks w
-WHERE d.id = picked.id AND e.id = d.event_id AND w.id = d.webhook_id
-RETURNING d.id, d.webhook_id, d.tenant_id, d.attempts, e.type, e.created_at, e.data,
-          w.endpoint, w.signing_secret,
-          CASE WHEN w.previous_secret_until > now() THEN w.previous_secret END AS previous_secret
-"""
+# One round trip a cycle of the worker: the outcomes of the requests that ended since the last
+# cycle ($1..$11, arrays, possibly empty), then a claim of what is due now. Under load the
+# outcomes of several requests share the statement, and their commit, with the next claim;
+# alone, an event costs one cycle to claim and one to record, as before.
+#
 # Every attempt is recorded, even one whose lease was lost meanwhile (it was made); only the
-# lease holder moves the delivery on. The endpoint's failing streak starts at its first failure
-# and ends at a success; past `$12` seconds of failing it is disabled, for the tenant to see.
-RECORD_OUTCOME = f"""
-WITH d AS (
-    UPDATE webhook_deliveries
-    SET status = $3, attempts = attempts + 1, last_attempt_at = $6,
-        next_attempt_at = CASE WHEN $3 = 'attempting' THEN now() + make_interval(secs => $4)
-                               ELSE next_attempt_at END,
-        finished_at = CASE WHEN $3 IN ('success', 'failed') THEN now() END,
+# lease holder moves the delivery on. An endpoint's failing streak starts at its first failure
+# and ends at a success (the latest attempt in the cycle decides); past `$12` seconds of failing
+# it is disabled, for the tenant to see.
+#
+# The claim: each endpoint's queue in due order, and its first `$14` rows (the concurrency cap)
+# are the ones that may be in flight. Those under a live lease are (another worker's, or ours);
+# the others in that head are claimed, FOR UPDATE SKIP LOCKED (one a concurrent claim is taking
+# is skipped, not taken past: the head stays `$14` long, so the cap holds across workers). A
+# claim sets the lease only (`$15` seconds, `$16` its token), no indexed column, so the row can
+# be updated in place (HOT) and a claim reads only the head of each queue, however long the
+# queue: a worker that dies mid-POST leaves its row at the head, due again when the lease runs
+# out, for any worker, under the same id.
+#
+# Every part of one statement reads the same snapshot, so the claim does not see what this cycle
+# recorded: the deliveries recorded here are left out of the heads (they are no longer in
+# flight), and an endpoint this cycle disabled is not claimed for.
+CYCLE = f"""
+WITH async_commit AS ({_ASYNC_COMMIT}), u AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::float8[], $5::uuid[],
+                         $6::timestamptz[], $7::int[], $8::float8[], $9::text[], $10::text[],
+                         $11::boolean[])
+        AS u (delivery_id, token, status, retry_in, attempt_id, attempted_at, status_code,
+              latency_ms, response, error, succeeded)
+), recorded AS (
+    UPDATE webhook_deliveries d
+    SET status = u.status, attempts = d.attempts + 1, last_attempt_at = u.attempted_at,
+        next_attempt_at = CASE WHEN u.status = 'attempting'
+                               THEN now() + make_interval(secs => u.retry_in)
+                               ELSE d.next_attempt_at END,
+        finished_at = CASE WHEN u.status IN ('success', 'failed') THEN now() END,
         lease_until = NULL, lease_token = NULL
-    WHERE id = $1 AND lease_token = $2
-    RETURNING id, webhook_id
+    FROM u
+    WHERE d.id = u.delivery_id AND d.lease_token = u.token
+    RETURNING d.id, d.webhook_id, u.succeeded, u.attempted_at
 ), attempt AS (
     INSERT INTO webhook_attempts (id, delivery_id, attempted_at, status_code, latency_ms,
                                   response, error)
-    VALUES ($5, $1, $6, $7, $8, $9, $10)
+    SELECT attempt_id, delivery_id, attempted_at, status_code, latency_ms, response, error
+    FROM u
+), streak AS (
+    SELECT webhook_id,
+           (array_agg(succeeded ORDER BY attempted_at DESC))[1] AS succeeded,
+           min(attempted_at) FILTER (WHERE NOT succeeded) AS first_failure
+    FROM recorded GROUP BY webhook_id
 ), endpoint AS (
     UPDATE webhooks w
-    SET failing_since = CASE WHEN $11 THEN NULL ELSE coalesce(w.failing_since, $6) END,
-        status = CASE WHEN NOT $11 AND w.failing_since < now() - make_interval(secs => $12)
+    SET failing_since = CASE WHEN s.succeeded THEN NULL
+                             ELSE coalesce(w.failing_since, s.first_failure) END,
+        status = CASE WHEN NOT s.succeeded
+                           AND w.failing_since < now() - make_interval(secs => $12)
                       THEN 'disabled' ELSE w.status END,
-        disabled_reason = CASE WHEN NOT $11 AND w.failing_since < now() - make_interval(secs => $12)
+        disabled_reason = CASE WHEN NOT s.succeeded
+                                    AND w.failing_since < now() - make_interval(secs => $12)
                                THEN 'failing' ELSE w.disabled_reason END
-    FROM d
-    WHERE w.id = d.webhook_id AND (NOT $11 OR w.failing_since IS NOT NULL)
-    RETURNING w.status
+    FROM streak s
+    WHERE w.id = s.webhook_id AND (NOT s.succeeded OR w.failing_since IS NOT NULL)
+    RETURNING w.id, w.status
+), head AS (
+    SELECT x.id FROM webhooks w
+    CROSS JOIN LATERAL (
+        SELECT x.id, x.lease_until FROM webhook_deliveries x
+        WHERE x.webhook_id = w.id AND x.status IN ('pending', 'attempting')
+          AND x.next_attempt_at <= now() AND x.id <> ALL ($1::uuid[])
+        ORDER BY x.next_attempt_at
+        LIMIT $14
+    ) x
+    WHERE w.status = 'enabled' AND (x.lease_until IS NULL OR x.lease_until <= now())
+      AND w.id NOT IN (SELECT id FROM endpoint WHERE status = 'disabled')
+), picked AS (
+    -- Checked again on the row as it is now when a concurrent claim or outcome committed
+    -- since this statement's snapshot (READ COMMITTED re-evaluates a locked row).
+    SELECT d.id FROM webhook_deliveries d
+    WHERE d.id IN (SELECT id FROM head) AND d.status IN ('pending', 'attempting')
+      AND (d.lease_until IS NULL OR d.lease_until <= now())
+    ORDER BY d.next_attempt_at
+    LIMIT $13
+    FOR UPDATE OF d SKIP LOCKED
+), claimed AS (
+    UPDATE webhook_deliveries d
+    SET lease_until = now() + make_interval(secs => $15), lease_token = $16
+    FROM picked, async_commit, webhook_events e, webhooks w
+    WHERE d.id = picked.id AND e.id = d.event_id AND w.id = d.webhook_id
+    RETURNING d.id, d.webhook_id, d.tenant_id, d.attempts, e.type, e.created_at, e.data,
+              w.endpoint, w.signing_secret,
+              CASE WHEN w.previous_secret_until > now() THEN w.previous_secret END
+                  AS previous_secret
+), result AS (
+    SELECT ARRAY(SELECT id FROM recorded) AS applied,
+           ARRAY(SELECT id FROM endpoint WHERE status = 'disabled') AS disabled,
+           (SELECT async_commit FROM async_commit)
 )
-SELECT (SELECT count(*) FROM d)::int AS applied, (SELECT status FROM endpoint) AS endpoint_status,
-       ({_ASYNC_COMMIT})
-"""
-# Claimed rows a stopping worker never started: due again at once.
-RELEASE = """
-UPDATE webhook_deliveries SET next_attempt_at = now(), lease_until = NULL, lease_token = NULL
-WHERE id = ANY($1::uuid[]) AND lease_token = $2
-"""
-RENEW = """
-UPDATE webhook_deliveries
-SET lease_until = now() + make_interval(secs => $2),
-    next_attempt_at = now() + make_interval(secs => $2)
-WHERE lease_token = ANY($1::uuid[])
+SELECT result.applied, result.disabled, claimed.* FROM result LEFT JOIN claimed ON true
 """
 # Deliveries of enabled endpoints only: a disabled endpoint's queue waits without alarm.
 STATS = """
 SELECT d.status, count(*)::int AS n,
        extract(epoch FROM now() - min(d.next_attempt_at)
-               FILTER (WHERE d.next_attempt_at <= now() AND d.lease_until IS NULL))::float8
+               FILTER (WHERE d.next_attempt_at <= now()
+                         AND (d.lease_until IS NULL OR d.lease_until <= now())))::float8
            AS oldest_due
 FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id AND w.status = 'enabled'
 WHERE d.status IN ('pending', 'attempting') GROUP BY d.status
 """
 SECONDS_UNTIL_DUE = """
-SELECT extract(epoch FROM min(d.next_attempt_at) - now())::float8
+SELECT extract(epoch FROM min(greatest(d.next_attempt_at, d.lease_until)) - now())::float8
 FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id AND w.status = 'enabled'
 WHERE d.status IN ('pending', 'attempting')
 """
@@ -133,12 +167,6 @@ class ClaimedDelivery:
 
 
 @dataclass(frozen=True, slots=True)
-class Claim:
-    token: UUID
-    deliveries: list[ClaimedDelivery]
-
-
-@dataclass(frozen=True, slots=True)
 class AttemptOutcome:
     delivery_id: UUID
     token: UUID
@@ -152,45 +180,55 @@ class AttemptOutcome:
     succeeded: bool
 
 
-async def claim(pool: Pool, *, limit: int, per_endpoint: int, lease_seconds: int) -> Claim:
+@dataclass(frozen=True, slots=True)
+class Cycle:
+    token: UUID  # the claim's lease token
+    claimed: list[ClaimedDelivery]
+    applied: set[UUID]  # recorded deliveries moved on (their lease still held)
+    disabled: set[UUID]  # endpoints the recorded attempts disabled (5 days of failures)
+
+
+_CLAIMED_FIELDS = ClaimedDelivery.__slots__
+
+
+async def cycle(
+    pool: Pool,
+    outcomes: Sequence[AttemptOutcome],
+    *,
+    limit: int,
+    per_endpoint: int,
+    lease_seconds: int,
+    disable_after_seconds: int,
+) -> Cycle:
+    """Record `outcomes` and claim at most `limit` due deliveries, in one transaction."""
     token = uuid7()
     async with storage_errors():
-        rows = await pool.fetch(CLAIM, limit, per_endpoint, float(lease_seconds), token)
-    return Claim(token, [ClaimedDelivery(**dict(row)) for row in rows])
-
-
-async def record_outcome(
-    pool: Pool, outcome: AttemptOutcome, *, disable_after_seconds: int
-) -> tuple[bool, str | None]:
-    """Whether the outcome moved the delivery on (its lease still held), and the endpoint's
-    status when this attempt changed its failing streak."""
-    async with storage_errors():
-        row = await pool.fetchrow(
-            RECORD_OUTCOME,
-            outcome.delivery_id,
-            outcome.token,
-            outcome.status,
-            float(outcome.retry_in or 0),
-            uuid7(),
-            outcome.attempted_at,
-            outcome.status_code,
-            outcome.latency_ms,
-            outcome.response,
-            outcome.error,
-            outcome.succeeded,
+        rows = await pool.fetch(
+            CYCLE,
+            [o.delivery_id for o in outcomes],
+            [o.token for o in outcomes],
+            [o.status for o in outcomes],
+            [float(o.retry_in or 0) for o in outcomes],
+            [uuid7() for _ in outcomes],
+            [o.attempted_at for o in outcomes],
+            [o.status_code for o in outcomes],
+            [o.latency_ms for o in outcomes],
+            [o.response for o in outcomes],
+            [o.error for o in outcomes],
+            [o.succeeded for o in outcomes],
             float(disable_after_seconds),
+            limit,
+            per_endpoint,
+            float(lease_seconds),
+            token,
         )
-    return bool(row["applied"]), row["endpoint_status"]
-
-
-async def release(pool: Pool, token: UUID, delivery_ids: list[UUID]) -> None:
-    async with storage_errors():
-        await pool.execute(RELEASE, delivery_ids, token)
-
-
-async def renew(pool: Pool, tokens: list[UUID], lease_seconds: int) -> None:
-    async with storage_errors():
-        await pool.execute(RENEW, tokens, float(lease_seconds))
+    first = rows[0]
+    claimed = [
+        ClaimedDelivery(*[row[name] for name in _CLAIMED_FIELDS])
+        for row in rows
+        if row["id"] is not None
+    ]
+    return Cycle(token, claimed, set(first["applied"]), set(first["disabled"]))
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,11 @@ process that answers 200 and records when each POST arrived.
    starting with the other one each round. Each enabled run waits for its deliveries to drain
    before the next run. Ratio = with / without, median of the rounds. Target: >= 0.90.
 
+Each phase also reports CPU time per event: of the webhook process alone, of PostgreSQL (the
+postmaster and its backends) and of this process (the receiver), through the drain. `--phases`
+runs some of the three; `--profile FILE` records the webhook process with py-spy (a development
+tool, installed by hand) during the events phase.
+
 The SPF/DKIM/DMARC checks are off (OPENSEND_AUTH_CHECKS=off) so that they do not take CPU from
 one run and not the other. Results are printed and written as JSON to tests/perf/results/.
 """
@@ -31,9 +36,11 @@ import argparse
 import asyncio
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -126,11 +133,76 @@ async def drained(conn: asyncpg.Connection) -> float:
             await asyncio.sleep(0.05)
 
 
+WEBHOOK_PROCESS_NAME = "opensend-webhoo"  # mta.serve.WEBHOOK_PROCESS_NAME, as ps shows it
+
+
+def webhook_pid(server: int) -> int | None:
+    """The server's webhook process (a child it spawns and names, soon after the MX is up)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for child in psutil.Process(server).children(recursive=True):
+            try:
+                if child.name() == WEBHOOK_PROCESS_NAME:
+                    pid: int = child.pid
+                    return pid
+            except psutil.Error:
+                continue
+        time.sleep(0.2)
+    return None
+
+
+def own_cpu_seconds(pid: int | None) -> float:
+    """User and system CPU time so far of one process alone (0 when there is none)."""
+    if pid is None:
+        return 0.0
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(times.user + times.system)
+
+
+@dataclass
+class CpuMeter:
+    """CPU time per event of the webhook worker process, of PostgreSQL (postmaster and
+    backends) and of this process (the receiver, mostly), between `start` and `per_event`."""
+
+    worker: int | None
+    postmaster: int | None
+    marks: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    def _now(self) -> tuple[float, float, float]:
+        database = cpu_seconds([self.postmaster]) if self.postmaster else 0.0
+        return own_cpu_seconds(self.worker), database, time.process_time()
+
+    def start(self) -> None:
+        self.marks = self._now()
+
+    def per_event(self, events: int) -> dict[str, float]:
+        now = self._now()
+        names = (
+            "worker_cpu_ms_per_event",
+            "postgres_cpu_ms_per_event",
+            "receiver_cpu_ms_per_event",
+        )
+        return {
+            name: (after - before) * 1000 / max(1, events)
+            for name, before, after in zip(names, self.marks, now, strict=True)
+        }
+
+
 async def events_per_second(
-    conn: asyncpg.Connection, receiver: Receiver, tenant_id: Any, url: str, events: int, hooks: int
+    conn: asyncpg.Connection,
+    receiver: Receiver,
+    tenant_id: Any,
+    url: str,
+    events: int,
+    hooks: int,
+    meter: CpuMeter,
 ) -> dict[str, Any]:
     ids = [await add_webhook(conn, tenant_id, f"{url}{n}", "contact.created") for n in range(hooks)]
     before = len(receiver.arrivals)
+    meter.start()
     await conn.execute(
         "INSERT INTO contacts (id, tenant_id, email) SELECT opensend_uuid7(), $1, "
         "'c' || n || '-' || $2 || '@example.net' FROM generate_series(1, $3) AS n",
@@ -141,6 +213,8 @@ async def events_per_second(
     committed = time.perf_counter()
     total = (events // hooks) * hooks
     last = await receiver.until(before + total)
+    await drained(conn)  # every outcome committed: the worker's whole cost per event
+    cpu = meter.per_event(total)
     await conn.execute("DELETE FROM webhooks WHERE id = ANY($1::uuid[])", ids)
     seconds = last - committed
     return {
@@ -148,11 +222,13 @@ async def events_per_second(
         "events": total,
         "seconds": seconds,
         "events_per_s": total / seconds,
+        **cpu,
     }
 
 
-async def latency(port: int, receiver: Receiver, messages: int) -> dict[str, Any]:
+async def latency(port: int, receiver: Receiver, messages: int, meter: CpuMeter) -> dict[str, Any]:
     sent_at: dict[str, float] = {}
+    meter.start()
     client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, timeout=60)
     await client.connect()
     await client.ehlo(hostname="client.bench.test")
@@ -183,6 +259,7 @@ async def latency(port: int, receiver: Receiver, messages: int) -> dict[str, Any
         "p50_ms": (quantile(gaps, 0.50) or 0) * 1000,
         "p99_ms": (quantile(gaps, 0.99) or 0) * 1000,
         "max_ms": max(gaps) * 1000,
+        "worker_cpu_ms_per_event": meter.per_event(messages)["worker_cpu_ms_per_event"],
     }
 
 
@@ -202,7 +279,13 @@ def cpu_seconds(roots: list[int]) -> float:
 
 
 async def mx_rates(
-    conn: asyncpg.Connection, port: int, hook_id: Any, load: Load, rounds: int, roots: list[int]
+    conn: asyncpg.Connection,
+    port: int,
+    hook_id: Any,
+    load: Load,
+    rounds: int,
+    roots: list[int],
+    worker: int | None,
 ) -> dict[str, Any]:
     runs: list[dict[str, Any]] = []
     for number in range(rounds):
@@ -216,12 +299,14 @@ async def mx_rates(
                 )
                 stored_before = await conn.fetchval("SELECT count(*) FROM received_emails")
                 cpu_before = cpu_seconds(roots)
+                worker_before = own_cpu_seconds(worker)
                 run = await asyncio.to_thread(run_smtp_source, "127.0.0.1", port, load, mode, 600)
                 stored = await conn.fetchval("SELECT count(*) FROM received_emails") - stored_before
                 drain = await filled_in(conn)
                 drain += await drained(conn) if subscribed else 0.0
                 # Through the drain: what the webhooks cost, whenever the workers spent it.
                 cpu_ms = (cpu_seconds(roots) - cpu_before) * 1000 / max(1, stored)
+                worker_ms = (own_cpu_seconds(worker) - worker_before) * 1000 / max(1, stored)
                 runs.append(
                     {
                         "round": number + 1,
@@ -231,6 +316,7 @@ async def mx_rates(
                         "ok": run.ok and stored == load.messages,
                         "drain_after_s": drain,
                         "server_and_db_cpu_ms_per_msg": cpu_ms,
+                        "worker_cpu_ms_per_msg": worker_ms,
                     }
                 )
                 print(f"  {runs[-1]}", flush=True)
@@ -269,7 +355,27 @@ async def mx_rates(
     return {"runs": runs, "summary": summary}
 
 
+def profile(args: argparse.Namespace, pid: int | None) -> subprocess.Popen[bytes] | None:
+    """py-spy (a development tool, not a dependency) on the webhook process from here until it
+    is stopped, when --profile names an output file."""
+    if not args.profile or pid is None:
+        return None
+    py_spy = Path(sys.executable).parent / "py-spy"
+    command = [str(py_spy), "record", "--pid", str(pid), "--rate", "250"]
+    # --native shows what the C parts (uvloop, asyncpg's protocol, aiohttp's parser) cost, at
+    # the price of pausing the process for each sample.
+    command += ["--native"] if args.profile_native else ["--nonblocking"]
+    return subprocess.Popen([*command, "--output", args.profile, "--format", args.profile_format])
+
+
+def stop_profile(profiler: subprocess.Popen[bytes] | None) -> None:
+    if profiler is not None:
+        profiler.send_signal(2)  # SIGINT: py-spy writes what it recorded and exits
+        profiler.wait(60)
+
+
 async def main(args: argparse.Namespace) -> int:
+    phases = set(args.phases.split(","))
     with tempfile.TemporaryDirectory(prefix="opensend-bench-webhooks-") as work:
         peer = OpenSendPeer(Path(work) / "data", auth_checks=False)
         peer.setup_routing(DOMAIN, "bench")
@@ -280,36 +386,51 @@ async def main(args: argparse.Namespace) -> int:
             facts = await peer.database_facts()
             conn = await asyncpg.connect(facts.url)
             tenant_id = await conn.fetchval("SELECT id FROM tenants WHERE name = 'bench'")
+            assert peer.pid is not None
+            worker = webhook_pid(peer.pid)
+            meter = CpuMeter(worker, peer.postmaster_pid())
             result: dict[str, Any] = {
                 "when": datetime.now(UTC).isoformat(),
                 "fsync": facts.fsync,
                 "synchronous_commit": facts.synchronous_commit,
             }
-            print("events/s to a loopback receiver", flush=True)
-            result["events"] = [
-                await events_per_second(conn, receiver, tenant_id, url, args.events, hooks)
-                for hooks in (1, 4)
-            ]
-            for row in result["events"]:
-                print(f"  {row}", flush=True)
+            if "events" in phases:
+                print("events/s to a loopback receiver", flush=True)
+                profiler = profile(args, worker)
+                result["events"] = [
+                    await events_per_second(
+                        conn, receiver, tenant_id, url, args.events, hooks, meter
+                    )
+                    for hooks in (1, 4)
+                ]
+                stop_profile(profiler)
+                for row in result["events"]:
+                    print(f"  {row}", flush=True)
             hook_id = await add_webhook(conn, tenant_id, url, "email.received")
-            print("MX 250 to receiver POST", flush=True)
-            result["latency"] = await latency(peer.mx_port, receiver, args.latency_messages)
-            print(f"  {result['latency']}", flush=True)
-            print("MX rate, email.received subscription against none", flush=True)
-            load = Load(
-                messages=args.messages,
-                sessions=args.sessions,
-                size=args.size,
-                recipient=f"user@{DOMAIN}",
-            )
-            roots = [pid for pid in (peer.pid, peer.postmaster_pid()) if pid is not None]
-            result["mx"] = await mx_rates(conn, peer.mx_port, hook_id, load, args.rounds, roots)
-            for mode, figures in result["mx"]["summary"].items():
-                print(f"  {mode}: {figures}", flush=True)
+            if "latency" in phases:
+                print("MX 250 to receiver POST", flush=True)
+                result["latency"] = await latency(
+                    peer.mx_port, receiver, args.latency_messages, meter
+                )
+                print(f"  {result['latency']}", flush=True)
+            if "mx" in phases:
+                print("MX rate, email.received subscription against none", flush=True)
+                load = Load(
+                    messages=args.messages,
+                    sessions=args.sessions,
+                    size=args.size,
+                    recipient=f"user@{DOMAIN}",
+                )
+                roots = [pid for pid in (peer.pid, peer.postmaster_pid()) if pid is not None]
+                result["mx"] = await mx_rates(
+                    conn, peer.mx_port, hook_id, load, args.rounds, roots, worker
+                )
+                for mode, figures in result["mx"]["summary"].items():
+                    print(f"  {mode}: {figures}", flush=True)
             await conn.close()
         finally:
             peer.stop()
+            peer.stop_embedded_postgres()
             assert receiver.runner is not None
             await receiver.runner.cleanup()
     out = REPO_ROOT / "tests" / "perf" / "results"
@@ -317,7 +438,7 @@ async def main(args: argparse.Namespace) -> int:
     path = out / f"webhooks-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
     path.write_text(json.dumps(result, indent=2))
     print(f"written to {path}")
-    ok = all(r["ok"] for r in result["mx"]["runs"])
+    ok = all(r["ok"] for r in result.get("mx", {}).get("runs", []))
     return 0 if ok else 1
 
 
@@ -329,4 +450,10 @@ if __name__ == "__main__":
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--phases", default="events,latency,mx", help="which of events,latency,mx to run"
+    )
+    parser.add_argument("--profile", help="py-spy the webhook process in the events phase")
+    parser.add_argument("--profile-native", action="store_true", help="py-spy --native")
+    parser.add_argument("--profile-format", default="speedscope", help="flamegraph, raw...")
     sys.exit(asyncio.run(main(parser.parse_args())))

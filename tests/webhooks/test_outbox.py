@@ -1,0 +1,165 @@
+"""The outbox's cycle statement on a real database: the per-endpoint cap across workers, a slot
+freed by the outcome recorded in the same cycle, outcomes applied only under their lease, and a
+lease that runs out handing the delivery to another worker under the same id."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from uuid import UUID
+
+from api.http_client import LookupResolver
+from mta.dns import Resolver
+from mta.webhooks.worker import Finished, WebhookWorkers
+from storage.account import directory
+from storage.conversations import contacts
+from storage.database import Pool
+from storage.ids import uuid7
+from storage.webhooks import outbox
+from storage.webhooks.outbox import AttemptOutcome, ClaimedDelivery, Cycle
+from tests.conftest import make_settings
+from tests.webhooks.conftest import Queue
+
+CAP = 2
+FIVE_DAYS = 5 * 86400
+
+
+async def endpoint_with_events(pool: Pool, events: int) -> UUID:
+    """A tenant with one contact.created endpoint and `events` events due for it."""
+    tenant = await directory.create_tenant(pool, f"t-{secrets.token_hex(4)}")
+    webhook_id: UUID = await pool.fetchval(
+        "INSERT INTO webhooks (id, tenant_id, endpoint, events, signing_secret) "
+        "VALUES (opensend_uuid7(), $1, 'http://127.0.0.1:9/hook', '{contact.created}', "
+        "'whsec_dGVzdA==') RETURNING id",
+        tenant.id,
+    )
+    for _ in range(events):
+        await contacts.create_contact(
+            pool, tenant.id, f"c{secrets.token_hex(4)}@example.net", None, None, False
+        )
+    return webhook_id
+
+
+Claimed = tuple[ClaimedDelivery, UUID]  # a delivery and its lease token
+
+
+async def cycle(
+    pool: Pool, webhook_id: UUID, done: list[AttemptOutcome], *, lease: int = 60
+) -> list[Claimed]:
+    """A worker's cycle, seen for one endpoint (other tests' endpoints share the database)."""
+    result: Cycle = await outbox.cycle(
+        pool,
+        done,
+        limit=100,
+        per_endpoint=CAP,
+        lease_seconds=lease,
+        disable_after_seconds=FIVE_DAYS,
+    )
+    mine = [d for d in result.claimed if d.webhook_id == webhook_id]
+    # Claimed for another test's endpoint: handed back at once, as an abandoned lease would.
+    await pool.execute(
+        "UPDATE webhook_deliveries SET lease_until = NULL, lease_token = NULL "
+        "WHERE lease_token = $1 AND webhook_id <> $2",
+        result.token,
+        webhook_id,
+    )
+    return [(d, result.token) for d in mine]
+
+
+def succeeded(claimed: Claimed) -> AttemptOutcome:
+    delivery, token = claimed
+    return AttemptOutcome(
+        delivery_id=delivery.id,
+        token=token,
+        status="success",
+        retry_in=None,
+        attempted_at=datetime.now(UTC),
+        status_code=200,
+        latency_ms=1.0,
+        response="ok",
+        error=None,
+        succeeded=True,
+    )
+
+
+async def test_two_workers_claiming_at_once_stay_within_the_endpoint_cap(queue: Queue) -> None:
+    _, pool = queue
+    webhook_id = await endpoint_with_events(pool, 6)
+    first, second = await asyncio.gather(cycle(pool, webhook_id, []), cycle(pool, webhook_id, []))
+    assert len(first) + len(second) == CAP
+    assert not await cycle(pool, webhook_id, [])  # the head is under lease: nothing more
+
+
+async def test_an_outcome_frees_its_slot_for_the_claim_in_the_same_cycle(queue: Queue) -> None:
+    _, pool = queue
+    webhook_id = await endpoint_with_events(pool, 5)
+    claimed = await cycle(pool, webhook_id, [])
+    assert len(claimed) == CAP
+    more = await cycle(pool, webhook_id, [succeeded(claimed[0])])
+    assert len(more) == 1
+    assert {d.id for d, _ in more}.isdisjoint(d.id for d, _ in claimed)
+    done = claimed[0][0].id
+    status = await pool.fetchval("SELECT status FROM webhook_deliveries WHERE id = $1", done)
+    assert status == "success"
+    attempts = await pool.fetchval(
+        "SELECT count(*) FROM webhook_attempts WHERE delivery_id = $1", done
+    )
+    assert attempts == 1
+
+
+async def test_a_lease_run_out_goes_to_another_worker_and_the_late_outcome_is_only_listed(
+    queue: Queue,
+) -> None:
+    _, pool = queue
+    webhook_id = await endpoint_with_events(pool, 1)
+    (taken,) = await cycle(pool, webhook_id, [], lease=0)
+    late = succeeded(taken)
+    (again,) = await cycle(pool, webhook_id, [])  # the lease is over: any worker may take it
+    delivery_id = taken[0].id
+    assert again[0].id == delivery_id  # the same webhook-id on the wire
+    assert again[1] != taken[1]
+    await cycle(pool, webhook_id, [late])
+    row = await pool.fetchrow(
+        "SELECT status, attempts FROM webhook_deliveries WHERE id = $1", delivery_id
+    )
+    assert (row["status"], row["attempts"]) == ("pending", 0)  # moved on by its holder only
+    attempts = await pool.fetchval(
+        "SELECT count(*) FROM webhook_attempts WHERE delivery_id = $1", delivery_id
+    )
+    assert attempts == 1  # the attempt was made, so it is listed
+    await cycle(pool, webhook_id, [succeeded(again)])
+    status = await pool.fetchval("SELECT status FROM webhook_deliveries WHERE id = $1", delivery_id)
+    assert status == "success"
+
+
+async def test_an_outcome_the_database_refuses_does_not_hold_up_the_others(
+    queue: Queue, tmp_path: Path
+) -> None:
+    url, pool = queue
+    webhook_id = await endpoint_with_events(pool, 1)
+    (claimed,) = await cycle(pool, webhook_id, [])
+    good = succeeded(claimed)
+    # An attempt of a delivery that does not exist: its row breaks a foreign key.
+    refused = replace(good, delivery_id=uuid7())
+    settings = make_settings(tmp_path)
+    workers = WebhookWorkers(
+        pool,
+        url,
+        settings.webhooks,
+        LookupResolver(Resolver(settings.dns_servers)),
+        require_https=False,
+    )
+    record_by = time.monotonic() + 60
+    done, recorded = await workers._cycle(
+        [Finished(refused, False, record_by), Finished(good, False, record_by)], 0
+    )
+    assert [f.outcome for f in recorded] == [good]
+    assert done.applied == {claimed[0].id}
+    status = await pool.fetchval(
+        "SELECT status FROM webhook_deliveries WHERE id = $1", claimed[0].id
+    )
+    assert status == "success"
