@@ -71,6 +71,8 @@ class Builder:
     ) -> NewEmail:
         """The email in the thread of the stored message it answers (policy.conversation): the
         received email `answering` names, else what its In-Reply-To or References name."""
+        if answering is None and not draft.headers:
+            return email  # names no message: most sent mail, nothing to look up
         headers = {name.lower(): value for name, value in draft.headers}
         answered = await outbound_thread(
             ThreadLookups(self.request.app[POOL]),

@@ -165,7 +165,8 @@ def base64_lines(data: bytes) -> bytes:
 def text_part(text: str, subtype: str) -> Part:
     """UTF-8 text, 7bit when it already fits SMTP (RFC 5322 2.1.1), else quoted-printable."""
     lines = _BREAKS.split(text)
-    if text.isascii() and not _NOT_7BIT.search(text) and all(len(ln) <= 998 for ln in lines):
+    fits = len(text) <= 998 or max(map(len, lines)) <= 998  # RFC 5322 2.1.1's line limit
+    if fits and text.isascii() and not _NOT_7BIT.search(text):
         encoding, body = "7bit", CRLF.join(lines).encode("ascii")
     else:
         encoding, body = "quoted-printable", quoted_printable("\n".join(lines).encode("utf-8"))
