@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator
+from functools import partial
 
 from aiohttp import web
 from prometheus_client import (
@@ -24,8 +26,8 @@ from prometheus_client import (
 
 from api import errors
 from api.account import api_keys, domains
-from api.auth import DASHBOARD_PREFIX, Handler, require_api_key
-from api.context import DNS, POOL, SETTINGS, TOKENS, json_response, nul_refusal
+from api.auth import DASHBOARD_PREFIX, Handler, identify
+from api.context import DNS, POOL, SETTINGS, TOKENS, install_state, json_response, nul_refusal
 from api.conversations import contacts, receiving, threads
 from api.dashboard.app import make_dashboard
 from api.downloads import routes as downloads
@@ -78,20 +80,19 @@ _HTTP_ERRORS = {
 }
 
 
-@web.middleware
-async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure as a Resend-shaped JSON error; never an HTML page, never a traceback."""
-    try:
-        return await handler(request)
-    except ApiError as error:
+def render_failure(request: web.Request, error: Exception) -> web.StreamResponse:
+    """A failure as a Resend-shaped JSON error; never an HTML page, never a traceback. Called in
+    the `except` block that caught it (so that an unexpected error is logged with its
+    traceback); an HTTPException under 400 (a redirect) is raised again."""
+    if isinstance(error, ApiError):
         return error_response(error)
-    except StorageError as error:
+    if isinstance(error, StorageError):
         log.warning("storage failure in API", extra={"path": request.path, "error": str(error)})
         kind = errors.SERVICE_UNAVAILABLE if error.temporary else errors.APPLICATION_ERROR
         return error_response(ApiError(kind))
-    except web.HTTPException as error:
+    if isinstance(error, web.HTTPException):
         if error.status < 400:
-            raise
+            raise error
         known = _HTTP_ERRORS.get(error.status)
         if known is None:
             return web.json_response(
@@ -99,13 +100,20 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
                 status=error.status,
             )
         return error_response(ApiError(known))
-    except Exception:
-        log.exception("unexpected error in API", extra={"path": request.path})
-        return error_response(ApiError(errors.APPLICATION_ERROR))
+    log.exception("unexpected error in API", extra={"path": request.path})
+    return error_response(ApiError(errors.APPLICATION_ERROR))
 
 
 @web.middleware
-async def refuse_nul(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The operations app's only middleware (`make_ops_app`): every failure as JSON."""
+    try:
+        return await handler(request)
+    except Exception as error:
+        return render_failure(request, error)
+
+
+def refuse_nul(request: web.Request) -> None:
     """A NUL (`%00`) in the path or the query is a 400 naming where, before any handler passes it
     to PostgreSQL, whose text cannot hold it (JSON bodies: api.context.parse_json)."""
     if "\0" in request.path:
@@ -113,7 +121,32 @@ async def refuse_nul(request: web.Request, handler: Handler) -> web.StreamRespon
     for name, value in request.query.items():
         if "\0" in name or "\0" in value:
             raise nul_refusal("query." + name.replace("\0", "\\u0000"))
+
+
+async def _admitted(handler: Handler, request: web.Request) -> web.StreamResponse:
+    await identify(request)
+    refuse_nul(request)
     return await handler(request)
+
+
+@web.middleware
+async def api_edge(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The API's one middleware, for every request: failures rendered as JSON
+    (`render_failure`), in Inbound's words on its routes (api.sending.replies.in_inbound_words);
+    the caller identified by its API key (api.auth.identify); a NUL in the path or the query
+    refused (`refuse_nul`); then the handler. One layer, not four: aiohttp runs each middleware
+    as a coroutine of its own on every request (tests/perf/README.md, the API section)."""
+    try:
+        resource = request.match_info.route.resource
+        if resource is not None and replies.is_inbound_path(resource.canonical):
+            return await replies.in_inbound_words(request, partial(_admitted, handler))
+        await identify(request)
+        raw = request.raw_path  # a NUL reaches the path or the query only as %00 or itself
+        if "%00" in raw or "\0" in raw or "\0" in request.path:
+            refuse_nul(request)
+        return await handler(request)
+    except Exception as error:
+        return render_failure(request, error)
 
 
 # Idempotency keys older than 24 hours are already ignored; this reclaims their rows.
@@ -140,6 +173,35 @@ async def sweep_idempotency_keys(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
+# The collector's first threshold: net new container objects (allocations less deallocations)
+# between two young collections. CPython's 700 is less than what 50 requests in flight hold at
+# once, so it collected about every request and promoted their live objects to older
+# generations, whose full collections then walked the whole heap: 9% of the API process's CPU
+# under bench_api.py (tests/perf/README.md, the API section). At 10,000 a collection is rare,
+# as a request frees what it allocates; cycles still go, just in larger batches.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+async def settle_heap(app: web.Application) -> None:
+    """Once the application has started (modules imported, routes and templates built), its
+    objects live as long as the process: moved out of the collector's sight (`gc.freeze`), so a
+    full collection walks only what came after; and young collections made rarer. The process's
+    other listeners (`opensend serve` runs the MX beside the API) share these settings. Once
+    per process: a process that starts several applications (the tests) freezes only the
+    first's."""
+    global _heap_settled
+    if _heap_settled:
+        return
+    _heap_settled = True
+    gc.collect()
+    gc.freeze()
+    young, middle, old = gc.get_threshold()
+    gc.set_threshold(max(young, GC_YOUNG_THRESHOLD), middle, old)
+
+
+_heap_settled = False
+
+
 def make_ops_app(pool: Pool) -> web.Application:
     """Only /healthz and /metrics: what `opensend serve --only mta` exposes."""
     app = web.Application(middlewares=[json_errors])
@@ -156,10 +218,10 @@ def make_app(
 
     # Attachments arrive base64-encoded inside JSON: 4/3 of the message limit, plus the rest.
     max_body = settings.max_message_size * 4 // 3 + 1024 * 1024
-    app = web.Application(
-        middlewares=[json_errors, require_api_key, refuse_nul], client_max_size=max_body
-    )
+    app = web.Application(middlewares=[api_edge], client_max_size=max_body)
     app[POOL] = pool
+    install_state(app, pool)
+    app.on_startup.append(settle_heap)
     app[SETTINGS] = settings
     app[TOKENS] = tokens
     app[DNS] = dns
@@ -172,7 +234,7 @@ def make_app(
     app.router.add_routes(threads.routes)
     app.router.add_routes(contacts.routes)
     app.router.add_routes(emails.routes)
-    replies.install(app)  # POST /emails/{id}/reply and its Inbound-worded errors
+    app.router.add_routes(replies.routes)  # POST /emails/{id}/reply, errors in Inbound's words
     app.router.add_routes(inbound_compat.routes)  # Inbound's e2 and v2 mail replies
     app.router.add_routes(domains.routes)
     app.router.add_routes(downloads.routes)  # signed download links, no API key

@@ -2,14 +2,12 @@
 
 Only a key's SHA-256 is stored; a request's key is hashed and looked up (through the short cache
 the submission ports use too, storage.account_caches). Every handler reads the tenant from
-`request[CALLER]` and passes it to storage, so every query is scoped to it. The middleware that
-sets it (`require_api_key`) lives here, not in `api.app`, so a route module that places its own
-middleware around it (`api.sending.replies`) need not import the module that composes it.
+`request[CALLER]` and passes it to storage, so every query is scoped to it; `identify` sets it,
+from the API's one middleware (`api.app.api_edge`).
 """
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from uuid import UUID
@@ -17,9 +15,8 @@ from uuid import UUID
 from aiohttp import web
 
 from api import errors
-from api.context import POOL
+from api.context import API_KEYS, KEY_USES, POOL
 from api.errors import ApiError
-from storage.account_caches import KeyCache, LastUseRecorder
 from storage.database import Pool
 from storage.errors import StorageError
 
@@ -59,33 +56,23 @@ def bearer_token(request: web.Request) -> str:
     return token.strip()
 
 
-# One cache per application (the app is frozen once started, so it cannot hold it itself).
-_KEY_CACHES: weakref.WeakKeyDictionary[web.Application, KeyCache] = weakref.WeakKeyDictionary()
-_LAST_USES: weakref.WeakKeyDictionary[web.Application, LastUseRecorder] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 async def authenticate(pool: Pool, request: web.Request) -> Caller:
     token = bearer_token(request)
-    cache = _KEY_CACHES.get(request.app)
-    if cache is None:
-        cache = _KEY_CACHES[request.app] = KeyCache()
+    app = request.app
     try:
-        key = await cache.authenticate(pool, token)
+        key = await app[API_KEYS].authenticate(pool, token)
     except StorageError as error:
         raise ApiError(errors.SERVICE_UNAVAILABLE) from error
     if key is None:
         raise ApiError(errors.INVALID_API_KEY)
-    last_uses = _LAST_USES.get(request.app)
-    if last_uses is None:
-        last_uses = _LAST_USES[request.app] = LastUseRecorder()
-    await last_uses.record(pool, key.id)  # GET /api-keys shows it, to the minute
+    await app[KEY_USES].record(pool, key.id)  # GET /api-keys shows it, to the minute
     return Caller(key.tenant_id, key.id, key.permission, key.domain_id)
 
 
-@web.middleware
-async def require_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def identify(request: web.Request) -> None:
+    """Sets `request[CALLER]` from its API key, unless the route is public (or is aiohttp's own
+    404/405 answer); refuses the request otherwise. Called by the API's one middleware
+    (api.app.api_edge), before the handler."""
     match = request.match_info
     resource = match.route.resource
     if (
@@ -95,6 +82,5 @@ async def require_api_key(request: web.Request, handler: Handler) -> web.StreamR
         or resource.canonical.startswith(PUBLIC_PREFIX)
         or request.path.startswith(DASHBOARD_PREFIX)
     ):
-        return await handler(request)  # public, or aiohttp's own 404/405 answer
+        return
     request[CALLER] = await authenticate(request.app[POOL], request)
-    return await handler(request)

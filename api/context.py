@@ -17,14 +17,37 @@ from aiohttp import web
 from api import errors
 from api.errors import ApiError
 from policy.dns import DnsLookup
+from policy.sending.request import SenderDomain
 from policy.settings import Settings
 from policy.tokens import ReplyTokens
+from storage.account_caches import DomainCache, KeyCache, LastUseRecorder, LimitCache
 from storage.database import Pool
+from storage.sending.writer import EmailWriter
 
 POOL = web.AppKey("pool", Pool)
 SETTINGS = web.AppKey("settings", Settings)
 TOKENS = web.AppKey("tokens", ReplyTokens)
 DNS = web.AppKey("dns", DnsLookup)
+
+# The application's per-process state, made before it freezes (`install_state`): a plain key
+# read per request, where a module-level WeakKeyDictionary by application cost a weak
+# reference and a hash on every use (tests/perf/README.md, the API section).
+API_KEYS = web.AppKey("api_keys", KeyCache)  # valid keys by hash, a few seconds
+KEY_USES = web.AppKey("api_key_uses", LastUseRecorder)  # last_used_at, once a minute
+SENDER_DOMAINS: web.AppKey[DomainCache[SenderDomain]] = web.AppKey("sender_domains")
+SENDING_LIMITS = web.AppKey("sending_limits", LimitCache)  # the plan's monthly limit
+WRITER = web.AppKey("email_writer", EmailWriter)  # group commit of POST /emails and replies
+# What a sub-application that sends (the dashboard's composer) shares with the API's.
+SENDING_STATE = (POOL, SETTINGS, TOKENS, DNS, SENDER_DOMAINS, SENDING_LIMITS, WRITER)
+
+
+def install_state(app: web.Application, pool: Pool) -> None:
+    """The caches and the group-commit writer: one of each per application."""
+    app[API_KEYS] = KeyCache()
+    app[KEY_USES] = LastUseRecorder()
+    app[SENDER_DOMAINS] = DomainCache(SenderDomain)
+    app[SENDING_LIMITS] = LimitCache()
+    app[WRITER] = EmailWriter(pool)
 
 
 class LoneSurrogate(ValueError):

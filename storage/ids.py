@@ -17,17 +17,34 @@ _last_millis = 0
 _counter = 0
 _COUNTER_MAX = 0xFFF  # rand_a is 12 bits
 
+# The system's randomness, read 4,608 bytes (512 ids) at a time: one getrandom(2) per id was
+# 5% of the API's CPU under load (tests/perf/README.md, the API section). Emptied in a forked
+# child, so that no two processes use the same bytes.
+_RANDOM_CHUNK = 9 * 512
+_random = b""
+_taken = 0
+
+
+def _forget_random() -> None:
+    global _random, _taken
+    _random, _taken = b"", 0
+
+
+os.register_at_fork(after_in_child=_forget_random)
+
 
 def uuid7() -> UUID:
-    global _last_millis, _counter
-    # One read of the system's randomness per id, not two (its first byte seeds the counter
-    # when the millisecond is new): the system call is much of an id's cost.
-    random = os.urandom(9)
+    global _last_millis, _counter, _random, _taken
     with _lock:
+        if _taken + 9 > len(_random):
+            _random, _taken = os.urandom(_RANDOM_CHUNK), 0
+        random = _random[_taken : _taken + 9]
+        _taken += 9
         millis = time.time_ns() // 1_000_000
         if millis > _last_millis:
             _last_millis = millis
-            # Start low in the counter space so a burst has room to count up.
+            # Start low in the counter space so a burst has room to count up; the id's first
+            # random byte seeds it.
             _counter = random[0]
         else:
             _counter += 1

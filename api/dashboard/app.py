@@ -11,7 +11,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from api.context import DNS, POOL, SETTINGS, TOKENS
+from api.context import POOL, SENDING_STATE
 from api.dashboard import (
     account,
     compose,
@@ -125,8 +125,9 @@ async def signed_in(request: web.Request, handler: Handler) -> web.StreamRespons
 
 def make_dashboard(pool_app: web.Application, settings: Settings) -> web.Application:
     dashboard = web.Application(middlewares=[html_errors, security_headers, signed_in])
-    # The composer answers through api.sending.replies, which reads these from its request's app.
-    for key in (POOL, SETTINGS, TOKENS, DNS):
+    # The composer answers through api.sending.replies, which reads these from its request's app:
+    # the same caches and the same group-commit writer as the API's.
+    for key in SENDING_STATE:
         dashboard[key] = pool_app[key]
     dashboard[signin.THROTTLE] = signin.LoginThrottle(
         AuthLimits(

@@ -11,7 +11,7 @@
   textBody, htmlBody?}`, sent from the address the email was received at (for a reply address,
   the address our own email was sent from); answers `{message, id, messageId, awsMessageId}`.
 
-Errors carry Inbound's `"error"` beside Resend's fields (api.sending.replies.inbound_errors covers
+Errors carry Inbound's `"error"` beside Resend's fields (api.sending.replies.in_inbound_words covers
 these prefixes). `aws_message_id`/`awsMessageId` hold the Message-ID: there is no SES here.
 """
 

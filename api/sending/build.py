@@ -8,7 +8,6 @@ Refusals come out as `ApiError`s of the one catalogue.
 
 from __future__ import annotations
 
-import weakref
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -17,13 +16,12 @@ from aiohttp import web
 
 from api import errors
 from api.auth import CALLER, Caller
-from api.context import POOL, SETTINGS, TOKENS
+from api.context import POOL, SENDER_DOMAINS, SETTINGS, TOKENS
 from api.errors import ApiError
 from policy.conversation import outbound_thread
 from policy.sending.compose import compose, mint_tracking
 from policy.sending.fields import Problem, Refusal
 from policy.sending.request import EmailDraft, SenderDomain, check_sender, parse_email
-from storage.account_caches import DomainCache
 from storage.ids import uuid7
 from storage.sending.emails import DomainState, NewEmail
 from storage.sending.outbound import new_email_id
@@ -39,19 +37,6 @@ REFUSALS = {
 }
 
 
-# One cache per application (the app is frozen once started, so it cannot hold it itself).
-_CACHES: weakref.WeakKeyDictionary[web.Application, DomainCache[SenderDomain]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def domain_cache(app: web.Application) -> DomainCache[SenderDomain]:
-    cache = _CACHES.get(app)
-    if cache is None:
-        cache = _CACHES[app] = DomainCache(SenderDomain)
-    return cache
-
-
 class Builder:
     """Builds the emails of one request; `fresh` reads domains past the cache."""
 
@@ -64,8 +49,7 @@ class Builder:
 
     async def domain(self, name: str) -> SenderDomain | None:
         if name not in self._domains:
-            cache = domain_cache(self.request.app)
-            self._domains[name] = await cache.get(
+            self._domains[name] = await self.request.app[SENDER_DOMAINS].get(
                 self.request.app[POOL], self.caller.tenant_id, name, fresh=self.fresh
             )
         return self._domains[name]
@@ -87,6 +71,8 @@ class Builder:
     ) -> NewEmail:
         """The email in the thread of the stored message it answers (policy.conversation): the
         received email `answering` names, else what its In-Reply-To or References name."""
+        if answering is None and not draft.headers:
+            return email  # names no message: most sent mail, nothing to look up
         headers = {name.lower(): value for name, value in draft.headers}
         answered = await outbound_thread(
             ThreadLookups(self.request.app[POOL]),

@@ -7,23 +7,20 @@ after the COMMIT. Reading and changing sent emails is in `api.sending.manage`.
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 from aiohttp import web
 
 from api import errors
 from api.auth import CALLER
-from api.context import POOL, read_json
+from api.context import POOL, SENDING_LIMITS, WRITER, read_json
 from api.errors import ApiError
 from api.sending import manage as emails_manage
 from api.sending.build import Builder
 from api.sending.idempotency import idempotent, lost_claim
-from storage.account_caches import LimitCache
 from storage.sending import idempotency
 from storage.sending.emails import Completion, NewEmail, Stored
 from storage.sending.idempotency import Claim
-from storage.sending.writer import EmailWriter
 
 send_routes = web.RouteTableDef()
 
@@ -31,28 +28,10 @@ MAX_BATCH = 100
 BATCH_MODES = ("strict", "permissive")
 
 
-# One group-commit writer per application (the app is frozen once started, so it cannot hold
-# it itself); concurrent requests share transactions through it.
-_WRITERS: weakref.WeakKeyDictionary[web.Application, EmailWriter] = weakref.WeakKeyDictionary()
-
-
-def writer(app: web.Application) -> EmailWriter:
-    found = _WRITERS.get(app)
-    if found is None:
-        found = _WRITERS[app] = EmailWriter(app[POOL])
-    return found
-
-
-_LIMITS: weakref.WeakKeyDictionary[web.Application, LimitCache] = weakref.WeakKeyDictionary()
-
-
 async def refuse_over_limit(request: web.Request) -> None:
     """The plan's monthly sending limit, as replies and the submission ports have it: a soft
     limit, checked before a request's emails are built (a batch that starts below it goes)."""
-    limits = _LIMITS.get(request.app)
-    if limits is None:
-        limits = _LIMITS[request.app] = LimitCache()
-    if await limits.reached(request.app[POOL], request[CALLER].tenant_id):
+    if await request.app[SENDING_LIMITS].reached(request.app[POOL], request[CALLER].tenant_id):
         raise ApiError(errors.MONTHLY_QUOTA_EXCEEDED)
 
 
@@ -63,7 +42,7 @@ async def store(
     pool = request.app[POOL]
     completion = Completion(claim.key, claim.claimed_at, 200, payload) if claim else None
     if emails:
-        return await writer(request.app).store(emails, completion)
+        return await request.app[WRITER].store(emails, completion)
     if claim is not None:  # a permissive batch of nothing but invalid emails
         tenant_id = request[CALLER].tenant_id
         if not await idempotency.complete(pool, tenant_id, claim, 200, payload):

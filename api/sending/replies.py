@@ -18,7 +18,7 @@ from uuid import UUID
 from aiohttp import web
 
 from api import errors
-from api.auth import CALLER, require_api_key
+from api.auth import CALLER, Handler
 from api.context import POOL, InvalidJson, request_json
 from api.errors import ApiError
 from api.sending.build import Builder
@@ -73,16 +73,12 @@ def inbound_error(error: ApiError) -> ApiError:
     return ApiError(kind or error.kind, message, extra={**error.extra, "error": message})
 
 
-@web.middleware
-async def inbound_errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    """On the reply routes only: errors (authentication's included) in Inbound's words."""
-    resource = request.match_info.route.resource
-    if resource is None or not is_inbound_path(resource.canonical):
-        response: web.StreamResponse = await handler(request)
-        return response
+async def in_inbound_words(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """On the reply routes (`is_inbound_path`): errors, authentication's included, in Inbound's
+    words. The API's one middleware (api.app.api_edge) passes `handler` with authentication
+    in it, and renders what this raises."""
     try:
-        response = await handler(request)
-        return response
+        return await handler(request)
     except ApiError as error:
         raise inbound_error(error) from None
     except StorageError as error:
@@ -96,13 +92,6 @@ async def inbound_errors(request: web.Request, handler: Any) -> web.StreamRespon
     except Exception:
         log.exception("unexpected error in reply", extra={"path": request.path})
         raise inbound_error(ApiError(errors.APPLICATION_ERROR)) from None
-
-
-def install(app: web.Application) -> None:
-    """The routes, and the error translation just outside authentication (whose refusals it
-    rewords), inside the application's JSON error rendering."""
-    app.router.add_routes(routes)
-    app.middlewares.insert(app.middlewares.index(require_api_key), inbound_errors)
 
 
 async def read_body(request: web.Request) -> dict[str, Any]:

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import random
 import re
-import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -165,7 +165,8 @@ def base64_lines(data: bytes) -> bytes:
 def text_part(text: str, subtype: str) -> Part:
     """UTF-8 text, 7bit when it already fits SMTP (RFC 5322 2.1.1), else quoted-printable."""
     lines = _BREAKS.split(text)
-    if text.isascii() and not _NOT_7BIT.search(text) and all(len(ln) <= 998 for ln in lines):
+    fits = len(text) <= 998 or max(map(len, lines)) <= 998  # RFC 5322 2.1.1's line limit
+    if fits and text.isascii() and not _NOT_7BIT.search(text):
         encoding, body = "7bit", CRLF.join(lines).encode("ascii")
     else:
         encoding, body = "quoted-printable", quoted_printable("\n".join(lines).encode("utf-8"))
@@ -221,8 +222,9 @@ def multipart(
 
 def new_boundary() -> str:
     # "=_" never occurs in quoted-printable or base64, and 96 random bits make a clash with a
-    # 7bit text part as good as impossible; `multipart` checks anyway.
-    return "=_os_" + secrets.token_hex(12)
+    # 7bit text part as good as impossible; `multipart` checks anyway, so the boundary need not
+    # be unguessable: Python's generator, not a system call per message (tests/perf/README.md).
+    return f"=_os_{random.getrandbits(96):024x}"
 
 
 def body_part(draft: EmailDraft, boundaries: Callable[[], str]) -> Part:
