@@ -107,11 +107,18 @@ async def add_webhook(conn: asyncpg.Connection, tenant_id: Any, url: str, kind: 
 async def filled_in(conn: asyncpg.Connection) -> float:
     """Seconds until the MX has filled in every message it stored before parsing its body
     (mta/mx/fill_in.py): a subscribed message's event is written then, so a drain starts here,
-    and the next run must not pay for this one's parsing."""
+    and the next run must not pay for this one's parsing. 0 for a server from before that
+    (migration 0019), which parses every message before its 250."""
     started = time.perf_counter()
     async with asyncio.timeout(WAIT_SECONDS):
         while True:
-            if not await conn.fetchval("SELECT count(*) FROM received_emails WHERE parse_pending"):
+            try:
+                waiting = await conn.fetchval(
+                    "SELECT count(*) FROM received_emails WHERE parse_pending"
+                )
+            except asyncpg.UndefinedColumnError:
+                return 0.0
+            if not waiting:
                 return time.perf_counter() - started
             await asyncio.sleep(0.05)
 
