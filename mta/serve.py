@@ -50,6 +50,7 @@ from policy.tokens import ReplyTokens
 from storage.database import Pool, open_pool
 from storage.local_secret import load_or_create_secret
 from storage.migrate import migrate
+from storage.webhooks import outbox
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,9 @@ async def serve(
     (tests/perf/bench_submission.py), which measures the listeners alone."""
     stop = stop_on_signals(settings.shutdown_drain)
     await migrate(url, wait=60.0)  # the database may still be starting at boot
-    pool = await open_pool(url, max_size=_pool_size(settings))
+    # `--only webhooks` runs the workers on this pool: their connections' settings.
+    session = outbox.WORKER_SESSION_SETTINGS if only == "webhooks" else None
+    pool = await open_pool(url, max_size=_pool_size(settings), session_settings=session)
     tokens = reply_tokens(settings)
     runners: list[web.AppRunner] = []
     listener: MXListener | None = None
@@ -382,7 +385,9 @@ def webhook_process_main(settings: Settings, url: str, parent_pid: int) -> None:
 
     async def main() -> None:
         stop = stop_on_signals(settings.shutdown_drain)
-        pool = await open_pool(url, min_size=1, max_size=4)
+        pool = await open_pool(
+            url, min_size=1, max_size=4, session_settings=outbox.WORKER_SESSION_SETTINGS
+        )
         workers = webhook_workers(settings, pool, url)
         await workers.start()
         try:

@@ -25,12 +25,20 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """
 
 
-async def open_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> Pool:
+async def open_pool(
+    url: str,
+    *,
+    min_size: int = 2,
+    max_size: int = 10,
+    session_settings: dict[str, str] | None = None,
+) -> Pool:
+    """`session_settings`: PostgreSQL settings every connection of the pool starts with."""
     async with storage_errors():
         pool: Pool = await asyncpg.create_pool(
             url,
             min_size=min_size,
             max_size=max_size,
+            server_settings=session_settings,
             init=_init_connection,
             reset=_keep_session,
             # Statements are short; a stuck one must not hold an SMTP client for minutes.

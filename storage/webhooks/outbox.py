@@ -22,6 +22,16 @@ from storage.ids import uuid7
 
 NOTIFY_CHANNEL = "opensend_webhooks"
 
+# The settings of the workers' connections (storage.database.open_pool). The cycle is planned
+# for its arguments every time, never from a cached generic plan: PostgreSQL settles on a
+# generic plan after five executions, and one chosen while the outbox was nearly empty (a new
+# server, or just after a quiet spell) joins the outcomes by walking whole indexes of
+# webhook_deliveries. With a backlog of 6,000 events that plan took 15 to 25 ms a cycle, nearly
+# all of it in PostgreSQL, and the drain ran at about 100 events/s instead of 1,000; nothing
+# replans it until an ANALYZE, which a queue's churn may not trigger for minutes. Planning
+# costs about 1 ms a cycle, and a busy cycle carries up to `limit` events (tests/perf/README.md).
+WORKER_SESSION_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
+
 # Claims and outcomes do not wait for their WAL flush (synchronous_commit off, for their own
 # one-statement transaction only, set inside the statement to save a round trip): one lost in a
 # crash costs a resend under the same webhook-id, which the at-least-once contract allows

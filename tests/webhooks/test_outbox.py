@@ -17,7 +17,7 @@ from mta.dns import Resolver
 from mta.webhooks.worker import Finished, WebhookWorkers
 from storage.account import directory
 from storage.conversations import contacts
-from storage.database import Pool
+from storage.database import Pool, open_pool
 from storage.ids import uuid7
 from storage.webhooks import outbox
 from storage.webhooks.outbox import AttemptOutcome, ClaimedDelivery, Cycle
@@ -163,3 +163,33 @@ async def test_an_outcome_the_database_refuses_does_not_hold_up_the_others(
         "SELECT status FROM webhook_deliveries WHERE id = $1", claimed[0].id
     )
     assert status == "success"
+
+
+async def plans_of_cycle(pool: Pool) -> tuple[int, int]:
+    """(generic, custom) plans made so far for the cycle statement on the pool's connection."""
+    row = await pool.fetchrow(
+        "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1",
+        outbox.CYCLE,
+    )
+    assert row is not None
+    return row["generic_plans"], row["custom_plans"]
+
+
+async def test_workers_connections_plan_the_cycle_for_its_arguments_every_time(
+    queue: Queue,
+) -> None:
+    # PostgreSQL moves a prepared statement to a cached generic plan after five executions;
+    # one made while the outbox was nearly empty walks whole indexes once it fills (see
+    # WORKER_SESSION_SETTINGS). A pool of one connection, so every cycle runs on it.
+    url, shared = queue
+    webhook_id = await endpoint_with_events(shared, 1)
+    for settings, expect_generic in ((None, True), (outbox.WORKER_SESSION_SETTINGS, False)):
+        pool = await open_pool(url, min_size=1, max_size=1, session_settings=settings)
+        try:
+            for _ in range(8):
+                await cycle(pool, webhook_id, [])
+            generic, custom = await plans_of_cycle(pool)
+        finally:
+            await pool.close()
+        assert (generic > 0) is expect_generic, (settings, generic, custom)
+        assert generic + custom == 8
