@@ -8,6 +8,7 @@ is run here by hand on a row left pending as a crash would leave it.
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import make_msgid
 from typing import Any
@@ -18,7 +19,7 @@ from prometheus_client import REGISTRY
 from mta.mx.fill_in import parsed_columns
 from storage.database import Pool
 from storage.ids import uuid7
-from storage.inbound.fill_in import fill_in_stale
+from storage.inbound.fill_in import ParsedColumns, fill_in, fill_in_stale
 from storage.inbound.received import ReceivedFilters, get_received, list_received
 from storage.webhooks.endpoints import create_webhook
 from tests.conftest import MakeTenant, StartMX, TenantWorld, smtp_send
@@ -158,3 +159,45 @@ async def test_email_received_is_written_by_the_fill_in_with_the_parsed_fields(
     [event] = await received_events(pool, record_id)
     assert event["from_name"] == "Alice Example"
     assert [a["filename"] for a in event["attachments"]] == ["q.pdf"]
+
+
+async def test_one_fill_in_statement_writes_each_row_of_a_batch_its_own_columns(
+    start_test_mx: StartMX, pool: Pool, make_tenant: MakeTenant
+) -> None:
+    # The batch travels as one array per column (storage.inbound.fill_in): rows of different
+    # list lengths, an empty list, non-ASCII text and no date must each land on their own row.
+    acme = await make_tenant(catch_all=True)
+    mx = await start_test_mx(OPENSEND_MX_PARSE_LATER="never")
+    content = plain_with_attachment(f"support@{acme.name}")
+    ids = [await send(mx.port, acme, content) for _ in range(3)]
+    already = await send(mx.port, acme, content)
+    for record_id in [*ids, already]:
+        await row_once_filled(pool, record_id)
+    await pool.execute(
+        "UPDATE received_emails SET parse_pending = true WHERE id = ANY($1::uuid[])", ids
+    )
+    batch = [
+        ParsedColumns(
+            from_name=f"Zoë {n}",
+            to_addresses=[f"to{k}@example.net" for k in range(n)],
+            cc_addresses=[] if n else ["cc@example.net", "cc2@example.net"],
+            reply_to_addresses=[f"r{n}@example.net"],
+            sent_at=None if n == 1 else datetime(2026, 12, 7, 12, n, tzinfo=UTC),
+            text_body=f"body {n} ✓",
+            html_body=None if n else "<p>0</p>",
+            attachments=[{"filename": f"f{k}.txt", "size": k} for k in range(n + 1)],
+            parse_defects=["MissingHeaderBodySeparatorDefect"] * n,
+        )
+        for n in range(3)
+    ]
+    untouched = await pool.fetchrow("SELECT * FROM received_emails WHERE id = $1", already)
+
+    await fill_in(pool, [*zip(ids, batch, strict=True), (already, batch[2])])
+
+    for record_id, columns in zip(ids, batch, strict=True):
+        row = await pool.fetchrow("SELECT * FROM received_emails WHERE id = $1", record_id)
+        assert row is not None and not row["parse_pending"]
+        for column in FILLED_IN:
+            assert row[column] == getattr(columns, column), (record_id, column)
+    # A row no longer pending (filled in by someone else) is left as it was.
+    assert await pool.fetchrow("SELECT * FROM received_emails WHERE id = $1", already) == untouched
