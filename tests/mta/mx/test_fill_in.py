@@ -8,6 +8,7 @@ is run here by hand on a row left pending as a crash would leave it.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -201,3 +202,54 @@ async def test_one_fill_in_statement_writes_each_row_of_a_batch_its_own_columns(
             assert row[column] == getattr(columns, column), (record_id, column)
     # A row no longer pending (filled in by someone else) is left as it was.
     assert await pool.fetchrow("SELECT * FROM received_emails WHERE id = $1", already) == untouched
+
+
+async def test_a_batch_announces_each_subscribed_row_once_and_other_updates_announce_nothing(
+    start_test_mx: StartMX, pool: Pool, make_tenant: MakeTenant
+) -> None:
+    # One statement fills in the batch; its statement-level trigger (migration 0020) writes
+    # an event and a delivery per row of a subscribed tenant, from that row's own fields.
+    acme = await make_tenant(catch_all=True)
+    quiet = await make_tenant(catch_all=True)  # no webhook: its rows write nothing
+    await create_webhook(pool, acme.id, "https://hooks.example.com/in", ["email.received"], "s")
+    mx = await start_test_mx(OPENSEND_MX_PARSE_LATER="never")
+    subscribed = [
+        await send(mx.port, acme, plain_with_attachment(f"support@{acme.name}")) for _ in range(2)
+    ]
+    unsubscribed = await send(mx.port, quiet, plain_with_attachment(f"support@{quiet.name}"))
+    ids = [*subscribed, unsubscribed]
+    for record_id in ids:
+        await row_once_filled(pool, record_id)
+    await pool.execute("DELETE FROM webhook_events WHERE tenant_id = $1", acme.id)
+    await pool.execute(
+        "UPDATE received_emails SET parse_pending = true WHERE id = ANY($1::uuid[])", ids
+    )
+    names = {record_id: f"Sender {n}" for n, record_id in enumerate(ids)}
+    batch = [
+        (record_id, parsed_columns_named(plain_with_attachment("x@example.net"), name))
+        for record_id, name in names.items()
+    ]
+
+    await fill_in(pool, batch)
+
+    for record_id in subscribed:
+        [event] = await received_events(pool, record_id)
+        assert event["from_name"] == names[record_id]
+    assert await received_events(pool, unsubscribed) == []
+    deliveries = await pool.fetchval(
+        "SELECT count(*) FROM webhook_deliveries d JOIN webhook_events e ON e.id = d.event_id"
+        " WHERE e.tenant_id = $1",
+        acme.id,
+    )
+    assert deliveries == 2
+    # Any other UPDATE of the rows, filled in already, writes no event.
+    await pool.execute(
+        "UPDATE received_emails SET thread_id = thread_id WHERE id = ANY($1::uuid[])", ids
+    )
+    await fill_in(pool, batch)  # no longer pending: nothing to write, nothing to announce
+    for record_id in subscribed:
+        assert len(await received_events(pool, record_id)) == 1
+
+
+def parsed_columns_named(raw: bytes, name: str) -> ParsedColumns:
+    return replace(parsed_columns(raw), from_name=name)
