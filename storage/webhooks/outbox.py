@@ -28,8 +28,9 @@ NOTIFY_CHANNEL = "opensend_webhooks"
 # server, or just after a quiet spell) joins the outcomes by walking whole indexes of
 # webhook_deliveries. With a backlog of 6,000 events that plan took 15 to 25 ms a cycle, nearly
 # all of it in PostgreSQL, and the drain ran at about 100 events/s instead of 1,000; nothing
-# replans it until an ANALYZE, which a queue's churn may not trigger for minutes. Planning
-# costs about 1 ms a cycle, and a busy cycle carries up to `limit` events (tests/perf/README.md).
+# replans it until an ANALYZE, which a queue's churn may not trigger for minutes. Planned each
+# time, a whole cycle took 0.2 to 0.5 ms (p50) with that backlog, and a busy cycle carries up to
+# `limit` events (tests/perf/README.md, webhooks).
 WORKER_SESSION_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
 
 # Claims and outcomes do not wait for their WAL flush (synchronous_commit off, for their own
