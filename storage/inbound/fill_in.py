@@ -2,7 +2,7 @@
 
 A busy MX stores plain mail with its header fields and match, and parses the body after the
 commit (mta/mx/fill_in.py). This module writes what that parse found and turns the row readable,
-in one statement per batch; the email.received event is written by the same UPDATE (its
+in one transaction per batch; the email.received event is written by the same UPDATE (its
 trigger, migration 0019). The UPDATE only touches rows still pending, so a message filled in
 twice (by its MX and by a sweep) is written, and announced, once.
 
@@ -21,7 +21,6 @@ from uuid import UUID
 
 from storage.database import Pool
 from storage.errors import storage_errors
-from storage.json_arrays import json_text, text_array_sql
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,22 +39,12 @@ class ParsedColumns:
 
 
 # The rest of the row (header fields, match, class) was written by the INSERT from the same
-# header fields; only what needed the body or the full address grammar is written here. One
-# statement for the whole batch: against one UPDATE per row (executemany), 20 to 25 us less per
-# row, and 40 with an email.received subscription (tests/perf/README.md). The lists of each row
-# arrive as JSON text (storage.json_arrays), since PostgreSQL arrays cannot be ragged.
-FILL_IN = f"""
-UPDATE received_emails r
-SET from_name = u.from_name, to_addresses = {text_array_sql("u.to_addresses")},
-    cc_addresses = {text_array_sql("u.cc_addresses")},
-    reply_to_addresses = {text_array_sql("u.reply_to_addresses")}, sent_at = u.sent_at,
-    text_body = u.text_body, html_body = u.html_body, attachments = u.attachments::jsonb,
-    parse_defects = {text_array_sql("u.parse_defects")}, parse_pending = false
-FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
-            $7::text[], $8::text[], $9::text[], $10::text[])
-    AS u (id, from_name, to_addresses, cc_addresses, reply_to_addresses, sent_at, text_body,
-          html_body, attachments, parse_defects)
-WHERE r.id = u.id AND r.parse_pending
+# header fields; only what needed the body or the full address grammar is written here.
+FILL_IN = """
+UPDATE received_emails
+SET from_name = $2, to_addresses = $3, cc_addresses = $4, reply_to_addresses = $5, sent_at = $6,
+    text_body = $7, html_body = $8, attachments = $9, parse_defects = $10, parse_pending = false
+WHERE id = $1 AND parse_pending
 """
 # A crashed MX's leftovers, oldest first; rows another sweep holds are skipped, not waited for.
 CLAIM_STALE = """
@@ -68,24 +57,19 @@ FOR UPDATE SKIP LOCKED
 COUNT_PENDING = "SELECT count(*) FROM received_emails WHERE parse_pending"
 
 
-def _arrays(filled: Sequence[tuple[UUID, ParsedColumns]]) -> list[list[Any]]:
-    """FILL_IN's arguments: one array per column, a row's values at the same index in each."""
-    rows = [
-        (
-            record_id,
-            columns.from_name,
-            json_text(columns.to_addresses),
-            json_text(columns.cc_addresses),
-            json_text(columns.reply_to_addresses),
-            columns.sent_at,
-            columns.text_body,
-            columns.html_body,
-            json_text(columns.attachments),
-            json_text(columns.parse_defects),
-        )
-        for record_id, columns in filled
-    ]
-    return [list(column) for column in zip(*rows, strict=True)]
+def _row(record_id: UUID, columns: ParsedColumns) -> tuple[Any, ...]:
+    return (
+        record_id,
+        columns.from_name,
+        columns.to_addresses,
+        columns.cc_addresses,
+        columns.reply_to_addresses,
+        columns.sent_at,
+        columns.text_body,
+        columns.html_body,
+        columns.attachments,
+        columns.parse_defects,
+    )
 
 
 async def fill_in(pool: Pool, filled: Sequence[tuple[UUID, ParsedColumns]]) -> None:
@@ -93,8 +77,8 @@ async def fill_in(pool: Pool, filled: Sequence[tuple[UUID, ParsedColumns]]) -> N
     sweep filled them) or gone are left as they are."""
     if not filled:
         return
-    async with storage_errors():
-        await pool.execute(FILL_IN, *_arrays(filled))
+    async with storage_errors(), pool.acquire() as conn, conn.transaction():
+        await conn.executemany(FILL_IN, [_row(record_id, columns) for record_id, columns in filled])
 
 
 async def fill_in_stale(
@@ -106,8 +90,9 @@ async def fill_in_stale(
     async with storage_errors(), pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(CLAIM_STALE, before, limit)
         if rows:
-            parsed = [(row["id"], parse(bytes(row["raw"]))) for row in rows]
-            await conn.execute(FILL_IN, *_arrays(parsed))
+            await conn.executemany(
+                FILL_IN, [_row(row["id"], parse(bytes(row["raw"]))) for row in rows]
+            )
     return len(rows)
 
 

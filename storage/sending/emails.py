@@ -16,10 +16,11 @@ from enum import Enum
 from typing import Any
 from uuid import UUID
 
+import orjson
+
 from storage.database import Pool
 from storage.errors import storage_errors
 from storage.ids import uuid7
-from storage.json_arrays import json_text, text_array_sql
 
 # The channel the delivery workers LISTEN on.
 DELIVERY_CHANNEL = "opensend_deliveries"
@@ -154,6 +155,14 @@ INSERT_EMAIL = _INSERT_EMAIL + f", pg_notify('{DELIVERY_CHANNEL}', '') AS notifi
 GROUP_ABORTED_SQLSTATE = "OSG01"
 
 
+def _text_array(column: str) -> str:
+    """A text[] from a JSON array of strings, in the array's order."""
+    return (
+        f"ARRAY(SELECT a FROM jsonb_array_elements_text({column}::jsonb)"
+        " WITH ORDINALITY AS x (a, n) ORDER BY n)"
+    )
+
+
 # A group with replies or large messages: one INSERT_EMAIL per email, pipelined in the group's
 # one implicit transaction (storage.sending.writer), each aborting the group when it stored
 # nothing.
@@ -199,10 +208,10 @@ WITH r AS (
                         reply_token, reply_address, reply_domain, raw, scheduled_at, status,
                         last_event, source, in_reply_to_received_id)
     SELECT id, tenant_id, thread_id, domain_id, from_address, from_header,
-           {text_array_sql("to_addresses")},
-           {text_array_sql("cc_addresses")},
-           {text_array_sql("bcc_addresses")},
-           {text_array_sql("reply_to_addresses")},
+           {_text_array("to_addresses")},
+           {_text_array("cc_addresses")},
+           {_text_array("bcc_addresses")},
+           {_text_array("reply_to_addresses")},
            subject, html_body, text_body, headers::jsonb, attachments::jsonb, tags::jsonb,
            message_id, reply_token,
            reply_address, reply_domain, raw, scheduled_at,
@@ -286,10 +295,15 @@ def arguments(email: NewEmail, completion: Completion | None) -> tuple[Any, ...]
     )
 
 
+def _json(value: Any) -> str:
+    """JSON text for a group's arrays, by orjson: several times faster than `json.dumps` for
+    the six values of each email. What it cannot encode raises TypeError, which stores that
+    group request by request (storage.sending.writer)."""
+    return orjson.dumps(value).decode()
+
+
 def _group_row(email: NewEmail) -> tuple[Any, ...]:
-    """One email's values for INSERT_EMAIL_GROUP's arrays $1 to $29, in their order. A value
-    JSON cannot encode raises TypeError, and the writer then stores that group request by
-    request (storage.sending.writer)."""
+    """One email's values for INSERT_EMAIL_GROUP's arrays $1 to $29, in their order."""
     state = email.domain_state
     return (
         email.id,
@@ -298,16 +312,16 @@ def _group_row(email: NewEmail) -> tuple[Any, ...]:
         email.domain_id,
         email.from_address,
         email.from_header,
-        json_text(email.to),
-        json_text(email.cc),
-        json_text(email.bcc),
-        json_text(email.reply_to),
+        _json(email.to),
+        _json(email.cc),
+        _json(email.bcc),
+        _json(email.reply_to),
         email.subject,
         email.html,
         email.text,
-        json_text(email.headers),
-        json_text(email.attachments),
-        json_text(email.tags),
+        _json(email.headers),
+        _json(email.attachments),
+        _json(email.tags),
         email.message_id,
         email.reply_token,
         email.reply_address,
@@ -334,7 +348,7 @@ def group_arguments(pairs: Sequence[tuple[NewEmail, Completion | None]]) -> tupl
             done.key,
             done.claimed_at,
             done.status_code,
-            None if done.response is None else json_text(done.response),
+            None if done.response is None else _json(done.response),
         )
         for email, done in pairs
         if done is not None

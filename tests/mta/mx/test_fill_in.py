@@ -162,11 +162,11 @@ async def test_email_received_is_written_by_the_fill_in_with_the_parsed_fields(
     assert [a["filename"] for a in event["attachments"]] == ["q.pdf"]
 
 
-async def test_one_fill_in_statement_writes_each_row_of_a_batch_its_own_columns(
+async def test_a_fill_in_batch_writes_each_row_its_own_columns(
     start_test_mx: StartMX, pool: Pool, make_tenant: MakeTenant
 ) -> None:
-    # The batch travels as one array per column (storage.inbound.fill_in): rows of different
-    # list lengths, an empty list, non-ASCII text and no date must each land on their own row.
+    # Rows of different list lengths, an empty list, non-ASCII text and no date, written in one
+    # transaction (storage.inbound.fill_in), must each land on their own row.
     acme = await make_tenant(catch_all=True)
     mx = await start_test_mx(OPENSEND_MX_PARSE_LATER="never")
     content = plain_with_attachment(f"support@{acme.name}")
@@ -207,8 +207,8 @@ async def test_one_fill_in_statement_writes_each_row_of_a_batch_its_own_columns(
 async def test_a_batch_announces_each_subscribed_row_once_and_other_updates_announce_nothing(
     start_test_mx: StartMX, pool: Pool, make_tenant: MakeTenant
 ) -> None:
-    # One statement fills in the batch; its statement-level trigger (migration 0020) writes
-    # an event and a delivery per row of a subscribed tenant, from that row's own fields.
+    # The fill-in's trigger (migration 0019) writes an event and a delivery per row of a
+    # subscribed tenant, from that row's own fields.
     acme = await make_tenant(catch_all=True)
     quiet = await make_tenant(catch_all=True)  # no webhook: its rows write nothing
     await create_webhook(pool, acme.id, "https://hooks.example.com/in", ["email.received"], "s")
