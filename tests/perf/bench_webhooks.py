@@ -104,25 +104,6 @@ async def add_webhook(conn: asyncpg.Connection, tenant_id: Any, url: str, kind: 
     )
 
 
-async def filled_in(conn: asyncpg.Connection) -> float:
-    """Seconds until the MX has filled in every message it stored before parsing its body
-    (mta/mx/fill_in.py): a subscribed message's event is written then, so a drain starts here,
-    and the next run must not pay for this one's parsing. 0 for a server from before that
-    (migration 0019), which parses every message before its 250."""
-    started = time.perf_counter()
-    async with asyncio.timeout(WAIT_SECONDS):
-        while True:
-            try:
-                waiting = await conn.fetchval(
-                    "SELECT count(*) FROM received_emails WHERE parse_pending"
-                )
-            except asyncpg.UndefinedColumnError:
-                return 0.0
-            if not waiting:
-                return time.perf_counter() - started
-            await asyncio.sleep(0.05)
-
-
 async def pending(conn: asyncpg.Connection) -> int:
     count: int = await conn.fetchval(
         "SELECT count(*) FROM webhook_deliveries WHERE status IN ('pending', 'attempting')"
@@ -286,8 +267,8 @@ def cpu_seconds(roots: list[int]) -> float:
 
 
 async def mx_rates(
+    peer: OpenSendPeer,
     conn: asyncpg.Connection,
-    port: int,
     hook_id: Any,
     load: Load,
     rounds: int,
@@ -307,9 +288,17 @@ async def mx_rates(
                 stored_before = await conn.fetchval("SELECT count(*) FROM received_emails")
                 cpu_before = cpu_seconds(roots)
                 worker_before = own_cpu_seconds(worker)
-                run = await asyncio.to_thread(run_smtp_source, "127.0.0.1", port, load, mode, 600)
+                run = await asyncio.to_thread(
+                    run_smtp_source, "127.0.0.1", peer.mx_port, load, mode, 600
+                )
                 stored = await conn.fetchval("SELECT count(*) FROM received_emails") - stored_before
-                drain = await filled_in(conn)
+                # The MX fills in what it stored unparsed after the burst (mta/mx/fill_in.py):
+                # a subscribed message's event is written then, so a drain starts there, and the
+                # next run must not pay for this one's parsing.
+                waited = await peer.wait_filled_in(WAIT_SECONDS)
+                if waited is None:
+                    raise TimeoutError("received mail still unparsed after the wait")
+                drain = waited
                 drain += await drained(conn) if subscribed else 0.0
                 # Through the drain: what the webhooks cost, whenever the workers spent it.
                 cpu_ms = (cpu_seconds(roots) - cpu_before) * 1000 / max(1, stored)
@@ -429,9 +418,7 @@ async def main(args: argparse.Namespace) -> int:
                     recipient=f"user@{DOMAIN}",
                 )
                 roots = [pid for pid in (peer.pid, peer.postmaster_pid()) if pid is not None]
-                result["mx"] = await mx_rates(
-                    conn, peer.mx_port, hook_id, load, args.rounds, roots, worker
-                )
+                result["mx"] = await mx_rates(peer, conn, hook_id, load, args.rounds, roots, worker)
                 for mode, figures in result["mx"]["summary"].items():
                     print(f"  {mode}: {figures}", flush=True)
             await conn.close()
