@@ -47,7 +47,7 @@ _ASYNC_COMMIT = "SELECT set_config('synchronous_commit', 'off', true) AS async_c
 #
 # Every attempt is recorded, even one whose lease was lost meanwhile (it was made); only the
 # lease holder moves the delivery on. An endpoint's failing streak starts at its first failure
-# and ends at a success (the latest attempt in the cycle decides); past `$12` seconds of failing
+# and ends at a success (the attempts of a cycle count in their order); past `$12` seconds of failing
 # it is disabled, for the tenant to see.
 #
 # The claim: each endpoint's queue in due order, and its first `$14` rows (the concurrency cap)
@@ -85,23 +85,34 @@ WITH async_commit AS ({_ASYNC_COMMIT}), u AS (
                                   response, error)
     SELECT attempt_id, delivery_id, attempted_at, status_code, latency_ms, response, error
     FROM u
-), streak AS (
-    SELECT webhook_id,
-           (array_agg(succeeded ORDER BY attempted_at DESC))[1] AS succeeded,
-           min(attempted_at) FILTER (WHERE NOT succeeded) AS first_failure
+), last_success AS (
+    SELECT webhook_id, max(attempted_at) FILTER (WHERE succeeded) AS at
     FROM recorded GROUP BY webhook_id
+), streak AS (
+    -- Each endpoint's failing streak after this cycle's attempts, as if recorded one by one:
+    -- none when the latest succeeded; else from the first failure after the cycle's last
+    -- success, or, with no success in the cycle, from where it already ran.
+    SELECT r.webhook_id, w.failing_since AS was,
+           CASE WHEN (array_agg(r.succeeded ORDER BY r.attempted_at DESC))[1] THEN NULL
+                WHEN l.at IS NOT NULL
+                THEN min(r.attempted_at) FILTER (WHERE NOT r.succeeded AND r.attempted_at > l.at)
+                ELSE coalesce(w.failing_since, min(r.attempted_at) FILTER (WHERE NOT r.succeeded))
+           END AS failing_since
+    FROM recorded r
+    JOIN last_success l ON l.webhook_id = r.webhook_id
+    JOIN webhooks w ON w.id = r.webhook_id
+    GROUP BY r.webhook_id, l.at, w.failing_since
 ), endpoint AS (
     UPDATE webhooks w
-    SET failing_since = CASE WHEN s.succeeded THEN NULL
-                             ELSE coalesce(w.failing_since, s.first_failure) END,
-        status = CASE WHEN NOT s.succeeded
-                           AND w.failing_since < now() - make_interval(secs => $12)
+    SET failing_since = s.failing_since,
+        status = CASE WHEN s.failing_since < now() - make_interval(secs => $12)
                       THEN 'disabled' ELSE w.status END,
-        disabled_reason = CASE WHEN NOT s.succeeded
-                                    AND w.failing_since < now() - make_interval(secs => $12)
+        disabled_reason = CASE WHEN s.failing_since < now() - make_interval(secs => $12)
                                THEN 'failing' ELSE w.disabled_reason END
     FROM streak s
-    WHERE w.id = s.webhook_id AND (NOT s.succeeded OR w.failing_since IS NOT NULL)
+    WHERE w.id = s.webhook_id
+      AND (s.failing_since IS DISTINCT FROM s.was
+           OR s.failing_since < now() - make_interval(secs => $12))
     RETURNING w.id, w.status
 ), head AS (
     SELECT x.id FROM webhooks w

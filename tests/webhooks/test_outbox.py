@@ -8,7 +8,7 @@ import asyncio
 import secrets
 import time
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
@@ -193,3 +193,54 @@ async def test_workers_connections_plan_the_cycle_for_its_arguments_every_time(
             await pool.close()
         assert (generic > 0) is expect_generic, (settings, generic, custom)
         assert generic + custom == 8
+
+
+def attempted(claimed: Claimed, at: datetime, *, ok: bool) -> AttemptOutcome:
+    outcome = replace(succeeded(claimed), attempted_at=at)
+    if ok:
+        return outcome
+    return replace(outcome, status="attempting", retry_in=5, status_code=500, succeeded=False)
+
+
+async def endpoint_failing_since(pool: Pool, webhook_id: UUID, since: datetime | None) -> None:
+    await pool.execute("UPDATE webhooks SET failing_since = $2 WHERE id = $1", webhook_id, since)
+
+
+async def test_a_cycle_counts_its_attempts_in_order_for_the_failing_streak(queue: Queue) -> None:
+    # Recorded one by one, a success ends a streak and a later failure starts a new one; a cycle
+    # that records both must come to the same, and disable only on a streak past five days.
+    _, pool = queue
+    webhook_id = await endpoint_with_events(pool, 6)
+    six_days_ago = datetime.now(UTC) - timedelta(days=6)
+    now = datetime.now(UTC)
+
+    await endpoint_failing_since(pool, webhook_id, six_days_ago)
+    first, second = await cycle(pool, webhook_id, [])
+    # Each cycle claims the next two deliveries as it records (the failed ones retry later).
+    first, second = await cycle(
+        pool,
+        webhook_id,
+        [attempted(first, now - timedelta(seconds=2), ok=True), attempted(second, now, ok=False)],
+    )
+    row = await pool.fetchrow(
+        "SELECT status, failing_since FROM webhooks WHERE id = $1", webhook_id
+    )
+    assert (row["status"], row["failing_since"]) == ("enabled", now)
+
+    await endpoint_failing_since(pool, webhook_id, None)
+    first, second = await cycle(
+        pool,
+        webhook_id,
+        [attempted(first, now - timedelta(seconds=2), ok=False), attempted(second, now, ok=True)],
+    )
+    assert (
+        await pool.fetchval("SELECT failing_since FROM webhooks WHERE id = $1", webhook_id) is None
+    )
+
+    await endpoint_failing_since(pool, webhook_id, six_days_ago)
+    await cycle(pool, webhook_id, [attempted(c, now, ok=False) for c in (first, second)])
+    row = await pool.fetchrow(
+        "SELECT status, disabled_reason, failing_since FROM webhooks WHERE id = $1", webhook_id
+    )
+    assert (row["status"], row["disabled_reason"]) == ("disabled", "failing")
+    assert row["failing_since"] == six_days_ago
