@@ -288,8 +288,9 @@ class WebhookWorkers:
                     "retry_in": step.retry_in,
                 },
             )
-        # Recorded by the next cycle, while the lease (taken at the claim) still runs.
-        record_by = started + self._settings.lease - latency
+        # Recorded by a cycle while the lease still runs: it was taken at the claim, just before
+        # `started`, and runs for the lease whatever the request took.
+        record_by = started + self._settings.lease
         self._to_record.append(Finished(outcome, unsafe is not None, record_by))
 
     def _unsafe(self, endpoint: str) -> str | None:
