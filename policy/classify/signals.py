@@ -141,6 +141,12 @@ class FirstLook:
     wants_report: bool
     plain: bool
 
+    @property
+    def body_not_needed(self) -> bool:
+        """No rule and no report reading looks past the header fields: the body may be parsed
+        after the commit (policy.inbound.pipeline.body_unread)."""
+        return self.plain and not self.wants_report
+
 
 def first_look(
     headers: Sequence[tuple[str, str]],

@@ -25,7 +25,7 @@ from policy.bounces.verp import (
     verify_bounce_token,
 )
 from policy.classify.rules import HUMAN, Classification, MailClass, classify
-from policy.classify.signals import first_look, read_signals
+from policy.classify.signals import FirstLook, first_look, read_signals
 from policy.inbound.addresses import split_mailbox
 from policy.inbound.matching import (
     KnownMessage,
@@ -360,13 +360,8 @@ async def received_messages(
         assert decision.tenant_id is not None
         by_tenant.setdefault(decision.tenant_id, []).append(decision)
 
-    look = first_look(
-        parsed.headers,
-        mail_from=arrival.mail_from,
-        from_address=parsed.from_address,
-        subject=parsed.subject,
-    )
-    if not parsed.complete and not (look.plain and not look.wants_report):
+    look = _first_look(parsed, arrival.mail_from)
+    if not parsed.complete and not look.body_not_needed:
         raise ValueError("only plain mail is stored before its body is parsed (body_unread)")
     report = _report(parsed, raw, arrival, accepted) if look.wants_report else None
     records = []
@@ -449,13 +444,16 @@ def body_unread(parsed: ParsedMessage, mail_from: str) -> bool:
     reading looks into (policy.classify.signals.first_look), so that everything decided before
     the 250 (routing, matching, the class, a report's effects) is what the full parse decides.
     """
-    look = first_look(
+    return _first_look(parsed, mail_from).body_not_needed
+
+
+def _first_look(parsed: ParsedMessage, mail_from: str) -> FirstLook:
+    return first_look(
         parsed.headers,
         mail_from=mail_from,
         from_address=parsed.from_address,
         subject=parsed.subject,
     )
-    return look.plain and not look.wants_report
 
 
 def _linked_by_bounce_address(match: Match, verdicts: Sequence[BounceVerdict]) -> Match:
