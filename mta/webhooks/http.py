@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from policy.text import clean_text
 from policy.webhooks.endpoints import refusal
 
 USER_AGENT = "OpenSend-Webhooks/1"
@@ -93,9 +94,8 @@ async def post(
             allow_redirects=False,
         ) as response:
             kept = await response.content.read(RESPONSE_KEEP_BYTES)
-            # PostgreSQL text holds no NUL: one in the answer would keep the attempt unrecorded.
-            text = kept.decode("utf-8", "replace").replace("\x00", "\ufffd")
-            return Answer(response.status, text, None)
+            # Stored with the attempt: a NUL in the answer would keep it unrecorded.
+            return Answer(response.status, clean_text(kept.decode("utf-8", "replace")), None)
     except TimeoutError:
         return Answer(None, "", "timed out")
     except aiohttp.ClientConnectorError as error:

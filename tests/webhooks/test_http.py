@@ -1,0 +1,50 @@
+"""One attempt's answer as it is stored: what PostgreSQL text cannot hold is cleaned first."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from api.http_client import LookupResolver
+from mta.dns import Resolver
+from mta.webhooks import http
+from tests.conftest import make_settings
+
+
+@pytest.fixture
+async def nul_answering_endpoint() -> AsyncIterator[str]:
+    async def answer(_: web.Request) -> web.Response:
+        return web.Response(body=b"ok\x00then \xff more", status=200)
+
+    app = web.Application()
+    app.router.add_post("/hook", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_answer_with_a_nul_and_bad_bytes_is_kept_as_storable_text(
+    nul_answering_endpoint: str, tmp_path: Path
+) -> None:
+    # An address literal is never resolved: the resolver is there because the session needs one.
+    session = http.client_session(
+        LookupResolver(Resolver(make_settings(tmp_path).dns_servers, lifetime=1.0)),
+        allow_private=True,
+        connect_timeout=5,
+        timeout=10,
+        per_host=1,
+    )
+    try:
+        answer = await http.post(session, nul_answering_endpoint, b"{}", {})
+    finally:
+        await session.close()
+    assert answer.status_code == 200
+    assert answer.error is None
+    assert answer.body == "okthen \ufffd more"
