@@ -125,7 +125,9 @@ def refuse_nul(request: web.Request) -> None:
 
 async def _admitted(handler: Handler, request: web.Request) -> web.StreamResponse:
     await identify(request)
-    refuse_nul(request)
+    raw = request.raw_path  # a NUL reaches the path or the query only as %00 or itself
+    if "%00" in raw or "\0" in raw:
+        refuse_nul(request)
     return await handler(request)
 
 
@@ -140,11 +142,7 @@ async def api_edge(request: web.Request, handler: Handler) -> web.StreamResponse
         resource = request.match_info.route.resource
         if resource is not None and replies.is_inbound_path(resource.canonical):
             return await replies.in_inbound_words(request, partial(_admitted, handler))
-        await identify(request)
-        raw = request.raw_path  # a NUL reaches the path or the query only as %00 or itself
-        if "%00" in raw or "\0" in raw or "\0" in request.path:
-            refuse_nul(request)
-        return await handler(request)
+        return await _admitted(handler, request)
     except Exception as error:
         return render_failure(request, error)
 
