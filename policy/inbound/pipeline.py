@@ -12,7 +12,6 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from email.utils import format_datetime
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -26,6 +25,7 @@ from policy.bounces.verp import (
 )
 from policy.classify.rules import HUMAN, Classification, MailClass, classify
 from policy.classify.signals import FirstLook, first_look, read_signals
+from policy.dates import rfc5322_date
 from policy.inbound.addresses import split_mailbox
 from policy.inbound.matching import (
     KnownMessage,
@@ -310,18 +310,6 @@ class ReceivedMessage:
     parse_pending: bool = False
 
 
-_date_cache: tuple[int, str] = (0, "")
-
-
-def _trace_date(when: datetime) -> str:
-    """RFC 5322 date-time of a Received field; formatted once per second, not per message."""
-    global _date_cache
-    second = int(when.timestamp())
-    if _date_cache[0] != second:
-        _date_cache = (second, format_datetime(when.replace(microsecond=0)))
-    return _date_cache[1]
-
-
 # A control character in a client-supplied name (a bare CR in EHLO's argument, which aiosmtpd
 # keeps) must not reach a header field, where it could end the field early.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -336,7 +324,7 @@ def received_header(record_id: UUID, arrival: Arrival, recipient: str | None) ->
     return (
         f"Received: from {helo} ([{arrival.peer_ip or 'unknown'}])\r\n"
         f"\tby {arrival.hostname} (OpenSend) with {protocol}{tls} id {record_id.hex}"
-        f"{for_clause}; {_trace_date(arrival.received_at)}"
+        f"{for_clause}; {rfc5322_date(arrival.received_at)}"
     )
 
 

@@ -19,10 +19,11 @@ import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from email.utils import encode_rfc2231, format_datetime
+from datetime import datetime
+from email.utils import encode_rfc2231
 from uuid import UUID
 
+from policy.dates import rfc5322_date
 from policy.sending.fields import Attachment, Mailbox
 from policy.sending.request import EmailDraft
 from policy.tokens import ReplyTokens
@@ -250,22 +251,6 @@ def body_part(draft: EmailDraft, boundaries: Callable[[], str]) -> Part:
     return body
 
 
-# The Date field of the last second seen: the same text for every message of that second, and
-# `format_datetime` is a tenth of composing a message.
-# Keyed by the offset too: the same instant in another zone is written differently.
-_last_date: tuple[tuple[datetime, timedelta | None], str] | None = None
-
-
-def date_field(date: datetime) -> str:
-    """RFC 5322 section 3.3 date-time of `date`, to the second."""
-    global _last_date
-    second = date.replace(microsecond=0)
-    key = (second, second.utcoffset())
-    if _last_date is None or _last_date[0] != key:
-        _last_date = (key, format_datetime(second))
-    return _last_date[1]
-
-
 def compose(
     draft: EmailDraft,
     tracking: Tracking,
@@ -287,7 +272,7 @@ def compose(
         fields.append(address_field("Reply-To", reply_to))
     fields += [
         fold("Subject", draft.subject),
-        f"Date: {date_field(date)}",  # RFC 5322 section 3.3
+        f"Date: {rfc5322_date(date)}",  # RFC 5322 section 3.3
         f"Message-ID: <{tracking.message_id}>",
     ]
     if tracking.reply_token is not None:
