@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from aiosmtplib.email import quote_address
+from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
 # RFC 5321 section 4.5.3.1.5: a reply line is at most 512 octets; a few more are tolerated,
 # and a reply of many lines is bounded too, so a broken server cannot fill our memory.
@@ -22,8 +23,6 @@ MAX_REPLY_OCTETS = 64 * 1024
 # A mailbox that needs no parsing to be put on a command line: no space, control character,
 # angle bracket, quote or parenthesis (anything else goes through aiosmtplib's checks).
 _PLAIN_MAILBOX = re.compile(r"[^\x00-\x20\x7f<>()\[\]\\,;:\"]+@[^\x00-\x20\x7f<>()\[\]\\,;:\"@]+")
-_LINE_ENDS_OTHER_THAN_CRLF = re.compile(rb"\r\n|\n|\r(?!\n)")
-_LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
 class ReplyError(Exception):
@@ -38,14 +37,16 @@ def path(address: str, encoding: str) -> bytes:
 
 
 def data_block(message: bytes) -> bytes:
-    """The message as DATA carries it (RFC 5321 section 4.5.2): CRLF line ends, a leading dot
-    doubled, ended by CRLF "." CRLF."""
+    """The message as DATA carries it (RFC 5321 section 4.5.2), as aiosmtplib's own DATA command
+    makes it: CRLF line ends, a leading dot doubled, ended by CRLF "." CRLF. The regular
+    expressions run only when there is something for them to do (a composed message has CRLF
+    ends and rarely a leading dot)."""
     if not message.count(b"\n") == message.count(b"\r\n") == message.count(b"\r"):
-        message = _LINE_ENDS_OTHER_THAN_CRLF.sub(b"\r\n", message)
-    if not message.endswith(b"\r\n"):
+        message = normalize_message_line_endings(message)
+    elif not message.endswith(b"\r\n"):
         message += b"\r\n"
     if message.startswith(b".") or b"\n." in message:
-        message = _LEADING_DOT.sub(b"..", message)
+        message = PERIOD_REGEX.sub(b"..", message)
     return message + b".\r\n"
 
 
