@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from email import message_from_bytes
 from email.header import decode_header, make_header
@@ -293,21 +293,20 @@ def _describe(message: Message, defects: list[str]) -> ParsedMessage:
         _walk(message, body, defects)
     except (LookupError, ValueError, AssertionError, UnicodeError) as error:
         defects.append(type(error).__name__)
-    facts = _header_facts(headers, defects, complete=True)
-    return replace(
-        facts,
-        text=body["text"],
-        html=body["html"],
-        attachments=body["attachments"],
-        defects=[type(d).__name__ for d in message.defects] + defects,
-    )
+    # The parser's own defects first, then ours (the Message-ID's is added by _header_facts).
+    every_defect = [type(d).__name__ for d in message.defects] + defects
+    return _header_facts(headers, every_defect, complete=True, body=body)
 
 
 def _header_facts(
-    headers: list[tuple[str, str]], defects: list[str], *, complete: bool
+    headers: list[tuple[str, str]],
+    defects: list[str],
+    *,
+    complete: bool,
+    body: dict[str, Any] | None = None,
 ) -> ParsedMessage:
-    """What the header fields say. Incomplete: the fields the accept path reads, and empty
-    address lists, sender's name and Date."""
+    """What the header fields say, with the `body` the full parse found. Incomplete: the
+    fields the accept path reads, and empty address lists, sender's name, Date and body."""
     by_name: dict[str, list[str]] = {}
     for name, value in headers:
         by_name.setdefault(name.lower(), []).append(value)
@@ -335,8 +334,9 @@ def _header_facts(
         date=_date(first("date")) if complete else None,
         auto_submitted=first("auto-submitted"),
         received_count=len(every("received")),
-        text=None,
-        html=None,
+        text=body["text"] if body else None,
+        html=body["html"] if body else None,
+        attachments=body["attachments"] if body else [],
         defects=defects,
         complete=complete,
     )
