@@ -47,8 +47,8 @@ _ASYNC_COMMIT = "SELECT set_config('synchronous_commit', 'off', true) AS async_c
 #
 # Every attempt is recorded, even one whose lease was lost meanwhile (it was made); only the
 # lease holder moves the delivery on. An endpoint's failing streak starts at its first failure
-# and ends at a success (the attempts of a cycle count in their order); past `$12` seconds of failing
-# it is disabled, for the tenant to see.
+# and ends at a success (the attempts of a cycle count in their order); past `$12` seconds of
+# failing it is disabled, for the tenant to see.
 #
 # The claim: each endpoint's queue in due order, and its first `$14` rows (the concurrency cap)
 # are the ones that may be in flight. Those under a live lease are (another worker's, or ours);
