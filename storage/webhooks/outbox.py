@@ -22,16 +22,21 @@ from storage.ids import uuid7
 
 NOTIFY_CHANNEL = "opensend_webhooks"
 
-# The settings of the workers' connections (storage.database.open_pool). The cycle is planned
-# for its arguments every time, never from a cached generic plan: PostgreSQL settles on a
-# generic plan after five executions, and one chosen while the outbox was nearly empty (a new
-# server, or just after a quiet spell) joins the outcomes by walking whole indexes of
-# webhook_deliveries. With a backlog of 6,000 events that plan took 15 to 25 ms a cycle, nearly
-# all of it in PostgreSQL, and the drain ran at about 100 events/s instead of 1,000; nothing
-# replans it until an ANALYZE, which a queue's churn may not trigger for minutes. Planned each
-# time, a whole cycle took 0.2 to 0.5 ms (p50) with that backlog, and a busy cycle carries up to
-# `limit` events (tests/perf/README.md, webhooks).
-WORKER_SESSION_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
+# The settings of the workers' connections (storage.database.open_pool): sequential and bitmap
+# scans priced out, so the cycle reads webhook_deliveries by key whatever the planner believes
+# of its size. A queue's size swings from empty to thousands within seconds, faster than
+# ANALYZE follows, and PostgreSQL caches a generic plan after five executions: one made while
+# the outbox was nearly empty (a new server, a quiet spell) joined the outcomes by a sequential
+# scan of webhook_deliveries and took the heads from a bitmap scan of the whole due index. With
+# a backlog of 6,000 events that plan cost 9 ms of PostgreSQL CPU per event instead of 0.14,
+# and the drain ran at about 100 events/s. With these settings the cached plan, made on an
+# empty outbox, looks each outcome up by primary key and reads each endpoint's head through
+# the due index with its LIMIT: its cost follows the cycle's size, not the queue's. Planning
+# every cycle instead (plan_cache_mode force_custom_plan, tried first) was safe too, but
+# planning this statement cost about 1 ms of PostgreSQL CPU per cycle, three times what running
+# it does (tests/perf/README.md, webhooks). The settings cost nothing else: every statement the
+# workers run (the cycle, statistics, retention) has an index to read by.
+WORKER_SESSION_SETTINGS = {"enable_seqscan": "off", "enable_bitmapscan": "off"}
 
 # Claims and outcomes do not wait for their WAL flush (synchronous_commit off, for their own
 # one-statement transaction only, set inside the statement to save a round trip): one lost in a
