@@ -22,21 +22,27 @@ from storage.ids import uuid7
 
 NOTIFY_CHANNEL = "opensend_webhooks"
 
-# The settings of the workers' connections (storage.database.open_pool): sequential and bitmap
-# scans priced out, so the cycle reads webhook_deliveries by key whatever the planner believes
-# of its size. A queue's size swings from empty to thousands within seconds, faster than
-# ANALYZE follows, and PostgreSQL caches a generic plan after five executions: one made while
-# the outbox was nearly empty (a new server, a quiet spell) joined the outcomes by a sequential
-# scan of webhook_deliveries and took the heads from a bitmap scan of the whole due index. With
-# a backlog of 6,000 events that plan cost 9 ms of PostgreSQL CPU per event instead of 0.14,
-# and the drain ran at about 100 events/s. With these settings the cached plan, made on an
-# empty outbox, looks each outcome up by primary key and reads each endpoint's head through
-# the due index with its LIMIT: its cost follows the cycle's size, not the queue's. Planning
-# every cycle instead (plan_cache_mode force_custom_plan, tried first) was safe too, but
-# planning this statement cost about 1 ms of PostgreSQL CPU per cycle, three times what running
-# it does (tests/perf/README.md, webhooks). The settings cost nothing else: every statement the
-# workers run (the cycle, statistics, retention) has an index to read by.
-WORKER_SESSION_SETTINGS = {"enable_seqscan": "off", "enable_bitmapscan": "off"}
+# The settings of the workers' connections (storage.database.open_pool). A queue's size swings
+# from empty to thousands within seconds, faster than ANALYZE follows, so no plan of the cycle
+# may depend on what the statistics say of it:
+# - Sequential and bitmap scans are priced out, and the statement (`picked`) cannot read the due
+#   index whole: every read of webhook_deliveries goes by a key (an outcome's or a head's id, an
+#   endpoint's queue), so a plan costs what the cycle carries, whatever the queue holds. A
+#   generic plan made on an empty outbox (a new server, a quiet spell) used to join the
+#   outcomes by a sequential scan and pick the heads from a bitmap scan of the whole due index:
+#   with 6,000 events waiting, 9 ms of PostgreSQL CPU per event instead of 0.14, and a drain of
+#   about 100 events/s.
+# - That plan made once is kept (force_generic_plan), never made again for each cycle's
+#   arguments: planning this statement costs about 1 ms of PostgreSQL CPU, three times what
+#   running it costs; left to choose, PostgreSQL planned every cycle once a backlog had been
+#   analyzed. (An ANALYZE still makes the kept plan again, under the same rules.)
+# Every statement the workers run (the cycle, statistics, retention) has an index to read by.
+# Figures: tests/perf/README.md, webhooks.
+WORKER_SESSION_SETTINGS = {
+    "plan_cache_mode": "force_generic_plan",
+    "enable_seqscan": "off",
+    "enable_bitmapscan": "off",
+}
 
 # Claims and outcomes do not wait for their WAL flush (synchronous_commit off, for their own
 # one-statement transaction only, set inside the statement to save a round trip): one lost in a
@@ -120,9 +126,9 @@ WITH async_commit AS ({_ASYNC_COMMIT}), u AS (
            OR s.failing_since < now() - make_interval(secs => $12))
     RETURNING w.id, w.status
 ), head AS (
-    SELECT x.id FROM webhooks w
+    SELECT x.id, x.next_attempt_at FROM webhooks w
     CROSS JOIN LATERAL (
-        SELECT x.id, x.lease_until FROM webhook_deliveries x
+        SELECT x.id, x.lease_until, x.next_attempt_at FROM webhook_deliveries x
         WHERE x.webhook_id = w.id AND x.status IN ('pending', 'attempting')
           AND x.next_attempt_at <= now() AND x.id <> ALL ($1::uuid[])
         ORDER BY x.next_attempt_at
@@ -132,11 +138,16 @@ WITH async_commit AS ({_ASYNC_COMMIT}), u AS (
       AND w.id NOT IN (SELECT id FROM endpoint WHERE status = 'disabled')
 ), picked AS (
     -- Checked again on the row as it is now when a concurrent claim or outcome committed
-    -- since this statement's snapshot (READ COMMITTED re-evaluates a locked row).
-    SELECT d.id FROM webhook_deliveries d
-    WHERE d.id IN (SELECT id FROM head) AND d.status IN ('pending', 'attempting')
+    -- since this statement's snapshot (READ COMMITTED re-evaluates a locked row). The heads'
+    -- rows are looked up by primary key: the status test is written NOT IN, not IN ('pending',
+    -- 'attempting') (the same rows, by the table's CHECK), so that it does not match the due
+    -- index's predicate and no plan can read that index whole here, in due order, through the
+    -- entries of every delivery finished since the last VACUUM. Such a plan, chosen after an
+    -- ANALYZE saw a backlog, made cycles of 20 to 200 ms (tests/perf/README.md, webhooks).
+    SELECT d.id FROM head h JOIN webhook_deliveries d ON d.id = h.id
+    WHERE d.status NOT IN ('success', 'failed')
       AND (d.lease_until IS NULL OR d.lease_until <= now())
-    ORDER BY d.next_attempt_at
+    ORDER BY h.next_attempt_at
     LIMIT $13
     FOR UPDATE OF d SKIP LOCKED
 ), claimed AS (
