@@ -47,6 +47,7 @@ from mta.stopping import (
 from mta.webhooks.worker import WebhookWorkers
 from policy.settings import ListenAddress, Settings
 from policy.tokens import ReplyTokens
+from storage.authcheck import results as authresults
 from storage.database import Pool, open_pool
 from storage.local_secret import load_or_create_secret
 from storage.migrate import migrate
@@ -275,7 +276,9 @@ def auth_check_main(settings: Settings, url: str, parent_pid: int) -> None:
 
     async def main() -> None:
         stop = stop_on_signals(settings.shutdown_drain)
-        pool = await open_pool(url, min_size=1, max_size=4)
+        pool = await open_pool(
+            url, min_size=1, max_size=4, session_settings=authresults.CHECKER_SESSION_SETTINGS
+        )
         resolver = BlockingResolver(settings.dns_servers)
         checkers = AuthCheckWorkers(
             pool,

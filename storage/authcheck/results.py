@@ -41,6 +41,16 @@ CHECKER_LOCK_ID = 0x617574686368636B
 LOCK = "SELECT pg_try_advisory_lock($1)"
 UNLOCK = "SELECT pg_advisory_unlock($1)"
 
+# The settings of the checker's connections (storage.database.open_pool): sequential and bitmap
+# scans priced out. Its batch writes (RECORD_RESULTS, and storage.authcheck.stripped's
+# RECORD_STRIPPED) keep only the messages that still exist, an EXISTS on received_emails by id.
+# PostgreSQL caches a generic plan after five executions; made on a new server's empty
+# received_emails, it joined each batch to the whole table by a sequential scan, and kept doing
+# so, with the table growing by thousands of wide rows a minute, until an autoanalyze made it
+# again. Every statement of the checker has an index to read by: ids above the watermark, the
+# recheck index, a batch's ids (tests/mta/authcheck/test_plans.py).
+CHECKER_SESSION_SETTINGS = {"enable_seqscan": "off", "enable_bitmapscan": "off"}
+
 _BEFORE_ALL = "'00000000-0000-0000-0000-000000000000'::uuid"
 _WATERMARK = f"(SELECT coalesce(checked_through, {_BEFORE_ALL}) FROM auth_check_progress)"
 _UNCHECKED = "NOT EXISTS (SELECT 1 FROM received_auth_results a WHERE a.received_id = r.id)"

@@ -5,7 +5,6 @@ lease that runs out handing the delivery to another worker under the same id."""
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import time
 from dataclasses import replace
@@ -25,6 +24,7 @@ from storage.webhooks import outbox
 from storage.webhooks.outbox import AttemptOutcome, ClaimedDelivery, Cycle
 from tests.conftest import make_settings
 from tests.support.delivery_world import queue_database
+from tests.support.plans import kept_plan, unkeyed_reads
 from tests.webhooks.conftest import Queue
 
 CAP = 2
@@ -168,48 +168,22 @@ async def test_an_outcome_the_database_refuses_does_not_hold_up_the_others(
     assert status == "success"
 
 
-async def plans_of_cycle(pool: Pool) -> tuple[str, int]:
-    """The cycle statement's prepared name on the pool's connection, and how many generic plans
-    it has run on."""
-    row = await pool.fetchrow(
-        "SELECT name, generic_plans FROM pg_prepared_statements WHERE statement = $1",
-        outbox.CYCLE,
-    )
-    assert row is not None
-    return row["name"], row["generic_plans"]
-
-
-def unkeyed_reads(plan: dict[str, Any], table: str) -> list[str]:
-    """Every scan of `table` in an EXPLAIN (FORMAT JSON) plan tree that reads it without a key:
-    a sequential or bitmap scan, or an index read whole (no Index Cond)."""
-    found = []
-    scan = plan["Node Type"].endswith("Scan")
-    if scan and plan.get("Relation Name") == table and "Index Cond" not in plan:
-        found.append(f"{plan['Node Type']} {plan.get('Index Name', '')}".strip())
-    for child in plan.get("Plans", []):
-        found += unkeyed_reads(child, table)
-    return found
-
-
 # The cycle's arguments as SQL literals: no outcomes, a claim of up to 100 for a lease of 60 s.
 NO_OUTCOMES = "('{}','{}','{}','{}','{}','{}','{}','{}','{}','{}','{}',432000,100,2,60,'%s')"
 
 
-async def cached_cycle_plan(url: str, webhook_id: UUID, settings: dict[str, str] | None) -> Any:
-    """The plan a connection with `settings` caches for the cycle: made at its sixth cycle, with
-    the statistics of that moment. A pool of one connection, so every cycle runs on it."""
+async def cached_cycle_plan(
+    url: str, webhook_id: UUID, settings: dict[str, str] | None
+) -> dict[str, Any]:
+    """The plan a connection with `settings` keeps for the cycle, made at its sixth cycle (at
+    its first under force_generic_plan) with the statistics of that moment."""
     pool = await open_pool(url, min_size=1, max_size=1, session_settings=settings)
     try:
         for _ in range(8):
             await cycle(pool, webhook_id, [])
-        name, generic = await plans_of_cycle(pool)
-        assert generic > 0, settings  # the cached plan, not one planned for the arguments
-        explained = await pool.fetchval(
-            f"EXPLAIN (FORMAT JSON) EXECUTE {name}{NO_OUTCOMES % uuid7()}"
-        )
+        return await kept_plan(pool, outbox.CYCLE, NO_OUTCOMES % uuid7())
     finally:
         await pool.close()
-    return json.loads(explained)[0]["Plan"]
 
 
 async def test_the_cycles_cached_plan_reads_deliveries_by_key_whatever_the_statistics(
