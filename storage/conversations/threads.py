@@ -13,6 +13,7 @@ from uuid import UUID
 
 from storage.database import Pool
 from storage.errors import storage_errors
+from storage.inbound.received import readable
 
 # A conversation is a handful of messages; a thread someone floods must not become a response
 # of unbounded size. Past this, a thread's listing stops (oldest kept) and says it was cut.
@@ -53,18 +54,19 @@ class ThreadMessages:
     total: int  # may exceed len(messages): see MAX_THREAD_MESSAGES
 
 
-THREAD_COLUMNS = """
+THREAD_COLUMNS = f"""
 t.id, t.subject, t.created_at, t.last_message_at,
 (SELECT e.id FROM emails e WHERE e.tenant_id = t.tenant_id AND e.thread_id = t.id
  ORDER BY e.created_at, e.id LIMIT 1) AS original_email_id,
 (SELECT r.contact_id FROM received_emails r
  WHERE r.tenant_id = t.tenant_id AND r.thread_id = t.id AND r.contact_id IS NOT NULL
+   AND {readable("r")}
  ORDER BY r.received_at DESC, r.id DESC LIMIT 1) AS contact_id
 """
 SELECT_THREAD = "SELECT " + THREAD_COLUMNS + " FROM threads t WHERE t.tenant_id = $1 AND t.id = $2"
 # The newest received message of a thread: what "reply to the thread" answers.
-SELECT_LATEST_RECEIVED = """
-SELECT id FROM received_emails WHERE tenant_id = $1 AND thread_id = $2 AND NOT parse_pending
+SELECT_LATEST_RECEIVED = f"""
+SELECT id FROM received_emails WHERE tenant_id = $1 AND thread_id = $2 AND {readable()}
 ORDER BY received_at DESC, id DESC LIMIT 1
 """
 
@@ -84,7 +86,7 @@ SELECT_CURSOR = "SELECT last_message_at, id FROM threads WHERE tenant_id = $1 AN
 # Both directions of every thread asked for, numbered per thread in time order, so the cap
 # applies per thread and the total comes back with the rows (indexes emails_thread and
 # received_thread).
-SELECT_MESSAGES = """
+SELECT_MESSAGES = f"""
 SELECT * FROM (
     SELECT m.*,
            row_number() OVER (PARTITION BY m.thread_id ORDER BY m.created_at, m.id) AS position,
@@ -101,7 +103,7 @@ SELECT * FROM (
                NULL, r.from_name, r.from_address, r.to_addresses, r.subject,
                r.reply_match_status, r.reply_to_email_id, r.classification
         FROM received_emails r WHERE r.tenant_id = $1 AND r.thread_id = ANY($2::uuid[])
-          AND NOT r.parse_pending  -- shown once filled in (migration 0019)
+          AND {readable("r")}
     ) AS m
 ) AS numbered
 WHERE position <= $3

@@ -9,6 +9,7 @@ from uuid import UUID
 
 from storage.database import Pool
 from storage.errors import storage_errors
+from storage.inbound.received import readable
 
 MAX_THREADS = 100
 
@@ -20,11 +21,12 @@ class ContactThread:
     last_message_at: datetime
 
 
-SELECT_THREADS = """
+SELECT_THREADS = f"""
 SELECT t.id, t.subject, t.last_message_at FROM threads t
 WHERE t.tenant_id = $1
   AND t.id IN (SELECT r.thread_id FROM received_emails r
-               WHERE r.tenant_id = $1 AND r.contact_id = $2 AND r.thread_id IS NOT NULL)
+               WHERE r.tenant_id = $1 AND r.contact_id = $2 AND r.thread_id IS NOT NULL
+                 AND {readable("r")})
 ORDER BY t.last_message_at DESC, t.id DESC
 LIMIT $3
 """

@@ -9,9 +9,10 @@ from uuid import UUID
 
 from storage.database import Pool
 from storage.errors import storage_errors
+from storage.inbound.received import readable
 
 # "Today" is the database's UTC day.
-TODAY = """
+TODAY = f"""
 SELECT
   (SELECT count(*) FROM deliveries d WHERE d.tenant_id = $1
      AND d.queued_at >= date_trunc('day', now()))::int AS sent,
@@ -21,18 +22,19 @@ SELECT
      AS deferred,
   (SELECT count(*) FROM deliveries d WHERE d.tenant_id = $1 AND d.status = 'bounced'
      AND d.finished_at >= date_trunc('day', now()))::int AS bounced,
-  (SELECT count(*) FROM received_emails r WHERE r.tenant_id = $1
+  (SELECT count(*) FROM received_emails r WHERE r.tenant_id = $1 AND {readable("r")}
      AND r.received_at >= date_trunc('day', now()) AND r.reply_match_status = 'matched')::int
      AS matched,
-  (SELECT count(*) FROM received_emails r WHERE r.tenant_id = $1
+  (SELECT count(*) FROM received_emails r WHERE r.tenant_id = $1 AND {readable("r")}
      AND r.received_at >= date_trunc('day', now()) AND r.reply_match_status = 'unmatched')::int
      AS unmatched
 """
-PER_DOMAIN = """
+PER_DOMAIN = f"""
 WITH sent AS (
     SELECT e.id, split_part(e.from_address, '@', 2) AS domain, e.created_at,
            (SELECT min(r.received_at) FROM received_emails r
-            WHERE r.reply_to_email_id = e.id AND r.tenant_id = e.tenant_id) AS first_reply_at
+            WHERE r.reply_to_email_id = e.id AND r.tenant_id = e.tenant_id
+              AND {readable("r")}) AS first_reply_at
     FROM emails e
     WHERE e.tenant_id = $1 AND e.created_at >= now() - interval '30 days'
       AND e.reply_address IS NOT NULL

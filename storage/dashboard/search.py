@@ -10,6 +10,7 @@ from uuid import UUID
 
 from storage.database import Pool
 from storage.errors import storage_errors
+from storage.inbound.received import readable
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,11 +38,12 @@ def _like(value: str | None) -> str | None:
 
 # Each condition is a no-op when its parameter is NULL (one prepared statement for every
 # combination); the keyset cursor ($8, $9) is the last row's (created_at, id).
-SEARCH = """
+SEARCH = f"""
 SELECT e.id, e.from_header, e.from_address, e.to_addresses, e.subject, e.created_at, e.status,
        e.last_event, e.thread_id, e.reply_address,
        EXISTS (SELECT 1 FROM received_emails r
-               WHERE r.tenant_id = e.tenant_id AND r.reply_to_email_id = e.id) AS has_reply
+               WHERE r.tenant_id = e.tenant_id AND r.reply_to_email_id = e.id
+                 AND {readable("r")}) AS has_reply
 FROM emails e
 WHERE e.tenant_id = $1
   AND ($2::text IS NULL OR array_to_string(e.to_addresses, ' ') ILIKE $2)
@@ -50,7 +52,8 @@ WHERE e.tenant_id = $1
   AND ($5::text IS NULL OR e.status = $5
        OR e.last_event = 'email.' || $5)
   AND (NOT $6 OR EXISTS (SELECT 1 FROM received_emails r
-                         WHERE r.tenant_id = e.tenant_id AND r.reply_to_email_id = e.id))
+                         WHERE r.tenant_id = e.tenant_id AND r.reply_to_email_id = e.id
+                           AND {readable("r")}))
   AND ($7::text IS NULL OR e.subject ILIKE $7 OR array_to_string(e.to_addresses, ' ') ILIKE $7)
   AND ($8::timestamptz IS NULL OR (e.created_at, e.id) < ($8, $9::uuid))
   AND ($11::text IS NULL OR lower(split_part(e.from_address, '@', 2)) = $11)

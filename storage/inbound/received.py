@@ -17,6 +17,16 @@ from storage.database import Pool
 from storage.errors import storage_errors
 
 
+def readable(alias: str = "") -> str:
+    """The test every reader of received mail applies to a `received_emails` row (named `alias`
+    in its statement), as SQL. A row whose body is not parsed yet (parse_pending, migration 0019)
+    is shown nowhere, counted nowhere and flags nothing (the API, threads, the dashboard's pages,
+    counts and "has a reply" flags): it appears, complete, once the MX has filled it in, a
+    moment after its 250. The MX's own lookups (matching, the fill-in) read every row: what they
+    read is written before the commit."""
+    return f"NOT {alias + '.' if alias else ''}parse_pending"
+
+
 @dataclass(frozen=True, slots=True)
 class ReceivedFilters:
     """Optional narrowing of a listing; None means "any". Addresses are compared in lowercase."""
@@ -127,9 +137,7 @@ _FILTERS = """
 # "IS NULL OR" cursor test, because only a plain comparison can bound the index scan.
 # The classification filter is the statement's last parameter: $9 on the first page, $11 after
 # the cursor's two.
-# A row whose body is not parsed yet (parse_pending, migration 0019) is not shown anywhere:
-# it appears, complete, once the MX has filled it in, a moment after its 250.
-_READABLE = " AND NOT parse_pending"
+_READABLE = " AND " + readable()
 _LIST = (
     "SELECT "
     + SUMMARY_COLUMNS

@@ -18,12 +18,16 @@ from uuid import UUID
 from prometheus_client import REGISTRY
 
 from mta.mx.fill_in import parsed_columns
+from storage.conversations.threads import latest_received, thread_messages
+from storage.dashboard.contact_threads import threads_of_contact
+from storage.dashboard.overview import overview
+from storage.dashboard.search import EmailQuery, search_emails
 from storage.database import Pool
 from storage.ids import uuid7
 from storage.inbound.fill_in import ParsedColumns, fill_in, fill_in_stale
 from storage.inbound.received import ReceivedFilters, get_received, list_received
 from storage.webhooks.endpoints import create_webhook
-from tests.conftest import MakeTenant, StartMX, TenantWorld, smtp_send
+from tests.conftest import MakeTenant, StartMX, TenantWorld, message, smtp_send
 
 # Written after the commit, from the body and the full address grammar.
 FILLED_IN = (
@@ -253,3 +257,64 @@ async def test_a_batch_announces_each_subscribed_row_once_and_other_updates_anno
 
 def parsed_columns_named(raw: bytes, name: str) -> ParsedColumns:
     return replace(parsed_columns(raw), from_name=name)
+
+
+async def test_every_reader_leaves_a_pending_reply_out_until_it_is_filled_in(
+    start_test_mx: StartMX, pool: Pool, make_tenant: MakeTenant
+) -> None:
+    # The dashboard's counts and flags too, not only the API and the thread pages: a reader
+    # sees exactly the received rows it could open (storage.inbound.received.readable).
+    acme = await make_tenant()
+    sent, token = await acme.sent_email()
+    mx = await start_test_mx(OPENSEND_MX_PARSE_LATER="never")
+    reply = await smtp_send(
+        mx.port,
+        "customer@example.net",
+        [token.address(acme.reply_domain)],
+        message(sender="customer@example.net", to=token.address(acme.reply_domain)),
+    )
+    [reply_id] = reply.stored_ids
+    row = await row_once_filled(pool, reply_id)
+    assert row["reply_match_status"] == "matched" and row["thread_id"] == sent.thread_id
+
+    async def seen() -> dict[str, Any]:
+        today = (await overview(pool, acme.id)).today
+        [domain] = (await overview(pool, acme.id)).domains
+        [listed], _ = await search_emails(pool, acme.id, EmailQuery(), limit=10)
+        replied, _ = await search_emails(pool, acme.id, EmailQuery(has_reply=True), limit=10)
+        contact = row["contact_id"]
+        return {
+            "matched today": today["matched"],
+            "domain replied": domain["replied"],
+            "has reply": listed["has_reply"],
+            "replied filter": len(replied),
+            "contact threads": len(await threads_of_contact(pool, acme.id, contact))
+            if contact is not None
+            else None,
+            "latest received": await latest_received(pool, acme.id, sent.thread_id),
+            "thread messages": (await thread_messages(pool, acme.id, [sent.thread_id]))[
+                sent.thread_id
+            ].total,
+        }
+
+    shown = await seen()
+    await pool.execute("UPDATE received_emails SET parse_pending = true WHERE id = $1", reply_id)
+    hidden = await seen()
+    assert hidden == {
+        "matched today": 0,
+        "domain replied": 0,
+        "has reply": False,
+        "replied filter": 0,
+        "contact threads": 0 if row["contact_id"] is not None else None,
+        "latest received": None,
+        "thread messages": 1,  # the outbound email alone
+    }
+    assert shown == {
+        "matched today": 1,
+        "domain replied": 1,
+        "has reply": True,
+        "replied filter": 1,
+        "contact threads": 1 if row["contact_id"] is not None else None,
+        "latest received": reply_id,
+        "thread messages": 2,
+    }
