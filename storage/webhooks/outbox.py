@@ -10,6 +10,7 @@ one statement (a cycle).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,19 +26,22 @@ NOTIFY_CHANNEL = "opensend_webhooks"
 # The settings of the workers' connections (storage.database.open_pool). A queue's size swings
 # from empty to thousands within seconds, faster than ANALYZE follows, so no plan of the cycle
 # may depend on what the statistics say of it:
-# - Sequential and bitmap scans are priced out, and the statement (`picked`) cannot read the due
-#   index whole: every read of webhook_deliveries goes by a key (an outcome's or a head's id, an
-#   endpoint's queue), so a plan costs what the cycle carries, whatever the queue holds. A
-#   generic plan made on an empty outbox (a new server, a quiet spell) used to join the
-#   outcomes by a sequential scan and pick the heads from a bitmap scan of the whole due index:
-#   with 6,000 events waiting, 9 ms of PostgreSQL CPU per event instead of 0.14, and a drain of
-#   about 100 events/s.
+# - Sequential and bitmap scans are priced out; the statement (`picked`) cannot read the due
+#   index whole; the concurrency cap is a number in the statement (cycle_statement): every read
+#   of webhook_deliveries in the cycle goes by a key (an outcome's or a head's id, an endpoint's
+#   queue), so a plan costs what the cycle carries, whatever the queue holds. A generic plan
+#   made on an empty outbox (a new server, a quiet spell) used to join the outcomes by a
+#   sequential scan and pick the heads from a bitmap scan of the whole due index: with 6,000
+#   events waiting, 9 ms of PostgreSQL CPU per event instead of 0.14, and a drain of about 100
+#   events/s.
 # - That plan made once is kept (force_generic_plan), never made again for each cycle's
 #   arguments: planning this statement costs about 1 ms of PostgreSQL CPU, three times what
 #   running it costs; left to choose, PostgreSQL planned every cycle once a backlog had been
 #   analyzed. (An ANALYZE still makes the kept plan again, under the same rules.)
-# Every statement the workers run (the cycle, statistics, retention) has an index to read by.
-# Figures: tests/perf/README.md, webhooks.
+# The workers' other statements read more, and not per event: the statistics (STATS,
+# SECONDS_UNTIL_DUE) count every due row through the due index, every 15 s and when idle;
+# retention walks old events in id order and their deliveries through (event_id, webhook_id).
+# Figures and the test: tests/perf/README.md, webhooks; tests/webhooks/test_outbox.py.
 WORKER_SESSION_SETTINGS = {
     "plan_cache_mode": "force_generic_plan",
     "enable_seqscan": "off",
@@ -61,11 +65,12 @@ _ASYNC_COMMIT = "SELECT set_config('synchronous_commit', 'off', true) AS async_c
 # and ends at a success (the attempts of a cycle count in their order); past `$12` seconds of
 # failing it is disabled, for the tenant to see.
 #
-# The claim: each endpoint's queue in due order, and its first `$14` rows (the concurrency cap)
+# The claim: each endpoint's queue in due order, and its first `{per_endpoint}` rows (the
+# concurrency cap, written into the statement: see cycle_statement)
 # are the ones that may be in flight. Those under a live lease are (another worker's, or ours);
 # the others in that head are claimed, FOR UPDATE SKIP LOCKED (one a concurrent claim is taking
-# is skipped, not taken past: the head stays `$14` long, so the cap holds across workers). A
-# claim sets the lease only (`$15` seconds, `$16` its token), no indexed column, so the row can
+# is skipped, not taken past: the head stays that long, so the cap holds across workers). A
+# claim sets the lease only (`$14` seconds, `$15` its token), no indexed column, so the row can
 # be updated in place (HOT) and a claim reads only the head of each queue, however long the
 # queue: a worker that dies mid-POST leaves its row at the head, due again when the lease runs
 # out, for any worker, under the same id.
@@ -73,7 +78,7 @@ _ASYNC_COMMIT = "SELECT set_config('synchronous_commit', 'off', true) AS async_c
 # Every part of one statement reads the same snapshot, so the claim does not see what this cycle
 # recorded: the deliveries recorded here are left out of the heads (they are no longer in
 # flight), and an endpoint this cycle disabled is not claimed for.
-CYCLE = f"""
+_CYCLE = f"""
 WITH async_commit AS ({_ASYNC_COMMIT}), u AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::float8[], $5::uuid[],
                          $6::timestamptz[], $7::int[], $8::float8[], $9::text[], $10::text[],
@@ -132,7 +137,7 @@ WITH async_commit AS ({_ASYNC_COMMIT}), u AS (
         WHERE x.webhook_id = w.id AND x.status IN ('pending', 'attempting')
           AND x.next_attempt_at <= now() AND x.id <> ALL ($1::uuid[])
         ORDER BY x.next_attempt_at
-        LIMIT $14
+        LIMIT {{per_endpoint}}
     ) x
     WHERE w.status = 'enabled' AND (x.lease_until IS NULL OR x.lease_until <= now())
       AND w.id NOT IN (SELECT id FROM endpoint WHERE status = 'disabled')
@@ -152,7 +157,7 @@ WITH async_commit AS ({_ASYNC_COMMIT}), u AS (
     FOR UPDATE OF d SKIP LOCKED
 ), claimed AS (
     UPDATE webhook_deliveries d
-    SET lease_until = now() + make_interval(secs => $15), lease_token = $16
+    SET lease_until = now() + make_interval(secs => $14), lease_token = $15
     FROM picked, async_commit, webhook_events e, webhooks w
     WHERE d.id = picked.id AND e.id = d.event_id AND w.id = d.webhook_id
     RETURNING d.id, d.webhook_id, d.tenant_id, d.attempts, e.type, e.created_at, e.data,
@@ -229,6 +234,17 @@ class Cycle:
 _CLAIMED_FIELDS = ClaimedDelivery.__slots__
 
 
+@functools.cache
+def cycle_statement(per_endpoint: int) -> str:
+    """The cycle for a concurrency cap of `per_endpoint`, written into the statement as a number,
+    not passed as a parameter: the plan the workers keep (WORKER_SESSION_SETTINGS) is made
+    without the parameters' values, and PostgreSQL takes an unknown LIMIT to keep a tenth of
+    the rows. With thousands due for one endpoint it then expected hundreds of heads, and
+    joined them to the whole of webhook_deliveries by hash instead of looking each one up. The
+    cap is a setting, fixed for the life of a process."""
+    return _CYCLE.format(per_endpoint=int(per_endpoint))
+
+
 async def cycle(
     pool: Pool,
     outcomes: Sequence[AttemptOutcome],
@@ -242,7 +258,7 @@ async def cycle(
     token = uuid7()
     async with storage_errors():
         rows = await pool.fetch(
-            CYCLE,
+            cycle_statement(per_endpoint),
             [o.delivery_id for o in outcomes],
             [o.token for o in outcomes],
             [o.status for o in outcomes],
@@ -256,7 +272,6 @@ async def cycle(
             [o.succeeded for o in outcomes],
             float(disable_after_seconds),
             limit,
-            per_endpoint,
             float(lease_seconds),
             token,
         )

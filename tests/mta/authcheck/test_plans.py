@@ -10,7 +10,7 @@ from storage.authcheck import stripped
 from storage.database import Pool, open_pool
 from storage.ids import uuid7
 from tests.support.delivery_world import queue_database
-from tests.support.plans import kept_plan, unkeyed_reads
+from tests.support.plans import kept_plan, leading_columns, unkeyed_reads
 
 Write = Callable[[Pool], Awaitable[None]]
 BATCH = 10  # messages deleted before their results came: nothing is written
@@ -36,7 +36,8 @@ WRITES: list[tuple[str, Write, str]] = [
 async def test_the_checkers_batch_writes_look_messages_up_by_id_on_a_new_server(
     database_url: str,
 ) -> None:
-    async with queue_database(database_url) as (url, _):
+    async with queue_database(database_url) as (url, shared):
+        indexes = await leading_columns(shared, "received_emails")
         for settings, by_key in ((None, False), (authresults.CHECKER_SESSION_SETTINGS, True)):
             pool = await open_pool(url, min_size=1, max_size=1, session_settings=settings)
             try:
@@ -44,7 +45,7 @@ async def test_the_checkers_batch_writes_look_messages_up_by_id_on_a_new_server(
                     for _ in range(8):
                         await write(pool)
                     plan = await kept_plan(pool, statement, no_rows)
-                    whole = unkeyed_reads(plan, "received_emails")
+                    whole = unkeyed_reads(plan, "received_emails", indexes)
                     assert (whole == []) is by_key, (settings, statement[:40], whole)
             finally:
                 await pool.close()
