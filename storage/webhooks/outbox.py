@@ -26,9 +26,11 @@ NOTIFY_CHANNEL = "opensend_webhooks"
 # The settings of the workers' connections (storage.database.open_pool). A queue's size swings
 # from empty to thousands within seconds, faster than ANALYZE follows, so no plan of the cycle
 # may depend on what the statistics say of it:
-# - Sequential and bitmap scans are priced out; the statement (`picked`) cannot read the due
-#   index whole; the concurrency cap is a number in the statement (cycle_statement): every read
-#   of webhook_deliveries in the cycle goes by a key (an outcome's or a head's id, an endpoint's
+# - Sequential and bitmap scans are priced out, and so are hash and merge joins, which read
+#   one side whole (with a few hundred endpoints and a small outbox, the heads were joined to
+#   the whole primary-key index by hash); the statement (`picked`) cannot read the due index
+#   whole; the concurrency cap is a number in the statement (cycle_statement). Every read of
+#   webhook_deliveries in the cycle goes by a key (an outcome's or a head's id, an endpoint's
 #   queue), so a plan costs what the cycle carries, whatever the queue holds. A generic plan
 #   made on an empty outbox (a new server, a quiet spell) used to join the outcomes by a
 #   sequential scan and pick the heads from a bitmap scan of the whole due index: with 6,000
@@ -46,6 +48,8 @@ WORKER_SESSION_SETTINGS = {
     "plan_cache_mode": "force_generic_plan",
     "enable_seqscan": "off",
     "enable_bitmapscan": "off",
+    "enable_hashjoin": "off",
+    "enable_mergejoin": "off",
 }
 
 # Claims and outcomes do not wait for their WAL flush (synchronous_commit off, for their own

@@ -237,6 +237,28 @@ async def test_the_cycles_cached_plan_reads_deliveries_by_key_whatever_the_stati
         assert await whole_reads(outbox.WORKER_SESSION_SETTINGS) == []
 
 
+async def test_the_cycles_kept_plan_looks_the_heads_up_by_key_for_hundreds_of_endpoints(
+    database_url: str,
+) -> None:
+    # A new server where hundreds of endpoints have a few events each: their heads outnumber
+    # what a hash join over the whole (small) table costs, and that plan is kept while the
+    # table grows. The workers' connections price hash and merge joins out.
+    async with queue_database(database_url) as (url, shared):
+        webhook_id = await endpoint_with_events(shared, 0)
+        await shared.execute(
+            "INSERT INTO webhooks (id, tenant_id, endpoint, events, signing_secret) "
+            "SELECT opensend_uuid7(), tenant_id, endpoint || '?' || n, events, signing_secret "
+            "FROM webhooks, generate_series(1, 299) AS n WHERE id = $1",
+            webhook_id,
+        )
+        await add_events(shared, webhook_id, 3)  # a delivery for each endpoint, each time
+        await shared.execute("ANALYZE webhooks")
+        await shared.execute("ANALYZE webhook_deliveries")
+        plan = await cached_cycle_plan(url, webhook_id, outbox.WORKER_SESSION_SETTINGS)
+        indexes = await leading_columns(shared, "webhook_deliveries")
+        assert unkeyed_reads(plan, "webhook_deliveries", indexes) == []
+
+
 async def add_events(pool: Pool, webhook_id: UUID, count: int) -> None:
     """`count` events due for the endpoint, written by the outbox's own function."""
     await pool.execute(
