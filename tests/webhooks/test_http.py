@@ -12,6 +12,7 @@ from api.http_client import LookupResolver
 from mta.dns import Resolver
 from mta.webhooks import http
 from tests.conftest import make_settings
+from tests.support.loopback_http import served_on_loopback
 
 
 @pytest.fixture
@@ -21,13 +22,8 @@ async def nul_answering_endpoint() -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_post("/hook", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
-    finally:
-        await runner.cleanup()
+    async with served_on_loopback(app) as base:
+        yield f"{base}/hook"
 
 
 async def test_an_answer_with_a_nul_and_bad_bytes_is_kept_as_storable_text(

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import resend
-from aiohttp import web
 
 from api.app import make_app
 from api.http_client import LookupResolver
@@ -22,6 +21,7 @@ from policy.tokens import ReplyTokens
 from storage.account import directory
 from storage.database import Pool
 from tests.conftest import make_settings
+from tests.support.loopback_http import served_on_loopback
 
 T = TypeVar("T")
 
@@ -56,13 +56,9 @@ async def webhook_workers(
 @contextlib.asynccontextmanager
 async def api_server(pool: Pool, tokens: ReplyTokens, tmp: Path, **env: str) -> AsyncIterator[str]:
     settings = make_settings(tmp, **env)
-    runner = web.AppRunner(make_app(pool, settings, tokens, Resolver(settings.dns_servers)))
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+    app = make_app(pool, settings, tokens, Resolver(settings.dns_servers))
+    async with served_on_loopback(app) as base:
+        yield base
 
 
 async def tenant_with_key(pool: Pool, dkim: DkimKeyPair) -> tuple[directory.Domain, str]:
