@@ -19,7 +19,7 @@ from storage.account import directory
 from storage.conversations import contacts
 from storage.database import Pool, open_pool
 from storage.migrate import migrate
-from storage.webhooks import endpoints
+from storage.webhooks import endpoints, outbox
 from tests.support.databases import disposable_cluster
 from tests.support.opensend_cli import opensend_server, server_env
 from tests.webhooks.conftest import Queue
@@ -103,7 +103,10 @@ async def test_the_database_stopped_with_deliveries_in_flight_loses_nothing(
 ) -> None:
     async with disposable_cluster() as cluster:
         await migrate(cluster.url)
-        pool = await open_pool(cluster.url, max_size=4)
+        # Opened as the workers' own pool is (mta/serve.py): their plans, through the outage.
+        pool = await open_pool(
+            cluster.url, max_size=4, session_settings=outbox.WORKER_SESSION_SETTINGS
+        )
         try:
             tenant_id, [secret] = await subscribed_tenant(pool, receiver)
             await events(pool, tenant_id, 10)  # pending before any worker runs
