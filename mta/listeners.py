@@ -94,6 +94,7 @@ async def start_mx(
             registry=protocols,
             data_timeout=settings.data_timeout,
             data_size_limit=settings.max_message_size,
+            bare_newline=settings.bare_newline,
             hostname=settings.hostname,
             ident=BANNER_IDENT,
             tls_context=tls_context,
@@ -161,6 +162,7 @@ async def start_submission(
                 registry=protocols,
                 data_timeout=settings.data_timeout,
                 data_size_limit=settings.max_message_size,
+                bare_newline=settings.bare_newline,
                 hostname=settings.hostname,
                 ident=BANNER_IDENT,
                 # Port 465 is TLS from the first byte (RFC 8314 section 3.3): no STARTTLS there.

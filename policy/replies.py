@@ -186,6 +186,15 @@ S550_MALFORMED_HEADER = Reply(
     "5.6.0",
     "Message refused: a header field name must be printable ASCII followed directly by a colon",
 )
+# RFC 5321 section 2.3.8: CR and LF occur only together, as CRLF. A server that reads a line end
+# elsewhere may split a message where the next hop does not (SMTP smuggling). Postfix's
+# smtpd_forbid_bare_newline = reject answers the same codes.
+S550_BARE_NEWLINE = Reply(
+    550,
+    "5.5.2",
+    "Message refused: a line ends in a bare LF or holds a bare CR; "
+    "every line must end in CRLF (RFC 5321 section 2.3.8)",
+)
 # RFC 5322 section 2.1.1: a line is at most 998 characters. A long body line is re-encoded
 # (policy.submission.long_lines); a header line cannot be without changing the field, so the message
 # is refused: 554, RFC 5321's "transaction failed" after DATA, with RFC 3463's X.6.0 "other media

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import parse_qs, unquote
 
 from policy.aws.sns import DEFAULT_CERT_HOST_PATTERN
@@ -34,6 +35,16 @@ class ParseLater(StrEnum):
     BUSY = "busy"  # while other messages of the process are in DATA: a burst
     ALWAYS = "always"
     NEVER = "never"
+
+
+class BareNewline(StrEnum):
+    """What a DATA line ending in a bare LF (or holding a CR outside CRLF) gets."""
+
+    # Refused, 550 5.5.2: RFC 5321 section 2.3.8 allows CR and LF only together, and a server
+    # that takes anything else may read a line end where the next hop does not (SMTP smuggling).
+    REJECT = "reject"
+    # Taken as CRLF, as Postfix 3.9's smtpd_forbid_bare_newline = normalize does.
+    NORMALIZE = "normalize"
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +168,9 @@ class Settings:
     # Whether the MX may store plain mail before parsing its body, filling it in after the
     # commit (OPENSEND_MX_PARSE_LATER).
     mx_parse_later: ParseLater
+    # Whether a message with a bare LF or CR in it is refused or stored with CRLF line ends, on
+    # the MX and the submission ports alike (OPENSEND_BARE_NEWLINE).
+    bare_newline: BareNewline
     # Whether `serve` (and `serve --only mta`) runs the SPF/DKIM/DMARC/ARC checks of received
     # mail beside the MX; off where another host runs them (`serve --only authcheck`).
     auth_checks: bool
@@ -274,14 +288,16 @@ def _on_off(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name}: {raw!r} is not one of on, off")
 
 
-def _parse_later(env: Mapping[str, str]) -> ParseLater:
-    raw = env.get("OPENSEND_MX_PARSE_LATER", "").strip().lower() or ParseLater.BUSY.value
+_Choice = TypeVar("_Choice", bound=StrEnum)
+
+
+def _choice(env: Mapping[str, str], name: str, default: _Choice) -> _Choice:
+    raw = env.get(name, "").strip().lower() or default.value
     try:
-        return ParseLater(raw)
+        return type(default)(raw)
     except ValueError:
-        raise SettingsError(
-            f"OPENSEND_MX_PARSE_LATER: {raw!r} is not one of busy, always, never"
-        ) from None
+        allowed = ", ".join(member.value for member in type(default))
+        raise SettingsError(f"{name}: {raw!r} is not one of {allowed}") from None
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
@@ -624,7 +640,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         # Postfix's hopcount_limit is 50; RFC 5321 section 6.3 asks for loop detection by count.
         max_received_headers=_int(env, "OPENSEND_MAX_RECEIVED_HEADERS", 50),
         mx_processes=_int(env, "OPENSEND_MX_PROCESSES", 1),
-        mx_parse_later=_parse_later(env),
+        mx_parse_later=_choice(env, "OPENSEND_MX_PARSE_LATER", ParseLater.BUSY),
+        bare_newline=_choice(env, "OPENSEND_BARE_NEWLINE", BareNewline.REJECT),
         auth_checks=_on_off(env, "OPENSEND_AUTH_CHECKS", True),
         # Dovecot's and Postfix's anvil-style defaults are of this order: a person who mistypes
         # a key a few times is not locked out; a guesser gets a handful of tries per quarter hour.

@@ -24,13 +24,16 @@ LONGEST_UNTAKEN = 64 * 1024
 # (RFC 5321 section 4.5.2). A CR that does not start a CRLF ends no line for Postfix either;
 # its cleanup replaces such a stray CR with a space (cleanup_replace_stray_cr_lf, Postfix 3.9),
 # so the message we store, sign and relay holds CRLF line ends only and no remote server can
-# read a line end, or a signature, differently from us.
+# read a line end, or a signature, differently from us. The assembler always reads this way,
+# and says whether it had to (`bare_newline`); the protocol refuses such a message unless
+# OPENSEND_BARE_NEWLINE=normalize (RFC 5321 section 2.3.8: CR and LF only as CRLF).
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _STRAY_CR = re.compile(rb"\r(?!\n)")
 
 
 def normalise_line_endings(data: bytes) -> bytes:
-    """`data` with every bare LF made CRLF and every stray CR made a space (see above)."""
+    """`data` with every bare LF made CRLF and every stray CR made a space (see above); the
+    very object given when it has neither."""
     pairs = data.count(b"\r\n")
     if data.count(b"\n") != pairs:
         data = _BARE_LF.sub(b"\r\n", data)
@@ -49,7 +52,16 @@ class DataAssembler:
     sent, and may straddle two blocks: the CRLF in one, ".\\r\\n" in the next.
     """
 
-    __slots__ = ("_after_crlf", "_limit", "_line_start", "_parts", "_size", "_untaken", "too_big")
+    __slots__ = (
+        "_after_crlf",
+        "_limit",
+        "_line_start",
+        "_parts",
+        "_size",
+        "_untaken",
+        "bare_newline",
+        "too_big",
+    )
 
     def __init__(self, limit: int) -> None:
         self._limit = limit  # bytes of content, 0 for none (RFC 1870 counts it unstuffed)
@@ -61,6 +73,9 @@ class DataAssembler:
         self._after_crlf = True
         self._line_start = True  # whether the next byte taken starts a line
         self.too_big = False
+        # Whether a line ended in a bare LF, or a CR stood outside CRLF, anywhere in the
+        # message as sent: what OPENSEND_BARE_NEWLINE = reject refuses.
+        self.bare_newline = False
 
     def feed(self, data: bytes) -> int:
         """Take the next bytes. -1 while DATA goes on; at its end, how many bytes at the end
@@ -107,7 +122,10 @@ class DataAssembler:
             return  # read to its end and dropped, so the 552 answers the DATA (RFC 5321 4.2.5)
         # Lines first (bare LF and stray CR), then dot-stuffing: a line that starts "." lost
         # its first dot in the sending (RFC 5321 section 4.5.2).
-        block = normalise_line_endings(block)
+        normalised = normalise_line_endings(block)
+        if normalised is not block:
+            self.bare_newline = True
+            block = normalised
         if starts_line and block.startswith(b"."):
             block = block[1:]
         block = block.replace(b"\r\n.", b"\r\n")

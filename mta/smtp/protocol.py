@@ -3,8 +3,9 @@
 aiosmtpd (pinned in pyproject.toml: this subclass relies on its internals) keeps RFC order and
 parsing. This subclass adds what an internet-facing MX needs: a connection cap answered with 421,
 an EHLO that advertises PIPELINING and ENHANCEDSTATUSCODES, enhanced codes on every reply, a
-DATA reader that takes the message in blocks instead of line by line and normalises bare LF
-and stray CR (Postfix 3.9's defaults) while ending DATA at CRLF.CRLF only.
+DATA reader that takes the message in blocks instead of line by line, ends DATA at CRLF.CRLF
+only, and refuses a message with a bare LF or CR in it (or, if so configured, normalises them as
+Postfix 3.9 does by default).
 Decisions stay with the handler (`mta.mx.handler`).
 """
 
@@ -25,6 +26,7 @@ from mta import metrics
 from mta.smtp.data import DataAssembler
 from policy import replies
 from policy.inbound.addresses import envelope_address_refusal
+from policy.settings import BareNewline
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,7 @@ class MXProtocol(SMTP):
         registry: set[MXProtocol],
         data_timeout: float,
         data_size_limit: int,
+        bare_newline: BareNewline,
         hostname: str,
         ident: str,
         tls_context: ssl.SSLContext | None,
@@ -163,6 +166,7 @@ class MXProtocol(SMTP):
         self._gate = gate
         self._registry = registry
         self._data_timeout = data_timeout
+        self._refuse_bare_newline = bare_newline is BareNewline.REJECT
         self._admitted = False
         self.in_data = False  # between DATA and its final reply: never cut off in a drain
 
@@ -369,14 +373,21 @@ class MXProtocol(SMTP):
 
     async def _receive_message(self) -> None:
         assert self.envelope is not None
-        content, too_big = await self._read_data()
-        if content is None:
+        assembler = await self._read_data()
+        if assembler is None:
             return  # the connection closed mid-DATA; nothing was accepted
-        if too_big:
-            self.refused_metric.labels("size").inc()
+        refusal = None
+        if assembler.too_big:
+            refusal = "size", replies.S552_TOO_BIG
+        elif assembler.bare_newline and self._refuse_bare_newline:
+            refusal = "bare_newline", replies.S550_BARE_NEWLINE
+        if refusal is not None:
+            reason, reply = refusal
+            self.refused_metric.labels(reason).inc()
             self._set_post_data_state()
-            await self.push(str(replies.S552_TOO_BIG))
+            await self.push(str(reply))
             return
+        content = assembler.content()
         self.envelope.content = content
         self.envelope.original_content = content
         try:
@@ -405,10 +416,10 @@ class MXProtocol(SMTP):
         # ports (RFC 6409), so the MX neither offers nor accepts AUTH.
         await self.push(str(replies.S502_AUTH_NOT_HERE))
 
-    async def _read_data(self) -> tuple[bytes | None, bool]:
+    async def _read_data(self) -> DataAssembler | None:
         """Read up to CRLF.CRLF in blocks, each normalised and unstuffed as it comes
-        (mta.smtp.data). Returns (content, too_big). Content ends with CRLF unless empty. An
-        oversized message is read to its end and discarded, so the 552 answers the right command
+        (mta.smtp.data); None if the client went away first. A refused message (oversized, or
+        a bare LF) is read to its end all the same, so the refusal answers the right command
         (RFC 5321 section 4.2.5)."""
         reader: Any = self._reader  # StreamReader internals: aiosmtpd is pinned
         assembler = DataAssembler(self.data_size_limit or 0)
@@ -418,18 +429,18 @@ class MXProtocol(SMTP):
             while True:
                 block = await reader.read(DATA_BLOCK)
                 if not block:
-                    return None, False  # the client closed the connection
+                    return None  # the client closed the connection
                 after = assembler.feed(block)
                 if after >= 0:
                     break
         except ConnectionError:
-            return None, False
+            return None
         finally:
             reader._limit = saved_limit
         if after:
             # Commands pipelined behind the message are the session's again (RFC 2920).
             reader._buffer[0:0] = block[len(block) - after :]
-        return assembler.content(), assembler.too_big
+        return assembler
 
 
 # The SMTP verbs this protocol answers, found once (aiosmtpd looks them up per connection).

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from policy.settings import (
+    BareNewline,
     Environment,
     HostPort,
     ListenAddress,
@@ -416,3 +417,27 @@ def test_auth_checks_run_beside_the_mx_unless_turned_off(
 def test_auth_checks_setting_other_than_on_or_off_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="OPENSEND_AUTH_CHECKS: 'sometimes' is not one of"):
         load(tmp_path, OPENSEND_AUTH_CHECKS="sometimes")
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("", BareNewline.REJECT),
+        ("reject", BareNewline.REJECT),
+        ("Normalize", BareNewline.NORMALIZE),
+    ],
+    ids=["default", "reject", "normalize_capitalised"],
+)
+def test_bare_newlines_are_refused_unless_normalising_is_asked_for(
+    tmp_path: Path, raw: str, expected: BareNewline
+) -> None:
+    assert load(tmp_path, OPENSEND_BARE_NEWLINE=raw).bare_newline is expected
+
+
+def test_a_bare_newline_choice_outside_the_list_is_refused_naming_the_choices(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(
+        SettingsError, match="OPENSEND_BARE_NEWLINE: 'yes' is not one of reject, normalize"
+    ):
+        load(tmp_path, OPENSEND_BARE_NEWLINE="yes")

@@ -8,6 +8,7 @@ the bytes are split into blocks, since TCP may split them anywhere.
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 
@@ -62,6 +63,31 @@ def test_every_split_of_a_message_reads_as_the_whole_message(sent: bytes) -> Non
         content, rest, too_big = assemble(blocks)
         assert (content, rest) == expected, blocks
         assert not too_big
+
+
+def holds_a_bare_newline(sent: bytes) -> bool:
+    """Whether the message, up to its CRLF.CRLF, has an LF without its CR or a CR without its LF
+    (RFC 5321 section 2.3.8): what OPENSEND_BARE_NEWLINE=reject refuses."""
+    framed = b"\r\n" + sent
+    body = framed[: framed.index(END) + 2]
+    return re.search(rb"(?<!\r)\n|\r(?!\n)", body) is not None
+
+
+@pytest.mark.parametrize("sent", MESSAGES)
+def test_every_split_of_a_message_tells_whether_it_held_a_bare_newline(sent: bytes) -> None:
+    expected = holds_a_bare_newline(sent)
+    for blocks in splits(sent):
+        assembler = DataAssembler(0)
+        for block in blocks:
+            if assembler.feed(block) >= 0:
+                break
+        assert assembler.bare_newline is expected, blocks
+
+
+def test_a_bare_newline_in_what_follows_the_end_of_data_is_not_the_messages() -> None:
+    assembler = DataAssembler(0)
+    assert assembler.feed(b"Subject: a\r\n\r\nfine\r\n.\r\nNOOP\n") == len(b"NOOP\n")
+    assert assembler.bare_newline is False
 
 
 def test_random_messages_in_random_blocks_read_as_the_whole_message() -> None:

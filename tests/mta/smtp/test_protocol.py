@@ -1,8 +1,8 @@
 """The MX's SMTP protocol edges, spoken over loopback by real clients and a byte-level one.
 
 What an internet-facing MX must do whatever the client sends: advertise its extensions, enforce
-its limits with the right replies, normalise bare line endings without ever ending DATA at one,
-refuse relay probes, and shut down cleanly.
+its limits with the right replies, refuse (or normalise) bare line endings without ever ending
+DATA at one, refuse relay probes, and shut down cleanly.
 """
 
 from __future__ import annotations
@@ -17,13 +17,24 @@ from uuid import UUID
 
 import aiosmtplib
 import pytest
+from prometheus_client import REGISTRY
 
-from mta.listeners import MXListener
+from mta.listeners import MXListener, start_mx
 from mta.smtp.protocol import ConnectionGate, MXProtocol
 from policy import replies
 from policy.replies import Reply
+from policy.settings import BareNewline
+from policy.tokens import ReplyTokens
 from storage.database import Pool
-from tests.conftest import MakeTenant, StartMX, TenantWorld, message, received_rows, smtp_send
+from tests.conftest import (
+    MakeTenant,
+    StartMX,
+    TenantWorld,
+    make_settings,
+    message,
+    received_rows,
+    smtp_send,
+)
 from tests.support.smtp import RawSMTP, SMTPReply
 from tests.support.tls import ServerCertificate, server_certificate
 from tests.support.tools import system_tool
@@ -257,9 +268,10 @@ async def test_rcpt_past_the_recipient_limit_is_deferred_452_and_the_first_ones_
 # -- bare CR and LF, SMTP smuggling -----------------------------------------------------------
 
 # The end-of-data look-alikes that SMTP smuggling relies on (SEC Consult, December 2023): a
-# server that took any of them for CRLF.CRLF would read what follows as a second message. With
-# Postfix 3.9's defaults (smtpd_forbid_bare_newline = normalize, stray CR made a space) each is
-# part of the one message; what it becomes there is the second value.
+# server that took any of them for CRLF.CRLF would read what follows as a second message. By
+# default (OPENSEND_BARE_NEWLINE=reject) a message holding any of them is refused whole; with
+# Postfix 3.9's normalize (a bare LF taken as CRLF, a stray CR made a space) each is part of the
+# one message, and what it becomes there is the second value.
 FAKE_END_OF_DATA = [
     # A lone dot on a line ended by a bare LF is an ordinary line, unstuffed to an empty one.
     pytest.param(b"\n.\r\n", b"\r\n\r\n", id="bare_lf_before_dot"),
@@ -271,13 +283,61 @@ FAKE_END_OF_DATA = [
     pytest.param(b"\r.\r", b" . ", id="bare_cr_around_dot"),
 ]
 
+BARE_LINE_ENDINGS = [
+    pytest.param(
+        b"Subject: a\nFrom: a@example.net\r\n\r\nbody\r\n",
+        b"Subject: a\r\nFrom: a@example.net\r\n\r\nbody\r\n",
+        id="bare_lf_in_header",
+    ),
+    pytest.param(
+        b"Subject: a\rFrom: a@example.net\r\n\r\nbody\r\n",
+        b"Subject: a From: a@example.net\r\n\r\nbody\r\n",
+        id="bare_cr_in_header",
+    ),
+    pytest.param(
+        b"Subject: a\r\n\r\nline one\nline two\r\n",
+        b"Subject: a\r\n\r\nline one\r\nline two\r\n",
+        id="bare_lf_in_body",
+    ),
+    pytest.param(
+        b"Subject: a\r\n\r\nline one\n\rline two\r\n",
+        b"Subject: a\r\n\r\nline one\r\n line two\r\n",
+        id="lf_cr_in_body",
+    ),
+    pytest.param(
+        b"Subject: a\r\n\r\nbody ends with a bare lf\n",
+        b"Subject: a\r\n\r\nbody ends with a bare lf\r\n\r\n",
+        id="bare_lf_at_end",
+    ),
+    pytest.param(
+        b"Subject: a\n\n..dotted\nx\r\r\n",
+        b"Subject: a\r\n\r\n.dotted\r\nx \r\n",
+        id="script_with_lf_only",
+    ),
+]
 
-@pytest.mark.parametrize(("fake_end", "becomes"), FAKE_END_OF_DATA)
-async def test_smuggled_second_message_stays_inside_the_first_and_is_never_stored_apart(
-    mx: MXListener, pool: Pool, make_tenant: MakeTenant, fake_end: bytes, becomes: bytes
-) -> None:
-    acme = await make_tenant(catch_all=True)
-    victim = await make_tenant(catch_all=True)
+
+@pytest.fixture(scope="module")
+async def normalizing_mx(
+    pool: Pool, tokens: ReplyTokens, session_tmp: Path
+) -> AsyncIterator[MXListener]:
+    """An MX configured as Postfix 3.9's default: bare line ends taken as CRLF."""
+    settings = make_settings(session_tmp, OPENSEND_BARE_NEWLINE="normalize")
+    listener = await start_mx(settings, pool, tokens)
+    yield listener
+    await listener.drain(grace=1.0)
+
+
+def refused_for_bare_newline() -> float:
+    sample = REGISTRY.get_sample_value(
+        "opensend_mx_messages_refused_total", {"reason": "bare_newline"}
+    )
+    return sample or 0.0
+
+
+def smuggling_attempt(victim: TenantWorld) -> tuple[bytes, bytes]:
+    """(an innocent message's start, what a fake end of data is followed by): MAIL, RCPT and
+    DATA of a second message for `victim`, which a server fooled by the fake end stores apart."""
     smuggled = (
         b"MAIL FROM:<ceo@" + victim.name.encode() + b">\r\n"
         b"RCPT TO:<accounts@" + victim.name.encode() + b">\r\n"
@@ -285,14 +345,47 @@ async def test_smuggled_second_message_stays_inside_the_first_and_is_never_store
         b"From: ceo@" + victim.name.encode() + b"\r\nSubject: smuggled\r\n\r\n"
         b"Please pay the attached invoice.\r\n"
     )
-    head = b"From: a@example.net\r\nSubject: innocent\r\n\r\nhello"
-    content = head + fake_end + smuggled
+    return b"From: a@example.net\r\nSubject: innocent\r\n\r\nhello", smuggled
+
+
+@pytest.mark.parametrize(("fake_end", "becomes"), FAKE_END_OF_DATA)
+async def test_a_smuggling_attempt_is_refused_whole_550_5_5_2_and_nothing_is_stored(
+    mx: MXListener, pool: Pool, make_tenant: MakeTenant, fake_end: bytes, becomes: bytes
+) -> None:
+    del becomes
+    acme = await make_tenant(catch_all=True)
+    victim = await make_tenant(catch_all=True)
+    head, smuggled = smuggling_attempt(victim)
 
     async with raw_session(mx.port) as client:
         await open_transaction(client, f"x@{acme.name}")
-        await client.send_raw(content + b".\r\n")
+        await client.send_raw(head + fake_end + smuggled + b".\r\n")
         reply = await client.read_reply(REPLY_TIMEOUT)
         # The very next reply answers QUIT: no reply to a smuggled MAIL, RCPT or DATA is queued.
+        bye = await client.command("QUIT")
+
+    assert_reply(reply, replies.S550_BARE_NEWLINE)
+    assert bye.code == replies.S221_BYE.code, bye
+    assert await stored_count(pool, acme) == 0
+    assert await stored_count(pool, victim) == 0
+
+
+@pytest.mark.parametrize(("fake_end", "becomes"), FAKE_END_OF_DATA)
+async def test_normalized_a_smuggled_second_message_stays_inside_the_first(
+    normalizing_mx: MXListener,
+    pool: Pool,
+    make_tenant: MakeTenant,
+    fake_end: bytes,
+    becomes: bytes,
+) -> None:
+    acme = await make_tenant(catch_all=True)
+    victim = await make_tenant(catch_all=True)
+    head, smuggled = smuggling_attempt(victim)
+
+    async with raw_session(normalizing_mx.port) as client:
+        await open_transaction(client, f"x@{acme.name}")
+        await client.send_raw(head + fake_end + smuggled + b".\r\n")
+        reply = await client.read_reply(REPLY_TIMEOUT)
         bye = await client.command("QUIT")
 
     [row] = await received_rows(pool, queued_ids(reply))
@@ -303,47 +396,36 @@ async def test_smuggled_second_message_stays_inside_the_first_and_is_never_store
     assert await stored_count(pool, victim) == 0
 
 
-@pytest.mark.parametrize(
-    ("content", "stored"),
-    [
-        pytest.param(
-            b"Subject: a\nFrom: a@example.net\r\n\r\nbody\r\n",
-            b"Subject: a\r\nFrom: a@example.net\r\n\r\nbody\r\n",
-            id="bare_lf_in_header",
-        ),
-        pytest.param(
-            b"Subject: a\rFrom: a@example.net\r\n\r\nbody\r\n",
-            b"Subject: a From: a@example.net\r\n\r\nbody\r\n",
-            id="bare_cr_in_header",
-        ),
-        pytest.param(
-            b"Subject: a\r\n\r\nline one\nline two\r\n",
-            b"Subject: a\r\n\r\nline one\r\nline two\r\n",
-            id="bare_lf_in_body",
-        ),
-        pytest.param(
-            b"Subject: a\r\n\r\nline one\n\rline two\r\n",
-            b"Subject: a\r\n\r\nline one\r\n line two\r\n",
-            id="lf_cr_in_body",
-        ),
-        pytest.param(
-            b"Subject: a\r\n\r\nbody ends with a bare lf\n",
-            b"Subject: a\r\n\r\nbody ends with a bare lf\r\n\r\n",
-            id="bare_lf_at_end",
-        ),
-        pytest.param(
-            b"Subject: a\n\n..dotted\nx\r\r\n",
-            b"Subject: a\r\n\r\n.dotted\r\nx \r\n",
-            id="script_with_lf_only",
-        ),
-    ],
-)
-async def test_message_with_bare_line_endings_is_accepted_with_crlf_line_endings(
+@pytest.mark.parametrize(("content", "stored"), BARE_LINE_ENDINGS)
+async def test_a_message_with_bare_line_endings_is_refused_550_5_5_2_and_the_session_goes_on(
     mx: MXListener, pool: Pool, make_tenant: MakeTenant, content: bytes, stored: bytes
 ) -> None:
-    """A script writing \\n is sloppy but harmless: Postfix 3.9 takes it (normalize), so do we."""
+    """RFC 5321 section 2.3.8; the refusal counts, and the client's next message is taken."""
+    del stored
     acme = await make_tenant(catch_all=True)
+    refused_before = refused_for_bare_newline()
     async with raw_session(mx.port) as client:
+        await open_transaction(client, f"x@{acme.name}")
+        await client.send_raw(content + (b"" if content.endswith(b"\r\n") else b"\r\n") + b".\r\n")
+        refused = await client.read_reply(REPLY_TIMEOUT)
+        await open_transaction(client, f"x@{acme.name}")
+        await client.send_raw(b"Subject: fixed\r\n\r\nCRLF only\r\n.\r\n")
+        accepted = await client.read_reply(REPLY_TIMEOUT)
+
+    assert_reply(refused, replies.S550_BARE_NEWLINE)
+    assert refused_for_bare_newline() == refused_before + 1
+    [row] = await received_rows(pool, queued_ids(accepted))
+    assert row["subject"] == "fixed"
+    assert await stored_count(pool, acme) == 1
+
+
+@pytest.mark.parametrize(("content", "stored"), BARE_LINE_ENDINGS)
+async def test_normalized_a_message_with_bare_line_endings_is_stored_with_crlf_line_endings(
+    normalizing_mx: MXListener, pool: Pool, make_tenant: MakeTenant, content: bytes, stored: bytes
+) -> None:
+    """A script writing \\n is sloppy but harmless: Postfix 3.9 takes it (normalize)."""
+    acme = await make_tenant(catch_all=True)
+    async with raw_session(normalizing_mx.port) as client:
         await open_transaction(client, f"x@{acme.name}")
         await client.send_raw(content + (b"" if content.endswith(b"\r\n") else b"\r\n") + b".\r\n")
         reply = await client.read_reply(REPLY_TIMEOUT)
@@ -353,20 +435,26 @@ async def test_message_with_bare_line_endings_is_accepted_with_crlf_line_endings
     assert bytes(row["raw"]) == stored
 
 
+@pytest.mark.parametrize("bare_newline", ["reject", "normalize"])
 async def test_a_dot_after_a_bare_lf_does_not_end_data(
-    mx: MXListener, pool: Pool, make_tenant: MakeTenant
+    start_test_mx: StartMX, pool: Pool, make_tenant: MakeTenant, bare_newline: str
 ) -> None:
     """Only CRLF.CRLF ends DATA: the NOOP after LF.LF is message content, never a command."""
+    server = await start_test_mx(OPENSEND_BARE_NEWLINE=bare_newline)
     acme = await make_tenant(catch_all=True)
-    async with raw_session(mx.port) as client:
+    async with raw_session(server.port) as client:
         await open_transaction(client, f"x@{acme.name}")
         await client.send_raw(b"Subject: a\r\n\r\nbody\n.\nNOOP\r\n.\r\nQUIT\r\n")
         reply = await client.read_reply(REPLY_TIMEOUT)
         bye = await client.read_reply(REPLY_TIMEOUT)
 
     assert bye.code == replies.S221_BYE.code, bye
-    [row] = await received_rows(pool, queued_ids(reply))
-    assert bytes(row["raw"]) == b"Subject: a\r\n\r\nbody\r\n\r\nNOOP\r\n"
+    if bare_newline == "reject":
+        assert_reply(reply, replies.S550_BARE_NEWLINE)
+        assert await stored_count(pool, acme) == 0
+    else:
+        [row] = await received_rows(pool, queued_ids(reply))
+        assert bytes(row["raw"]) == b"Subject: a\r\n\r\nbody\r\n\r\nNOOP\r\n"
 
 
 # -- loop detection ---------------------------------------------------------------------------
@@ -777,7 +865,11 @@ SESSION: list[tuple[bytes, int]] = [
     (b"MAIL FROM:<a@example.net>", 250),
     (b"RCPT TO:<x@{domain}>", 250),
     (b"DATA", 354),
-    (b"Subject: two\r\n\r\nbare\nlf\r\n.", 250),
+    (b"Subject: two\r\n\r\nbare\nlf\r\n.", 550),
+    (b"MAIL FROM:<a@example.net>", 250),
+    (b"RCPT TO:<x@{domain}>", 250),
+    (b"DATA", 354),
+    (b"Subject: three\r\n\r\nfine\r\n.", 250),
     (b"RSET now", 501),
     (b"RSET", 250),
     (b"HELO client.example.net", 250),
@@ -899,6 +991,7 @@ async def test_after_a_data_hook_fails_451_the_next_mail_starts_a_new_transactio
             registry=protocols,
             data_timeout=30.0,
             data_size_limit=1_000_000,
+            bare_newline=BareNewline.REJECT,
             hostname="mx.opensend.test",
             ident="OpenSend",
             tls_context=None,

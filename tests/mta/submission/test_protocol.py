@@ -673,15 +673,18 @@ async def test_non_ascii_addresses_are_refused_553_5_6_7_on_both_ports(
 # -- line endings -----------------------------------------------------------------------------
 
 
-async def test_bare_lf_lines_are_stored_for_signing_and_delivery_with_crlf(
-    submission: SubmissionServer, acme: TenantWorld, pool: Pool
+@pytest.mark.parametrize("bare_newline", ["reject", "normalize"])
+async def test_bare_lf_lines_are_refused_or_stored_for_signing_and_delivery_with_crlf(
+    start_test_submission: StartSubmission, acme: TenantWorld, pool: Pool, bare_newline: str
 ) -> None:
-    """As on the MX (Postfix 3.9's normalize): what is signed and relayed has CRLF line ends."""
+    """As on the MX: refused by default (RFC 5321 section 2.3.8); with Postfix 3.9's normalize,
+    what is signed and relayed has CRLF line ends."""
+    server = await start_test_submission(OPENSEND_BARE_NEWLINE=bare_newline)
     key = await acme.api_key()
     client, greeting = await RawSMTP.connect(
         HOST,
-        submission.implicit_port,
-        tls=submission.client_context(),
+        server.implicit_port,
+        tls=server.client_context(),
         server_hostname=SUBMISSION_HOST,
     )
     try:
@@ -699,6 +702,10 @@ async def test_bare_lf_lines_are_stored_for_signing_and_delivery_with_crlf(
     finally:
         await client.close()
 
+    if bare_newline == "reject":
+        assert_reply(reply, replies.S550_BARE_NEWLINE)
+        assert await emails_of(pool, acme) == []
+        return
     assert reply.code == 250, reply
     [row] = await emails_of(pool, acme)
     raw = bytes(row["raw"])  # type: ignore[arg-type]
