@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from mta.mx.fill_in import FillIn
 from mta.mx.handler import MXHandler, MXLimits
+from mta.smtp.data import DataBudget
 from mta.smtp.protocol import ConnectionGate, MXProtocol
 from mta.smtp.tls import server_tls_context
 from mta.submission.auth import Logins
@@ -39,6 +40,7 @@ class MXListener:
     protocols: set[MXProtocol] = field(default_factory=set)
     port: int = 0  # the bound port, kept after the listener closes
     fill_in: FillIn | None = None  # the MX's; the submission ports store no received mail
+    data_budget: DataBudget | None = None  # shared by the listener's sessions (both ports')
 
     async def drain(self, grace: float) -> None:
         """Stop accepting; let transactions in DATA finish; say 421 to the rest and close.
@@ -85,6 +87,7 @@ async def start_mx(
         else None
     )
     gate = ConnectionGate(settings.max_connections)
+    budget = DataBudget(settings.data_memory)
     protocols: set[MXProtocol] = set()
 
     def factory() -> MXProtocol:
@@ -94,6 +97,7 @@ async def start_mx(
             registry=protocols,
             data_timeout=settings.data_timeout,
             data_size_limit=settings.max_message_size,
+            data_budget=budget,
             bare_newline=settings.bare_newline,
             hostname=settings.hostname,
             ident=BANNER_IDENT,
@@ -106,7 +110,12 @@ async def start_mx(
         factory, host=listen.host, port=listen.port, reuse_port=reuse_port or None, backlog=1024
     )
     listener = MXListener(
-        server, gate, protocols, port=server.sockets[0].getsockname()[1], fill_in=fill_in
+        server,
+        gate,
+        protocols,
+        port=server.sockets[0].getsockname()[1],
+        fill_in=fill_in,
+        data_budget=budget,
     )
     fill_in.start()
     log.info(
@@ -151,6 +160,7 @@ async def start_submission(
         store=EmailWriter(pool).store,
     )
     gate = ConnectionGate(settings.max_connections)  # one cap for both ports
+    budget = DataBudget(settings.data_memory)  # and one memory budget
 
     async def serve(address: ListenAddress, implicit: bool) -> MXListener:
         protocols: set[MXProtocol] = set()
@@ -162,6 +172,7 @@ async def start_submission(
                 registry=protocols,
                 data_timeout=settings.data_timeout,
                 data_size_limit=settings.max_message_size,
+                data_budget=budget,
                 bare_newline=settings.bare_newline,
                 hostname=settings.hostname,
                 ident=BANNER_IDENT,
@@ -178,7 +189,9 @@ async def start_submission(
             ssl=tls_context if implicit else None,
             backlog=1024,
         )
-        listener = MXListener(server, gate, protocols, port=server.sockets[0].getsockname()[1])
+        listener = MXListener(
+            server, gate, protocols, port=server.sockets[0].getsockname()[1], data_budget=budget
+        )
         log.info(
             "submission listening",
             extra={

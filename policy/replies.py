@@ -70,6 +70,12 @@ S451_TEMP_LOOKUP = Reply(
     451, "4.4.3", "Temporary problem looking up the recipient, try again later"
 )
 S452_TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients in this message")
+# RFC 5321 section 4.2.2 (452, insufficient system storage) and RFC 3463 X.3.1 (mail system
+# full): the messages arriving at once hold all the memory this server gives them; the
+# client's queue keeps this one and tries again.
+S452_DATA_MEMORY = Reply(
+    452, "4.3.1", "Insufficient system storage: too many messages arriving at once, try again later"
+)
 S451_TEMP_SENDER_LOOKUP = Reply(
     451, "4.4.3", "Temporary problem checking the sender address, try again later"
 )

@@ -159,6 +159,9 @@ class Settings:
     webhooks: WebhookSettings
 
     max_message_size: int
+    # The bytes of message content one listener's sessions may hold in memory at once; past it
+    # a message is deferred 452 4.3.1 (mta.smtp.data.DataBudget). At least max_message_size.
+    data_memory: int
     max_recipients: int
     max_connections: int
     command_timeout: float
@@ -589,6 +592,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         )
 
     ingester_token = env.get("INGESTER_INBOUND_TOKEN", "").strip() or None
+    # 25 MiB, a common MX ceiling; advertised in EHLO SIZE (RFC 1870).
+    max_message_size = _int(env, "OPENSEND_MAX_MESSAGE_SIZE", 26_214_400)
 
     return Settings(
         env=environment,
@@ -621,8 +626,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ingester_inbound_token=ingester_token,
         ses=_ses_ingester(env),
         webhooks=_webhook_settings(env, environment),
-        # 25 MiB, a common MX ceiling; advertised in EHLO SIZE (RFC 1870).
-        max_message_size=_int(env, "OPENSEND_MAX_MESSAGE_SIZE", 26_214_400),
+        max_message_size=max_message_size,
+        # Twenty of the largest messages at once (500 MiB at the default size) before a
+        # message is deferred; an MX with more memory to give may raise it.
+        data_memory=_int(env, "OPENSEND_DATA_MEMORY", 20 * max_message_size, max_message_size),
         # RFC 5321 section 4.5.3.1.8: a server must accept at least 100 recipients.
         max_recipients=_int(env, "OPENSEND_MAX_RECIPIENTS", 100),
         max_connections=_int(env, "OPENSEND_MAX_CONNECTIONS", 500),

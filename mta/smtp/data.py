@@ -8,6 +8,7 @@ longer than one block takes. Pure: no sockets, so every split of a message can b
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 _END_OF_DATA = b"\r\n.\r\n"
 _LONGEST_END_PREFIX = len(_END_OF_DATA) - 1
@@ -43,6 +44,25 @@ def normalise_line_endings(data: bytes) -> bytes:
     return data
 
 
+@dataclass
+class DataBudget:
+    """The bytes of message content that the sessions of one listener may hold in memory at
+    once (OPENSEND_DATA_MEMORY). A message that would pass it is read to its end and deferred
+    with 452 4.3.1, so many large messages at once cannot exhaust the process's memory."""
+
+    limit: int
+    held: int = 0
+
+    def take(self, size: int) -> bool:
+        if self.held + size > self.limit:
+            return False
+        self.held += size
+        return True
+
+    def give_back(self, size: int) -> None:
+        self.held -= size
+
+
 class DataAssembler:
     """Feed it the bytes after the 354 as they arrive; it finds CRLF.CRLF and builds the content.
 
@@ -54,17 +74,20 @@ class DataAssembler:
 
     __slots__ = (
         "_after_crlf",
+        "_budget",
         "_limit",
         "_line_start",
         "_parts",
         "_size",
         "_untaken",
         "bare_newline",
+        "over_budget",
         "too_big",
     )
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, budget: DataBudget | None = None) -> None:
         self._limit = limit  # bytes of content, 0 for none (RFC 1870 counts it unstuffed)
+        self._budget = budget  # shared with the listener's other sessions; `release` at the end
         self._untaken = bytearray()  # arrived, not yet taken: no line end in it
         self._parts: list[bytes] = []
         self._size = 0
@@ -73,6 +96,7 @@ class DataAssembler:
         self._after_crlf = True
         self._line_start = True  # whether the next byte taken starts a line
         self.too_big = False
+        self.over_budget = False  # the listener's DataBudget ran out while this was arriving
         # Whether a line ended in a bare LF, or a CR stood outside CRLF, anywhere in the
         # message as sent: what OPENSEND_BARE_NEWLINE = reject refuses.
         self.bare_newline = False
@@ -94,6 +118,13 @@ class DataAssembler:
         self._take(untaken, end)
         self._untaken = bytearray()
         return len(untaken) - after
+
+    def release(self) -> None:
+        """Give the bytes held back to the budget: the message is stored, refused or gone."""
+        if self._budget is not None:
+            self._budget.give_back(self._size)
+        self._size = 0
+        self._parts.clear()
 
     def content(self) -> bytes:
         """The message once DATA has ended: CRLF line ends, unstuffed; b"" when too big."""
@@ -118,8 +149,8 @@ class DataAssembler:
         starts_line = self._line_start
         self._line_start = block.endswith(b"\n")
         self._after_crlf = block.endswith(b"\r\n")
-        if self.too_big:
-            return  # read to its end and dropped, so the 552 answers the DATA (RFC 5321 4.2.5)
+        if self.too_big or self.over_budget:
+            return  # read to its end and dropped, so the refusal answers the DATA (RFC 5321 4.2.5)
         # Lines first (bare LF and stray CR), then dot-stuffing: a line that starts "." lost
         # its first dot in the sending (RFC 5321 section 4.5.2).
         normalised = normalise_line_endings(block)
@@ -129,9 +160,13 @@ class DataAssembler:
         if starts_line and block.startswith(b"."):
             block = block[1:]
         block = block.replace(b"\r\n.", b"\r\n")
-        self._size += len(block)
-        if self._limit and self._size > self._limit:
+        if self._limit and self._size + len(block) > self._limit:
             self.too_big = True
-            self._parts.clear()
+            self.release()
             return
+        if self._budget is not None and not self._budget.take(len(block)):
+            self.over_budget = True
+            self.release()
+            return
+        self._size += len(block)
         self._parts.append(block)

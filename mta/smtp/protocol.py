@@ -4,8 +4,9 @@ aiosmtpd (pinned in pyproject.toml: this subclass relies on its internals) keeps
 parsing. This subclass adds what an internet-facing MX needs: a connection cap answered with 421,
 an EHLO that advertises PIPELINING and ENHANCEDSTATUSCODES, enhanced codes on every reply, a
 DATA reader that takes the message in blocks instead of line by line, ends DATA at CRLF.CRLF
-only, and refuses a message with a bare LF or CR in it (or, if so configured, normalises them as
-Postfix 3.9 does by default).
+only, refuses a message with a bare LF or CR in it (or, if so configured, normalises them as
+Postfix 3.9 does by default), and defers a message that would take the listener's sessions past
+the memory they may hold (452 4.3.1).
 Decisions stay with the handler (`mta.mx.handler`).
 """
 
@@ -23,7 +24,7 @@ from typing import Any, AnyStr
 from aiosmtpd.smtp import SMTP, syntax
 
 from mta import metrics
-from mta.smtp.data import DataAssembler
+from mta.smtp.data import DataAssembler, DataBudget
 from policy import replies
 from policy.inbound.addresses import envelope_address_refusal
 from policy.settings import BareNewline
@@ -114,6 +115,7 @@ class MXProtocol(SMTP):
         registry: set[MXProtocol],
         data_timeout: float,
         data_size_limit: int,
+        data_budget: DataBudget,
         bare_newline: BareNewline,
         hostname: str,
         ident: str,
@@ -167,6 +169,7 @@ class MXProtocol(SMTP):
         self._registry = registry
         self._data_timeout = data_timeout
         self._refuse_bare_newline = bare_newline is BareNewline.REJECT
+        self._data_budget = data_budget
         self._admitted = False
         self.in_data = False  # between DATA and its final reply: never cut off in a drain
 
@@ -373,29 +376,35 @@ class MXProtocol(SMTP):
 
     async def _receive_message(self) -> None:
         assert self.envelope is not None
-        assembler = await self._read_data()
-        if assembler is None:
-            return  # the connection closed mid-DATA; nothing was accepted
-        refusal = None
-        if assembler.too_big:
-            refusal = "size", replies.S552_TOO_BIG
-        elif assembler.bare_newline and self._refuse_bare_newline:
-            refusal = "bare_newline", replies.S550_BARE_NEWLINE
-        if refusal is not None:
-            reason, reply = refusal
-            self.refused_metric.labels(reason).inc()
-            self._set_post_data_state()
-            await self.push(str(reply))
-            return
-        content = assembler.content()
-        self.envelope.content = content
-        self.envelope.original_content = content
+        assembler = DataAssembler(self.data_size_limit or 0, self._data_budget)
         try:
-            status = await self._call_handler_hook("DATA")
+            if not await self._read_data(assembler):
+                return  # the connection closed mid-DATA; nothing was accepted
+            refusal = None
+            if assembler.too_big:
+                refusal = "size", replies.S552_TOO_BIG
+            elif assembler.over_budget:
+                refusal = "memory", replies.S452_DATA_MEMORY
+            elif assembler.bare_newline and self._refuse_bare_newline:
+                refusal = "bare_newline", replies.S550_BARE_NEWLINE
+            if refusal is not None:
+                reason, reply = refusal
+                self.refused_metric.labels(reason).inc()
+                self._set_post_data_state()
+                await self.push(str(reply))
+                return
+            content = assembler.content()
+            self.envelope.content = content
+            self.envelope.original_content = content
+            try:
+                status = await self._call_handler_hook("DATA")
+            finally:
+                # Even when the hook raised (answered 451 by handle_exception), the transaction
+                # is over: the client's next MAIL starts a new one rather than meeting "503
+                # nested". A new envelope also lets go of the content.
+                self._set_post_data_state()
         finally:
-            # Even when the hook raised (answered 451 by handle_exception), the transaction is
-            # over: the client's next MAIL starts a new one rather than meeting "503 nested".
-            self._set_post_data_state()
+            assembler.release()
         await self.push(status)
 
     @syntax("HELP [command]")
@@ -416,31 +425,30 @@ class MXProtocol(SMTP):
         # ports (RFC 6409), so the MX neither offers nor accepts AUTH.
         await self.push(str(replies.S502_AUTH_NOT_HERE))
 
-    async def _read_data(self) -> DataAssembler | None:
-        """Read up to CRLF.CRLF in blocks, each normalised and unstuffed as it comes
-        (mta.smtp.data); None if the client went away first. A refused message (oversized, or
-        a bare LF) is read to its end all the same, so the refusal answers the right command
-        (RFC 5321 section 4.2.5)."""
+    async def _read_data(self, assembler: DataAssembler) -> bool:
+        """Read up to CRLF.CRLF in blocks into `assembler`, each normalised and unstuffed as it
+        comes (mta.smtp.data); False if the client went away first. A refused message
+        (oversized, over the memory budget, a bare LF) is read to its end all the same, so the
+        refusal answers the right command (RFC 5321 section 4.2.5)."""
         reader: Any = self._reader  # StreamReader internals: aiosmtpd is pinned
-        assembler = DataAssembler(self.data_size_limit or 0)
         saved_limit = reader._limit
         reader._limit = DATA_BLOCK
         try:
             while True:
                 block = await reader.read(DATA_BLOCK)
                 if not block:
-                    return None  # the client closed the connection
+                    return False  # the client closed the connection
                 after = assembler.feed(block)
                 if after >= 0:
                     break
         except ConnectionError:
-            return None
+            return False
         finally:
             reader._limit = saved_limit
         if after:
             # Commands pipelined behind the message are the session's again (RFC 2920).
             reader._buffer[0:0] = block[len(block) - after :]
-        return assembler
+        return True
 
 
 # The SMTP verbs this protocol answers, found once (aiosmtpd looks them up per connection).

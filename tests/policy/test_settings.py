@@ -315,6 +315,8 @@ MALFORMED = [
     # Numeric limits
     pytest.param("OPENSEND_MAX_MESSAGE_SIZE", "10MB", id="message_size_with_unit"),
     pytest.param("OPENSEND_MAX_MESSAGE_SIZE", "0", id="message_size_zero"),
+    pytest.param("OPENSEND_DATA_MEMORY", "26214399", id="data_memory_below_message_size"),
+    pytest.param("OPENSEND_DATA_MEMORY", "1GiB", id="data_memory_with_unit"),
     pytest.param("OPENSEND_MAX_RECIPIENTS", "0", id="recipients_zero"),
     pytest.param("OPENSEND_MAX_RECIPIENTS", "-1", id="recipients_negative"),
     pytest.param("OPENSEND_MAX_CONNECTIONS", "1e3", id="connections_exponent"),
@@ -441,3 +443,11 @@ def test_a_bare_newline_choice_outside_the_list_is_refused_naming_the_choices(
         SettingsError, match="OPENSEND_BARE_NEWLINE: 'yes' is not one of reject, normalize"
     ):
         load(tmp_path, OPENSEND_BARE_NEWLINE="yes")
+
+
+def test_the_data_memory_budget_is_twenty_of_the_largest_messages_unless_set(
+    tmp_path: Path,
+) -> None:
+    assert load(tmp_path).data_memory == 20 * 26_214_400
+    assert load(tmp_path, OPENSEND_MAX_MESSAGE_SIZE="1000000").data_memory == 20_000_000
+    assert load(tmp_path, OPENSEND_DATA_MEMORY="26214400").data_memory == 26_214_400

@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from mta.smtp.data import LONGEST_UNTAKEN, DataAssembler, normalise_line_endings
+from mta.smtp.data import LONGEST_UNTAKEN, DataAssembler, DataBudget, normalise_line_endings
 
 END = b"\r\n.\r\n"
 
@@ -121,3 +121,37 @@ def test_a_message_over_the_limit_is_read_to_its_end_however_it_arrives() -> Non
     sent = b"0123456789\r\n" * 1000 + END[2:] + b"NOOP\r\n"
     blocks = [sent[i : i + 777] for i in range(0, len(sent), 777)]
     assert assemble(blocks, limit=5000) == (b"", b"NOOP\r\n", True)
+
+
+def test_a_message_past_the_shared_budget_is_read_to_its_end_and_dropped() -> None:
+    budget = DataBudget(1000)
+    first, second = DataAssembler(0, budget), DataAssembler(0, budget)
+    assert first.feed(b"x" * 598 + b"\r\n") == -1  # 600 bytes held, no end yet
+    assert budget.held == 600
+    assert second.feed(b"y" * 498 + b"\r\n") == -1  # 500 more would pass 1000
+    assert second.over_budget
+    assert budget.held == 600  # what the second held went back
+    assert second.feed(b"z" * 5000 + b"\r\n.\r\nNOOP\r\n") == len(b"NOOP\r\n")
+    assert (second.content(), budget.held) == (b"", 600)
+    second.release()
+    assert first.feed(b".\r\n") == 0
+    assert first.content() == b"x" * 598 + b"\r\n"
+    first.release()
+    assert budget.held == 0
+
+
+def test_a_message_released_gives_its_bytes_back_whatever_it_became() -> None:
+    budget = DataBudget(100)
+    too_big = DataAssembler(50, budget)
+    too_big.feed(b"a" * 40 + b"\r\n")
+    too_big.feed(b"b" * 40 + b"\r\n.\r\n")
+    assert too_big.too_big and not too_big.over_budget
+    cut_off = DataAssembler(0, budget)
+    cut_off.feed(b"c" * 60 + b"\r\n")  # the client goes away here
+    for assembler in (too_big, cut_off):
+        assembler.release()
+    assert budget.held == 0
+    # With the budget free again, a message of the whole budget fits.
+    whole = DataAssembler(0, budget)
+    assert whole.feed(b"d" * 98 + b"\r\n.\r\n") == 0
+    assert not whole.over_budget and budget.held == 100

@@ -20,6 +20,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from mta.listeners import MXListener, start_mx
+from mta.smtp.data import DataBudget
 from mta.smtp.protocol import ConnectionGate, MXProtocol
 from policy import replies
 from policy.replies import Reply
@@ -35,6 +36,7 @@ from tests.conftest import (
     received_rows,
     smtp_send,
 )
+from tests.support.queued_mail import poll_until
 from tests.support.smtp import RawSMTP, SMTPReply
 from tests.support.tls import ServerCertificate, server_certificate
 from tests.support.tools import system_tool
@@ -263,6 +265,40 @@ async def test_rcpt_past_the_recipient_limit_is_deferred_452_and_the_first_ones_
     )
     [row] = await received_rows(pool, sent.stored_ids)
     assert row["rcpt_to"] == recipients[:3]
+
+
+async def test_messages_past_the_listeners_memory_budget_are_deferred_452_4_3_1_until_it_frees(
+    start_test_mx: StartMX, pool: Pool, make_tenant: MakeTenant
+) -> None:
+    """Many large messages at once cannot take all the process's memory: one that would pass
+    OPENSEND_DATA_MEMORY is read to its end and deferred, and taken once the others are stored."""
+    listener = await start_test_mx(
+        OPENSEND_MAX_MESSAGE_SIZE="700000", OPENSEND_DATA_MEMORY="1000000"
+    )
+    assert listener.data_budget is not None
+    acme = await make_tenant(catch_all=True)
+    big = message_of_size(600_000)
+    async with raw_session(listener.port) as first, raw_session(listener.port) as second:
+        await open_transaction(first, f"x@{acme.name}")
+        await first.send_raw(big[:-2])  # all but its last CRLF: in DATA, and held
+        budget = listener.data_budget
+        await poll_until(lambda: budget.held >= 590_000)
+
+        await open_transaction(second, f"x@{acme.name}")
+        await second.send_raw(big + b".\r\n")
+        deferred = await second.read_reply(REPLY_TIMEOUT)
+        assert_reply(await second.command("NOOP"), replies.S250_OK)  # the session goes on
+
+        await first.send_raw(b"\r\n.\r\n")
+        stored_first = await first.read_reply(REPLY_TIMEOUT)
+        await open_transaction(second, f"x@{acme.name}")  # the client's retry
+        await second.send_raw(big + b".\r\n")
+        stored_retry = await second.read_reply(REPLY_TIMEOUT)
+
+    assert_reply(deferred, replies.S452_DATA_MEMORY)
+    assert len(await received_rows(pool, queued_ids(stored_first) + queued_ids(stored_retry))) == 2
+    assert await stored_count(pool, acme) == 2
+    assert listener.data_budget.held == 0
 
 
 # -- bare CR and LF, SMTP smuggling -----------------------------------------------------------
@@ -991,6 +1027,7 @@ async def test_after_a_data_hook_fails_451_the_next_mail_starts_a_new_transactio
             registry=protocols,
             data_timeout=30.0,
             data_size_limit=1_000_000,
+            data_budget=DataBudget(10_000_000),
             bare_newline=BareNewline.REJECT,
             hostname="mx.opensend.test",
             ident="OpenSend",
