@@ -104,4 +104,15 @@ async def post(
             return Answer(None, "", f"refused: {cause}")
         return Answer(None, "", f"cannot connect: {cause}")
     except (aiohttp.ClientError, OSError) as error:
-        return Answer(None, "", f"{type(error).__name__}: {error}")
+        return Answer(None, "", described(error))
+
+
+def described(error: BaseException) -> str:
+    """An error as the attempt stores it and the worker logs it, without the endpoint's URL,
+    which may carry credentials or a token (the errors of aiohttp that quote it say so here)."""
+    kind = type(error).__name__
+    if isinstance(error, aiohttp.InvalidURL):
+        return f"{kind}: the endpoint is not a URL the client can send to"
+    if isinstance(error, aiohttp.ClientResponseError):
+        return f"{kind}: {error.status} {error.message}"
+    return f"{kind}: {error}"

@@ -136,8 +136,26 @@ async def test_another_tenants_webhook_answers_404(
         "https://[::ffff:192.168.0.1]/",
         "https://224.0.0.1/",
         "http://93.184.216.34/plain-http",
+        "https://１２７.０.０.１/hook",
+        "https://1６9.254.169.254/latest/meta-data",
+        "https://[64:ff9b::a9fe:a9fe]/",
+        "https://[2002:7f00:1::]/",
+        "https://2130706433/",
     ],
-    ids=["loopback", "loopback6", "private", "metadata", "mapped", "multicast", "http"],
+    ids=[
+        "loopback",
+        "loopback6",
+        "private",
+        "metadata",
+        "mapped",
+        "multicast",
+        "http",
+        "fullwidth_loopback",
+        "fullwidth_metadata",
+        "nat64_metadata",
+        "6to4_loopback",
+        "decimal_loopback",
+    ],
 )
 async def test_production_refuses_unsafe_endpoints(
     start_test_api: StartApi, make_tenant: MakeTenant, sdk: None, endpoint: str

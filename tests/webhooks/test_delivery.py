@@ -15,6 +15,7 @@ import resend
 from policy.domains.dkim_keys import DkimKeyPair
 from policy.tokens import ReplyTokens
 from policy.webhooks.events import EmailEvent
+from policy.webhooks.signing import new_secret
 from storage.conversations import contacts
 from storage.database import Pool
 from storage.sending.outbound import insert_tracked_email, new_email_id
@@ -233,6 +234,32 @@ async def test_a_name_that_resolves_to_loopback_at_connection_time_is_refused(
     assert (
         attempt["error"] == "refused: hook.rebind.test resolves to 127.0.0.1 (a loopback address)"
     )
+    assert receiver.posts == []
+
+
+async def test_an_address_in_unicode_digits_is_judged_as_the_address_the_client_connects_to(
+    queue: Queue, receiver: Receiver, dkim_key: DkimKeyPair, tmp_path: Path
+) -> None:
+    """aiohttp reads "１２７.０.０.１" (fullwidth digits) as 127.0.0.1 and connects without
+    resolving anything; an endpoint stored so (before the API refused it) is refused at send."""
+    url, pool = queue
+    domain, _key = await tenant_with_key(pool, dkim_key)
+    port = receiver.url.split(":")[2].split("/")[0]
+    await pool.execute(
+        "INSERT INTO webhooks (id, tenant_id, endpoint, events, signing_secret) "
+        "VALUES (opensend_uuid7(), $1, $2, $3, $4)",
+        domain.tenant_id,
+        f"https://１２７.０.０.１:{port}/hook",
+        ["contact.created"],
+        new_secret(),
+    )
+    production = {"OPENSEND_ENV": "production", "OPENSEND_DATABASE_URL": url}
+    async with webhook_workers(pool, url, tmp_path, **production):
+        await new_contact(pool, domain.tenant_id)
+        delivery_id = await _only_delivery(pool, domain.tenant_id)
+        [attempt] = await attempts_of(pool, delivery_id, 1)
+    assert attempt["status_code"] is None
+    assert attempt["error"] == "refused: 127.0.0.1 (a loopback address)"
     assert receiver.posts == []
 
 

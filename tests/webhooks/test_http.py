@@ -44,3 +44,25 @@ async def test_an_answer_with_a_nul_and_bad_bytes_is_kept_as_storable_text(
     assert answer.status_code == 200
     assert answer.error is None
     assert answer.body == "okthen \ufffd more"
+
+
+async def test_an_error_quoting_the_endpoint_url_is_stored_and_logged_without_it(
+    tmp_path: Path,
+) -> None:
+    """A URL may carry credentials or a token: the attempt's error names the kind of failure."""
+    settings = make_settings(tmp_path)
+    secret_url = "https://user:s3cret@example.com\\x/hook?token=abc"  # stored before it was refused
+    session = http.client_session(
+        LookupResolver(Resolver(settings.dns_servers)),
+        allow_private=True,
+        connect_timeout=2.0,
+        timeout=5.0,
+        per_host=1,
+    )
+    try:
+        answer = await http.post(session, secret_url, b"{}", {})
+    finally:
+        await session.close()
+    assert answer.status_code is None and answer.error is not None
+    assert "s3cret" not in answer.error and "token" not in answer.error
+    assert answer.error.endswith("the endpoint is not a URL the client can send to")

@@ -47,8 +47,21 @@ def test_a_subscription_keeps_its_order_once_and_names_unknown_types() -> None:
         ("::ffff:127.0.0.1", "a loopback address"),
         ("100.64.0.1", "an address that is not publicly routable"),
         ("0.0.0.0", "a private address"),
+        # IPv6 that carries an IPv4 address is judged as that address: NAT64 (RFC 6052),
+        # 6to4 (RFC 3056); IPv4-compatible, IPv4-translated, local-use NAT64 and site-local
+        # ranges are not routable at all.
+        ("64:ff9b::a00:1", "a private address"),
+        ("64:ff9b::a9fe:a9fe", "a link-local address"),
+        ("2002:7f00:1::", "a loopback address"),
+        ("2002:a9fe:a9fe::", "a link-local address"),
+        ("64:ff9b:1::a00:1", "an address that is not publicly routable"),
+        ("::127.0.0.1", "an address that is not publicly routable"),
+        ("::ffff:0:7f00:1", "an address that is not publicly routable"),
+        ("fec0::1", "an address that is not publicly routable"),
         ("93.184.216.34", None),
         ("2606:2800:220:1::1", None),
+        ("64:ff9b::5db8:d822", None),  # NAT64 to 93.184.216.34
+        ("2002:5db8:d822::1", None),  # 6to4 from 93.184.216.34
     ],
 )
 def test_addresses_webhooks_may_not_reach(address: str, reason: str | None) -> None:
@@ -70,6 +83,45 @@ def test_endpoint_forms() -> None:
         parse_endpoint("http://hooks.example.com/", require_https=True)
     with pytest.raises(InvalidEndpoint, match="host"):
         parse_endpoint("https:///nohost", require_https=True)
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        pytest.param("https://１２７.０.０.１:8443/x", "127.0.0.1", id="fullwidth_digits"),
+        pytest.param("https://127。0。0。1/x", "127.0.0.1", id="ideographic_full_stops"),
+        pytest.param("https://1６9.254.169.254/", "169.254.169.254", id="one_fullwidth_digit"),
+        pytest.param("https://①②⑦.0.0.1/", "127.0.0.1", id="circled_digits"),
+    ],
+)
+def test_a_host_is_read_as_the_client_reads_it(url: str, host: str) -> None:
+    """Judged by the host aiohttp connects to (yarl's IDNA mapping), not by urlsplit's."""
+    endpoint = parse_endpoint(url, require_https=True)
+    assert (endpoint.host, endpoint.literal) == (host, True)
+    assert forbidden(endpoint.host) is not None
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        pytest.param("https://2130706433/", "usual form", id="decimal_address"),
+        pytest.param("https://127.1/", "usual form", id="short_address"),
+        pytest.param("https://0177.0.0.1/", "usual form", id="octal_address"),
+        pytest.param(
+            "https://user:s3cret@example.com\\x/hook?token=abc", "not a valid URL", id="backslash"
+        ),
+        pytest.param("https://example.com:99999/", "not a valid URL", id="port_out_of_range"),
+    ],
+)
+def test_urls_the_client_would_read_otherwise_are_refused(url: str, says: str) -> None:
+    with pytest.raises(InvalidEndpoint, match=says):
+        parse_endpoint(url, require_https=True)
+
+
+def test_an_international_name_is_a_name_sent_in_its_ascii_form() -> None:
+    endpoint = parse_endpoint("https://bücher.example/hook", require_https=True)
+    assert (endpoint.host, endpoint.literal) == ("xn--bcher-kva.example", False)
+    assert endpoint.url == "https://bücher.example/hook"  # stored as the tenant wrote it
 
 
 def test_the_signature_is_standard_webhooks_and_rotation_sends_both() -> None:
