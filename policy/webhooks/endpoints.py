@@ -16,13 +16,15 @@ connects to without resolving anything.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from aiohttp.helpers import is_ip_address
 from yarl import URL
 
 MAX_URL_LENGTH = 2048
+# A part of an IPv4 address as inet_aton(3) reads it: decimal, octal (leading 0) or hex (0x).
+_INET_ATON_PART = re.compile(r"0x[0-9a-f]*|[0-9]+")
 
 
 class InvalidEndpoint(ValueError):
@@ -58,8 +60,9 @@ def parse_endpoint(url: object, *, require_https: bool) -> Endpoint:
     if not host:
         raise InvalidEndpoint("The `endpoint` field must name a host.")
     literal = _is_address(host)
-    if not literal and is_ip_address(host):
-        # 2130706433, 0x7f000001, 127.1: read as an address by some parsers and not by others.
+    if not literal and all(_INET_ATON_PART.fullmatch(part) for part in host.split(".")):
+        # 2130706433, 0x7f000001, 0177.0.0.1, 127.1: inet_aton's forms, read as an address by
+        # some resolvers and libraries and as a name by others.
         raise InvalidEndpoint(
             "The `endpoint` field must write an IP address in its usual form, such as 192.0.2.1."
         )

@@ -107,6 +107,7 @@ def test_a_host_is_read_as_the_client_reads_it(url: str, host: str) -> None:
         pytest.param("https://2130706433/", "usual form", id="decimal_address"),
         pytest.param("https://127.1/", "usual form", id="short_address"),
         pytest.param("https://0177.0.0.1/", "usual form", id="octal_address"),
+        pytest.param("https://0x7f000001/", "usual form", id="hex_address"),
         pytest.param(
             "https://user:s3cret@example.com\\x/hook?token=abc", "not a valid URL", id="backslash"
         ),
