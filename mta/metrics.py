@@ -164,6 +164,9 @@ AUTHCHECK_OLDEST_DUE_AGE = Gauge(
 _KNOWN_LABELS: list[tuple[Counter | Histogram, Sequence[tuple[str, ...]]]] = [
     (CONNECTIONS, [("served",), ("refused",)]),
     (MESSAGES_STORED, [("matched",), ("unmatched",)]),
+    # The refusals after DATA that alerts may watch, present from the start.
+    (MESSAGES_REFUSED, [("size",), ("memory",), ("bare_newline",)]),
+    (SUBMISSION_MESSAGES_REFUSED, [("size",), ("memory",), ("bare_newline",)]),
     (STORAGE_FAILURES, [("rcpt",), ("data",)]),
     (DELIVERY_ATTEMPTS, [("delivered",), ("deferred",), ("bounced",)]),
     (DELIVERY_LATENCY, [("transport",), ("relay",), ("mx",)]),

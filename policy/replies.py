@@ -193,13 +193,13 @@ S550_MALFORMED_HEADER = Reply(
     "Message refused: a header field name must be printable ASCII followed directly by a colon",
 )
 # RFC 5321 section 2.3.8: CR and LF occur only together, as CRLF. A server that reads a line end
-# elsewhere may split a message where the next hop does not (SMTP smuggling). Postfix's
-# smtpd_forbid_bare_newline = reject answers the same codes.
+# elsewhere may split a message where the next hop does not (SMTP smuggling). X.5 (the
+# protocol), not X.6 (the content): line ends are SMTP's framing. Postfix's
+# smtpd_forbid_bare_newline = reject answers 550 5.5.2 to a bare LF; we refuse a bare CR too.
 S550_BARE_NEWLINE = Reply(
     550,
     "5.5.2",
-    "Message refused: a line ends in a bare LF or holds a bare CR; "
-    "every line must end in CRLF (RFC 5321 section 2.3.8)",
+    "Message refused: a line ends in a bare LF or holds a bare CR; every line must end in CRLF",
 )
 # RFC 5322 section 2.1.1: a line is at most 998 characters. A long body line is re-encoded
 # (policy.submission.long_lines); a header line cannot be without changing the field, so the message

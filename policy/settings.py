@@ -43,7 +43,7 @@ class BareNewline(StrEnum):
     # Refused, 550 5.5.2: RFC 5321 section 2.3.8 allows CR and LF only together, and a server
     # that takes anything else may read a line end where the next hop does not (SMTP smuggling).
     REJECT = "reject"
-    # Taken as CRLF, as Postfix 3.9's smtpd_forbid_bare_newline = normalize does.
+    # Taken as CRLF (a stray CR as a space), as Postfix 3.9's default, normalize, does.
     NORMALIZE = "normalize"
 
 

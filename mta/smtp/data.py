@@ -25,16 +25,22 @@ LONGEST_UNTAKEN = 64 * 1024
 # (RFC 5321 section 4.5.2). A CR that does not start a CRLF ends no line for Postfix either;
 # its cleanup replaces such a stray CR with a space (cleanup_replace_stray_cr_lf, Postfix 3.9),
 # so the message we store, sign and relay holds CRLF line ends only and no remote server can
-# read a line end, or a signature, differently from us. The assembler always reads this way,
-# and says whether it had to (`bare_newline`); the protocol refuses such a message unless
-# OPENSEND_BARE_NEWLINE=normalize (RFC 5321 section 2.3.8: CR and LF only as CRLF).
+# read a line end, or a signature, differently from us. That is the reading under
+# OPENSEND_BARE_NEWLINE=normalize. By default (reject) the assembler only notes the first bare
+# LF or CR (`bare_newline`) and drops the message, which the protocol refuses (RFC 5321 section
+# 2.3.8: CR and LF occur only together, as CRLF).
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _STRAY_CR = re.compile(rb"\r(?!\n)")
 
 
+def has_bare_newline(data: bytes) -> bool:
+    """Whether `data` holds an LF without its CR or a CR without its LF."""
+    pairs = data.count(b"\r\n")
+    return data.count(b"\n") != pairs or data.count(b"\r") != pairs
+
+
 def normalise_line_endings(data: bytes) -> bytes:
-    """`data` with every bare LF made CRLF and every stray CR made a space (see above); the
-    very object given when it has neither."""
+    """`data` with every bare LF made CRLF and every stray CR made a space (see above)."""
     pairs = data.count(b"\r\n")
     if data.count(b"\n") != pairs:
         data = _BARE_LF.sub(b"\r\n", data)
@@ -75,9 +81,11 @@ class DataAssembler:
     __slots__ = (
         "_after_crlf",
         "_budget",
+        "_counted",
         "_limit",
         "_line_start",
         "_parts",
+        "_refuse_bare_newline",
         "_size",
         "_untaken",
         "bare_newline",
@@ -85,20 +93,26 @@ class DataAssembler:
         "too_big",
     )
 
-    def __init__(self, limit: int, budget: DataBudget | None = None) -> None:
+    def __init__(
+        self, limit: int, budget: DataBudget | None = None, *, refuse_bare_newline: bool = False
+    ) -> None:
         self._limit = limit  # bytes of content, 0 for none (RFC 1870 counts it unstuffed)
         self._budget = budget  # shared with the listener's other sessions; `release` at the end
+        # Whether a bare LF or CR dooms the message (OPENSEND_BARE_NEWLINE=reject): it is then
+        # read to its end and dropped, as one too big is; else normalised.
+        self._refuse_bare_newline = refuse_bare_newline
         self._untaken = bytearray()  # arrived, not yet taken: no line end in it
         self._parts: list[bytes] = []
-        self._size = 0
+        self._size = 0  # bytes held, taken from the budget
+        self._counted = 0  # bytes of content so far, held or not (RFC 1870's measure)
         # Whether the bytes taken so far end in CRLF as sent. The start counts as one, so that
         # an empty message (".\r\n" straight after the 354) ends DATA.
         self._after_crlf = True
         self._line_start = True  # whether the next byte taken starts a line
         self.too_big = False
         self.over_budget = False  # the listener's DataBudget ran out while this was arriving
-        # Whether a line ended in a bare LF, or a CR stood outside CRLF, anywhere in the
-        # message as sent: what OPENSEND_BARE_NEWLINE = reject refuses.
+        # Whether a line ended in a bare LF, or a CR stood outside CRLF, in the message as sent
+        # (up to where it was found too big or over the budget, if it was).
         self.bare_newline = False
 
     def feed(self, data: bytes) -> int:
@@ -153,16 +167,21 @@ class DataAssembler:
             return  # read to its end and dropped, so the refusal answers the DATA (RFC 5321 4.2.5)
         # Lines first (bare LF and stray CR), then dot-stuffing: a line that starts "." lost
         # its first dot in the sending (RFC 5321 section 4.5.2).
-        normalised = normalise_line_endings(block)
-        if normalised is not block:
+        if has_bare_newline(block):
             self.bare_newline = True
-            block = normalised
+            block = normalise_line_endings(block)
         if starts_line and block.startswith(b"."):
             block = block[1:]
         block = block.replace(b"\r\n.", b"\r\n")
-        if self._limit and self._size + len(block) > self._limit:
+        # Counted whole even when it will be refused for a bare line end: too big is the
+        # answer whatever else is wrong with a message, as Postfix answers it.
+        self._counted += len(block)
+        if self._limit and self._counted > self._limit:
             self.too_big = True
             self.release()
+            return
+        if self.bare_newline and self._refuse_bare_newline:
+            self.release()  # doomed: nothing of it is kept
             return
         if self._budget is not None and not self._budget.take(len(block)):
             self.over_budget = True

@@ -376,7 +376,11 @@ class MXProtocol(SMTP):
 
     async def _receive_message(self) -> None:
         assert self.envelope is not None
-        assembler = DataAssembler(self.data_size_limit or 0, self._data_budget)
+        assembler = DataAssembler(
+            self.data_size_limit or 0,
+            self._data_budget,
+            refuse_bare_newline=self._refuse_bare_newline,
+        )
         try:
             if not await self._read_data(assembler):
                 return  # the connection closed mid-DATA; nothing was accepted
@@ -390,6 +394,7 @@ class MXProtocol(SMTP):
             if refusal is not None:
                 reason, reply = refusal
                 self.refused_metric.labels(reason).inc()
+                self.log_refusal(reason)
                 self._set_post_data_state()
                 await self.push(str(reply))
                 return
@@ -406,6 +411,20 @@ class MXProtocol(SMTP):
         finally:
             assembler.release()
         await self.push(status)
+
+    def log_refusal(self, reason: str) -> None:
+        """One line for a message refused or deferred after DATA, naming the client (Postfix
+        logs "bare <LF> received from client[ip]" the same way)."""
+        log.info("message refused after DATA", extra={"reason": reason, **self.client_facts()})
+
+    def client_facts(self) -> dict[str, Any]:
+        """Who is sending, for a log line."""
+        session = self.session
+        return {
+            "peer": session.peer[0] if session and session.peer else None,
+            "helo": session.host_name if session else None,
+            "mail_from": self.envelope.mail_from if self.envelope else None,
+        }
 
     @syntax("HELP [command]")
     async def smtp_HELP(self, arg: str) -> None:

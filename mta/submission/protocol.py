@@ -19,6 +19,7 @@ from aiosmtpd.smtp import MISSING, syntax
 
 from mta import metrics
 from mta.smtp.protocol import MXProtocol
+from mta.submission.auth import Account
 from mta.submission.handler import SubmissionHandler
 from policy import replies
 
@@ -35,6 +36,12 @@ class SubmissionProtocol(MXProtocol):
         super().__init__(handler, **options)
         self.event_handler: SubmissionHandler = handler
         self._auth_required = True  # aiosmtpd checks it before HELP, VRFY, MAIL, RCPT, DATA
+
+    def client_facts(self) -> dict[str, Any]:
+        facts = super().client_facts()
+        account = self.session.auth_data if self.session else None
+        facts["tenant"] = str(account.tenant_id) if isinstance(account, Account) else None
+        return facts
 
     def extensions(self) -> list[str]:
         lines = super().extensions()

@@ -99,6 +99,13 @@ def test_random_messages_in_random_blocks_read_as_the_whole_message() -> None:
         content, rest, _ = assemble(blocks)
         # The reference stops at the first CRLF.CRLF, as the assembler does.
         assert (content, rest) == read_whole(sent), blocks
+        # Refusing, the assembler keeps nothing of a message with a bare line end, and finds
+        # the same end of DATA.
+        refusing = DataAssembler(0, refuse_bare_newline=True)
+        assert any(refusing.feed(block) >= 0 for block in blocks), blocks  # stops at the end
+        assert refusing.bare_newline is holds_a_bare_newline(sent), blocks
+        expected = b"" if refusing.bare_newline else read_whole(sent)[0]
+        assert refusing.content() == expected, blocks
 
 
 def test_a_line_longer_than_a_block_is_taken_in_pieces_and_reads_the_same() -> None:

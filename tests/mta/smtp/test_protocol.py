@@ -471,6 +471,48 @@ async def test_normalized_a_message_with_bare_line_endings_is_stored_with_crlf_l
     assert bytes(row["raw"]) == stored
 
 
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        pytest.param(b"Subject: a\r\n\r\nbare\nshort\r\n", "bare", id="bare_alone"),
+        pytest.param(
+            b"Subject: a\r\n\r\nearly bare\n" + b"x" * 20_000 + b"\r\n", "size", id="bare_first"
+        ),
+        pytest.param(
+            b"Subject: a\r\n\r\n" + b"x" * 20_000 + b"\r\nlate bare\nend\r\n",
+            "size",
+            id="size_first",
+        ),
+    ],
+)
+async def test_too_big_is_the_answer_whatever_else_and_every_refusal_is_logged(
+    start_test_mx: StartMX,
+    make_tenant: MakeTenant,
+    caplog: pytest.LogCaptureFixture,
+    content: bytes,
+    expected: str,
+) -> None:
+    listener = await start_test_mx(OPENSEND_MAX_MESSAGE_SIZE="10000")
+    acme = await make_tenant(catch_all=True)
+    with caplog.at_level("INFO", logger="mta.smtp.protocol"):
+        async with raw_session(listener.port) as client:
+            await open_transaction(client, f"x@{acme.name}")
+            await client.send_raw(content + b".\r\n")
+            reply = await client.read_reply(REPLY_TIMEOUT)
+
+    if expected == "bare":
+        assert_reply(reply, replies.S550_BARE_NEWLINE)
+    else:
+        assert_reply(reply, replies.S552_TOO_BIG)
+    [record] = [r for r in caplog.records if r.getMessage() == "message refused after DATA"]
+    reason = "bare_newline" if expected == "bare" else "size"
+    assert (record.reason, record.peer, record.mail_from) == (  # type: ignore[attr-defined]
+        reason,
+        HOST,
+        "customer@example.net",
+    )
+
+
 @pytest.mark.parametrize("bare_newline", ["reject", "normalize"])
 async def test_a_dot_after_a_bare_lf_does_not_end_data(
     start_test_mx: StartMX, pool: Pool, make_tenant: MakeTenant, bare_newline: str
