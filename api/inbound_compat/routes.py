@@ -81,6 +81,7 @@ def _ours(address: str, original: ReceivedEmail) -> bool:
 
 @routes.post("/api/e2/emails/{id}/reply")
 async def e2_reply(request: web.Request) -> web.Response:
+    request[CALLER].require_full_access()  # it reads the email first (answer_received's reason)
     named = received_id_of(request.match_info["id"])
     body = await read_body(request)
     reply_all = body.pop("reply_all", False)
@@ -117,6 +118,7 @@ async def _sender(request: web.Request, original: ReceivedEmail) -> str:
 
 @routes.post("/api/v2/mail")
 async def mail_reply(request: web.Request) -> web.Response:
+    request[CALLER].require_full_access()  # it reads the email first (answer_received's reason)
     body = await read_body(request)
     email_id = body.get("emailId")
     received_id = received_id_of(email_id if isinstance(email_id, str) else "")

@@ -201,6 +201,7 @@ def received_id_of(text: str) -> UUID:
 
 
 async def reply(request: web.Request) -> web.Response:
+    request[CALLER].require_full_access()  # answer_received's reason, before the body is read
     received_id = received_id_of(request.match_info["id"])
     body = await read_body(request)
     return await answer_received(request, received_id, body, ENDPOINT, inbound_v2_answer)
@@ -222,6 +223,9 @@ async def answer_received(
     `request[CALLER]`; the dashboard's composer calls this too (api.dashboard.compose, its key
     from the form instead of the header), so both answer alike."""
     caller = request[CALLER]
+    # A reply reads the email it answers (it quotes it, names its thread): a sending-only key
+    # may not read received mail, so it may not reply to it either.
+    caller.require_full_access()
     pool = request.app[POOL]
 
     async def work(claim: Claim | None) -> tuple[int, Any]:

@@ -61,6 +61,38 @@ async def test_another_tenants_received_email_is_404_and_nothing_is_sent(
     assert await count_emails(pool, acme) == 0
 
 
+@pytest.mark.parametrize(
+    ("path", "extra"),
+    [
+        pytest.param("/emails/{id}/reply", {}, id="emails"),
+        pytest.param("/api/v2/emails/{id}/reply", {}, id="api-v2"),
+        pytest.param("/api/e2/emails/{id}/reply", {}, id="e2"),
+        pytest.param("/api/v2/mail", {"emailId": "{id}"}, id="v2-mail"),
+    ],
+)
+async def test_a_sending_only_key_may_not_reply_401_and_learns_nothing_of_the_email(
+    api: ApiServer,
+    pool: Pool,
+    mx: MXListener,
+    make_tenant: MakeTenant,
+    path: str,
+    extra: dict[str, str],
+) -> None:
+    """A reply quotes the email it answers: a key that may not read received mail may not
+    reply to it either, whether the id exists or not."""
+    acme = await make_tenant()
+    theirs = await received_email(acme, mx, body="SECRET invoice 4242\n")
+    key = await acme.api_key("sending_access")
+    answers = []
+    async with emails_api(api, key) as client:
+        for email_id in (theirs, str(uuid4())):
+            body = {**reply_body(acme, to="attacker@example.net"), "textBody": "hi"}
+            body.update({name: value.format(id=email_id) for name, value in extra.items()})
+            answers.append(await client.call("POST", path.format(id=email_id), body))
+    assert [(a.status, a.body["name"]) for a in answers] == [(401, "restricted_api_key")] * 2
+    assert await count_emails(pool, acme) == 0
+
+
 async def test_an_outbound_email_id_is_not_a_received_email_404(
     api: ApiServer, make_tenant: MakeTenant
 ) -> None:
