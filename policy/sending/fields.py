@@ -114,6 +114,19 @@ def parse_mailbox(value: Any, field: str, problem: Problem = Problem.INVALID) ->
     return Mailbox(name, address, given)
 
 
+# Addresses in one field of a request (`to`, `cc`, `bcc`, `reply_to`): Resend's 50 recipients
+# for the three together, and as many for Reply-To. Counted before any is parsed, so a request
+# with millions of them is refused at once instead of holding the event loop.
+MAX_ADDRESSES_PER_FIELD = 50
+
+
+def too_many_addresses(field: str, count: int) -> str | None:
+    """What to tell a caller whose `field` lists `count` addresses, or None if that is fine."""
+    if count <= MAX_ADDRESSES_PER_FIELD:
+        return None
+    return f"`{field}` lists {count} addresses; at most {MAX_ADDRESSES_PER_FIELD} are allowed."
+
+
 def parse_mailboxes(body: Mapping[str, Any], field: str) -> tuple[Mailbox, ...]:
     value = body.get(field)
     if value is None:
@@ -121,6 +134,9 @@ def parse_mailboxes(body: Mapping[str, Any], field: str) -> tuple[Mailbox, ...]:
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list):
         raise Refusal(Problem.INVALID, field, f"`{field}` must be a string or a list of strings.")
+    too_many = too_many_addresses(field, len(items))
+    if too_many is not None:
+        raise Refusal(Problem.INVALID, field, too_many)
     return tuple(parse_mailbox(item, f"{field}[{i}]") for i, item in enumerate(items))
 
 

@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from policy.msgid import MAX_FIELD_CHARS, first_msg_ids, msg_ids, newest_msg_ids
-from policy.sending.fields import valid_address
+from policy.sending.fields import too_many_addresses, valid_address
 
 # RFC 5322 section 3.6.4: msg-id is "<" id-left "@" id-right ">". Ids that do not have this
 # shape (some old clients write them) cannot be repeated in our References field, which
@@ -104,7 +104,14 @@ def addresses(value: Any, name: str) -> list[str]:
     if value is None or value == "":
         return []
     items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+    if not isinstance(items, list):
+        raise ReplyRefusal(
+            Refused.INVALID_FIELD, f"`{name}` must be a string or a list of strings."
+        )
+    too_many = too_many_addresses(name, len(items))
+    if too_many is not None:
+        raise ReplyRefusal(Refused.INVALID_FIELD, too_many)
+    if not all(isinstance(item, str) for item in items):
         raise ReplyRefusal(
             Refused.INVALID_FIELD, f"`{name}` must be a string or a list of strings."
         )

@@ -148,6 +148,21 @@ REFUSALS: list[tuple[str, Body, int, str, str]] = [
         "Too many recipients: 51 in `to`, `cc` and `bcc`; at most 50",
     ),
     (
+        # Counted before any is parsed: three million in one field are refused at once.
+        "a_million_to",
+        lambda w: email(w, to=["x@example.net"] * 1_000_000),
+        400,
+        "validation_error",
+        "`to` lists 1000000 addresses; at most 50 are allowed.",
+    ),
+    (
+        "fifty_one_reply_to",
+        lambda w: email(w, reply_to=[f"r{i}@example.net" for i in range(51)]),
+        400,
+        "validation_error",
+        "`reply_to` lists 51 addresses; at most 50 are allowed.",
+    ),
+    (
         "subject_not_text",
         lambda w: email(w, subject=["a"]),
         400,
