@@ -180,6 +180,13 @@ async def request_json(request: web.Request) -> Any:
         raise InvalidJson(str(problem)) from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise InvalidJson("Invalid JSON in request body") from None
+    except RecursionError:
+        raise InvalidJson("Invalid JSON in request body: it is nested too deeply") from None
+    except LookupError:  # a charset Python does not know
+        raise InvalidJson(
+            f"Invalid JSON in request body: {request.charset!r} is not a charset this server "
+            "reads; send UTF-8"
+        ) from None
 
 
 async def read_json(request: web.Request, *, array: bool = False) -> Any:

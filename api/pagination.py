@@ -69,12 +69,13 @@ def query_datetime(query: Mapping[str, str], name: str) -> datetime | None:
         return None
     try:
         value = datetime.fromisoformat(raw.strip())
-    except ValueError:
+        # In UTC, as the database compares it: 0001-01-01T00:00+01:00 is before year 1.
+        return (value if value.tzinfo is not None else value.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
         raise ApiError(
             errors.VALIDATION_ERROR,
             f"The `{name}` parameter must be an ISO 8601 date-time, such as 2026-01-31T09:00:00Z.",
         ) from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def unknown_cursor(page: PageRequest) -> ApiError:

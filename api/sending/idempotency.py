@@ -47,10 +47,15 @@ async def idempotent(
     if key is None:
         status, payload = await work(None)
         return json_response(payload, status=status)
-    if not 1 <= len(key) <= MAX_KEY_LENGTH:
+    # ASCII only: a header's other bytes reach us as surrogate escapes, which no database
+    # text can hold.
+    if not 1 <= len(key) <= MAX_KEY_LENGTH or not key.isascii():
         raise ApiError(errors.INVALID_IDEMPOTENCY_KEY)
     pool, tenant_id = request.app[POOL], request[CALLER].tenant_id
-    request_hash = fingerprint(endpoint, body)
+    try:
+        request_hash = fingerprint(endpoint, body)
+    except RecursionError:  # deeper than the json module walks; no email is
+        raise ApiError(errors.VALIDATION_ERROR, "The request body is nested too deeply.") from None
     outcome = await idempotency.claim(pool, tenant_id, key, endpoint, request_hash)
     if not isinstance(outcome, Claim):
         if outcome.request_hash != request_hash:

@@ -137,7 +137,9 @@ WHERE (d.name = $1 OR d.reply_domain = $1) AND d.verified AND d.receiving_enable
 
 def hash_api_key(key: str) -> bytes:
     # Keys are 256-bit random values, so a fast hash is enough; no password stretching needed.
-    return hashlib.sha256(key.encode()).digest()
+    # A header's or a SASL password's bytes that are not UTF-8 arrive as surrogate escapes:
+    # hashed as they came, they match no key, instead of failing to encode.
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
 
 
 async def create_tenant(pool: Pool, name: str) -> Tenant:
