@@ -30,6 +30,10 @@ from policy.tokens import ReplyTokens
 
 CRLF = "\r\n"
 MAX_LINE = 78  # RFC 5322 section 2.1.1: SHOULD; 998 is the MUST
+MAX_OCTETS = 998  # RFC 5322 section 2.1.1: no line longer, CRLF aside
+# A display name longer than this is written as encoded-words, which fold; a quoted-string
+# or atoms would stand on one line, which a long enough name would take past MAX_OCTETS.
+LONGEST_PLAIN_NAME = 200
 _BREAKS = re.compile(r"\r\n|\r|\n")
 # Atoms separated by single spaces (RFC 5322 section 3.2.3): written as they are.
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
@@ -95,8 +99,11 @@ def encoded_words(text: str, room: int = 75) -> str:
 
 
 def fold(name: str, value: str) -> str:
-    """`Name: value` folded at spaces to 78 columns; non-ASCII as RFC 2047 encoded-words."""
-    if not value.isascii() or "=?" in value:
+    """`Name: value` folded at spaces to 78 columns; non-ASCII as RFC 2047 encoded-words, and
+    so is text with a word too long for one line (RFC 5322 section 2.1.1: folding happens only
+    at white space, and no line may pass 998 octets) or that looks like an encoded-word."""
+    room = MAX_OCTETS - len(name) - 2
+    if not value.isascii() or "=?" in value or any(len(w) > room for w in value.split(" ")):
         return f"{name}: {encoded_words(value, MAX_LINE - len(name) - 2)}"
     lines: list[str] = []
     current = f"{name}:"
@@ -116,6 +123,10 @@ def mailbox_text(box: Mailbox) -> str:
     spaces), else RFC 2047 encoded-words (RFC 5322 section 3.2.5, RFC 2047 section 5)."""
     if not box.name:
         return box.address
+    if "=?" in box.name or len(box.name) > LONGEST_PLAIN_NAME:
+        # A name that reads as an encoded-word would be shown decoded (RFC 2047 section 6.1),
+        # as whatever it says: "=?utf-8?b?...?= <support@ours>" can show "ceo@bank.example".
+        return f"{encoded_words(box.name)} <{box.address}>"
     if _PLAIN_PHRASE.fullmatch(box.name):
         return f"{box.name} <{box.address}>"
     if box.name.isascii():

@@ -201,6 +201,38 @@ def test_non_ascii_or_tricky_subjects_survive_as_encoded_words(subject: str) -> 
     assert build(draft(subject=subject))["Subject"] == subject
 
 
+@pytest.mark.parametrize(
+    "subject",
+    ["x" * 998, "word " + "y" * 990, "z" * 989],
+    ids=["one_word", "long_word", "just_fits"],
+)
+def test_a_word_too_long_for_one_line_is_encoded_so_no_line_passes_998(subject: str) -> None:
+    """Folding happens only at white space (RFC 5322 section 2.1.1): "Subject: " and 998 octets
+    of one word would be a line of 1,007. `build` checks every line."""
+    assert build(draft(subject=subject))["Subject"] == subject
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("=?utf-8?b?Y2VvQGJhbmsuY29tIDxjZW9AYmFuay5jb20+?=", id="an_encoded_word"),
+        pytest.param("Support =?utf-8?q?ceo=40bank.example?=", id="one_inside_a_phrase"),
+        pytest.param("Acme Support Team " * 30, id="longer_than_a_line"),
+    ],
+)
+def test_a_name_that_reads_as_an_encoded_word_or_is_very_long_is_encoded_as_it_is(
+    name: str,
+) -> None:
+    """Written as given, "=?utf-8?b?...?=" would be shown decoded: "ceo@bank.com <ceo@bank.com>"
+    on a message from our domain."""
+    sent = draft(sender=f'"{name.strip()}" <support@acme.example>')
+    message = build(sent)  # checks the lines and that it parses without defects
+    assert message["From"].addresses[0].addr_spec == "support@acme.example"
+    # Read from the bytes as written (the modern parser would re-encode what it decoded).
+    as_written = message_from_bytes(compose(sent, TRACKED, NOW), EmailMessage, policy=compat32)
+    assert display_name(as_written) == name.strip()
+
+
 def test_long_non_ascii_name_is_several_encoded_words_of_at_most_75_characters() -> None:
     name = "Ünïcödé Cüstömer Sërvïcé Dëpärtmënt " * 3
     message = build(draft(sender=f"{name.strip()} <support@acme.example>"))
