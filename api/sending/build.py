@@ -55,7 +55,14 @@ class Builder:
         return self._domains[name]
 
     async def prepare(self, body: Any, *, batch: bool = False) -> NewEmail:
-        """One email, checked, tracked and built; ApiError says why not."""
+        """One email, checked, tracked and built, in its conversation; ApiError says why not."""
+        email, draft = await self.checked(body, batch=batch)
+        return await self.in_conversation(email, draft)
+
+    async def checked(self, body: Any, *, batch: bool = False) -> tuple[NewEmail, EmailDraft]:
+        """One email checked, tracked and built, before its conversation is looked for (which
+        may open a thread: a batch checks every email first, so one it refuses writes nothing).
+        ApiError says why not."""
         if not isinstance(body, dict):
             raise ApiError(errors.VALIDATION_ERROR, "Each email must be a JSON object.")
         try:
@@ -64,7 +71,7 @@ class Builder:
             domain = check_sender(draft.sender, found, self.caller.domain_id)
         except Refusal as refusal:
             raise ApiError(REFUSALS[refusal.problem], refusal.message) from None
-        return await self.in_conversation(self.build(draft, domain), draft)
+        return self.build(draft, domain), draft
 
     async def in_conversation(
         self, email: NewEmail, draft: EmailDraft, *, answering: UUID | None = None

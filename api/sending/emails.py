@@ -18,6 +18,7 @@ from api.errors import ApiError
 from api.sending import manage as emails_manage
 from api.sending.build import Builder
 from api.sending.idempotency import idempotent, lost_claim
+from policy.sending.request import EmailDraft
 from storage.sending import idempotency
 from storage.sending.emails import Completion, NewEmail, Stored
 from storage.sending.idempotency import Claim
@@ -98,15 +99,17 @@ async def send_batch(request: web.Request) -> web.Response:
         await refuse_over_limit(request)
         for fresh in (False, True):
             builder = Builder(request, fresh=fresh)
-            emails: list[NewEmail] = []
+            built: list[tuple[NewEmail, EmailDraft]] = []
             failures: list[dict[str, Any]] = []
             for index, item in enumerate(items):
                 try:
-                    emails.append(await builder.prepare(item, batch=True))
+                    built.append(await builder.checked(item, batch=True))
                 except ApiError as error:  # storage trouble is a StorageError: all of it 503s
                     if mode == "strict":
                         raise ApiError(error.kind, f"emails[{index}]: {error.message}") from None
                     failures.append({"index": index, "message": error.message})
+            # Every email checked: only now may one open the thread of a message it answers.
+            emails = [await builder.in_conversation(email, draft) for email, draft in built]
             payload: dict[str, Any] = {"data": [{"id": str(e.id)} for e in emails]}
             if mode == "permissive":
                 payload["errors"] = failures

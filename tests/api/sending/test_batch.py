@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 import pytest
 
+from mta.listeners import MXListener
 from storage.database import Pool
 from tests.api.sending.emails_client import count_emails, email, email_row, emails_api
+from tests.api.sending.reply_client import received_email
 from tests.conftest import ApiServer, MakeTenant
 
 
@@ -43,6 +46,28 @@ async def test_strict_batch_with_one_invalid_email_sends_none(
             "`Name <email@example.com>` format."
         )
     assert await count_emails(pool, acme) == 0
+
+
+async def test_a_refused_batch_opens_no_thread_for_the_message_one_of_its_emails_answers(
+    api: ApiServer, pool: Pool, mx: MXListener, make_tenant: MakeTenant
+) -> None:
+    """Answering an unmatched received message opens its thread; a batch refused whole must
+    not have done that for its valid emails either."""
+    acme = await make_tenant(receiving=True)
+    received_id = UUID(await received_email(acme, mx))
+    message_id = await pool.fetchval(
+        "SELECT message_id FROM received_emails WHERE id = $1", received_id
+    )
+    answer = email(acme, headers={"In-Reply-To": f"<{message_id}>"})
+    query = "SELECT thread_id FROM received_emails WHERE id = $1"
+    async with emails_api(api, await acme.api_key()) as client:
+        refused = await client.batch([answer, email(acme, to="bob@")])
+        after_refusal = await pool.fetchval(query, received_id)
+        sent = await client.batch([answer])
+    assert (refused.status, sent.status) == (400, 200)
+    assert after_refusal is None
+    [row] = await pool.fetch("SELECT thread_id FROM emails WHERE tenant_id = $1", acme.id)
+    assert row["thread_id"] == await pool.fetchval(query, received_id) is not None
 
 
 async def test_permissive_batch_sends_the_valid_and_lists_the_others(
