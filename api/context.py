@@ -17,6 +17,7 @@ from aiohttp import web
 from api import errors
 from api.errors import ApiError
 from policy.dns import DnsLookup
+from policy.proxies import client_address
 from policy.sending.request import SenderDomain
 from policy.settings import Settings
 from policy.tokens import ReplyTokens
@@ -26,6 +27,16 @@ from storage.sending.writer import EmailWriter
 
 POOL = web.AppKey("pool", Pool)
 SETTINGS = web.AppKey("settings", Settings)
+
+
+def client_ip(request: web.Request) -> str | None:
+    """The client's address: the connection's peer, or behind a trusted reverse proxy what it
+    says in X-Forwarded-For (policy.proxies, OPENSEND_TRUSTED_PROXIES)."""
+    trusted = request.config_dict[SETTINGS].trusted_proxies
+    forwarded = request.headers.getall("X-Forwarded-For", []) if trusted else []
+    return client_address(request.remote, forwarded, trusted)
+
+
 TOKENS = web.AppKey("tokens", ReplyTokens)
 DNS = web.AppKey("dns", DnsLookup)
 

@@ -18,6 +18,7 @@ from typing import TypeVar
 from urllib.parse import parse_qs, unquote
 
 from policy.aws.sns import DEFAULT_CERT_HOST_PATTERN
+from policy.proxies import InvalidProxies, Network, parse_trusted
 
 
 class SettingsError(ValueError):
@@ -189,6 +190,10 @@ class Settings:
     # be longer (mta/stopping.py adds a margin).
     shutdown_drain: float
 
+    # The reverse proxies in front of the API whose X-Forwarded-For is believed
+    # (policy.proxies): none by default, so the connection's peer is the client.
+    trusted_proxies: tuple[Network, ...]
+
     log_level: str
     log_format: str
 
@@ -289,6 +294,13 @@ def _on_off(env: Mapping[str, str], name: str, default: bool) -> bool:
     if raw in ("off", "false", "no", "0"):
         return False
     raise SettingsError(f"{name}: {raw!r} is not one of on, off")
+
+
+def _trusted_proxies(env: Mapping[str, str]) -> tuple[Network, ...]:
+    try:
+        return parse_trusted(env.get("OPENSEND_TRUSTED_PROXIES", ""))
+    except InvalidProxies as problem:
+        raise SettingsError(f"OPENSEND_TRUSTED_PROXIES: {problem}") from None
 
 
 _Choice = TypeVar("_Choice", bound=StrEnum)
@@ -663,6 +675,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             env.get("OPENSEND_AUTH_FAILURE_DELAY", "").strip() or "1s",
         ),
         shutdown_drain=float(_int(env, "OPENSEND_SHUTDOWN_DRAIN_SECONDS", 20)),
+        trusted_proxies=_trusted_proxies(env),
         log_level=log_level,
         log_format=log_format,
         env_names=tuple(sorted(name for name in env if name.startswith("OPENSEND_"))),

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from api.context import POOL
+from api.context import POOL, client_ip
 from api.dashboard.context import PREFIX, SESSION, PageNotFound, path_id, render, see_other
 from policy.dashboard import sessions as rules
 from policy.dashboard import totp
@@ -31,6 +31,7 @@ class LoginThrottle:
         self.limits = limits
         self._clock = clock
         self._failures: OrderedDict[str, FailureRecord] = OrderedDict()
+        self._checking: dict[str, int] = {}  # sign-ins being checked now, per address
 
     def locked_out(self, ip: str | None) -> bool:
         key = auth_throttle.client_key(ip)
@@ -38,6 +39,28 @@ class LoginThrottle:
             auth_throttle.before_login(self._failures.get(key), self._clock(), self.limits)
             is not None
         )
+
+    def begin(self, ip: str | None) -> str | None:
+        """None when a sign-in from `ip` may be checked now (then `end` it), else what to tell
+        the person. Not while locked out,
+        nor past as many at once as failures are left before a lockout: a password check takes
+        a while (argon2), and sign-ins sent together would otherwise all be checked before the
+        first failure is counted, however low the limit."""
+        key = auth_throttle.client_key(ip)
+        record = auth_throttle.current(self._failures.get(key), self._clock(), self.limits)
+        if auth_throttle.before_login(record, self._clock(), self.limits) is not None:
+            return LOCKED_OUT_TEXT
+        failed = record.failures if record is not None else 0
+        if failed + self._checking.get(key, 0) >= self.limits.max_failures:
+            return BUSY_TEXT
+        self._checking[key] = self._checking.get(key, 0) + 1
+        return None
+
+    def end(self, ip: str | None) -> None:
+        key = auth_throttle.client_key(ip)
+        left = self._checking.pop(key, 1) - 1
+        if left:
+            self._checking[key] = left
 
     def failed(self, ip: str | None) -> tuple[Outcome, float]:
         """Remember a failure: the outcome, and how long to wait before answering."""
@@ -57,6 +80,7 @@ LOCKED_OUT_TEXT = (
     "Too many failed sign-ins from your address. Wait a quarter of an hour and try again."
 )
 WRONG_TEXT = "Wrong email address, password or code."
+BUSY_TEXT = "Too many sign-ins from your address at once. Wait a moment and try again."
 
 
 def _next_path(value: str | None) -> str:
@@ -77,34 +101,41 @@ async def login(request: web.Request) -> web.StreamResponse:
     email, password = str(form.get("email", "")).strip(), str(form.get("password", ""))
     next_path = _next_path(str(form.get("next", "")))
     throttle = request.app[THROTTLE]
-    ip = request.remote
-    if throttle.locked_out(ip):
-        return render(
-            request,
-            "login.html",
-            {"error": LOCKED_OUT_TEXT, "email": email, "next": next_path},
-            status=429,
+    ip = client_ip(request)
+    refusal = throttle.begin(ip)
+    if refusal is not None:
+        page = {"error": refusal, "email": email, "next": next_path}
+        return render(request, "login.html", page, status=429)
+    try:
+        pool = request.app[POOL]
+        user = await users.find_user(pool, email) if email else None
+        loop = asyncio.get_running_loop()
+        valid = await loop.run_in_executor(
+            None, verify_password, user.password_hash if user else None, password
         )
-    pool = request.app[POOL]
-    user = await users.find_user(pool, email) if email else None
-    loop = asyncio.get_running_loop()
-    valid = await loop.run_in_executor(
-        None, verify_password, user.password_hash if user else None, password
-    )
-    if valid and user is not None and user.totp_secret is not None:
-        # Two-factor: the code of this time step (or one either side), used at most once.
-        step = totp.matching_step(user.totp_secret, str(form.get("code", "")))
-        valid = step is not None and await users.use_totp_step(pool, user.id, step)
-    if user is None or not valid:
-        outcome, delay = throttle.failed(ip)
-        await asyncio.sleep(delay)  # RFC 4954 section 4's advice for AUTH, applied here too
-        locked = outcome is Outcome.LOCKOUT
-        return render(
-            request,
-            "login.html",
-            {"error": LOCKED_OUT_TEXT if locked else WRONG_TEXT, "email": email, "next": next_path},
-            status=429 if locked else 401,
-        )
+        if valid and user is not None and user.totp_secret is not None:
+            # Two-factor: the code of this time step (or one either side), used at most once.
+            step = totp.matching_step(user.totp_secret, str(form.get("code", "")))
+            valid = step is not None and await users.use_totp_step(pool, user.id, step)
+        if user is None or not valid:
+            outcome, delay = throttle.failed(ip)
+            await asyncio.sleep(delay)  # RFC 4954 section 4's advice for AUTH, applied here too
+            locked = outcome is Outcome.LOCKOUT
+            return render(
+                request,
+                "login.html",
+                {
+                    "error": LOCKED_OUT_TEXT if locked else WRONG_TEXT,
+                    "email": email,
+                    "next": next_path,
+                },
+                status=429 if locked else 401,
+            )
+        if throttle.locked_out(ip):  # a sign-in checked beside this one started a lockout
+            page = {"error": LOCKED_OUT_TEXT, "email": email, "next": next_path}
+            return render(request, "login.html", page, status=429)
+    finally:
+        throttle.end(ip)
     secret = rules.new_secret()
     await sessions.create_session(
         pool,

@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from api import errors
-from api.context import POOL, SETTINGS, TOKENS, read_json
+from api.context import POOL, SETTINGS, TOKENS, client_ip, read_json
 from api.errors import ApiError
 from api.metrics import INGEST_EVENTS
 from policy.delivery.result import email_status
@@ -100,7 +100,7 @@ async def post_inbound(request: web.Request) -> web.Response:
         event_id=event.event_id,
         source="inbound",
         mail_from=event.mail_from,
-        peer_ip=request.remote,
+        peer_ip=client_ip(request),
     )
 
 

@@ -317,6 +317,7 @@ MALFORMED = [
     pytest.param("OPENSEND_MAX_MESSAGE_SIZE", "0", id="message_size_zero"),
     pytest.param("OPENSEND_DATA_MEMORY", "26214399", id="data_memory_below_message_size"),
     pytest.param("OPENSEND_DATA_MEMORY", "1GiB", id="data_memory_with_unit"),
+    pytest.param("OPENSEND_TRUSTED_PROXIES", "127.0.0.1, proxy.local", id="trusted_proxy_name"),
     pytest.param("OPENSEND_MAX_RECIPIENTS", "0", id="recipients_zero"),
     pytest.param("OPENSEND_MAX_RECIPIENTS", "-1", id="recipients_negative"),
     pytest.param("OPENSEND_MAX_CONNECTIONS", "1e3", id="connections_exponent"),

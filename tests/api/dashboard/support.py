@@ -51,6 +51,7 @@ class Reader:
     http: aiohttp.ClientSession
     cookie: str | None = None
     last_set_cookie: list[str] = field(default_factory=list)
+    forwarded_for: str | None = None  # as a reverse proxy in front would send it
 
     @property
     def origin(self) -> str:
@@ -60,6 +61,8 @@ class Reader:
         headers = dict(extra or {})
         if self.cookie:
             headers["Cookie"] = f"{COOKIE_NAME}={self.cookie}"
+        if self.forwarded_for:
+            headers["X-Forwarded-For"] = self.forwarded_for
         return headers
 
     async def _page(self, response: aiohttp.ClientResponse) -> Page:

@@ -3,6 +3,8 @@ revoked, CSRF and Origin on every unsafe request, and failed sign-ins slowed the
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.api.dashboard.support import PASSWORD, make_user, reader, session
 from tests.conftest import ApiServer, MakeTenant, StartApi
 
@@ -144,3 +146,50 @@ async def test_failed_sign_ins_lock_the_address_out_even_for_the_right_password(
     assert right.status == 429
     assert "Too many failed sign-ins" in right.text
     assert me.cookie is None
+
+
+async def test_sign_ins_sent_together_are_checked_no_more_than_the_failures_allowed(
+    start_test_api: StartApi, make_tenant: MakeTenant
+) -> None:
+    """A password check takes a while (argon2): without a count of those under way, thirty
+    guesses sent at once were all checked before the first failure counted."""
+    api = await start_test_api(
+        OPENSEND_AUTH_MAX_FAILURES="3", OPENSEND_AUTH_FAILURE_DELAY="0", OPENSEND_AUTH_LOCKOUT="15m"
+    )
+    email = await make_user(await make_tenant())
+    async with session() as http:
+        me = reader(api.url, http)
+        wrong = {"email": email, "password": "not the password"}
+        guesses = await asyncio.gather(*(me.post("/dashboard/login", wrong) for _ in range(30)))
+        right = await me.post("/dashboard/login", {"email": email, "password": PASSWORD})
+    checked = [page for page in guesses if "Wrong email address" in page.text]
+    refused = [page for page in guesses if page.status == 429]
+    assert len(checked) <= 2 and len(checked) + len(refused) == 30  # the third locks out
+    assert any("at once" in page.text for page in refused)
+    assert right.status == 429 and me.cookie is None
+
+
+async def test_behind_a_trusted_proxy_each_client_has_its_own_lockout(
+    start_test_api: StartApi, make_tenant: MakeTenant
+) -> None:
+    """The API listens on loopback behind the operator's proxy: every request comes from the
+    proxy. Its X-Forwarded-For names the client, believed only from OPENSEND_TRUSTED_PROXIES."""
+    api = await start_test_api(
+        OPENSEND_AUTH_MAX_FAILURES="2",
+        OPENSEND_AUTH_FAILURE_DELAY="0",
+        OPENSEND_TRUSTED_PROXIES="127.0.0.1",
+    )
+    email = await make_user(await make_tenant())
+    wrong = {"email": email, "password": "not the password"}
+    right = {"email": email, "password": PASSWORD}
+    async with session() as http:
+        guesser = reader(api.url, http)
+        # The guesser sends its own X-Forwarded-For first; the proxy appends the real address.
+        guesser.forwarded_for = "198.51.100.7, 203.0.113.9"
+        answers = [await guesser.post("/dashboard/login", wrong) for _ in range(3)]
+    async with session() as http:
+        colleague = reader(api.url, http)
+        colleague.forwarded_for = "192.0.2.44"
+        signed_in_page = await colleague.post("/dashboard/login", right)
+    assert [a.status for a in answers] == [401, 429, 429]
+    assert signed_in_page.status == 303
