@@ -124,7 +124,9 @@ async def signed_in(request: web.Request, handler: Handler) -> web.StreamRespons
 
 
 def make_dashboard(pool_app: web.Application, settings: Settings) -> web.Application:
-    dashboard = web.Application(middlewares=[html_errors, security_headers, signed_in])
+    # security_headers outermost: the error pages html_errors renders (which carry the session's
+    # CSRF token and the sign-out form) get the CSP, nosniff and no-store of every page.
+    dashboard = web.Application(middlewares=[security_headers, html_errors, signed_in])
     # The composer answers through api.sending.replies, which reads these from its request's app:
     # the same caches and the same group-commit writer as the API's.
     for key in SENDING_STATE:

@@ -9,12 +9,17 @@ import contextlib
 from aiohttp import web
 from aiohttp_sse import sse_response
 
+from api.context import POOL
 from api.dashboard.context import ANNOUNCEMENTS, SESSION
+from policy.dashboard import sessions as rules
+from storage.dashboard import sessions
+from storage.errors import StorageError
 
 routes = web.RouteTableDef()
 
 # A ping this often keeps proxies from closing a quiet stream and finds a reader that has gone;
-# the loop looks whether the stream still stands as often.
+# the loop looks whether the stream and its session still stand as often: a stream outlives a
+# sign-out, a revocation or its session's expiry by at most this long.
 KEEPALIVE_SECONDS = 15.0
 LISTEN_WAIT_SECONDS = 10.0
 
@@ -22,6 +27,7 @@ LISTEN_WAIT_SECONDS = 10.0
 @routes.get("/events", name="events")
 async def events(request: web.Request) -> web.StreamResponse:
     announcements = request.app[ANNOUNCEMENTS]
+    secret = request.cookies.get(rules.COOKIE_NAME, "")
     with announcements.subscribe(request[SESSION].tenant_id) as queue:
         async with sse_response(request, ping_interval=KEEPALIVE_SECONDS) as stream:
             # The database connection that LISTENs is taken at startup; a stream opened before
@@ -33,8 +39,19 @@ async def events(request: web.Request) -> web.StreamResponse:
                 try:
                     announcement = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
                 except TimeoutError:
+                    if not await _still_signed_in(request, secret):
+                        break
                     continue
                 if announcement is None:  # the server is shutting down
                     break
                 await stream.send(str(announcement.subject_id), event=announcement.kind)
     return stream
+
+
+async def _still_signed_in(request: web.Request, secret: str) -> bool:
+    """Whether the stream's session is still live; not knowing (the database away) ends the
+    stream too: the browser reconnects, and the reconnection is checked like any request."""
+    try:
+        return await sessions.active_session(request.app[POOL], secret) is not None
+    except StorageError:
+        return False

@@ -28,7 +28,8 @@ class Session:
 
 
 def secret_hash(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode()).digest()
+    # A cookie's bytes that are not UTF-8 arrive as surrogate escapes: they match no session.
+    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).digest()
 
 
 INSERT_SESSION = """

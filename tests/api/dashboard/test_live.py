@@ -3,11 +3,14 @@ Server-Sent Events stream of the same tenant (PostgreSQL LISTEN/NOTIFY), and no 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiohttp
+import pytest
 
+from api.dashboard import live
 from mta.listeners import MXListener
 from policy.dashboard.sessions import COOKIE_NAME
 from tests.api.dashboard.support import make_user, reader, reply_through_mx, session
@@ -76,3 +79,19 @@ async def test_a_delivery_changing_state_is_announced(
 async def test_the_event_stream_needs_a_session(api: ApiServer) -> None:
     async with session() as http, http.get(api.url + "/dashboard/events") as response:
         assert response.status == 403
+
+
+async def test_a_stream_ends_soon_after_its_session_is_revoked(
+    api: ApiServer, make_tenant: MakeTenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's promise: a revoked session's cookie stops working at once; an open stream
+    is checked again at each keepalive (made short here) and closed."""
+    monkeypatch.setattr(live, "KEEPALIVE_SECONDS", 0.2)
+    acme = await make_tenant()
+    async with session() as http, event_stream(api, acme, http) as events:
+        await acme.pool.execute(
+            "UPDATE dashboard_sessions SET revoked_at = now() WHERE tenant_id = $1", acme.id
+        )
+        async with asyncio.timeout(30):
+            rest = await events.read()  # to the end of the stream: the server closed it
+    assert b"event:" not in rest

@@ -248,3 +248,17 @@ async def test_an_unknown_dashboard_path_answers_the_html_404_page(
     assert page.status == 404
     assert page.headers["Content-Type"].startswith("text/html")
     assert "There is nothing here" in page.text
+
+
+async def test_an_error_page_has_the_security_headers_of_every_page(
+    api: ApiServer, make_tenant: MakeTenant
+) -> None:
+    """It carries the session's CSRF token and the sign-out form: never framed by another
+    site, never kept by a shared cache."""
+    async with session() as http:
+        me = await signed_in(api.url, await make_tenant(), http)
+        missing = await me.get("/dashboard/emails/00000000-0000-0000-0000-000000000000")
+    assert missing.status == 404
+    assert "frame-ancestors 'self'" in missing.headers["Content-Security-Policy"]
+    assert missing.headers["Cache-Control"] == "no-store"
+    assert missing.headers["X-Content-Type-Options"] == "nosniff"
