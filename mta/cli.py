@@ -32,7 +32,7 @@ from storage.account.domains import DomainDetails
 from storage.dashboard import users as dashboard_users
 from storage.database import Pool, open_pool
 from storage.embedded import embedded_database_url, stop_embedded
-from storage.errors import StorageError
+from storage.errors import Conflict, StorageError
 from storage.migrate import MigrationError, migrate
 from storage.sending import replies
 
@@ -208,11 +208,19 @@ async def cmd_domain_verify(settings: Settings, args: argparse.Namespace) -> Non
     name = _domain_name(args.domain)
 
     async def work(pool: Pool) -> None:
-        domain = await domains.find_domain_by_name(pool, name)
-        if domain is None:
+        claims = await domains.find_domains_by_name(pool, name)
+        if not claims:
             raise CommandError(f"no domain named {name}; add it with `opensend domain add`")
         resolver = Resolver(settings.dns_servers)
-        domain, check = await verify_domain(pool, resolver, settings.hostname, domain)
+        # Several tenants may have claimed the name: the one whose DKIM key is published is
+        # verified (each claim has its own key); the verified one, if any, is checked first.
+        for claim in claims:
+            try:
+                domain, check = await verify_domain(pool, resolver, settings.hostname, claim)
+            except Conflict as refused:
+                raise CommandError(f"{name}: {refused}") from None
+            if check.status is Status.VERIFIED:
+                break
         records = [record.as_json() for record in check.records]
         payload = {
             "id": domain.id,

@@ -293,7 +293,10 @@ async def get_domain(request: web.Request) -> web.Response:
 async def verify(request: web.Request) -> web.Response:
     domain = await _owned_domain(request)
     hostname = request.app[SETTINGS].hostname
-    domain, _check = await verify_domain(request.app[POOL], request.app[DNS], hostname, domain)
+    try:
+        domain, _check = await verify_domain(request.app[POOL], request.app[DNS], hostname, domain)
+    except Conflict as error:
+        raise ApiError(errors.FORBIDDEN, f"{domain.name}: {error}.") from None
     return web.json_response(domain_json(domain, hostname))
 
 

@@ -55,12 +55,22 @@ DETAIL_COLUMNS = """
 id, tenant_id, name, status, verified, receiving_enabled, reply_domain, region, dkim_selector,
 dkim_public_key, records, last_checked_at, created_at
 """
-# Claims of names are serialised, so two tenants cannot take one name at once, nor one tenant's
-# reply domain be another's domain (two UNIQUE constraints cannot say that across columns).
+# Claims of names are serialised, so two tenants cannot verify one name at once, nor one
+# tenant's reply domain be another's domain (indexes cannot say that across columns).
 LOCK_DOMAINS = "LOCK TABLE domains IN SHARE ROW EXCLUSIVE MODE"
+# A name is taken when some tenant verified it (as a domain or a reply domain), or when this
+# tenant claimed it already: an unverified claim of another tenant holds nothing (migration
+# 0020), so a name cannot be kept from the tenant that owns it by claiming it first.
 SELECT_NAME_TAKEN = """
 SELECT 1 FROM domains
 WHERE (name = ANY($1::text[]) OR reply_domain = ANY($1::text[])) AND id IS DISTINCT FROM $2
+  AND (verified OR tenant_id = $3)
+"""
+# Verified elsewhere meanwhile: what stops a second verification of one name.
+SELECT_VERIFIED_ELSEWHERE = """
+SELECT 1 FROM domains d, domains mine
+WHERE mine.tenant_id = $1 AND mine.id = $2 AND d.id <> mine.id AND d.verified
+  AND (d.name IN (mine.name, mine.reply_domain) OR d.reply_domain IN (mine.name, mine.reply_domain))
 """
 INSERT_DOMAIN = f"""
 INSERT INTO domains (id, tenant_id, name, verified, verified_at, status, receiving_enabled,
@@ -71,7 +81,10 @@ VALUES ($1, $2, $3, $4, CASE WHEN $4 THEN now() END,
 RETURNING {DETAIL_COLUMNS}
 """
 SELECT_TENANT_DOMAIN = f"SELECT {DETAIL_COLUMNS} FROM domains WHERE tenant_id = $1 AND id = $2"
-SELECT_DOMAIN_BY_NAME = f"SELECT {DETAIL_COLUMNS} FROM domains WHERE name = $1"
+# Every tenant's claim of a name; the verified one first.
+SELECT_DOMAINS_BY_NAME = (
+    f"SELECT {DETAIL_COLUMNS} FROM domains WHERE name = $1 ORDER BY verified DESC, id"
+)
 # Newest first, as Resend lists. Ids are UUIDv7, so id order is creation order, and a cursor is
 # just an id: `after` pages towards older domains, `before` towards newer ones.
 SELECT_PAGE_AFTER = f"""
@@ -138,7 +151,7 @@ async def insert_domain(
     names = _claimed(name, reply_domain)
     async with storage_errors(), pool.acquire() as conn, conn.transaction():
         await conn.execute(LOCK_DOMAINS)
-        if await conn.fetchval(SELECT_NAME_TAKEN, names, None):
+        if await conn.fetchval(SELECT_NAME_TAKEN, names, None, tenant_id):
             raise Conflict(f"{' or '.join(names)} is already in use")
         row = await conn.fetchrow(
             INSERT_DOMAIN,
@@ -162,11 +175,12 @@ async def get_domain(pool: Pool, tenant_id: UUID, domain_id: UUID) -> DomainDeta
     return _details(row) if row else None
 
 
-async def find_domain_by_name(pool: Pool, name: str) -> DomainDetails | None:
-    """Any tenant's domain, by name: for the operator's command line, never for the API."""
+async def find_domains_by_name(pool: Pool, name: str) -> list[DomainDetails]:
+    """Every tenant's claim of a name, the verified one first: for the operator's command line,
+    never for the API."""
     async with storage_errors():
-        row = await pool.fetchrow(SELECT_DOMAIN_BY_NAME, name)
-    return _details(row) if row else None
+        rows = await pool.fetch(SELECT_DOMAINS_BY_NAME, name)
+    return [_details(row) for row in rows]
 
 
 async def list_domains(
@@ -210,8 +224,14 @@ async def record_check(
     verified: bool | None,
     records: Sequence[dict[str, Any]],
 ) -> DomainDetails | None:
-    async with storage_errors():
-        row = await pool.fetchrow(
+    """Store a check's outcome. Conflict when it would verify a name another tenant has
+    verified meanwhile (the other's key was published, then this one's: one of them holds)."""
+    async with storage_errors(), pool.acquire() as conn, conn.transaction():
+        if verified:
+            await conn.execute(LOCK_DOMAINS)
+            if await conn.fetchval(SELECT_VERIFIED_ELSEWHERE, tenant_id, domain_id):
+                raise Conflict("this domain is verified by another account; remove it there first")
+        row = await conn.fetchrow(
             RECORD_CHECK, tenant_id, domain_id, status, list(records), verified
         )
     return _details(row) if row else None
@@ -233,7 +253,7 @@ async def update_receiving(
             return None
         if reply_domain is not None and reply_domain != current["reply_domain"]:
             names = _claimed(current["name"], reply_domain)[1:]
-            if await conn.fetchval(SELECT_NAME_TAKEN, names, domain_id):
+            if await conn.fetchval(SELECT_NAME_TAKEN, names, domain_id, tenant_id):
                 raise Conflict(f"{reply_domain} is already in use")
         row = await conn.fetchrow(UPDATE_RECEIVING, tenant_id, domain_id, receiving, reply_domain)
     return _details(row)

@@ -120,6 +120,27 @@ async def test_verify_exits_0_once_the_printed_records_are_published(
     no_private_key(verified)
 
 
+async def test_verify_of_a_name_two_tenants_claimed_verifies_the_one_whose_key_is_published(
+    env: dict[str, str], tenant: directory.Tenant, dns: LoopbackDNSServer, pool: Pool
+) -> None:
+    """A claim holds nothing until verified (migration 0020): the squatter claimed the name
+    first, the owner published its records, and the operator's verify finds the owner's."""
+    name = new_name()
+    squatter = await directory.create_tenant(pool, f"squatter-{secrets.token_hex(4)}")
+    await add(env, squatter, name)
+    owned = await add(env, tenant, name)
+    publish(dns.zone, owned["records"])
+
+    verified = await run_opensend("domain", "verify", name, "--json", env=env)
+
+    assert verified.json()["id"] == owned["id"]
+    rows = await pool.fetch("SELECT tenant_id, verified FROM domains WHERE name = $1", name)
+    assert {row["tenant_id"]: row["verified"] for row in rows} == {
+        tenant.id: True,
+        squatter.id: False,
+    }
+
+
 async def test_verify_exits_1_naming_the_wrong_record_and_what_was_found(
     env: dict[str, str], tenant: directory.Tenant, dns: LoopbackDNSServer
 ) -> None:
