@@ -33,12 +33,15 @@ async def open_pool(
     session_settings: dict[str, str] | None = None,
 ) -> Pool:
     """`session_settings`: PostgreSQL settings every connection of the pool starts with."""
+    # UTC whatever the server's TimeZone: the timestamps that triggers write into JSON (webhook
+    # payloads, migration 0013) are text in the writing session's zone, and the API's are UTC.
+    settings = {"TimeZone": "UTC", **(session_settings or {})}
     async with storage_errors():
         pool: Pool = await asyncpg.create_pool(
             url,
             min_size=min_size,
             max_size=max_size,
-            server_settings=session_settings,
+            server_settings=settings,
             init=_init_connection,
             reset=_keep_session,
             # Statements are short; a stuck one must not hold an SMTP client for minutes.

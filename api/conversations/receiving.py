@@ -96,7 +96,8 @@ def summary_json(email: ReceivedSummary) -> dict[str, Any]:
         "to": list(email.to_addresses),
         "from": display_address(email.from_name, email.from_address) or "",
         "created_at": email.received_at.isoformat(),
-        "subject": email.subject,
+        # Resend's SDK types it a string: "" when the message had none, as message_id.
+        "subject": email.subject or "",
         # Headers never show Bcc; who the message was delivered to is `received_for`.
         "bcc": None,
         "cc": list(email.cc_addresses),
@@ -199,7 +200,7 @@ def _lone_thread(email: ReceivedEmail) -> dict[str, Any]:
                 "created_at": email.received_at.isoformat(),
                 "from": display_address(email.from_name, email.from_address),
                 "to": list(email.to_addresses),
-                "subject": email.subject,
+                "subject": email.subject or "",
                 "reply_match_status": email.reply_match_status,
                 "reply_to_email_id": _str(email.reply_to_email_id),
                 "classification": email.classification,
@@ -364,6 +365,11 @@ def _linked(
     and `content_id` as absent or a string (never null), so an unknown one is left out."""
     path = f"/emails/receiving/{email_id}/attachments/{body['id']}/content"
     given = {k: v for k, v in body.items() if v is not None or k not in OMITTED_WHEN_NULL}
+    # Typed "inline" or "attachment" there: a part without the field (an inline image of a
+    # multipart/related often has none), or with another token, is told by its Content-ID
+    # (RFC 2392), as mail clients show it.
+    if given.get("content_disposition") not in ("inline", "attachment"):
+        given["content_disposition"] = "inline" if body.get("content_id") else "attachment"
     return {**given, **signed_link(request, tenant_id, path)}
 
 

@@ -20,17 +20,21 @@ from policy.inbound.attachments import attachment_id
 _BOUNCE_TYPE = "Permanent"
 
 
-def _message_id(value: Any) -> Any:
-    """In angle brackets, as the field is written (RFC 5322 section 3.6.4) and Resend sends it."""
+def _message_id(value: Any) -> str:
+    """In angle brackets, as the field is written (RFC 5322 section 3.6.4) and Resend sends it;
+    "" for a message without one (the SDK types it a string, as the receiving API answers)."""
     if isinstance(value, str) and value and not value.startswith("<"):
         return f"<{value}>"
-    return value
+    return value if isinstance(value, str) else ""
 
 
 def _tags(value: Any) -> dict[str, str]:
     if isinstance(value, list):
         return {
-            str(tag.get("name")): str(tag.get("value")) for tag in value if isinstance(tag, Mapping)
+            # A tag may have no value (Resend's Tag allows it): "" then, never "None".
+            str(tag.get("name")): "" if tag.get("value") is None else str(tag.get("value"))
+            for tag in value
+            if isinstance(tag, Mapping)
         }
     return {}
 

@@ -482,3 +482,26 @@ async def test_raw_obscures_a_senders_authentication_results_that_claim_our_name
     )
     assert b"\r\nAuthentication-Results: mx.other.example; spf=pass\r\n" in body
     assert b"\r\nARC-Authentication-Results: i=1; other.example; spf=pass\r\n" in body
+
+
+async def test_a_message_without_subject_or_message_id_and_an_inline_part_reads_as_the_sdk_types_it(
+    api: ApiServer, mx: MXListener, make_tenant: MakeTenant
+) -> None:
+    """Resend's SDK types `subject` a string and an attachment's `content_disposition` as
+    "inline" or "attachment": never null, whatever the message left out."""
+    acme = await make_tenant(catch_all=True)
+    content = (
+        f"From: customer@example.net\r\nTo: x@{acme.name}\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/related; boundary="b"\r\n\r\n'
+        '--b\r\nContent-Type: text/html\r\n\r\n<img src="cid:logo@x">\r\n'
+        "--b\r\nContent-Type: image/png\r\nContent-ID: <logo@x>\r\n"
+        "Content-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n--b--\r\n"
+    ).encode()
+    received_id = await deliver(mx, acme, content, rcpt=f"x@{acme.name}")
+    async with client(api, await acme.api_key()) as http:
+        detail = await get_json(http, f"/emails/receiving/{received_id}")
+        listed = await get_json(http, "/emails/receiving")
+        [image] = (await get_json(http, f"/emails/receiving/{received_id}/attachments"))["data"]
+    assert (detail["subject"], detail["message_id"]) == ("", "")
+    assert [item["subject"] for item in listed["data"] if item["id"] == str(received_id)] == [""]
+    assert (image["content_id"], image["content_disposition"]) == ("logo@x", "inline")

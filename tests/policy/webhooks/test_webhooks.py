@@ -171,6 +171,19 @@ def test_email_received_names_attachments_as_the_api_does_and_carries_the_class(
     assert data["classification_reason"] == "auto_submitted"
 
 
+@pytest.mark.parametrize("kind", ["email.received", "email.sent"])
+def test_a_message_without_a_message_id_or_a_tag_value_gives_strings_as_the_sdk_types(
+    kind: str,
+) -> None:
+    """Resend's SDK types `message_id` a string and a tag's value a string: "" for none, never
+    null, and never the text "None"."""
+    snap = {"email_id": EMAIL_ID, "message_id": None, "tags": [{"name": "plan", "value": None}]}
+    data = payloads.shape(kind, datetime(2026, 1, 1, tzinfo=UTC), snap)["data"]
+    assert data["message_id"] == ""
+    if kind == "email.sent":  # received mail carries no tags of ours
+        assert data["tags"] == {"plan": ""}
+
+
 def test_an_oversized_payload_loses_attachments_first_then_all_but_its_ids() -> None:
     snap = {
         "email_id": EMAIL_ID,
