@@ -109,11 +109,28 @@ async def _find(request: web.Request) -> Contact:
     return found
 
 
+# Resend's contact fields this server does not keep: refused by name rather than dropped, so a
+# caller never believes they were stored (empty values, as SDKs may send, are fine).
+UNSUPPORTED = {
+    "properties": "custom contact properties are not kept by this server",
+    "segments": "segments are not supported by this server",
+    "topics": "topics are not supported by this server",
+    "audience_id": "audiences are not supported by this server; contacts belong to the account",
+}
+
+
+def _refuse_unsupported(body: dict[str, Any]) -> None:
+    for field, why in UNSUPPORTED.items():
+        if body.get(field) not in (None, {}, [], ""):
+            raise ApiError(errors.VALIDATION_ERROR, f"`{field}`: {why}.")
+
+
 @routes.post("/contacts")
 async def create_contact(request: web.Request) -> web.Response:
     caller = request[CALLER]
     caller.require_full_access()
     body = await read_json(request)
+    _refuse_unsupported(body)
     email = _email(body.get("email"))
     _, first_name = _name(body, "first_name", "firstName")
     _, last_name = _name(body, "last_name", "lastName")
@@ -159,6 +176,7 @@ async def update_contact(request: web.Request) -> web.Response:
     caller = request[CALLER]
     caller.require_full_access()
     body = await read_json(request)
+    _refuse_unsupported(body)
     set_first, first_name = _name(body, "first_name", "firstName")
     set_last, last_name = _name(body, "last_name", "lastName")
     changes = ContactChanges(

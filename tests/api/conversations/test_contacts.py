@@ -209,6 +209,33 @@ async def test_sending_access_key_cannot_manage_contacts(
     assert body["name"] == "restricted_api_key"
 
 
+async def test_fields_of_resends_contacts_this_server_does_not_keep_are_refused_by_name(
+    api: ApiServer, make_tenant: MakeTenant
+) -> None:
+    """Silently dropped, a caller would believe its properties stored; empty ones are fine."""
+    acme = await make_tenant()
+    async with client(api, await acme.api_key()) as http:
+        with_properties = await call(
+            http,
+            "POST",
+            "/contacts",
+            400,
+            {"email": "p@example.net", "properties": {"plan": "pro"}},
+        )
+        empty = await call(
+            http, "POST", "/contacts", 201, {"email": "e@example.net", "properties": {}}
+        )
+        with_topics = await call(
+            http,
+            "PATCH",
+            f"/contacts/{empty['id']}",
+            400,
+            {"topics": [{"id": "t", "subscription": "opt_in"}]},
+        )
+    assert with_properties["message"].startswith("`properties`: custom contact properties")
+    assert with_topics["message"].startswith("`topics`: topics are not supported")
+
+
 def sdk_round_trip(url: str, key: str) -> dict[str, Any]:
     """The `resend` package's global-contact calls, as an application would make them."""
     resend.api_url, resend.api_key = url, key
