@@ -41,6 +41,10 @@ def translate(error: BaseException) -> StorageError:
         return error
     if isinstance(error, asyncpg.UniqueViolationError):
         return Conflict(str(error.detail or error))
+    if isinstance(error, asyncpg.DataError):
+        # Raised by the client, before anything is sent: a value it cannot encode for its
+        # column (text that is not UTF-8). The same value fails the same way every time.
+        return StorageError(f"{type(error).__name__}: {error}", temporary=False)
     if isinstance(error, asyncpg.PostgresError):
         sqlstate = getattr(error, "sqlstate", "") or ""
         temporary = sqlstate[:2] in _TEMPORARY_SQLSTATE_CLASSES

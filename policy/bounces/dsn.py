@@ -51,6 +51,12 @@ def _field(value: str) -> str:
     return " ".join(value.split())
 
 
+def _status_field(value: str) -> str:
+    """A field of the message/delivery-status part, which is 7-bit text (RFC 3464 section
+    2.1.3): a remote's non-ASCII words there become "?" (the readable part keeps them)."""
+    return _field(value).encode("ascii", "replace").decode("ascii")
+
+
 def _status(failure: FailedRecipient) -> str:
     if failure.enhanced and failure.enhanced[:1] == "5":
         return failure.enhanced
@@ -108,9 +114,9 @@ def compose_dsn(
         lines.append("Action: failed")
         lines.append(f"Status: {_status(failure)}")
         if failure.remote_host:
-            lines.append(f"Remote-MTA: dns; {_field(failure.remote_host)}")
+            lines.append(f"Remote-MTA: dns; {_status_field(failure.remote_host)}")
         if failure.code is not None and failure.code >= 400:
-            lines.append(f"Diagnostic-Code: smtp; {_field(_diagnostic(failure))}")
+            lines.append(f"Diagnostic-Code: smtp; {_status_field(_diagnostic(failure))}")
         lines.append("")
     body = "\r\n".join(lines).encode("utf-8")
     if original_header:

@@ -14,6 +14,7 @@ from enum import StrEnum
 
 from policy.delivery.retry import plan_retry
 from policy.replies import Reply
+from policy.text import clean_text
 
 
 class Outcome(StrEnum):
@@ -57,8 +58,10 @@ class SmtpAnswer:
 
     @classmethod
     def from_reply(cls, code: int, message: str, stage: Stage) -> SmtpAnswer:
-        """A remote reply; its enhanced code (RFC 3463) is split off the text when present."""
-        text = message.strip()
+        """A remote reply; its enhanced code (RFC 3463) is split off the text when present.
+        The text is made storable: a server may answer in Latin-1 or with a NUL, which the
+        client decodes as surrogate escapes, and the row must hold it all the same."""
+        text = clean_text(message).strip()
         found = _ENHANCED.match(text)
         enhanced = found.group(0) if found else None
         if found:

@@ -73,6 +73,18 @@ class OutcomeWriter:
                     for item in batch:
                         self._retry_alone(item)
                     return
+                if not error.temporary:
+                    # Alone and refused for what it holds: the same write fails the same way
+                    # forever, and waiting on it would hold a slot of this writer for good.
+                    log.error(
+                        "delivery outcomes refused by the database; their rows come back "
+                        "when their lease runs out",
+                        extra={"outcomes": len(outcomes), "error": str(error)},
+                    )
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
+                    return
                 self.retries += 1
                 log.warning(
                     "delivery outcomes not committed yet; retrying",

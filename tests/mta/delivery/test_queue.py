@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ from mta.delivery.workers import DeliveryOptions, DeliveryWorkers
 from policy.delivery.result import email_status
 from storage.database import Pool
 from storage.delivery import queue as q
+from storage.delivery.writer import OutcomeWriter
+from storage.errors import StorageError
 from tests.support.delivery_world import delivery_workers, queue_database
 from tests.support.queued_mail import (
     Sender,
@@ -217,3 +220,31 @@ async def test_the_wake_up_connection_comes_back_after_it_is_killed(
 async def _listening(workers: DeliveryWorkers) -> None:
     async with asyncio.timeout(10):
         await workers.listener.connected.wait()
+
+
+async def test_an_outcome_the_database_refuses_for_good_fails_instead_of_holding_the_writer(
+    queue: Queue, sender: Sender
+) -> None:
+    """Alone and refused for what it holds (here a NUL, which no text column takes), it was
+    retried forever, and with it every outcome behind it in the writer; the rest go on."""
+    _, pool = queue
+    await sender.queue(["a@example.net", "b@example.net"])
+    claim = await q.claim(pool, limit=10, lease_seconds=60)
+    bad, good = claim.deliveries
+    writer = OutcomeWriter(pool, email_status)
+    refused = replace(outcome(claim, bad, "delivered"), response="ok\x00")
+    results = await asyncio.wait_for(
+        asyncio.gather(
+            writer.write([refused]),
+            writer.write([outcome(claim, good, "delivered")]),
+            return_exceptions=True,
+        ),
+        timeout=60,  # a hang is the failure; no assertion depends on the time
+    )
+    assert isinstance(results[0], StorageError) and not results[0].temporary
+    assert results[1] == {good.id}
+    rows = await deliveries(pool, bad.email_id)
+    assert (rows[bad.recipient]["status"], rows[good.recipient]["status"]) == (
+        "sending",  # its lease runs out and another attempt records it
+        "delivered",
+    )
