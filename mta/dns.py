@@ -7,6 +7,8 @@ the same configuration for libraries that can only block (pyspf, dkimpy), in wor
 
 from __future__ import annotations
 
+import asyncio
+
 import dns.asyncresolver
 import dns.exception
 import dns.name
@@ -68,11 +70,22 @@ class Resolver:
         return sorted(records, key=lambda r: (r.preference, r.exchange))
 
     async def addresses(self, host: str) -> list[str]:
+        """The host's IPv4 and IPv6 addresses, asked at once. One family's lookup failing
+        (a server that times out or SERVFAILs on AAAA is common) costs only that family: the
+        other's addresses are enough to connect. DnsTemporaryError only when what failed could
+        have been the only answer."""
+        answers = await asyncio.gather(
+            self._answer(host, "A"), self._answer(host, "AAAA"), return_exceptions=True
+        )
         found: list[str] = []
-        for rdtype in ("A", "AAAA"):
-            answer = await self._answer(host, rdtype)
-            if answer is not None:
+        failure: BaseException | None = None
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                failure = answer
+            elif answer is not None:
                 found.extend(r.to_text() for r in answer)
+        if failure is not None and (not found or not isinstance(failure, DnsTemporaryError)):
+            raise failure
         return found
 
     async def txt(self, name: str) -> list[str]:

@@ -134,6 +134,27 @@ async def test_equal_preference_mx_hosts_share_the_mail(
         assert one.messages and two.messages  # 2**-29 odds of a false failure
 
 
+@pytest.mark.parametrize("through", ["mx", "implicit_mx"])
+async def test_a_failing_aaaa_lookup_does_not_throw_away_a_good_a_record(
+    queue: Queue, sender: Sender, dns: LoopbackDNSServer, sink: Sink, tmp_path: Path, through: str
+) -> None:
+    """Servers that SERVFAIL (or time out) on AAAA are common: the IPv4 address still serves.
+    Both lookups lost, the mail was deferred for days and then bounced."""
+    url, pool = queue
+    domain = f"v4only-{through.replace('_', '-')}.example"
+    host = f"mx.{domain}" if through == "mx" else domain
+    if through == "mx":
+        dns.zone.add(domain, "MX", f"10 {host}.")
+    dns.zone.add(host, "A", sink.host)
+    dns.zone.fail(host, "AAAA")
+    env = {"OPENSEND_DNS_SERVERS": dns.address, "OPENSEND_SMTP_PORT": str(sink.port)}
+    async with delivery_workers(pool, url, tmp_path, **env):
+        email_id = await sender.queue([f"ann@{domain}"])
+        rows = await wait_until_final(pool, email_id)
+    assert rows[f"ann@{domain}"]["status"] == "delivered"
+    assert len(sink.messages) == 1
+
+
 async def test_a_message_with_nothing_to_send_is_a_failure_not_a_bounce(
     queue: Queue, sender: Sender, dns: LoopbackDNSServer, sink: Sink, tmp_path: Path
 ) -> None:
