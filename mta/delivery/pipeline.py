@@ -175,9 +175,15 @@ class ClaimPipeline:
                     metrics.DELIVERY_LATENCY.labels(route.kind.value).observe(
                         time.monotonic() - began
                     )
+                # Stopping between the transactions of one recipient each (VERP, `_send`): the
+                # answered are recorded below, the others given back, never sent twice.
+                unsent = [d for d in chunk if d.recipient not in answers]
+                if unsent:
+                    await self._give_back(claim, unsent)
                 outcomes = [
                     self._outcome(claim.token, message, d, answers[d.recipient], remote_host)
                     for d in chunk
+                    if d.recipient in answers
                 ]
                 outcomes = self._with_dsn(message, outcomes, signed)
                 await self._writer.write(outcomes)  # committed before this group moves on
@@ -271,7 +277,12 @@ class ClaimPipeline:
             sender = bounce_address(
                 self._tokens, message.tenant_id, delivery.id, message.reply_domain
             )
-            one, host = await self._transact(route, sender, [delivery.recipient], content)
+            try:
+                one, host = await self._transact(route, sender, [delivery.recipient], content)
+            except PoolClosed:
+                if not answers:
+                    raise  # nothing sent: the whole chunk is given back
+                break  # the answers so far are recorded; the rest given back (_deliver_group)
             answers.update(one)
             remote_host = host or remote_host
         return answers, remote_host

@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 
 from mta.delivery.smtp_pool import SmtpPool
+from policy.tokens import ReplyTokens
 from storage.database import Pool, open_pool
 from storage.migrate import migrate
 from tests.support.databases import disposable_cluster
@@ -171,6 +172,39 @@ async def test_a_stop_lets_the_transaction_in_flight_finish_and_gives_back_the_r
             None,
         )
         assert len(sink.messages) == 1
+    finally:
+        await pool.execute(CANCEL_LEFTOVERS)
+
+
+@pytest.mark.slow
+async def test_a_stop_between_the_per_recipient_transactions_records_those_sent(
+    queue: Queue, sender: Sender, sink: Sink, tmp_path: Path, tokens: ReplyTokens
+) -> None:
+    """With bounce addresses (a receiving domain), each recipient has a transaction of its
+    own. A stop after the first gave the whole chunk back, the first recipient with it, who
+    then got the message twice."""
+    url, pool = queue
+    sink.handler.gate = asyncio.Event()
+    email_id = await sender.queue(["r1@example.net", "r2@example.net"])
+    await pool.execute(
+        "UPDATE emails SET reply_domain = 'reply.example.test' WHERE id = $1", email_id
+    )
+    env = {"OPENSEND_TRANSPORTS": f"example.net=127.0.0.1:{sink.port}"}
+    workers = make_workers(pool, url, tmp_path, tokens=tokens, **env)
+    await workers.start()
+    try:
+        async with asyncio.timeout(30):
+            await sink.handler.data_started.wait()
+        stopping = asyncio.create_task(workers.stop(grace=10.0))
+        await asyncio.sleep(0.2)
+        sink.handler.gate.set()  # the first transaction completes during the stop
+        await stopping
+        rows = await deliveries(pool, email_id)
+        [sent] = sink.messages
+        [done] = sent.rcpt_tos
+        [left] = {"r1@example.net", "r2@example.net"} - {done}
+        assert rows[done]["status"] == "delivered"
+        assert (rows[left]["status"], rows[left]["attempts"]) == ("queued", 0)
     finally:
         await pool.execute(CANCEL_LEFTOVERS)
 
