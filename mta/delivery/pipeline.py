@@ -46,6 +46,12 @@ Answers = dict[str, SmtpAnswer]
 # Messages too large to come with their claim (storage.delivery.queue.INLINE_CONTENT_BYTES) are read
 # and sent this many at a time: 25 MB each (OPENSEND_MAX_MESSAGE_SIZE) stays a few hundred MB.
 LARGE_MESSAGES_AT_ONCE = 8
+# A row claimed again this many times in a row after its lease ran out mid-attempt (the worker
+# was killed or wedged each time: storage/migrations/0021) is failed, not attempted once more:
+# a message that brings its worker down would otherwise be claimed, and perhaps sent, once per
+# lease for ever, its attempts never counted nor its age judged.
+MAX_RECLAIMS = 5
+GIVEN_UP = Unroutable(SmtpAnswer.ours(results.INTERRUPTED))
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,15 +101,18 @@ class ClaimPipeline:
             domains = sorted({d.recipient_domain for d in live})
             found = await asyncio.gather(*map(self._route, domains))
             routes = dict(zip(domains, found, strict=True))
+            group_routes: dict[tuple[UUID, object], Route | Unroutable] = {}
             for delivery in live:
                 route = routes[delivery.recipient_domain]
-                groups[(delivery.email_id, _route_key(route))].append(delivery)
+                if delivery.reclaims > MAX_RECLAIMS:
+                    route = GIVEN_UP
+                key = (delivery.email_id, _route_key(route))
+                groups[key].append(delivery)
+                group_routes[key] = route
             signed: dict[UUID, asyncio.Future[bytes | None]] = {}
             jobs = [
-                self._deliver_group(
-                    claim, claim.messages[email_id], routes[rows[0].recipient_domain], rows, signed
-                )
-                for (email_id, _), rows in groups.items()
+                self._deliver_group(claim, claim.messages[key[0]], group_routes[key], rows, signed)
+                for key, rows in groups.items()
             ]
             done = await asyncio.gather(*jobs, return_exceptions=True)
             for failure in (d for d in done if isinstance(d, BaseException)):

@@ -91,6 +91,12 @@ TLS_UNAVAILABLE = Reply(451, "4.7.0", "The mail server did not offer a required 
 PROTOCOL_ERROR = Reply(451, "4.5.0", "Unexpected reply from the recipient's mail server")
 EXPIRED = Reply(550, "5.4.7", "Delivery time expired")  # RFC 3463 X.4.7
 MESSAGE_MISSING = Reply(554, "5.6.0", "The message has no content")  # nothing to send, ever
+# Every recent attempt was cut off before its outcome was recorded (the worker was killed or
+# wedged each time): given up rather than claimed, and perhaps sent, once per lease for ever.
+# RFC 3463 X.3.0: other or undefined mail system status.
+INTERRUPTED = Reply(
+    554, "5.3.0", "Delivery given up: its attempts were cut off before they could be recorded"
+)
 
 OWN_ANSWERS: Mapping[str, Reply] = {
     name: value for name, value in globals().items() if isinstance(value, Reply)
@@ -147,9 +153,10 @@ def judge(
 
 
 # RFC 3463 subjects (the middle digit of an enhanced code) that say something about the message
-# itself or our own sending setup, not about the recipient: media/content (X.6) and security or
-# policy (X.7).
-_SENDER_SIDE_SUBJECTS = frozenset({"6", "7"})
+# itself or our own sending setup, not about the recipient: our own mail system (X.3, said only
+# by us: a remote's X.3 is the recipient's system), media/content (X.6) and security or policy
+# (X.7).
+_SENDER_SIDE_SUBJECTS = frozenset({"3", "6", "7"})
 
 
 def failed_not_bounced(verdict: Verdict) -> bool:

@@ -37,10 +37,12 @@ WITH expired AS (
     FOR UPDATE SKIP LOCKED
 )
 UPDATE deliveries d
-SET status = 'sending', lease_until = now() + make_interval(secs => $2), lease_token = $3
+SET status = 'sending', lease_until = now() + make_interval(secs => $2), lease_token = $3,
+    reclaims = d.reclaims + CASE WHEN d.status = 'sending' THEN 1 ELSE 0 END
 FROM emails e
 WHERE d.id IN (SELECT id FROM expired UNION ALL SELECT id FROM due) AND e.id = d.email_id
 RETURNING d.id, d.email_id, d.tenant_id, d.recipient, d.recipient_domain, d.attempts,
+          d.reclaims,
           extract(epoch FROM now() - greatest(d.queued_at, e.scheduled_at))::float8 AS age,
           EXISTS (SELECT 1 FROM suppressions s
                   WHERE s.tenant_id = d.tenant_id AND s.email = lower(d.recipient)) AS suppressed
@@ -91,6 +93,7 @@ SET status = u.status,
     finished_at = CASE WHEN u.status = 'deferred' THEN NULL ELSE now() END,
     lease_until = NULL,
     lease_token = NULL,
+    reclaims = 0,
     last_code = u.code,
     last_enhanced = u.enhanced,
     last_response = u.response,
@@ -137,6 +140,8 @@ class ClaimedDelivery:
     recipient: str
     recipient_domain: str
     attempts: int  # made before this one
+    # Times in a row its lease ran out mid-attempt and it was claimed again (migration 0021).
+    reclaims: int
     age: float  # seconds since it was queued (or since its scheduled time)
     suppressed: bool = False  # on the tenant's suppression list now: not attempted
 

@@ -209,6 +209,28 @@ async def test_a_stop_between_the_per_recipient_transactions_records_those_sent(
         await pool.execute(CANCEL_LEFTOVERS)
 
 
+async def test_a_row_whose_attempts_are_cut_off_again_and_again_is_failed_not_retried_for_ever(
+    queue: Queue, sender: Sender, sink: Sink, tmp_path: Path
+) -> None:
+    """Its lease ran out mid-attempt five times in a row (a message that kills or wedges its
+    worker): the sixth claim fails it, with email.failed, instead of trying once more."""
+    url, pool = queue
+    email_id = await sender.queue(["cursed@example.net"])
+    await pool.execute(
+        "UPDATE deliveries SET status = 'sending', lease_until = now() - interval '1 second', "
+        "lease_token = gen_random_uuid(), reclaims = 5 WHERE email_id = $1",
+        email_id,
+    )
+    env = {"OPENSEND_TRANSPORTS": f"example.net=127.0.0.1:{sink.port}"}
+    async with delivery_workers(pool, url, tmp_path, **env):
+        rows = await wait_until_final(pool, email_id, statuses=("bounced",))
+    row = rows["cursed@example.net"]
+    assert (row["last_code"], row["last_enhanced"], row["reclaims"]) == (554, "5.3.0", 0)
+    assert "cut off" in row["last_response"]
+    assert [e["type"] for e in await events(pool, email_id)][-1] == "email.failed"
+    assert sink.messages == []
+
+
 @pytest.mark.slow
 async def test_sigterm_to_the_server_lets_a_delivery_in_flight_finish_and_exits_0(
     queue: Queue, sender: Sender, sink: Sink, tmp_path: Path
