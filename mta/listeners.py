@@ -11,6 +11,7 @@ import asyncio
 import logging
 import ssl
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from mta.mx.fill_in import FillIn
 from mta.mx.handler import MXHandler, MXLimits
@@ -20,11 +21,13 @@ from mta.smtp.tls import server_tls_context
 from mta.submission.auth import Logins
 from mta.submission.handler import SubmissionHandler, SubmissionLimits
 from mta.submission.protocol import SubmissionProtocol
+from policy.bounces.dsn import late_dsn_maker
 from policy.delivery.result import email_status
 from policy.settings import ListenAddress, Settings
 from policy.submission.throttle import AuthLimits
 from policy.tokens import ReplyTokens
 from storage.database import Pool
+from storage.ids import uuid7
 from storage.inbound.inbox import GroupCommitWriter, InboxLookups
 from storage.sending.writer import EmailWriter
 
@@ -71,7 +74,10 @@ async def start_mx(
 ) -> MXListener:
     loop = asyncio.get_running_loop()
     listen = listen or settings.mx_listen
-    writer = GroupCommitWriter(pool, roll_up=email_status)
+    # A bounce report of submission mail, which our bounce address received in place of the
+    # sender's: its DSN is queued to the sender in the report's transaction.
+    late_dsn = late_dsn_maker(settings.hostname, uuid7, lambda: datetime.now(UTC))
+    writer = GroupCommitWriter(pool, roll_up=email_status, late_dsn=late_dsn)
     fill_in = FillIn(pool, settings.mx_parse_later)
     handler = MXHandler(
         lookups=InboxLookups(pool),

@@ -24,6 +24,7 @@ from api import errors
 from api.context import POOL, SETTINGS, TOKENS, client_ip, read_json
 from api.errors import ApiError
 from api.metrics import INGEST_EVENTS
+from policy.bounces.dsn import late_dsn_maker
 from policy.delivery.result import email_status
 from policy.inbound.message import parse_message
 from policy.inbound.pipeline import Arrival, judge_recipient, received_messages
@@ -241,13 +242,19 @@ async def ingest_raw(
             tokens=app[TOKENS],
             new_id=uuid7,
         )
+        late_dsn = late_dsn_maker(app[SETTINGS].hostname, uuid7, lambda: datetime.now(UTC))
         if event_id is None:
-            await store_received(app[POOL], records, roll_up=email_status)
+            await store_received(app[POOL], records, roll_up=email_status, late_dsn=late_dsn)
             stored = [StoredCopy(r.id, r.tenant_id, r.reply_match_status) for r in records]
             duplicate = False
         else:
             stored, duplicate = await store_ingested(
-                app[POOL], records, source=source, event_id=event_id, roll_up=email_status
+                app[POOL],
+                records,
+                source=source,
+                event_id=event_id,
+                roll_up=email_status,
+                late_dsn=late_dsn,
             )
     except StorageError as error:
         INGEST_EVENTS.labels(source, "storage").inc()

@@ -1,5 +1,6 @@
 """The delivery status notifications we send: RFC 3464 reports for mail accepted on the
-submission ports that could not be delivered (a 5xx, or too long in the queue).
+submission ports that could not be delivered (a 5xx, or too long in the queue), and for such mail
+a remote server bounced after it had accepted it (its report comes back to our bounce address).
 
 Only for submission: API senders learn from events. Never to the null reverse-path (RFC 5321
 section 4.5.5: a bounce must not cause another), and a DSN is itself sent from the null path.
@@ -7,10 +8,12 @@ section 4.5.5: a bounce must not cause another), and a DSN is itself sent from t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime
+from typing import Any, Protocol
 from uuid import UUID
 
 # The returned header is enough to identify the message (RFC 3464 section 2: text/rfc822-headers)
@@ -134,3 +137,87 @@ def _diagnostic(failure: FailedRecipient) -> str:
     parts = [str(failure.code) if failure.code is not None else "", failure.enhanced or ""]
     parts.append(failure.text)
     return " ".join(p for p in parts if p)
+
+
+# A Diagnostic-Code as reports write it: "smtp; 550 5.1.1 <a@b>: User unknown" (RFC 3464
+# section 2.3.6): the reply code and the enhanced one, if there, then the words.
+_DIAGNOSTIC = re.compile(
+    r"\s*(?:smtp\s*;)?\s*"
+    r"(?:(?P<code>[245]\d\d)(?:[ -]+|$))?"
+    r"(?:[245]\.\d{1,3}\.\d{1,3}\s*)?"
+    r"(?P<text>.*)",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def dsn_for_report(
+    *,
+    email_id: UUID,
+    hostname: str,
+    source: str,
+    envelope_sender: str,
+    recipient: str,
+    details: Mapping[str, Any],
+    original_header: bytes | None,
+    date: datetime,
+) -> Dsn | None:
+    """The DSN owed to the envelope sender of submission mail that a remote server bounced
+    after it had said 250 (its report came back to our bounce address, not to the sender, as
+    our envelope sender replaced theirs): None for mail that gets no DSN (`wants_dsn`)."""
+    if not wants_dsn(source, envelope_sender):
+        return None
+    diagnostic = _DIAGNOSTIC.match(str(details.get("diagnostic_code") or ""))
+    assert diagnostic is not None  # every part of the pattern is optional
+    remote = str(details.get("remote_mta") or "")
+    status = details.get("status")
+    failure = FailedRecipient(
+        recipient=recipient,
+        code=int(diagnostic["code"]) if diagnostic["code"] else None,
+        enhanced=status if isinstance(status, str) else None,
+        text=diagnostic["text"].strip(),
+        remote_host=remote.partition(";")[2].strip() if ";" in remote else (remote or None),
+        expired=False,
+    )
+    return compose_dsn(
+        email_id=email_id,
+        hostname=hostname,
+        envelope_sender=envelope_sender,
+        failures=[failure],
+        original_header=original_header,
+        date=date,
+    )
+
+
+class BouncedAfterAcceptance(Protocol):
+    """storage.bounces.reports.LateBounce: a report bounced a delivery the remote had accepted."""
+
+    @property
+    def source(self) -> str: ...
+    @property
+    def envelope_sender(self) -> str: ...
+    @property
+    def recipient(self) -> str: ...
+    @property
+    def details(self) -> Mapping[str, Any]: ...
+    @property
+    def original_header(self) -> bytes | None: ...
+
+
+def late_dsn_maker(
+    hostname: str, new_id: Callable[[], UUID], now: Callable[[], datetime]
+) -> Callable[[BouncedAfterAcceptance], Dsn | None]:
+    """What the MX and the ingesters hand storage to make a late bounce's DSN with."""
+
+    def make(bounce: BouncedAfterAcceptance) -> Dsn | None:
+        return dsn_for_report(
+            email_id=new_id(),
+            hostname=hostname,
+            source=bounce.source,
+            envelope_sender=bounce.envelope_sender,
+            recipient=bounce.recipient,
+            details=bounce.details,
+            original_header=bounce.original_header,
+            date=now(),
+        )
+
+    return make

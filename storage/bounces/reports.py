@@ -8,7 +8,7 @@ stored for, so a report can never touch another tenant's delivery.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from uuid import UUID
@@ -16,7 +16,14 @@ from uuid import UUID
 import asyncpg
 
 from storage.database import Pool
-from storage.delivery.queue import COUNT_RECIPIENT_STATES, LOCK_EMAILS, UPDATE_EMAIL_STATUS, RollUp
+from storage.delivery.queue import (
+    COUNT_RECIPIENT_STATES,
+    LOCK_EMAILS,
+    UPDATE_EMAIL_STATUS,
+    DsnToQueue,
+    RollUp,
+    queue_dsn,
+)
 from storage.errors import storage_errors
 from storage.ids import uuid7
 from storage.suppressions.store import suppress
@@ -49,6 +56,23 @@ class ReportToApply(Protocol):
     def details(self) -> dict[str, Any]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class LateBounce:
+    """A delivery a report bounced after the remote had accepted it (it was `delivered`): what
+    the email's sender may be owed a DSN about (policy.bounces.dsn.dsn_for_report)."""
+
+    source: str  # the email's: api, smtp (submission), reply, dsn
+    envelope_sender: str
+    recipient: str
+    details: Mapping[str, Any]
+    original_header: bytes | None
+
+
+# The DSN a late bounce is owed, if any: made by the caller, queued here in the report's
+# transaction, so the bounce and its notification commit together or not at all.
+LateDsn = Callable[[LateBounce], DsnToQueue | None]
+
+
 class ReportedRecord(Protocol):
     @property
     def id(self) -> UUID: ...
@@ -75,8 +99,10 @@ RESOLVE_LATEST_TO = (
 )
 # Action: failed ends the delivery as bounced (a worker still holding it loses its lease: its
 # late outcome matches no row); any other report is only recorded. A canceled or suppressed
-# delivery was never sent, so no report can be about it.
+# delivery was never sent, so no report can be about it. `was` is the status before, as the
+# statement's snapshot has it (LOCK_EMAILS serialises the reports and outcomes of one email).
 RECORD_REPORT = """
+WITH was AS (SELECT status FROM deliveries WHERE id = $1 AND tenant_id = $2)
 UPDATE deliveries
 SET status = CASE WHEN $3 THEN 'bounced' ELSE status END,
     finished_at = CASE WHEN $3 THEN coalesce(finished_at, now()) ELSE finished_at END,
@@ -86,7 +112,11 @@ SET status = CASE WHEN $3 THEN 'bounced' ELSE status END,
     reported_at = CASE WHEN $5 THEN reported_at ELSE now() END,
     complained_at = CASE WHEN $5 THEN now() ELSE complained_at END
 WHERE id = $1 AND tenant_id = $2 AND status NOT IN ('canceled', 'suppressed')
-RETURNING id
+RETURNING id, (SELECT status FROM was) AS was
+"""
+# What a DSN for a late bounce names: the email's source and sender, and its header returned.
+SELECT_EMAIL_FOR_DSN = """
+SELECT source, from_address, substring(raw FROM 1 FOR $2) AS head FROM emails WHERE id = $1
 """
 INSERT_EVENT = """
 INSERT INTO email_events (id, tenant_id, email_id, type, recipient, data)
@@ -141,9 +171,13 @@ def _event_data(report: ReportToApply, received_id: UUID) -> dict[str, Any]:
 
 
 async def apply_reports(
-    conn: asyncpg.Connection, records: Sequence[ReportedRecord], roll_up: RollUp
+    conn: asyncpg.Connection,
+    records: Sequence[ReportedRecord],
+    roll_up: RollUp,
+    late_dsn: LateDsn | None = None,
 ) -> None:
-    """Apply every record's delivery reports, inside the caller's transaction."""
+    """Apply every record's delivery reports, inside the caller's transaction; a report that
+    bounces a delivery the remote had accepted queues the DSN `late_dsn` makes of it."""
     found: list[tuple[UUID, UUID, asyncpg.Record, ReportToApply]] = []
     for record in records:
         for report in record.delivery_reports:
@@ -158,11 +192,13 @@ async def apply_reports(
     for received_id, tenant_id, row, report in found:
         complaint = report.event == "email.complained"
         details = {**report.details, "received_id": str(received_id)}
-        applied = await conn.fetchval(
+        applied = await conn.fetchrow(
             RECORD_REPORT, row["id"], tenant_id, report.bounced, details, complaint
         )
         if applied is None:
             continue
+        if report.bounced and applied["was"] == "delivered" and late_dsn is not None:
+            await _notify_late_bounce(conn, tenant_id, row, report, late_dsn)
         await conn.execute(
             INSERT_EVENT,
             uuid7(),
@@ -194,3 +230,31 @@ async def apply_reports(
             [roll_up(states.get(email_id, {})) for email_id in touched],
             ["email.bounced"] * len(touched),
         )
+
+
+async def _notify_late_bounce(
+    conn: asyncpg.Connection,
+    tenant_id: UUID,
+    row: asyncpg.Record,
+    report: ReportToApply,
+    late_dsn: LateDsn,
+) -> None:
+    email = await conn.fetchrow(SELECT_EMAIL_FOR_DSN, row["email_id"], RETURNED_HEAD_BYTES)
+    if email is None:
+        return
+    head = bytes(email["head"]) if email["head"] is not None else b""
+    dsn = late_dsn(
+        LateBounce(
+            source=email["source"],
+            envelope_sender=email["from_address"],
+            recipient=row["recipient"],
+            details=report.details,
+            original_header=head.split(b"\r\n\r\n", 1)[0] if head else None,
+        )
+    )
+    if dsn is not None:
+        await queue_dsn(conn, tenant_id, dsn)
+
+
+# Read of the email to return its header in a DSN (policy.bounces.dsn keeps 64 KiB of it).
+RETURNED_HEAD_BYTES = 64 * 1024 + 4

@@ -330,7 +330,7 @@ async def record_outcomes(pool: Pool, outcomes: Sequence[Outcome], roll_up: Roll
         )
         for outcome in applied:
             if outcome.dsn is not None:
-                await _queue_dsn(conn, outcome.tenant_id, outcome.dsn)
+                await queue_dsn(conn, outcome.tenant_id, outcome.dsn)
         states: dict[UUID, dict[str, int]] = {}
         for row in await conn.fetch(COUNT_RECIPIENT_STATES, email_ids):
             states.setdefault(row["email_id"], {})[row["status"]] = row["n"]
@@ -364,7 +364,8 @@ SELECT pg_notify('opensend_deliveries', '')
 """
 
 
-async def _queue_dsn(conn: asyncpg.Connection, tenant_id: UUID, dsn: DsnToQueue) -> None:
+async def queue_dsn(conn: asyncpg.Connection, tenant_id: UUID, dsn: DsnToQueue) -> None:
+    """Queue a DSN email and its one delivery, in the caller's transaction."""
     await conn.execute(
         INSERT_DSN,
         dsn.email_id,

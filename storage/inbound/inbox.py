@@ -12,7 +12,13 @@ from uuid import UUID
 import asyncpg
 
 from storage.account.directory import RecipientRoute, lookup_recipient
-from storage.bounces.reports import DeliveryRow, ReportToApply, apply_reports, delivery_evidence
+from storage.bounces.reports import (
+    DeliveryRow,
+    LateDsn,
+    ReportToApply,
+    apply_reports,
+    delivery_evidence,
+)
 from storage.database import Pool
 from storage.delivery.queue import RollUp
 from storage.errors import StorageError, StorageUnavailable, storage_errors
@@ -286,18 +292,25 @@ def _touched_threads(records: Sequence[ReceivedRecord]) -> list[UUID]:
     )
 
 
-async def store_received(pool: Pool, records: Sequence[ReceivedRecord], *, roll_up: RollUp) -> None:
+async def store_received(
+    pool: Pool,
+    records: Sequence[ReceivedRecord],
+    *,
+    roll_up: RollUp,
+    late_dsn: LateDsn | None = None,
+) -> None:
     """Store every record or none: one transaction, committed before this returns.
 
     A report among them is applied to the delivery it is about in the same transaction
-    (storage.bounces.reports); `roll_up` turns recipient states into an email's status.
+    (storage.bounces.reports); `roll_up` turns recipient states into an email's status, and
+    `late_dsn` makes the DSN a late bounce of submission mail is owed.
     """
     threads = _touched_threads(records)
     async with storage_errors(), pool.acquire() as conn, conn.transaction():
         await conn.executemany(INSERT_RECEIVED, [_values(r) for r in records])
         if threads:
             await conn.execute(TOUCH_THREADS, threads)
-        await _apply_reports(conn, records, roll_up)
+        await _apply_reports(conn, records, roll_up, late_dsn)
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,11 +329,14 @@ WHERE ingest_source = $1 AND ingest_event_id = $2 AND tenant_id = ANY($3::uuid[]
 
 
 async def _apply_reports(
-    conn: asyncpg.Connection, records: Sequence[ReceivedRecord], roll_up: RollUp
+    conn: asyncpg.Connection,
+    records: Sequence[ReceivedRecord],
+    roll_up: RollUp,
+    late_dsn: LateDsn | None,
 ) -> None:
     reported = [r for r in records if r.delivery_reports]
     if reported:
-        await apply_reports(conn, reported, roll_up)
+        await apply_reports(conn, reported, roll_up, late_dsn)
 
 
 async def store_ingested(
@@ -330,6 +346,7 @@ async def store_ingested(
     source: str,
     event_id: str,
     roll_up: RollUp,
+    late_dsn: LateDsn | None = None,
 ) -> tuple[list[StoredCopy], bool]:
     """Store an ingester event's records, except for tenants that have it already.
 
@@ -351,7 +368,7 @@ async def store_ingested(
             threads = _touched_threads(new)
             if threads:
                 await conn.execute(TOUCH_THREADS, threads)
-            await _apply_reports(conn, new, roll_up)
+            await _apply_reports(conn, new, roll_up, late_dsn)
     copies = earlier + [StoredCopy(r.id, r.tenant_id, r.reply_match_status) for r in new]
     return sorted(copies, key=lambda copy: copy.id), not new
 
@@ -412,10 +429,17 @@ class GroupCommitWriter:
     """
 
     def __init__(
-        self, pool: Pool, *, roll_up: RollUp, max_batch: int = 64, max_inflight: int = 2
+        self,
+        pool: Pool,
+        *,
+        roll_up: RollUp,
+        late_dsn: LateDsn | None = None,
+        max_batch: int = 64,
+        max_inflight: int = 2,
     ) -> None:
         self._pool = pool
         self._roll_up = roll_up
+        self._late_dsn = late_dsn
         self._group: GroupCommit[tuple[Sequence[ReceivedRecord], asyncio.Future[None]]] = (
             GroupCommit(self._flush, max_batch=max_batch, max_inflight=max_inflight)
         )
@@ -425,7 +449,9 @@ class GroupCommitWriter:
             # A large message commits in a transaction of its own, beside the batches: in one
             # it would hold every small message batched with it for the second or more that
             # PostgreSQL takes to compress and write it (tests/perf/README.md, "MX memory").
-            await store_received(self._pool, records, roll_up=self._roll_up)
+            await store_received(
+                self._pool, records, roll_up=self._roll_up, late_dsn=self._late_dsn
+            )
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._group.submit((records, future))
@@ -436,7 +462,10 @@ class GroupCommitWriter:
     ) -> None:
         try:
             await store_received(
-                self._pool, [r for records, _ in batch for r in records], roll_up=self._roll_up
+                self._pool,
+                [r for records, _ in batch for r in records],
+                roll_up=self._roll_up,
+                late_dsn=self._late_dsn,
             )
         except StorageError as error:
             if error.temporary or len(batch) == 1:
@@ -445,7 +474,9 @@ class GroupCommitWriter:
                 return
             for records, future in batch:
                 try:
-                    await store_received(self._pool, records, roll_up=self._roll_up)
+                    await store_received(
+                        self._pool, records, roll_up=self._roll_up, late_dsn=self._late_dsn
+                    )
                 except StorageError as single_error:
                     _settle(future, single_error)
                 else:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 from aiohttp import web
@@ -198,6 +198,39 @@ async def test_dsn_to_the_bounce_address_bounces_that_recipient_and_suppresses_i
     assert by_recipient["gone@example.net"]["attempts"] == 0
     assert len(world.sink.received_by("gone@example.net")) == 1  # only the first email
     assert "email.suppressed" in await events(world.pool, second)
+
+
+async def test_a_late_bounce_of_submission_mail_is_reported_to_its_sender_and_of_api_mail_not(
+    world: World,
+) -> None:
+    """Our bounce address replaced the submission client's envelope sender, so a remote's
+    report after its 250 comes to us: the sender is owed the DSN it would have had (README,
+    "The envelope sender is where bounces go"). API senders learn from events alone."""
+    submitted = await world.send("left@example.net")
+    by_api = await world.send("quit@example.net")
+    # As the submission ports store it: source smtp, the client's MAIL FROM as from_address.
+    await world.pool.execute(
+        "UPDATE emails SET source = 'smtp', from_address = 'carol@example.net' WHERE id = $1",
+        UUID(submitted),
+    )
+    for email_id, recipient in ((submitted, "left@example.net"), (by_api, "quit@example.net")):
+        ours = await world.arrival(recipient)
+        await _until_status(world, email_id, "delivered")
+        await post_dsn(world, ours.mail_from, dsn(recipient))
+        await _until_status(world, email_id, "bounced")
+
+    notice = await world.arrival("carol@example.net")
+    assert notice.mail_from == "<>"  # RFC 5321 section 4.5.5: a DSN goes from the null path
+    text = notice.content.decode()
+    assert "Final-Recipient: rfc822; left@example.net" in text
+    assert "Status: 5.1.1" in text
+    assert "Diagnostic-Code: smtp; 550 5.1.1" in text
+    assert "Remote-MTA: dns; mx2.example.net" in text
+    dsns = await world.pool.fetch(
+        "SELECT to_addresses FROM emails WHERE tenant_id = $1 AND source = 'dsn'",
+        world.tenant_id,
+    )
+    assert [list(row["to_addresses"]) for row in dsns] == [["carol@example.net"]]
 
 
 async def test_an_email_only_to_suppressed_addresses_is_suppressed(world: World) -> None:

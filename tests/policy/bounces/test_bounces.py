@@ -7,7 +7,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from policy.bounces.dsn import FailedRecipient, compose_dsn, wants_dsn
+from policy.bounces.dsn import FailedRecipient, compose_dsn, dsn_for_report, wants_dsn
 from policy.bounces.effects import LinkSource, delivery_reports
 from policy.bounces.report import read_report
 from policy.bounces.taxonomy import BounceSubtype, BounceType, bounce_kind, suppresses
@@ -269,3 +269,35 @@ def test_composed_dsn_reads_back_as_the_rfc3464_report_it_is() -> None:
     assert report.returned_message_id == "m1@example.com"
     assert b"\r\nInjected:" not in composed.raw
     assert composed.to == "me@example.com"
+
+
+@pytest.mark.parametrize(
+    ("source", "sender", "owed"),
+    [("smtp", "carol@example.org", True), ("api", "carol@example.org", False), ("smtp", "", False)],
+    ids=["submission", "api", "null_sender"],
+)
+def test_a_late_bounce_owes_a_dsn_only_to_a_submission_sender(
+    source: str, sender: str, owed: bool
+) -> None:
+    details = {
+        "status": "5.1.1",
+        "diagnostic_code": "smtp; 550 5.1.1 <gone@example.net>: User unknown",
+        "remote_mta": "dns; mx2.example.net",
+    }
+    made = dsn_for_report(
+        email_id=uuid4(),
+        hostname="mx.opensend.test",
+        source=source,
+        envelope_sender=sender,
+        recipient="gone@example.net",
+        details=details,
+        original_header=b"Subject: Your order",
+        date=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    assert (made is not None) is owed
+    if made is not None:
+        text = made.raw.decode()
+        assert made.to == sender
+        assert "Diagnostic-Code: smtp; 550 5.1.1 <gone@example.net>: User unknown" in text
+        assert "Remote-MTA: dns; mx2.example.net" in text and "Status: 5.1.1" in text
+        assert "Subject: Your order" in text
