@@ -13,9 +13,12 @@ import asyncpg
 
 
 class StorageError(Exception):
-    def __init__(self, message: str, *, temporary: bool) -> None:
+    def __init__(self, message: str, *, temporary: bool, bad_data: bool = False) -> None:
         super().__init__(message)
         self.temporary = temporary
+        # SQLSTATE class 22 (data exception): the values themselves cannot be stored (text
+        # that is not UTF-8, a NUL), so the same write fails the same way every time.
+        self.bad_data = bad_data
 
 
 class StorageUnavailable(StorageError):
@@ -41,14 +44,12 @@ def translate(error: BaseException) -> StorageError:
         return error
     if isinstance(error, asyncpg.UniqueViolationError):
         return Conflict(str(error.detail or error))
-    if isinstance(error, asyncpg.DataError):
-        # Raised by the client, before anything is sent: a value it cannot encode for its
-        # column (text that is not UTF-8). The same value fails the same way every time.
-        return StorageError(f"{type(error).__name__}: {error}", temporary=False)
     if isinstance(error, asyncpg.PostgresError):
         sqlstate = getattr(error, "sqlstate", "") or ""
         temporary = sqlstate[:2] in _TEMPORARY_SQLSTATE_CLASSES
-        return StorageError(f"{type(error).__name__}: {error}", temporary=temporary)
+        return StorageError(
+            f"{type(error).__name__}: {error}", temporary=temporary, bad_data=sqlstate[:2] == "22"
+        )
     # Connection lost, refused, pool closed, or a timeout: the database is out of reach.
     return StorageUnavailable(f"{type(error).__name__}: {error}")
 

@@ -38,8 +38,8 @@ async def check_domain(request: web.Request) -> web.StreamResponse:
     if domain is None:
         raise PageNotFound()
     hostname = request.config_dict[SETTINGS].hostname
-    # Verified by another account meanwhile (storage.account.domains.record_check): the domain
-    # stays as it was, unverified here, and its page says what its records show.
+    # Verified by another account meanwhile (storage.account.domains.record_check): nothing is
+    # stored, so the domain stays as it was, unverified here, its page showing its last check.
     with contextlib.suppress(Conflict):
         await verify_domain(pool, request.config_dict[DNS], hostname, domain)
     raise see_other(f"{PREFIX}/domains#domain-{domain.id}")

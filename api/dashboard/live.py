@@ -35,16 +35,24 @@ async def events(request: web.Request) -> web.StreamResponse:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(announcements.listening.wait(), LISTEN_WAIT_SECONDS)
             await stream.send("ready", event="ready")
+            loop = asyncio.get_running_loop()
+            next_check = loop.time() + KEEPALIVE_SECONDS
             while stream.is_connected():
                 try:
-                    announcement = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+                    wait = max(0.0, next_check - loop.time())
+                    announcement = await asyncio.wait_for(queue.get(), wait)
                 except TimeoutError:
+                    announcement = None
+                else:
+                    if announcement is None:  # the server is shutting down
+                        break
+                # On the clock, not only when idle: a busy tenant's stream has no quiet spell.
+                if loop.time() >= next_check:
                     if not await _still_signed_in(request, secret):
                         break
-                    continue
-                if announcement is None:  # the server is shutting down
-                    break
-                await stream.send(str(announcement.subject_id), event=announcement.kind)
+                    next_check = loop.time() + KEEPALIVE_SECONDS
+                if announcement is not None:
+                    await stream.send(str(announcement.subject_id), event=announcement.kind)
     return stream
 
 

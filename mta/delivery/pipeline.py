@@ -46,8 +46,8 @@ Answers = dict[str, SmtpAnswer]
 # Messages too large to come with their claim (storage.delivery.queue.INLINE_CONTENT_BYTES) are read
 # and sent this many at a time: 25 MB each (OPENSEND_MAX_MESSAGE_SIZE) stays a few hundred MB.
 LARGE_MESSAGES_AT_ONCE = 8
-# A row claimed again this many times in a row after its lease ran out mid-attempt (the worker
-# was killed or wedged each time: storage/migrations/0021) is failed, not attempted once more:
+# A row whose lease ran out mid-attempt this many times in a row (the worker was killed or
+# wedged each time: storage/migrations/0021) is failed at the next claim, not attempted again:
 # a message that brings its worker down would otherwise be claimed, and perhaps sent, once per
 # lease for ever, its attempts never counted nor its age judged.
 MAX_RECLAIMS = 5
@@ -104,7 +104,7 @@ class ClaimPipeline:
             group_routes: dict[tuple[UUID, object], Route | Unroutable] = {}
             for delivery in live:
                 route = routes[delivery.recipient_domain]
-                if delivery.reclaims > MAX_RECLAIMS:
+                if delivery.reclaims >= MAX_RECLAIMS:
                     route = GIVEN_UP
                 key = (delivery.email_id, _route_key(route))
                 groups[key].append(delivery)

@@ -163,7 +163,7 @@ class DataAssembler:
         starts_line = self._line_start
         self._line_start = block.endswith(b"\n")
         self._after_crlf = block.endswith(b"\r\n")
-        if self.too_big or self.over_budget:
+        if self.too_big:
             return  # read to its end and dropped, so the refusal answers the DATA (RFC 5321 4.2.5)
         # Lines first (bare LF and stray CR), then dot-stuffing: a line that starts "." lost
         # its first dot in the sending (RFC 5321 section 4.5.2).
@@ -173,15 +173,16 @@ class DataAssembler:
         if starts_line and block.startswith(b"."):
             block = block[1:]
         block = block.replace(b"\r\n.", b"\r\n")
-        # Counted whole even when it will be refused for a bare line end: too big is the
-        # answer whatever else is wrong with a message, as Postfix answers it.
+        # Counted whole even when it will be refused for a bare line end or deferred for the
+        # memory budget: too big (552) is the answer whatever else is wrong with a message, as
+        # Postfix answers it, and a client must not be told to retry (452) what can never fit.
         self._counted += len(block)
         if self._limit and self._counted > self._limit:
             self.too_big = True
             self.release()
             return
-        if self.bare_newline and self._refuse_bare_newline:
-            self.release()  # doomed: nothing of it is kept
+        if self.over_budget or (self.bare_newline and self._refuse_bare_newline):
+            self.release()  # doomed: nothing of it is kept, though it is still measured
             return
         if self._budget is not None and not self._budget.take(len(block)):
             self.over_budget = True

@@ -82,6 +82,8 @@ _ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~-"
 _LOCAL_PART = re.compile(rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*")
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _NAME_ADDR = re.compile(r"(?s)(.*?)\s*<([^<>]*)>")
+# One mailbox as a field may hold it on its own line (RFC 5322 section 2.1.1: 998 octets).
+MAX_MAILBOX_CHARS = 998
 _FORMAT = (
     "The email address needs to follow the `email@example.com` or `Name <email@example.com>` "
     "format."
@@ -105,6 +107,10 @@ def parse_mailbox(value: Any, field: str, problem: Problem = Problem.INVALID) ->
     if not isinstance(value, str):
         raise Refusal(Problem.INVALID, field, f"`{field}` must be a string.")
     given = header_safe(value, field).strip()
+    if len(given) > MAX_MAILBOX_CHARS:
+        # Before any pattern reads it: "Name <addr>" is matched lazily, which a run of many
+        # thousand spaces makes quadratic, holding the event loop.
+        raise Refusal(problem, field, f"`{field}` is longer than {MAX_MAILBOX_CHARS} characters.")
     found = _NAME_ADDR.fullmatch(given)
     name, address = (found.group(1).strip(), found.group(2).strip()) if found else ("", given)
     if len(name) >= 2 and name[0] == name[-1] == '"':

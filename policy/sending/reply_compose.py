@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from policy.msgid import MAX_FIELD_CHARS, first_msg_ids, msg_ids, newest_msg_ids
-from policy.sending.fields import too_many_addresses, valid_address
+from policy.sending.fields import MAX_MAILBOX_CHARS, too_many_addresses, valid_address
 
 # RFC 5322 section 3.6.4: msg-id is "<" id-left "@" id-right ">". Ids that do not have this
 # shape (some old clients write them) cannot be repeated in our References field, which
@@ -122,6 +122,8 @@ def addresses(value: Any, name: str) -> list[str]:
 
 def address_of(given: str) -> str:
     """The addr-spec of a mailbox, or Inbound's "Invalid email format: <given>"."""
+    if len(given) > MAX_MAILBOX_CHARS:  # before the lazy pattern, which long runs make slow
+        raise ReplyRefusal(Refused.INVALID_ADDRESS, given[:100] + "...")
     found = _NAME_ADDR.fullmatch(given)
     address = found.group(2).strip() if found else given.strip()
     if not valid_address(address):

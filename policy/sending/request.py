@@ -168,12 +168,12 @@ class SenderDomain:
 
     @property
     def sendable(self) -> bool:
-        # `verified` is set by `opensend domain add --verified` and by DNS verification; status
-        # 'temporary_failure' keeps a verified domain sending while its records are rechecked
-        # (Resend's rule); 'failed' stops it.
-        return self.status != "failed" and (
-            self.verified or self.status in ("verified", "temporary_failure")
-        )
+        # `verified` is set by `opensend domain add --verified` and by DNS verification, and only
+        # a verified claim may send: since any tenant may claim a name nobody has verified
+        # (migration 0020), a claim whose check merely went unanswered must not send as the
+        # name's owner. Status 'temporary_failure' keeps a verified domain sending while its
+        # records are rechecked (Resend's rule); 'failed' stops it.
+        return self.verified and self.status != "failed"
 
     @property
     def effective_reply_domain(self) -> str:

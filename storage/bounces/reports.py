@@ -197,7 +197,11 @@ async def apply_reports(
         )
         if applied is None:
             continue
-        if report.bounced and applied["was"] == "delivered" and late_dsn is not None:
+        # Only a report that came to our bounce address (it names the delivery) replaced one
+        # the sender would have had: one linked by its returned Message-ID or its address went
+        # to the sender's own address already, and the latter may even be of another email.
+        came_to_us = report.delivery_id is not None
+        if report.bounced and came_to_us and applied["was"] == "delivered" and late_dsn:
             await _notify_late_bounce(conn, tenant_id, row, report, late_dsn)
         await conn.execute(
             INSERT_EVENT,

@@ -73,9 +73,11 @@ class OutcomeWriter:
                     for item in batch:
                         self._retry_alone(item)
                     return
-                if not error.temporary:
+                if error.bad_data:
                     # Alone and refused for what it holds: the same write fails the same way
                     # forever, and waiting on it would hold a slot of this writer for good.
+                    # (Any other refusal, a schema mid-upgrade say, is retried: giving up would
+                    # have the remote's accepted message sent again when its lease ran out.)
                     log.error(
                         "delivery outcomes refused by the database; their rows come back "
                         "when their lease runs out",

@@ -363,6 +363,12 @@ async def test_dsn_that_lost_the_envelope_is_linked_by_the_returned_message_id(
     world: World,
 ) -> None:
     email_id = await world.send("lost@example.net")
+    # As if submitted: a report that reached the sender's own address (the tenant's here, as
+    # the Message-ID link needs) is not forwarded as a DSN of ours as well.
+    await world.pool.execute(
+        "UPDATE emails SET source = 'smtp', from_address = 'carol@example.net' WHERE id = $1",
+        UUID(email_id),
+    )
     await world.arrival("lost@example.net")
     await _until_status(world, email_id, "delivered")
     message_id = (await world.email(email_id))["message_id"]
@@ -376,6 +382,10 @@ async def test_dsn_that_lost_the_envelope_is_linked_by_the_returned_message_id(
     [delivery] = (await world.email(email_id))["deliveries"]
     assert delivery["status"] == "bounced"
     assert await _suppressed(world, "lost@example.net")
+    queued = await world.pool.fetchval(
+        "SELECT count(*) FROM emails WHERE tenant_id = $1 AND source = 'dsn'", world.tenant_id
+    )
+    assert queued == 0
 
 
 async def _until_status(world: World, email_id: str, status: str) -> None:

@@ -209,23 +209,33 @@ async def test_a_stop_between_the_per_recipient_transactions_records_those_sent(
         await pool.execute(CANCEL_LEFTOVERS)
 
 
-async def test_a_row_whose_attempts_are_cut_off_again_and_again_is_failed_not_retried_for_ever(
-    queue: Queue, sender: Sender, sink: Sink, tmp_path: Path
+@pytest.mark.parametrize(
+    ("cut_off_before", "status"), [(3, "delivered"), (4, "bounced")], ids=["fourth", "fifth"]
+)
+async def test_a_row_whose_attempts_are_cut_off_five_times_is_failed_not_retried_for_ever(
+    queue: Queue, sender: Sender, sink: Sink, tmp_path: Path, cut_off_before: int, status: str
 ) -> None:
-    """Its lease ran out mid-attempt five times in a row (a message that kills or wedges its
-    worker): the sixth claim fails it, with email.failed, instead of trying once more."""
+    """Its lease ran out mid-attempt (a message that kills or wedges its worker): after the
+    fourth time it is attempted again; after the fifth the next claim fails it, with
+    email.failed, instead of trying once more."""
     url, pool = queue
     email_id = await sender.queue(["cursed@example.net"])
+    # Claimed and cut off `cut_off_before` times already, and once more now (the lease ran out).
     await pool.execute(
         "UPDATE deliveries SET status = 'sending', lease_until = now() - interval '1 second', "
-        "lease_token = gen_random_uuid(), reclaims = 5 WHERE email_id = $1",
+        "lease_token = gen_random_uuid(), reclaims = $2 WHERE email_id = $1",
         email_id,
+        cut_off_before,
     )
     env = {"OPENSEND_TRANSPORTS": f"example.net=127.0.0.1:{sink.port}"}
     async with delivery_workers(pool, url, tmp_path, **env):
-        rows = await wait_until_final(pool, email_id, statuses=("bounced",))
+        rows = await wait_until_final(pool, email_id, statuses=(status,))
     row = rows["cursed@example.net"]
-    assert (row["last_code"], row["last_enhanced"], row["reclaims"]) == (554, "5.3.0", 0)
+    assert row["reclaims"] == 0  # every recorded outcome starts the count again
+    if status == "delivered":
+        assert len(sink.messages) == 1
+        return
+    assert (row["last_code"], row["last_enhanced"]) == (554, "5.3.0")
     assert "cut off" in row["last_response"]
     assert [e["type"] for e in await events(pool, email_id)][-1] == "email.failed"
     assert sink.messages == []

@@ -162,3 +162,15 @@ def test_a_message_released_gives_its_bytes_back_whatever_it_became() -> None:
     whole = DataAssembler(0, budget)
     assert whole.feed(b"d" * 98 + b"\r\n.\r\n") == 0
     assert not whole.over_budget and budget.held == 100
+
+
+def test_a_message_over_the_size_limit_is_too_big_even_after_the_budget_ran_out() -> None:
+    """552, not 452: a client told to retry would retry what can never fit."""
+    budget = DataBudget(100)
+    held = DataAssembler(0, budget)
+    held.feed(b"h" * 98 + b"\r\n")  # the whole budget
+    large = DataAssembler(500, budget)
+    large.feed(b"a" * 98 + b"\r\n")
+    assert large.over_budget and not large.too_big
+    assert large.feed(b"b" * 998 + b"\r\n.\r\n") == 0
+    assert large.too_big and budget.held == 100

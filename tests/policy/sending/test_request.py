@@ -207,8 +207,10 @@ def domain(verified: bool, status: str) -> SenderDomain:
         (True, "verified", True),
         (True, "not_started", True),  # `opensend domain add --verified`
         (True, "temporary_failure", True),  # records being rechecked: keeps sending
-        (False, "verified", True),
-        (False, "temporary_failure", True),
+        # Unverified claims never send, whatever their last check said: a squatter's claim
+        # (migration 0020) whose check went unanswered must not send as the name's owner.
+        (False, "verified", False),
+        (False, "temporary_failure", False),
         (True, "failed", False),
         (False, "pending", False),
         (False, "not_started", False),
