@@ -22,7 +22,12 @@ from api.download_links import signed_link
 from api.errors import ApiError
 from api.pagination import list_body, page_request, query_datetime, query_uuid, unknown_cursor
 from policy.authcheck.verdicts import header_field, obscure_forged_results
-from policy.inbound.attachments import attachment_id, part_path
+from policy.inbound.attachments import (
+    attachment_id,
+    part_path,
+    referenced_images,
+    with_data_uris,
+)
 from storage.inbound import received
 from storage.inbound.received import RawMessage, ReceivedEmail, ReceivedFilters, ReceivedSummary
 
@@ -232,6 +237,12 @@ async def list_received(request: web.Request) -> web.Response:
 async def get_received(request: web.Request) -> web.Response:
     caller = request[CALLER]
     caller.require_full_access()
+    # Resend's: inline images as data: URIs (the default) or the message's own cid: references.
+    html_format = request.query.get("html_format", "data_uri")
+    if html_format not in ("data_uri", "cid"):
+        raise ApiError(
+            errors.VALIDATION_ERROR, "The `html_format` parameter must be data_uri or cid."
+        )
     pool = request.app[POOL]
     email = await received.get_received(pool, caller.tenant_id, path_uuid(request))
     if email is None:
@@ -242,7 +253,29 @@ async def get_received(request: web.Request) -> web.Response:
             pool, caller.tenant_id, email.thread_id, match_status=email.reply_match_status
         )
     raw_link = signed_link(request, caller.tenant_id, f"/emails/receiving/{email.id}/raw")
-    return web.json_response(detail_json(email, raw_link, thread or _lone_thread(email)))
+    body = detail_json(email, raw_link, thread or _lone_thread(email))
+    if html_format == "data_uri" and body["html"]:
+        body["html"] = await _inline_images(request, caller.tenant_id, email, body["html"])
+    return web.json_response(body)
+
+
+async def _inline_images(
+    request: web.Request, tenant_id: UUID, email: ReceivedEmail, html: str
+) -> str:
+    """Resend's default `html_format=data_uri`: the inline images the HTML names by cid: as
+    data: URIs, decoded again from the raw message (policy.inbound.attachments bounds them)."""
+    wanted = referenced_images(html, email.attachments)
+    if not wanted:
+        return html
+    stored = await received.get_raw(request.app[POOL], tenant_id, email.id)
+    if stored is None:
+        return html
+    images: dict[str, tuple[str, bytes]] = {}
+    for content_id, (path, media_type) in wanted.items():
+        part = await mime_parts.extract(stored.raw, path)
+        if part is not None:
+            images[content_id] = (media_type, part.payload)
+    return with_data_uris(html, images)
 
 
 async def _attachments_of(request: web.Request) -> tuple[UUID, UUID, list[dict[str, Any]]]:

@@ -1,9 +1,12 @@
 """The ids of a received message's attachments: its MIME part path, and the stable UUID that the
-receiving API, signed links and webhook payloads all name it by. Imports nothing of ours."""
+receiving API, signed links and webhook payloads all name it by; and which inline images the HTML
+body may carry as data: URIs. Imports nothing of ours."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import base64
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -17,3 +20,46 @@ def attachment_id(email_id: UUID, entry: Mapping[str, Any], index: int) -> UUID:
     """A UUID as Resend's attachment ids are, derived from the email's id and the part path
     (RFC 9562 section 5.5): stable, and kept nowhere."""
     return uuid5(email_id, part_path(entry, index))
+
+
+# Inline images written into the HTML as data: URIs (Resend's `html_format=data_uri`, the
+# default of GET /emails/receiving/{id}): each at most this big, and all of them together; a
+# larger one keeps its cid: reference, which its attachment's download_url serves.
+MAX_INLINE_IMAGE_BYTES = 2 * 1024 * 1024
+MAX_INLINE_TOTAL_BYTES = 10 * 1024 * 1024
+_CID_REFERENCE = re.compile(r"cid:([^\s\"'<>)]+)", re.IGNORECASE)
+
+
+def referenced_images(
+    html: str, entries: Sequence[Mapping[str, Any]]
+) -> dict[str, tuple[str, str]]:
+    """The inline parts `html` names by `cid:` (RFC 2392) that may be written as data: URIs:
+    content id (lowercase) -> (part path, media type), within the size bounds above."""
+    named = {match.group(1).lower() for match in _CID_REFERENCE.finditer(html)}
+    chosen: dict[str, tuple[str, str]] = {}
+    total = 0
+    for index, entry in enumerate(entries):
+        content_id = str(entry.get("content_id") or "").strip("<>").lower()
+        size = int(entry.get("size") or 0)
+        content_type = str(entry.get("content_type") or "")
+        if content_id not in named or not content_type.startswith("image/"):
+            continue
+        if size > MAX_INLINE_IMAGE_BYTES or total + size > MAX_INLINE_TOTAL_BYTES:
+            continue
+        chosen[content_id] = (part_path(entry, index), content_type)
+        total += size
+    return chosen
+
+
+def with_data_uris(html: str, images: Mapping[str, tuple[str, bytes]]) -> str:
+    """`html` with each `cid:` reference to one of `images` (content id, lowercase ->
+    (media type, bytes)) replaced by its data: URI (RFC 2397); the others kept as they were."""
+
+    def replace(match: re.Match[str]) -> str:
+        found = images.get(match.group(1).lower())
+        if found is None:
+            return match.group(0)
+        media_type, payload = found
+        return f"data:{media_type};base64,{base64.b64encode(payload).decode('ascii')}"
+
+    return _CID_REFERENCE.sub(replace, html)

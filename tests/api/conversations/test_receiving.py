@@ -500,8 +500,16 @@ async def test_a_message_without_subject_or_message_id_and_an_inline_part_reads_
     received_id = await deliver(mx, acme, content, rcpt=f"x@{acme.name}")
     async with client(api, await acme.api_key()) as http:
         detail = await get_json(http, f"/emails/receiving/{received_id}")
+        as_cid = await get_json(http, f"/emails/receiving/{received_id}?html_format=cid")
+        unknown = await get_json(
+            http, f"/emails/receiving/{received_id}?html_format=inline", status=400
+        )
         listed = await get_json(http, "/emails/receiving")
         [image] = (await get_json(http, f"/emails/receiving/{received_id}/attachments"))["data"]
+    # Resend's default html_format, data_uri: the inline image in the HTML itself (RFC 2397).
+    assert '<img src="data:image/png;base64,iVBORw0KGgo=">' in detail["html"]
+    assert '<img src="cid:logo@x">' in as_cid["html"]
+    assert unknown["message"] == "The `html_format` parameter must be data_uri or cid."
     assert (detail["subject"], detail["message_id"]) == ("", "")
     assert [item["subject"] for item in listed["data"] if item["id"] == str(received_id)] == [""]
     assert (image["content_id"], image["content_disposition"]) == ("logo@x", "inline")
