@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import aiohttp
 import pytest
@@ -29,6 +30,18 @@ async def event_stream(
         assert response.headers["Content-Type"].startswith("text/event-stream")
         assert await next_event(response.content) == ("ready", "ready")
         yield response.content
+
+
+async def sent_with_a_delivery(world: TenantWorld) -> Any:
+    """A sent email with one delivery row, whose changes of state are announced."""
+    email, _token = await world.sent_email()
+    await world.pool.execute(
+        "INSERT INTO deliveries (id, email_id, tenant_id, recipient, recipient_domain) "
+        "VALUES (gen_random_uuid(), $1, $2, 'customer@example.net', 'example.net')",
+        email.id,
+        world.id,
+    )
+    return email
 
 
 async def next_event(stream: aiohttp.StreamReader) -> tuple[str, str]:
@@ -62,13 +75,7 @@ async def test_a_delivery_changing_state_is_announced(
     api: ApiServer, make_tenant: MakeTenant
 ) -> None:
     acme = await make_tenant()
-    email, _token = await acme.sent_email()
-    await acme.pool.execute(
-        "INSERT INTO deliveries (id, email_id, tenant_id, recipient, recipient_domain) "
-        "VALUES (gen_random_uuid(), $1, $2, 'customer@example.net', 'example.net')",
-        email.id,
-        acme.id,
-    )
+    email = await sent_with_a_delivery(acme)
     async with session() as http, event_stream(api, acme, http) as events:
         await acme.pool.execute(
             "UPDATE deliveries SET status = 'deferred' WHERE email_id = $1", email.id
@@ -88,13 +95,7 @@ async def test_a_stream_ends_soon_after_its_session_is_revoked(
     is checked again at each keepalive (made short here) and closed."""
     monkeypatch.setattr(live, "KEEPALIVE_SECONDS", 1.0)
     acme = await make_tenant()
-    email, _token = await acme.sent_email()
-    await acme.pool.execute(
-        "INSERT INTO deliveries (id, email_id, tenant_id, recipient, recipient_domain) "
-        "VALUES (gen_random_uuid(), $1, $2, 'customer@example.net', 'example.net')",
-        email.id,
-        acme.id,
-    )
+    email = await sent_with_a_delivery(acme)
 
     async def keep_it_busy() -> None:
         """An announcement more often than the keepalive: the stream is never idle."""

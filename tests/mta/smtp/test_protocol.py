@@ -371,6 +371,19 @@ def refused_for_bare_newline() -> float:
     return sample or 0.0
 
 
+async def send_smuggling_attempt(
+    port: int, acme: TenantWorld, content: bytes
+) -> tuple[SMTPReply, SMTPReply]:
+    """The reply to DATA holding `content`, and the reply to the QUIT sent right after it."""
+    async with raw_session(port) as client:
+        await open_transaction(client, f"x@{acme.name}")
+        await client.send_raw(content + b".\r\n")
+        reply = await client.read_reply(REPLY_TIMEOUT)
+        # The very next reply answers QUIT: no reply to a smuggled MAIL, RCPT or DATA is queued.
+        bye = await client.command("QUIT")
+    return reply, bye
+
+
 def smuggling_attempt(victim: TenantWorld) -> tuple[bytes, bytes]:
     """(an innocent message's start, what a fake end of data is followed by): MAIL, RCPT and
     DATA of a second message for `victim`, which a server fooled by the fake end stores apart."""
@@ -393,12 +406,7 @@ async def test_a_smuggling_attempt_is_refused_whole_550_5_5_2_and_nothing_is_sto
     victim = await make_tenant(catch_all=True)
     head, smuggled = smuggling_attempt(victim)
 
-    async with raw_session(mx.port) as client:
-        await open_transaction(client, f"x@{acme.name}")
-        await client.send_raw(head + fake_end + smuggled + b".\r\n")
-        reply = await client.read_reply(REPLY_TIMEOUT)
-        # The very next reply answers QUIT: no reply to a smuggled MAIL, RCPT or DATA is queued.
-        bye = await client.command("QUIT")
+    reply, bye = await send_smuggling_attempt(mx.port, acme, head + fake_end + smuggled)
 
     assert_reply(reply, replies.S550_BARE_NEWLINE)
     assert bye.code == replies.S221_BYE.code, bye
@@ -418,11 +426,7 @@ async def test_normalized_a_smuggled_second_message_stays_inside_the_first(
     victim = await make_tenant(catch_all=True)
     head, smuggled = smuggling_attempt(victim)
 
-    async with raw_session(normalizing_mx.port) as client:
-        await open_transaction(client, f"x@{acme.name}")
-        await client.send_raw(head + fake_end + smuggled + b".\r\n")
-        reply = await client.read_reply(REPLY_TIMEOUT)
-        bye = await client.command("QUIT")
+    reply, bye = await send_smuggling_attempt(normalizing_mx.port, acme, head + fake_end + smuggled)
 
     [row] = await received_rows(pool, queued_ids(reply))
     assert bytes(row["raw"]) == head + becomes + smuggled
