@@ -270,11 +270,14 @@ async def _inline_images(
     stored = await received.get_raw(request.app[POOL], tenant_id, email.id)
     if stored is None:
         return html
-    images: dict[str, tuple[str, bytes]] = {}
-    for content_id, (path, media_type) in wanted.items():
-        part = await mime_parts.extract(stored.raw, path)
-        if part is not None:
-            images[content_id] = (media_type, part.payload)
+    parts = await mime_parts.extract_many(stored.raw, [path for path, _ in wanted.values()])
+    # The media type as mime_parts cleaned it: a part may declare anything, quotes included,
+    # and this one is written into an HTML attribute.
+    images = {
+        content_id: (parts[path].content_type, parts[path].payload)
+        for content_id, (path, _declared) in wanted.items()
+        if path in parts and parts[path].content_type.startswith("image/")
+    }
     return with_data_uris(html, images)
 
 

@@ -26,8 +26,11 @@ def attachment_id(email_id: UUID, entry: Mapping[str, Any], index: int) -> UUID:
 # default of GET /emails/receiving/{id}): each at most this big, and all of them together; a
 # larger one keeps its cid: reference, which its attachment's download_url serves.
 MAX_INLINE_IMAGE_BYTES = 2 * 1024 * 1024
-MAX_INLINE_TOTAL_BYTES = 10 * 1024 * 1024
-_CID_REFERENCE = re.compile(r"cid:([^\s\"'<>)]+)", re.IGNORECASE)
+MAX_INLINE_TOTAL_BYTES = 10 * 1024 * 1024  # of data: URIs written, every reference counted
+MAX_INLINE_IMAGES = 50
+# A cid: URL (RFC 2392) where a URL can start: not inside a word; it ends at a quote, space,
+# bracket or entity, as in src="cid:a@b", src=cid:a@b>, url(cid:a@b) and url(&quot;cid:a@b&quot;).
+_CID_REFERENCE = re.compile(r"(?<![\w.-])cid:([^\s\"'<>()&/]+)", re.IGNORECASE)
 
 
 def referenced_images(
@@ -48,18 +51,28 @@ def referenced_images(
             continue
         chosen[content_id] = (part_path(entry, index), content_type)
         total += size
+        if len(chosen) == MAX_INLINE_IMAGES:
+            break
     return chosen
 
 
 def with_data_uris(html: str, images: Mapping[str, tuple[str, bytes]]) -> str:
     """`html` with each `cid:` reference to one of `images` (content id, lowercase ->
-    (media type, bytes)) replaced by its data: URI (RFC 2397); the others kept as they were."""
+    (media type, bytes)) replaced by its data: URI (RFC 2397), each URI made once; past
+    MAX_INLINE_TOTAL_BYTES written (one image named ten thousand times would otherwise make a
+    body of gigabytes), and for the other references, the `cid:` is kept as it was."""
+    uris = {
+        content_id: f"data:{media_type};base64,{base64.b64encode(payload).decode('ascii')}"
+        for content_id, (media_type, payload) in images.items()
+    }
+    written = 0
 
     def replace(match: re.Match[str]) -> str:
-        found = images.get(match.group(1).lower())
-        if found is None:
+        nonlocal written
+        uri = uris.get(match.group(1).lower())
+        if uri is None or written + len(uri) > MAX_INLINE_TOTAL_BYTES:
             return match.group(0)
-        media_type, payload = found
-        return f"data:{media_type};base64,{base64.b64encode(payload).decode('ascii')}"
+        written += len(uri)
+        return uri
 
     return _CID_REFERENCE.sub(replace, html)

@@ -146,7 +146,13 @@ def sender(body: Mapping[str, Any]) -> str:
         raise ReplyRefusal(Refused.INVALID_FIELD, "`from_name` must be a string.")
     # A quoted-string always (RFC 5322 section 3.2.4): a name may hold specials such as "," or ".".
     escaped = name.strip().replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}" <{address}>'
+    mailbox = f'"{escaped}" <{address}>'
+    if len(mailbox) > MAX_MAILBOX_CHARS:
+        raise ReplyRefusal(
+            Refused.INVALID_FIELD,
+            f"`from_name` is too long: with `from`, it must fit in {MAX_MAILBOX_CHARS} characters.",
+        )
+    return mailbox
 
 
 # -- threading (RFC 5322 section 3.6.4) ---------------------------------------------------------

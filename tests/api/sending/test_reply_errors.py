@@ -117,6 +117,11 @@ async def test_an_outbound_email_id_is_not_a_received_email_404(
         ({"reply_to": "bad address"}, "Invalid email format: bad address"),
         ({"replyTo": "bad address"}, "Invalid email format: bad address"),
         ({"sender": "Acme <support>"}, "Invalid email format: Acme <support>"),
+        # Quotes are escaped in the mailbox: 500 of them make 1,000 characters (it was a 500).
+        (
+            {"from_name": '"' * 500},
+            "`from_name` is too long: with `from`, it must fit in 998 characters.",
+        ),
     ],
     ids=[
         "from-missing",
@@ -130,6 +135,7 @@ async def test_an_outbound_email_id_is_not_a_received_email_404(
         "reply_to",
         "replyTo",
         "from",
+        "from_name-too-long",
     ],
 )
 async def test_body_refusals_are_400_with_inbounds_text(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from policy.inbound.attachments import referenced_images, with_data_uris
+import pytest
+
+from policy.inbound.attachments import MAX_INLINE_TOTAL_BYTES, referenced_images, with_data_uris
 
 
 def test_only_images_the_html_names_by_cid_and_within_the_bounds_become_data_uris() -> None:
@@ -19,3 +21,28 @@ def test_only_images_the_html_names_by_cid_and_within_the_bounds_become_data_uri
     assert written == (
         '<img src="data:image/png;base64,iVBORw=="><a href="cid:doc@x">doc</a><img src="CID:big@x">'
     )
+
+
+def test_an_image_named_ten_thousand_times_is_written_only_within_the_budget() -> None:
+    """Each reference would get its own copy: a 2 MiB image named 10,000 times, 27 GB."""
+    payload = b"x" * (2 << 20)
+    html = '<img src="cid:a@b">' * 10_000
+    written = with_data_uris(html, {"a@b": ("image/png", payload)})
+    assert len(written) < MAX_INLINE_TOTAL_BYTES + len(html)
+    assert written.count("data:image/png") == 3  # 2.8 MB each in base64: three fit in 10 MiB
+    assert written.count("cid:a@b") == 10_000 - 3
+
+
+@pytest.mark.parametrize(
+    ("html", "replaced"),
+    [
+        pytest.param('<img src="cid:a@b">', True, id="quoted"),
+        pytest.param("<img src=cid:a@b>", True, id="unquoted"),
+        pytest.param("<img src=cid:a@b/>", True, id="self_closing"),
+        pytest.param('<div style="background:url(&quot;cid:a@b&quot;)">', True, id="entity"),
+        pytest.param("<p>see xcid:a@b</p>", False, id="inside_a_word"),
+    ],
+)
+def test_a_cid_url_is_found_where_a_url_starts(html: str, replaced: bool) -> None:
+    written = with_data_uris(html, {"a@b": ("image/png", b"\x89PNG")})
+    assert ("data:image/png;base64,iVBORw==" in written) is replaced
