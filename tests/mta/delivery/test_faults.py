@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 
 from mta.delivery.smtp_pool import SmtpPool
+from mta.delivery.workers import DeliveryWorkers
 from policy.tokens import ReplyTokens
 from storage.database import Pool, open_pool
 from storage.migrate import migrate
@@ -58,6 +59,17 @@ async def sink() -> AsyncIterator[Sink]:
     started = await Sink.start()
     yield started
     await started.stop()
+
+
+async def stop_while_a_transaction_is_in_data(workers: DeliveryWorkers, sink: Sink) -> None:
+    """Stop the workers while the sink holds a transaction after DATA (its gate shut), and let
+    that transaction complete during the stop."""
+    async with asyncio.timeout(30):
+        await sink.handler.data_started.wait()
+    stopping = asyncio.create_task(workers.stop(grace=10.0))
+    await asyncio.sleep(0.2)
+    sink.handler.gate.set()
+    await stopping
 
 
 def serve_env(url: str, tmp_path: Path, sink: Sink) -> dict[str, str]:
@@ -157,12 +169,7 @@ async def test_a_stop_lets_the_transaction_in_flight_finish_and_gives_back_the_r
     workers = make_workers(pool, url, tmp_path, smtp=smtp, **env)
     await workers.start()
     try:
-        async with asyncio.timeout(30):
-            await sink.handler.data_started.wait()
-        stopping = asyncio.create_task(workers.stop(grace=10.0))
-        await asyncio.sleep(0.2)
-        sink.handler.gate.set()  # the transaction in flight completes during the stop
-        await stopping
+        await stop_while_a_transaction_is_in_data(workers, sink)
         first = (await deliveries(pool, first_id))["first@example.net"]
         waiting = (await deliveries(pool, waiting_id))["waiting@example.net"]
         assert first["status"] == "delivered"
@@ -193,12 +200,7 @@ async def test_a_stop_between_the_per_recipient_transactions_records_those_sent(
     workers = make_workers(pool, url, tmp_path, tokens=tokens, **env)
     await workers.start()
     try:
-        async with asyncio.timeout(30):
-            await sink.handler.data_started.wait()
-        stopping = asyncio.create_task(workers.stop(grace=10.0))
-        await asyncio.sleep(0.2)
-        sink.handler.gate.set()  # the first transaction completes during the stop
-        await stopping
+        await stop_while_a_transaction_is_in_data(workers, sink)
         rows = await deliveries(pool, email_id)
         [sent] = sink.messages
         [done] = sent.rcpt_tos
