@@ -255,21 +255,24 @@ async def get_received(request: web.Request) -> web.Response:
     raw_link = signed_link(request, caller.tenant_id, f"/emails/receiving/{email.id}/raw")
     body = detail_json(email, raw_link, thread or _lone_thread(email))
     if html_format == "data_uri" and body["html"]:
-        body["html"] = await _inline_images(request, caller.tenant_id, email, body["html"])
+        # The new text without quoted history as well, so that the two show the same images.
+        body["html"], body["stripped_html"] = await _inline_images(
+            request, caller.tenant_id, email, body["html"], body["stripped_html"]
+        )
     return web.json_response(body)
 
 
 async def _inline_images(
-    request: web.Request, tenant_id: UUID, email: ReceivedEmail, html: str
-) -> str:
+    request: web.Request, tenant_id: UUID, email: ReceivedEmail, html: str, stripped: str | None
+) -> tuple[str, str | None]:
     """Resend's default `html_format=data_uri`: the inline images the HTML names by cid: as
     data: URIs, decoded again from the raw message (policy.inbound.attachments bounds them)."""
     wanted = referenced_images(html, email.attachments)
     if not wanted:
-        return html
+        return html, stripped
     stored = await received.get_raw(request.app[POOL], tenant_id, email.id)
     if stored is None:
-        return html
+        return html, stripped
     parts = await mime_parts.extract_many(stored.raw, [path for path, _ in wanted.values()])
     # The media type as mime_parts cleaned it: a part may declare anything, quotes included,
     # and this one is written into an HTML attribute.
@@ -278,7 +281,7 @@ async def _inline_images(
         for content_id, (path, _declared) in wanted.items()
         if path in parts and parts[path].content_type.startswith("image/")
     }
-    return with_data_uris(html, images)
+    return with_data_uris(html, images), stripped and with_data_uris(stripped, images)
 
 
 async def _attachments_of(request: web.Request) -> tuple[UUID, UUID, list[dict[str, Any]]]:

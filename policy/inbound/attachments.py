@@ -8,6 +8,7 @@ import base64
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import unquote
 from uuid import UUID, uuid5
 
 
@@ -33,12 +34,17 @@ MAX_INLINE_IMAGES = 50
 _CID_REFERENCE = re.compile(r"(?<![\w.-])cid:([^\s\"'<>()&/]+)", re.IGNORECASE)
 
 
+def _content_id(match: re.Match[str]) -> str:
+    """The Content-ID a cid: URL names: %-escapes decoded (RFC 2392 section 2), lowercase."""
+    return unquote(match.group(1)).lower()
+
+
 def referenced_images(
     html: str, entries: Sequence[Mapping[str, Any]]
 ) -> dict[str, tuple[str, str]]:
     """The inline parts `html` names by `cid:` (RFC 2392) that may be written as data: URIs:
     content id (lowercase) -> (part path, media type), within the size bounds above."""
-    named = {match.group(1).lower() for match in _CID_REFERENCE.finditer(html)}
+    named = {_content_id(match) for match in _CID_REFERENCE.finditer(html)}
     chosen: dict[str, tuple[str, str]] = {}
     total = 0
     for index, entry in enumerate(entries):
@@ -69,7 +75,7 @@ def with_data_uris(html: str, images: Mapping[str, tuple[str, bytes]]) -> str:
 
     def replace(match: re.Match[str]) -> str:
         nonlocal written
-        uri = uris.get(match.group(1).lower())
+        uri = uris.get(_content_id(match))
         if uri is None or written + len(uri) > MAX_INLINE_TOTAL_BYTES:
             return match.group(0)
         written += len(uri)

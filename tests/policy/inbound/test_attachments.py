@@ -41,6 +41,7 @@ def test_an_image_named_ten_thousand_times_is_written_only_within_the_budget() -
         pytest.param("<img src=cid:a@b/>", True, id="self_closing"),
         pytest.param('<div style="background:url(&quot;cid:a@b&quot;)">', True, id="entity"),
         pytest.param("<p>see xcid:a@b</p>", False, id="inside_a_word"),
+        pytest.param('<img src="cid:a%40b">', True, id="percent_escaped"),
     ],
 )
 def test_a_cid_url_is_found_where_a_url_starts(html: str, replaced: bool) -> None:
