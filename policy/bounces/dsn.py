@@ -150,44 +150,6 @@ _DIAGNOSTIC = re.compile(
 )
 
 
-def dsn_for_report(
-    *,
-    email_id: UUID,
-    hostname: str,
-    source: str,
-    envelope_sender: str,
-    recipient: str,
-    details: Mapping[str, Any],
-    original_header: bytes | None,
-    date: datetime,
-) -> Dsn | None:
-    """The DSN owed to the envelope sender of submission mail that a remote server bounced
-    after it had said 250 (its report came back to our bounce address, not to the sender, as
-    our envelope sender replaced theirs): None for mail that gets no DSN (`wants_dsn`)."""
-    if not wants_dsn(source, envelope_sender):
-        return None
-    diagnostic = _DIAGNOSTIC.match(str(details.get("diagnostic_code") or ""))
-    assert diagnostic is not None  # every part of the pattern is optional
-    remote = str(details.get("remote_mta") or "")
-    status = details.get("status")
-    failure = FailedRecipient(
-        recipient=recipient,
-        code=int(diagnostic["code"]) if diagnostic["code"] else None,
-        enhanced=status if isinstance(status, str) else None,
-        text=diagnostic["text"].strip(),
-        remote_host=remote.partition(";")[2].strip() if ";" in remote else (remote or None),
-        expired=False,
-    )
-    return compose_dsn(
-        email_id=email_id,
-        hostname=hostname,
-        envelope_sender=envelope_sender,
-        failures=[failure],
-        original_header=original_header,
-        date=date,
-    )
-
-
 class BouncedAfterAcceptance(Protocol):
     """storage.bounces.reports.LateBounce: a report bounced a delivery the remote had accepted."""
 
@@ -203,21 +165,39 @@ class BouncedAfterAcceptance(Protocol):
     def original_header(self) -> bytes | None: ...
 
 
+def dsn_for_report(
+    bounce: BouncedAfterAcceptance, *, email_id: UUID, hostname: str, date: datetime
+) -> Dsn | None:
+    """The DSN owed to the envelope sender of submission mail that a remote server bounced
+    after it had said 250 (its report came back to our bounce address, not to the sender, as
+    our envelope sender replaced theirs): None for mail that gets no DSN (`wants_dsn`)."""
+    if not wants_dsn(bounce.source, bounce.envelope_sender):
+        return None
+    details = bounce.details
+    diagnostic = _DIAGNOSTIC.match(str(details.get("diagnostic_code") or ""))
+    assert diagnostic is not None  # every part of the pattern is optional
+    remote = str(details.get("remote_mta") or "")
+    status = details.get("status")
+    failure = FailedRecipient(
+        recipient=bounce.recipient,
+        code=int(diagnostic["code"]) if diagnostic["code"] else None,
+        enhanced=status if isinstance(status, str) else None,
+        text=diagnostic["text"].strip(),
+        remote_host=remote.partition(";")[2].strip() if ";" in remote else (remote or None),
+        expired=False,
+    )
+    return compose_dsn(
+        email_id=email_id,
+        hostname=hostname,
+        envelope_sender=bounce.envelope_sender,
+        failures=[failure],
+        original_header=bounce.original_header,
+        date=date,
+    )
+
+
 def late_dsn_maker(
     hostname: str, new_id: Callable[[], UUID], now: Callable[[], datetime]
 ) -> Callable[[BouncedAfterAcceptance], Dsn | None]:
     """What the MX and the ingesters hand storage to make a late bounce's DSN with."""
-
-    def make(bounce: BouncedAfterAcceptance) -> Dsn | None:
-        return dsn_for_report(
-            email_id=new_id(),
-            hostname=hostname,
-            source=bounce.source,
-            envelope_sender=bounce.envelope_sender,
-            recipient=bounce.recipient,
-            details=bounce.details,
-            original_header=bounce.original_header,
-            date=now(),
-        )
-
-    return make
+    return lambda bounce: dsn_for_report(bounce, email_id=new_id(), hostname=hostname, date=now())

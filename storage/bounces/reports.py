@@ -114,7 +114,9 @@ SET status = CASE WHEN $3 THEN 'bounced' ELSE status END,
 WHERE id = $1 AND tenant_id = $2 AND status NOT IN ('canceled', 'suppressed')
 RETURNING id, (SELECT status FROM was) AS was
 """
-# What a DSN for a late bounce names: the email's source and sender, and its header returned.
+# What a DSN for a late bounce names: the email's source and sender, and its header returned
+# (the first RETURNED_HEAD_BYTES of the message: policy.bounces.dsn keeps 64 KiB of a header).
+RETURNED_HEAD_BYTES = 64 * 1024 + 4
 SELECT_EMAIL_FOR_DSN = """
 SELECT source, from_address, substring(raw FROM 1 FOR $2) AS head FROM emails WHERE id = $1
 """
@@ -258,7 +260,3 @@ async def _notify_late_bounce(
     )
     if dsn is not None:
         await queue_dsn(conn, tenant_id, dsn)
-
-
-# Read of the email to return its header in a DSN (policy.bounces.dsn keeps 64 KiB of it).
-RETURNED_HEAD_BYTES = 64 * 1024 + 4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from uuid import UUID, uuid4
 
 import pytest
@@ -284,15 +285,15 @@ def test_a_late_bounce_owes_a_dsn_only_to_a_submission_sender(
         "diagnostic_code": "smtp; 550 5.1.1 <gone@example.net>: User unknown",
         "remote_mta": "dns; mx2.example.net",
     }
-    made = dsn_for_report(
-        email_id=uuid4(),
-        hostname="mx.opensend.test",
+    bounce = SimpleNamespace(
         source=source,
         envelope_sender=sender,
         recipient="gone@example.net",
         details=details,
         original_header=b"Subject: Your order",
-        date=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    made = dsn_for_report(
+        bounce, email_id=uuid4(), hostname="mx.opensend.test", date=datetime(2026, 1, 1, tzinfo=UTC)
     )
     assert (made is not None) is owed
     if made is not None:
