@@ -47,9 +47,10 @@ Answers = dict[str, SmtpAnswer]
 # and sent this many at a time: 25 MB each (OPENSEND_MAX_MESSAGE_SIZE) stays a few hundred MB.
 LARGE_MESSAGES_AT_ONCE = 8
 # A row whose lease ran out mid-attempt this many times in a row (the worker was killed or
-# wedged each time: storage/migrations/0021) is failed at the next claim, not attempted again:
-# a message that brings its worker down would otherwise be claimed, and perhaps sent, once per
-# lease for ever, its attempts never counted nor its age judged.
+# wedged each time: storage/migrations/0021 and 0022) is failed at the next claim, not attempted
+# again: a message that brings its worker down would otherwise be claimed, and perhaps sent,
+# once per lease for ever, its attempts never counted nor its age judged. Rows merely claimed
+# beside it count one reclaim at most, unless their own attempt was under way too.
 MAX_RECLAIMS = 5
 GIVEN_UP = Unroutable(SmtpAnswer.ours(results.INTERRUPTED))
 
@@ -176,6 +177,8 @@ class ClaimPipeline:
                 try:
                     if self._stopping.is_set():
                         raise PoolClosed
+                    if not await self._mark_suspects(claim, route, chunk):
+                        continue  # they stay leased and come back: nothing is lost
                     answers, remote_host = await self._attempt(message, route, chunk, signed)
                 except PoolClosed:
                     await self._give_back(claim, chunk)
@@ -237,6 +240,22 @@ class ClaimPipeline:
         )
         first = outcomes.index(bounced[0])
         return [*outcomes[:first], replace(bounced[0], dsn=dsn), *outcomes[first + 1 :]]
+
+    async def _mark_suspects(
+        self, claim: Claim, route: Route | Unroutable, chunk: Sequence[ClaimedDelivery]
+    ) -> bool:
+        """Rows reclaimed before are marked as attempted before they are, so that a crash now
+        counts against them and not against the rows claimed beside them (migration 0022).
+        False when the mark could not be written: the chunk is not attempted."""
+        suspects = [d.id for d in chunk if d.reclaims]
+        if not suspects or not isinstance(route, Route):
+            return True
+        try:
+            await queue.mark_attempt_began(self._pool, claim.token, suspects)
+        except StorageError as error:
+            log.warning("could not mark an attempt as begun", extra={"error": str(error)})
+            return False
+        return True
 
     async def _give_back(self, claim: Claim, chunk: Sequence[ClaimedDelivery]) -> None:
         """Stopping: rows not yet sent are due again for any worker (or, failing that, once

@@ -38,7 +38,9 @@ WITH expired AS (
 )
 UPDATE deliveries d
 SET status = 'sending', lease_until = now() + make_interval(secs => $2), lease_token = $3,
-    reclaims = d.reclaims + CASE WHEN d.status = 'sending' THEN 1 ELSE 0 END
+    reclaims = d.reclaims + CASE WHEN d.status = 'sending' AND (d.reclaims = 0 OR d.attempt_began)
+                                 THEN 1 ELSE 0 END,
+    attempt_began = false
 FROM emails e
 WHERE d.id IN (SELECT id FROM expired UNION ALL SELECT id FROM due) AND e.id = d.email_id
 RETURNING d.id, d.email_id, d.tenant_id, d.recipient, d.recipient_domain, d.attempts,
@@ -68,6 +70,12 @@ INLINE_CONTENT_BYTES = 256 * 1024
 RENEW_LEASES = """
 UPDATE deliveries SET lease_until = now() + make_interval(secs => $2)
 WHERE lease_token = ANY($1::uuid[]) AND status = 'sending'
+"""
+# Set just before a row that was reclaimed already is attempted: its next reclaim counts only
+# if its own attempt began (migration 0022), not because it was claimed beside a crash.
+MARK_ATTEMPT_BEGAN = """
+UPDATE deliveries SET attempt_began = true
+WHERE id = ANY($1::uuid[]) AND lease_token = $2 AND status = 'sending'
 """
 # Claimed rows a stopping worker never started: due again at once, for any worker.
 RELEASE = """
@@ -140,7 +148,8 @@ class ClaimedDelivery:
     recipient: str
     recipient_domain: str
     attempts: int  # made before this one
-    # Times in a row its lease ran out mid-attempt and it was claimed again (migration 0021).
+    # Times in a row its lease ran out and it was claimed again: the first time always, later
+    # times only if its own attempt had begun (migrations 0021 and 0022).
     reclaims: int
     age: float  # seconds since it was queued (or since its scheduled time)
     suppressed: bool = False  # on the tenant's suppression list now: not attempted
@@ -266,6 +275,11 @@ async def content(pool: Pool, message: OutboundMessage) -> bytes | None:
 async def renew_leases(pool: Pool, tokens: Sequence[UUID], lease_seconds: float) -> None:
     async with storage_errors():
         await pool.execute(RENEW_LEASES, list(tokens), float(lease_seconds))
+
+
+async def mark_attempt_began(pool: Pool, token: UUID, delivery_ids: Sequence[UUID]) -> None:
+    async with storage_errors():
+        await pool.execute(MARK_ATTEMPT_BEGAN, list(delivery_ids), token)
 
 
 async def release(pool: Pool, token: UUID, delivery_ids: Sequence[UUID]) -> None:

@@ -211,6 +211,35 @@ async def test_a_stop_between_the_per_recipient_transactions_records_those_sent(
         await pool.execute(CANCEL_LEFTOVERS)
 
 
+async def test_a_worker_marks_a_reclaimed_rows_attempt_as_begun_before_it_sends(
+    queue: Queue, sender: Sender, sink: Sink, tmp_path: Path
+) -> None:
+    """So that a crash during it counts against that row (migration 0022); a row never
+    reclaimed is sent without the extra write."""
+    url, pool = queue
+    sink.handler.gate = asyncio.Event()
+    suspect = await sender.queue(["suspect@example.net"])
+    fresh = await sender.queue(["fresh@example.net"])
+    await pool.execute(
+        "UPDATE deliveries SET status = 'sending', lease_until = now() - interval '1 second', "
+        "lease_token = gen_random_uuid(), reclaims = 1 WHERE email_id = $1",
+        suspect,
+    )
+    env = {"OPENSEND_TRANSPORTS": f"example.net=127.0.0.1:{sink.port}"}
+    async with delivery_workers(pool, url, tmp_path, **env):
+        async with asyncio.timeout(30):
+            for _ in range(2):  # both are in DATA, held at the gate
+                await sink.handler.arrivals.get()
+        rows = {**await deliveries(pool, suspect), **await deliveries(pool, fresh)}
+        assert rows["suspect@example.net"]["attempt_began"] is True
+        assert rows["fresh@example.net"]["attempt_began"] is False
+        assert {row["status"] for row in rows.values()} == {"sending"}
+        sink.handler.gate.set()
+        await wait_until_final(pool, suspect, statuses=("delivered",))
+        await wait_until_final(pool, fresh, statuses=("delivered",))
+    assert (await deliveries(pool, suspect))["suspect@example.net"]["reclaims"] == 0
+
+
 @pytest.mark.parametrize(
     ("cut_off_before", "status"), [(3, "delivered"), (4, "bounced")], ids=["fourth", "fifth"]
 )
@@ -222,10 +251,12 @@ async def test_a_row_whose_attempts_are_cut_off_five_times_is_failed_not_retried
     email.failed, instead of trying once more."""
     url, pool = queue
     email_id = await sender.queue(["cursed@example.net"])
-    # Claimed and cut off `cut_off_before` times already, and once more now (the lease ran out).
+    # Claimed and cut off `cut_off_before` times already, and once more now: the lease ran out
+    # with its attempt begun (a worker marks a reclaimed row before attempting it).
     await pool.execute(
         "UPDATE deliveries SET status = 'sending', lease_until = now() - interval '1 second', "
-        "lease_token = gen_random_uuid(), reclaims = $2 WHERE email_id = $1",
+        "lease_token = gen_random_uuid(), reclaims = $2, attempt_began = true "
+        "WHERE email_id = $1",
         email_id,
         cut_off_before,
     )

@@ -106,6 +106,37 @@ async def test_rows_of_a_worker_that_died_are_claimed_again_when_the_lease_runs_
     assert alive.token != dead.token
 
 
+async def test_a_reclaim_counts_against_a_row_only_if_its_own_attempt_began(
+    queue: Queue, sender: Sender
+) -> None:
+    """Rows claimed beside a message that kills its worker are not failed with it: after the
+    first reclaim, a row's lease running out counts only if its attempt was marked begun."""
+    _, pool = queue
+    cursed = await sender.queue(["cursed@example.net"])
+    innocent = await sender.queue(["innocent@example.net"])
+
+    async def reclaimed() -> dict[str, q.ClaimedDelivery]:
+        await asyncio.sleep(0.3)
+        claim = await q.claim(pool, limit=10, lease_seconds=0.2)
+        return {d.recipient: d for d in claim.deliveries}
+
+    await q.claim(pool, limit=10, lease_seconds=0.2)
+    first = await reclaimed()
+    assert {r: d.reclaims for r, d in first.items()} == {
+        "cursed@example.net": 1,
+        "innocent@example.net": 1,
+    }
+    claim_token = (await deliveries(pool, cursed))["cursed@example.net"]["lease_token"]
+    await q.mark_attempt_began(pool, claim_token, [first["cursed@example.net"].id])
+    second = await reclaimed()
+    assert {r: d.reclaims for r, d in second.items()} == {
+        "cursed@example.net": 2,
+        "innocent@example.net": 1,
+    }
+    rows = {**await deliveries(pool, cursed), **await deliveries(pool, innocent)}
+    assert not any(row["attempt_began"] for row in rows.values())  # every claim clears it
+
+
 async def test_a_late_outcome_from_a_worker_whose_lease_was_taken_changes_nothing(
     queue: Queue, sender: Sender
 ) -> None:
