@@ -172,37 +172,53 @@ class ClaimPipeline:
         size = self._rules.max_recipients
         try:
             for start in range(0, len(deliveries), size):
-                chunk = deliveries[start : start + size]
-                began = time.monotonic()
                 try:
-                    if self._stopping.is_set():
-                        raise PoolClosed
-                    if not await self._mark_suspects(claim, route, chunk):
-                        continue  # they stay leased and come back: nothing is lost
-                    answers, remote_host = await self._attempt(message, route, chunk, signed)
-                except PoolClosed:
-                    await self._give_back(claim, chunk)
-                    continue
-                if isinstance(route, Route):
-                    metrics.DELIVERY_LATENCY.labels(route.kind.value).observe(
-                        time.monotonic() - began
+                    await self._deliver_chunk(
+                        claim, message, route, deliveries[start : start + size], signed
                     )
-                # Stopping between the transactions of one recipient each (VERP, `_send`): the
-                # answered are recorded below, the others given back, never sent twice.
-                unsent = [d for d in chunk if d.recipient not in answers]
-                if unsent:
-                    await self._give_back(claim, unsent)
-                outcomes = [
-                    self._outcome(claim.token, message, d, answers[d.recipient], remote_host)
-                    for d in chunk
-                    if d.recipient in answers
-                ]
-                outcomes = self._with_dsn(message, outcomes, signed)
-                await self._writer.write(outcomes)  # committed before this group moves on
-                for outcome in outcomes:
-                    metrics.DELIVERY_ATTEMPTS.labels(outcome.status).inc()
+                except Exception:
+                    # The chunks after this one were never attempted: due again now, rather
+                    # than once their lease runs out (which would count as a reclaim).
+                    if deliveries[start + size :]:
+                        await self._give_back(claim, deliveries[start + size :])
+                    raise
         finally:
             await self._done_with(len(deliveries))
+
+    async def _deliver_chunk(
+        self,
+        claim: Claim,
+        message: OutboundMessage,
+        route: Route | Unroutable,
+        chunk: Sequence[ClaimedDelivery],
+        signed: dict[UUID, asyncio.Future[bytes | None]],
+    ) -> None:
+        began = time.monotonic()
+        try:
+            if self._stopping.is_set():
+                raise PoolClosed
+            if not await self._mark_suspects(claim, route, chunk):
+                return  # they stay leased and come back: nothing is lost
+            answers, remote_host = await self._attempt(message, route, chunk, signed)
+        except PoolClosed:
+            await self._give_back(claim, chunk)
+            return
+        if isinstance(route, Route):
+            metrics.DELIVERY_LATENCY.labels(route.kind.value).observe(time.monotonic() - began)
+        # Stopping between the transactions of one recipient each (VERP, `_send`): the
+        # answered are recorded below, the others given back, never sent twice.
+        unsent = [d for d in chunk if d.recipient not in answers]
+        if unsent:
+            await self._give_back(claim, unsent)
+        outcomes = [
+            self._outcome(claim.token, message, d, answers[d.recipient], remote_host)
+            for d in chunk
+            if d.recipient in answers
+        ]
+        outcomes = self._with_dsn(message, outcomes, signed)
+        await self._writer.write(outcomes)  # committed before the group moves on
+        for outcome in outcomes:
+            metrics.DELIVERY_ATTEMPTS.labels(outcome.status).inc()
 
     def _with_dsn(
         self,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -25,6 +26,7 @@ from storage.migrate import migrate
 from tests.support.databases import disposable_cluster
 from tests.support.delivery_world import (
     CANCEL_LEFTOVERS,
+    FAST,
     delivery_workers,
     make_workers,
     queue_database,
@@ -238,6 +240,60 @@ async def test_a_worker_marks_a_reclaimed_rows_attempt_as_begun_before_it_sends(
         await wait_until_final(pool, suspect, statuses=("delivered",))
         await wait_until_final(pool, fresh, statuses=("delivered",))
     assert (await deliveries(pool, suspect))["suspect@example.net"]["reclaims"] == 0
+
+
+REFUSE_ONE_OUTCOME = """
+CREATE SEQUENCE refused_outcomes;
+CREATE FUNCTION refuse_first_outcome() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    -- nextval is not rolled back with the statement: only the first outcome write is refused.
+    IF NEW.status = 'delivered' AND nextval('refused_outcomes') = 1 THEN
+        RAISE EXCEPTION 'refused for what it holds' USING ERRCODE = '22023';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER refuse_first_outcome BEFORE UPDATE ON deliveries
+    FOR EACH ROW EXECUTE FUNCTION refuse_first_outcome();
+"""
+ONE_CLAIM = replace(FAST, batch_size=200)
+ALLOW_OUTCOMES = """
+DROP TRIGGER refuse_first_outcome ON deliveries;
+DROP FUNCTION refuse_first_outcome();
+DROP SEQUENCE refused_outcomes;
+"""
+
+
+async def test_an_outcome_the_database_refuses_gives_the_groups_later_chunks_back(
+    queue: Queue, sender: Sender, sink: Sink, tmp_path: Path
+) -> None:
+    """A group of more than 100 recipients (in a claim of more than 100 rows) is sent 100 at a
+    time. When the first chunk's
+    outcome is refused for what it holds (SQLSTATE class 22), the chunk stays leased, as it
+    must (its remote said 250), but the chunk after it was never attempted: it is due again
+    at once, not after the lease (10 minutes here)."""
+    url, pool = queue
+    recipients = [f"r{n:03}@example.net" for n in range(101)]
+    email_id = await sender.queue(recipients)
+    await pool.execute(REFUSE_ONE_OUTCOME)
+    env = {
+        "OPENSEND_TRANSPORTS": f"example.net=127.0.0.1:{sink.port}",
+        "OPENSEND_DELIVERY_LEASE": "10m",
+    }
+    try:
+        async with delivery_workers(pool, url, tmp_path, options=ONE_CLAIM, **env):
+            async with asyncio.timeout(30):  # generous: the fix makes it due at once
+                while True:
+                    rows = await deliveries(pool, email_id)
+                    if any(r["status"] == "delivered" for r in rows.values()):
+                        break
+                    await asyncio.sleep(0.05)
+    finally:
+        await pool.execute(ALLOW_OUTCOMES)
+    [sent_first, sent_later] = sink.messages
+    assert len(sent_first.rcpt_tos) == 100
+    [later] = sent_later.rcpt_tos
+    assert rows[later]["status"] == "delivered"
+    assert {r["status"] for name, r in rows.items() if name != later} == {"sending"}
 
 
 @pytest.mark.parametrize(
