@@ -24,13 +24,19 @@ from uuid import UUID
 
 from mta import metrics
 from mta.delivery.dkim import DkimSigner
-from mta.delivery.routes import OutboundRouter, Route, Unroutable
+from mta.delivery.routes import Hop, OutboundRouter, Route, Unroutable
 from mta.delivery.smtp_client import SessionFailed
 from mta.delivery.smtp_pool import PoolClosed, SmtpPool
 from policy.bounces.dsn import FailedRecipient, compose_dsn, wants_dsn
 from policy.bounces.verp import bounce_address
 from policy.delivery import result as results
-from policy.delivery.result import SmtpAnswer, Stage, failed_not_bounced, judge
+from policy.delivery.result import (
+    SmtpAnswer,
+    Stage,
+    another_host_may_take,
+    failed_not_bounced,
+    judge,
+)
 from policy.tokens import ReplyTokens
 from storage.database import Pool
 from storage.delivery import queue
@@ -52,6 +58,9 @@ LARGE_MESSAGES_AT_ONCE = 8
 # once per lease for ever, its attempts never counted nor its age judged. Rows merely claimed
 # beside it count one reclaim at most, unless their own attempt was under way too.
 MAX_RECLAIMS = 5
+# Sessions that reached a transaction, per attempt of one group: a recipient the first host
+# deferred is offered to one more (Postfix's smtp_mx_session_limit, 2 by default).
+MX_SESSION_LIMIT = 2
 GIVEN_UP = Unroutable(SmtpAnswer.ours(results.INTERRUPTED))
 
 
@@ -346,25 +355,50 @@ class ClaimPipeline:
         self, route: Route, sender: str, recipients: list[str], content: bytes
     ) -> tuple[Answers, str | None]:
         """Try the route's hops in order until one holds a transaction (RFC 5321 section 5.1:
-        a host that cannot be reached or will not talk is skipped, the next one tried)."""
+        a host that cannot be reached or will not talk is skipped, the next one tried). The
+        recipients a host deferred go to the next host too, in at most MX_SESSION_LIMIT
+        sessions (`another_host_may_take`)."""
+        answers: Answers = {}
+        pending = recipients
+        remote_host = None
+        sessions = 0
         last = SmtpAnswer.ours(results.NO_ANSWER, Stage.CONNECT)
         for hop in route.hops:
-            for _ in range(2):  # a reused session found dead before any reply: once more, fresh
-                try:
-                    session, reused = await self._smtp.acquire(hop)
-                except SessionFailed as failed:
-                    metrics.DELIVERY_CONNECTIONS.labels("failed").inc()
-                    last = failed.answer
-                    break
-                metrics.DELIVERY_CONNECTIONS.labels("reused" if reused else "opened").inc()
-                try:
-                    answers = await session.send(sender, recipients, content)
-                finally:
-                    await self._smtp.release(session)
-                if reused and all(not a.remote and a.stage is Stage.MAIL for a in answers.values()):
-                    continue
-                return answers, session.remote_host
-        return {r: last for r in recipients}, None
+            held = await self._transact_on(hop, sender, pending, content)
+            if isinstance(held, SmtpAnswer):  # no session with this host: the next one
+                last = held
+                continue
+            one, remote_host = held
+            answers.update(one)
+            sessions += 1
+            pending = [r for r in pending if another_host_may_take(one[r])]
+            if not pending or sessions >= MX_SESSION_LIMIT:
+                return answers, remote_host
+        for recipient in pending:  # a deferral from a host beats "the next one was down"
+            answers.setdefault(recipient, last)
+        return answers, remote_host
+
+    async def _transact_on(
+        self, hop: Hop, sender: str, recipients: list[str], content: bytes
+    ) -> tuple[Answers, str | None] | SmtpAnswer:
+        """One host's answers, or why no session with it held a transaction."""
+        failure = SmtpAnswer.ours(results.NO_ANSWER, Stage.CONNECT)
+        for _ in range(2):  # a reused session found dead before any reply: once more, fresh
+            try:
+                session, reused = await self._smtp.acquire(hop)
+            except SessionFailed as failed:
+                metrics.DELIVERY_CONNECTIONS.labels("failed").inc()
+                return failed.answer
+            metrics.DELIVERY_CONNECTIONS.labels("reused" if reused else "opened").inc()
+            try:
+                answers = await session.send(sender, recipients, content)
+            finally:
+                await self._smtp.release(session)
+            if reused and all(not a.remote and a.stage is Stage.MAIL for a in answers.values()):
+                failure = next(iter(answers.values()))
+                continue
+            return answers, session.remote_host
+        return failure
 
     def _outcome(
         self,

@@ -120,6 +120,18 @@ def classify(answer: SmtpAnswer) -> Outcome:
     return Outcome.DEFERRED
 
 
+def another_host_may_take(answer: SmtpAnswer) -> bool:
+    """Whether a recipient one host deferred is offered to the next host of the route in the
+    same attempt. RFC 5321 section 5.1 has the client try the addresses in order "until a
+    delivery attempt succeeds", and Postfix keeps such recipients for a backup host: a primary
+    greylisting or over its limits should not hold the mail until the next retry. Never after
+    a lost or silent end of DATA: that host may have taken the message, and another copy
+    would be a duplicate."""
+    if classify(answer) is not Outcome.DEFERRED:
+        return False
+    return answer.remote or answer.stage is not Stage.DATA
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """What happens to one recipient after an attempt."""

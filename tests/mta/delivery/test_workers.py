@@ -101,6 +101,75 @@ async def test_an_unreachable_primary_mx_falls_back_to_the_next_one(
     assert rows["carol@example.org"]["remote_host"].startswith("alive.example.org[127.0.0.3]")
 
 
+@pytest.mark.parametrize(
+    "primary_says",
+    ["rcpt", "data_end", "some_recipients"],
+    ids=["greylisted_at_rcpt", "deferred_at_end_of_data", "one_recipient_deferred"],
+)
+async def test_recipients_the_primary_mx_defers_go_to_the_backup_in_the_same_attempt(
+    queue: Queue, sender: Sender, dns: LoopbackDNSServer, tmp_path: Path, primary_says: str
+) -> None:
+    """RFC 5321 section 5.1, as Postfix does: a 4xx from the primary (greylisting, a full
+    queue) hands the recipients it deferred to the next host, not to the next retry."""
+    url, pool = queue
+    recipients = ["erin@backup.example", "frank@backup.example"]
+    async with sinks_on_one_port("127.0.0.8", "127.0.0.9") as (primary, backup):
+        if primary_says == "rcpt":
+            primary.handler.rcpt_replies = dict.fromkeys(recipients, "451 4.7.1 Greylisted")
+        elif primary_says == "data_end":
+            primary.handler.data_replies = ["451 4.3.0 Queue full, try later"]
+        else:
+            primary.handler.rcpt_replies = {"frank@backup.example": "452 4.2.2 Mailbox full"}
+        dns.zone.add("backup.example", "MX", "10 mx1.backup.example.", "20 mx2.backup.example.")
+        dns.zone.add("mx1.backup.example", "A", "127.0.0.8")
+        dns.zone.add("mx2.backup.example", "A", "127.0.0.9")
+        env = {"OPENSEND_DNS_SERVERS": dns.address, "OPENSEND_SMTP_PORT": str(primary.port)}
+        async with delivery_workers(pool, url, tmp_path, **env):
+            email_id = await sender.queue(recipients)
+            rows = await wait_until_final(pool, email_id)
+        on_backup = {r for m in backup.messages for r in m.rcpt_tos}
+        on_primary = {r for m in primary.messages for r in m.rcpt_tos}
+    if primary_says == "some_recipients":
+        assert (on_primary, on_backup) == ({"erin@backup.example"}, {"frank@backup.example"})
+    else:
+        assert on_backup == set(recipients)
+        # At the end of DATA the primary saw the message, and refused it.
+        assert primary.handler.arrivals.qsize() == (primary_says == "data_end")
+    for recipient in recipients:
+        row = rows[recipient]
+        assert (row["status"], row["attempts"]) == ("delivered", 1)
+    assert rows["frank@backup.example"]["remote_host"].startswith("mx2.backup.example[")
+
+
+async def test_a_lost_end_of_data_is_not_sent_to_the_backup_and_two_hosts_at_most_are_asked(
+    queue: Queue, sender: Sender, dns: LoopbackDNSServer, tmp_path: Path
+) -> None:
+    """A primary that went silent after the message may have taken it: another copy to the
+    backup would be a duplicate, so the recipient waits for the retry. And a deferral goes
+    to one more host, not to every host of the domain (Postfix's smtp_mx_session_limit)."""
+    url, pool = queue
+    hosts = ("127.0.0.10", "127.0.0.11", "127.0.0.12")
+    async with sinks_on_one_port(*hosts) as sinks:
+        dns.zone.add("three.example", "MX", *(f"{10 * n} mx{n}.three.example." for n in (1, 2, 3)))
+        for n, host in enumerate(hosts, start=1):
+            dns.zone.add(f"mx{n}.three.example", "A", host)
+        env = {"OPENSEND_DNS_SERVERS": dns.address, "OPENSEND_SMTP_PORT": str(sinks[0].port)}
+        sinks[0].handler.drop_on_data = True
+        async with delivery_workers(pool, url, tmp_path, **env):
+            lost = await sender.queue(["gina@three.example"])
+            rows = await wait_until_final(pool, lost, statuses=("deferred",))
+            assert [s.handler.arrivals.qsize() for s in sinks] == [1, 0, 0]
+            sinks[0].handler.drop_on_data = False
+            for sink in sinks[:2]:
+                sink.handler.rcpt_replies = {"hank@three.example": "450 4.2.1 Try later"}
+            deferred = await sender.queue(["hank@three.example"])
+            later = await wait_until_final(pool, deferred, statuses=("deferred",))
+        assert sinks[2].connections == 0
+    assert rows["gina@three.example"]["last_code"] == 451
+    assert later["hank@three.example"]["last_code"] == 450
+    assert later["hank@three.example"]["remote_host"].startswith("mx2.three.example[")
+
+
 async def test_a_domain_without_mx_gets_mail_at_its_address_record(
     queue: Queue, sender: Sender, dns: LoopbackDNSServer, tmp_path: Path
 ) -> None:

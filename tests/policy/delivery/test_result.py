@@ -13,6 +13,7 @@ from policy.delivery.result import (
     Outcome,
     SmtpAnswer,
     Stage,
+    another_host_may_take,
     classify,
     email_status,
     failed_not_bounced,
@@ -192,3 +193,24 @@ def test_only_our_own_refusals_of_the_message_are_failures_not_bounces(
 
 def test_a_message_too_old_to_keep_trying_is_a_bounce_not_a_failure() -> None:
     assert _verdict(SmtpAnswer.ours(results.NO_ANSWER), age_seconds=FIVE_DAYS) is False
+
+
+@pytest.mark.parametrize(
+    ("answer", "next_host"),
+    [
+        (remote(451, "4.7.1 Greylisted", Stage.RCPT), True),
+        (remote(452, "4.3.1 Queue full", Stage.MAIL), True),
+        (remote(451, "4.3.0 Try later", Stage.DATA), True),  # refused after the dot: not taken
+        (remote(552, "5.5.3 Too many recipients", Stage.RCPT), True),  # RFC 5321 4.5.3.1.10
+        (SmtpAnswer.ours(results.CONNECTION_LOST, Stage.RCPT), True),
+        (SmtpAnswer.ours(results.CONNECTION_LOST, Stage.DATA), False),  # it may have taken it
+        (SmtpAnswer.ours(results.TIMED_OUT, Stage.DATA), False),
+        (remote(250, "2.0.0 Ok", Stage.DATA), False),
+        (remote(550, "5.1.1 No such user", Stage.RCPT), False),
+        (remote(554, "5.7.1 Rejected", Stage.DATA), False),
+    ],
+)
+def test_only_a_deferral_that_cannot_have_delivered_is_offered_to_the_next_host(
+    answer: SmtpAnswer, next_host: bool
+) -> None:
+    assert another_host_may_take(answer) is next_host
