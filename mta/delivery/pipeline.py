@@ -355,15 +355,17 @@ class ClaimPipeline:
         self, route: Route, sender: str, recipients: list[str], content: bytes
     ) -> tuple[Answers, str | None]:
         """Try the route's hops in order until one holds a transaction (RFC 5321 section 5.1:
-        a host that cannot be reached or will not talk is skipped, the next one tried). The
-        recipients a host deferred go to the next host too, in at most MX_SESSION_LIMIT
-        sessions (`another_host_may_take`)."""
+        a host that cannot be reached or will not talk is skipped, the next one tried, and it
+        goes last for a while: SmtpPool.unreachable). The recipients a host deferred go to the
+        next host too, in at most MX_SESSION_LIMIT sessions (`another_host_may_take`)."""
         answers: Answers = {}
         pending = recipients
         remote_host = None
         sessions = 0
         last = SmtpAnswer.ours(results.NO_ANSWER, Stage.CONNECT)
-        for hop in route.hops:
+        # Hosts that just failed to connect go last, the others keep their order (sort is
+        # stable): still tried, in case every host of the route is down.
+        for hop in sorted(route.hops, key=self._smtp.unreachable):
             held = await self._transact_on(hop, sender, pending, content)
             if isinstance(held, SmtpAnswer):  # no session with this host: the next one
                 last = held

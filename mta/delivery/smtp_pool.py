@@ -14,13 +14,19 @@ import time
 from collections import defaultdict, deque
 
 from mta.delivery.routes import Hop
-from mta.delivery.smtp_client import SmtpSession, Timeouts
+from mta.delivery.smtp_client import SessionFailed, SmtpSession, Timeouts
+from policy.delivery.result import Stage
 
 PER_HOST_CONNECTIONS = 20
 TOTAL_CONNECTIONS = 100
 IDLE_SECONDS = 5.0
 # A session is not reused forever: Postfix's smtp_connection_reuse_time_limit.
 MAX_SESSION_SECONDS = 300.0
+# A host that could not be connected to, or would not greet, is tried after the route's other
+# hosts for this long (as Exim's per-host retry records do): every message to a domain whose
+# primary MX is down would otherwise wait out a connect timeout before reaching the backup.
+UNREACHABLE_SECONDS = 60.0
+UNREACHABLE_REMEMBERED = 10_000  # hosts; past it, those whose time is up are forgotten
 
 Key = tuple[str, int]
 
@@ -42,6 +48,7 @@ class SmtpPool:
         per_host: int = PER_HOST_CONNECTIONS,
         total: int = TOTAL_CONNECTIONS,
         idle_seconds: float = IDLE_SECONDS,
+        unreachable_seconds: float = UNREACHABLE_SECONDS,
     ) -> None:
         self._helo = helo
         self._timeouts = timeouts or Timeouts()
@@ -57,6 +64,8 @@ class SmtpPool:
         self._closers: set[asyncio.Task[None]] = set()
         self._closing = False
         self.connections_made = 0
+        self._unreachable_seconds = unreachable_seconds
+        self._unreachable_until: dict[Key, float] = {}
 
     def open_count(self, key: Key) -> int:
         return self._open.get(key, 0)
@@ -74,11 +83,35 @@ class SmtpPool:
             self._discard(session)
         try:
             session = await SmtpSession.open(hop, helo=self._helo, timeouts=self._timeouts)
+        except SessionFailed as failed:
+            self._free_slot(key)
+            if failed.answer.stage in (Stage.CONNECT, Stage.GREETING):
+                self._remember_unreachable(key)
+            raise
         except BaseException:
             self._free_slot(key)
             raise
+        self._unreachable_until.pop(key, None)
         self.connections_made += 1
         return session, False
+
+    def unreachable(self, hop: Hop) -> bool:
+        """Whether a recent connection to `hop` failed: try it after the route's others."""
+        until = self._unreachable_until.get(hop.key)
+        if until is None:
+            return False
+        if until > time.monotonic():
+            return True
+        del self._unreachable_until[hop.key]
+        return False
+
+    def _remember_unreachable(self, key: Key) -> None:
+        now = time.monotonic()
+        if len(self._unreachable_until) >= UNREACHABLE_REMEMBERED:
+            self._unreachable_until = {
+                k: until for k, until in self._unreachable_until.items() if until > now
+            }
+        self._unreachable_until[key] = now + self._unreachable_seconds
 
     async def release(self, session: SmtpSession) -> None:
         """To a task waiting for its host, or the idle list, if it can carry another message;

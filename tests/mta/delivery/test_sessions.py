@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from mta.delivery.routes import Hop
+from mta.delivery.smtp_client import SessionFailed
 from mta.delivery.smtp_pool import SmtpPool
 from storage.database import Pool
 from tests.support.delivery_world import delivery_workers, queue_database
@@ -243,3 +245,34 @@ async def test_the_total_connection_cap_holds_across_hosts(
     finally:
         for sink in sinks:
             await sink.stop()
+
+
+async def test_a_host_that_failed_to_connect_is_remembered_for_a_while_then_tried_first_again() -> (
+    None
+):
+    """SmtpPool.unreachable: a refused connection puts the host last for `unreachable_seconds`,
+    a connection that succeeds clears it at once."""
+    sink = await Sink.start()
+    port = sink.port
+    await sink.stop()  # nothing listens on the port now: connections are refused
+    hop = Hop("gone.example", "127.0.0.1", port)
+    smtp = SmtpPool(helo=HELO, unreachable_seconds=0.3)
+    try:
+        assert not smtp.unreachable(hop)
+        with pytest.raises(SessionFailed):
+            await smtp.acquire(hop)
+        assert smtp.unreachable(hop)
+        await asyncio.sleep(0.4)
+        assert not smtp.unreachable(hop)
+        with pytest.raises(SessionFailed):
+            await smtp.acquire(hop)
+        assert smtp.unreachable(hop)
+        back = await Sink.start(port=port)
+        try:
+            session, reused = await smtp.acquire(hop)
+            assert not reused and not smtp.unreachable(hop)
+            await smtp.release(session)
+        finally:
+            await back.stop()
+    finally:
+        await smtp.close()

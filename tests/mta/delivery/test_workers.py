@@ -170,6 +170,33 @@ async def test_a_lost_end_of_data_is_not_sent_to_the_backup_and_two_hosts_at_mos
     assert later["hank@three.example"]["remote_host"].startswith("mx2.three.example[")
 
 
+async def test_a_primary_that_would_not_greet_goes_last_for_the_next_messages(
+    queue: Queue, sender: Sender, dns: LoopbackDNSServer, tmp_path: Path
+) -> None:
+    """A host that failed to connect is remembered: the next messages to its domain go to the
+    backup first, instead of each waiting out the primary's failure again."""
+    url, pool = queue
+    accepted: list[int] = []
+
+    def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(1)
+        writer.close()
+
+    async with sinks_on_one_port("127.0.0.14") as (backup,):
+        primary = await asyncio.start_server(hang_up, "127.0.0.13", backup.port)
+        async with primary:
+            dns.zone.add("down.example", "MX", "10 mx1.down.example.", "20 mx2.down.example.")
+            dns.zone.add("mx1.down.example", "A", "127.0.0.13")
+            dns.zone.add("mx2.down.example", "A", "127.0.0.14")
+            env = {"OPENSEND_DNS_SERVERS": dns.address, "OPENSEND_SMTP_PORT": str(backup.port)}
+            async with delivery_workers(pool, url, tmp_path, **env):
+                for n in range(3):
+                    email_id = await sender.queue([f"ivy{n}@down.example"])
+                    await wait_until_final(pool, email_id)
+        assert len(backup.messages) == 3
+    assert len(accepted) == 1
+
+
 async def test_a_domain_without_mx_gets_mail_at_its_address_record(
     queue: Queue, sender: Sender, dns: LoopbackDNSServer, tmp_path: Path
 ) -> None:
