@@ -24,19 +24,13 @@ from uuid import UUID
 
 from mta import metrics
 from mta.delivery.dkim import DkimSigner
-from mta.delivery.routes import Hop, OutboundRouter, Route, Unroutable
-from mta.delivery.smtp_client import SessionFailed
+from mta.delivery.hops import Answers, RemoteHosts, transact
+from mta.delivery.routes import OutboundRouter, Route, Unroutable
 from mta.delivery.smtp_pool import PoolClosed, SmtpPool
 from policy.bounces.dsn import FailedRecipient, compose_dsn, wants_dsn
 from policy.bounces.verp import bounce_address
 from policy.delivery import result as results
-from policy.delivery.result import (
-    SmtpAnswer,
-    Stage,
-    another_host_may_take,
-    failed_not_bounced,
-    judge,
-)
+from policy.delivery.result import SmtpAnswer, failed_not_bounced, judge
 from policy.tokens import ReplyTokens
 from storage.database import Pool
 from storage.delivery import queue
@@ -47,8 +41,6 @@ from storage.ids import uuid7
 
 log = logging.getLogger(__name__)
 
-Answers = dict[str, SmtpAnswer]
-
 # Messages too large to come with their claim (storage.delivery.queue.INLINE_CONTENT_BYTES) are read
 # and sent this many at a time: 25 MB each (OPENSEND_MAX_MESSAGE_SIZE) stays a few hundred MB.
 LARGE_MESSAGES_AT_ONCE = 8
@@ -58,9 +50,6 @@ LARGE_MESSAGES_AT_ONCE = 8
 # once per lease for ever, its attempts never counted nor its age judged. Rows merely claimed
 # beside it count one reclaim at most, unless their own attempt was under way too.
 MAX_RECLAIMS = 5
-# Sessions that reached a transaction, per attempt of one group: a recipient the first host
-# deferred is offered to one more (Postfix's smtp_mx_session_limit, 2 by default).
-MX_SESSION_LIMIT = 2
 GIVEN_UP = Unroutable(SmtpAnswer.ours(results.INTERRUPTED))
 
 
@@ -120,11 +109,20 @@ class ClaimPipeline:
                 groups[key].append(delivery)
                 group_routes[key] = route
             signed: dict[UUID, asyncio.Future[bytes | None]] = {}
-            jobs = [
-                self._deliver_group(claim, claim.messages[key[0]], group_routes[key], rows, signed)
-                for key, rows in groups.items()
-            ]
-            done = await asyncio.gather(*jobs, return_exceptions=True)
+
+            def job(key: tuple[UUID, object]) -> Awaitable[None]:
+                message = claim.messages[key[0]]
+                return self._deliver_group(claim, message, group_routes[key], groups[key], signed)
+
+            suspect = [key for key, rows in groups.items() if any(d.reclaims for d in rows)]
+            done = await asyncio.gather(
+                *(job(key) for key in groups if key not in suspect), return_exceptions=True
+            )
+            # Rows whose lease ran out before go one group at a time, after the rest of the
+            # claim: if one of them brings the worker down again, as little as can be is in
+            # flight beside it, and only its own attempt was marked begun (_mark_suspects).
+            for key in suspect:
+                done.extend(await asyncio.gather(job(key), return_exceptions=True))
             for failure in (d for d in done if isinstance(d, BaseException)):
                 # Its rows stay leased and come back when the lease runs out: nothing is lost.
                 log.error("a delivery failed unexpectedly", exc_info=failure)
@@ -208,7 +206,7 @@ class ClaimPipeline:
                 raise PoolClosed
             if not await self._mark_suspects(claim, route, chunk):
                 return  # they stay leased and come back: nothing is lost
-            answers, remote_host = await self._attempt(message, route, chunk, signed)
+            answers, hosts = await self._attempt(message, route, chunk, signed)
         except PoolClosed:
             await self._give_back(claim, chunk)
             return
@@ -220,7 +218,7 @@ class ClaimPipeline:
         if unsent:
             await self._give_back(claim, unsent)
         outcomes = [
-            self._outcome(claim.token, message, d, answers[d.recipient], remote_host)
+            self._outcome(claim.token, message, d, answers[d.recipient], hosts.get(d.recipient))
             for d in chunk
             if d.recipient in answers
         ]
@@ -271,16 +269,19 @@ class ClaimPipeline:
     ) -> bool:
         """Rows reclaimed before are marked as attempted before they are, so that a crash now
         counts against them and not against the rows claimed beside them (migration 0022).
-        False when the mark could not be written: the chunk is not attempted."""
+        False when the chunk is not to be attempted: the mark could not be written (the chunk
+        is given back), or the rows are no longer this claim's."""
         suspects = [d.id for d in chunk if d.reclaims]
         if not suspects or not isinstance(route, Route):
             return True
         try:
-            await queue.mark_attempt_began(self._pool, claim.token, suspects)
+            marked = await queue.mark_attempt_began(self._pool, claim.token, suspects)
         except StorageError as error:
             log.warning("could not mark an attempt as begun", extra={"error": str(error)})
+            await self._give_back(claim, chunk)
             return False
-        return True
+        # Fewer marked: the lease was lost, and another worker has the rows now.
+        return marked == set(suspects)
 
     async def _give_back(self, claim: Claim, chunk: Sequence[ClaimedDelivery]) -> None:
         """Stopping: rows not yet sent are due again for any worker (or, failing that, once
@@ -296,12 +297,12 @@ class ClaimPipeline:
         route: Route | Unroutable,
         chunk: Sequence[ClaimedDelivery],
         signed: dict[UUID, asyncio.Future[bytes | None]],
-    ) -> tuple[Answers, str | None]:
+    ) -> tuple[Answers, RemoteHosts]:
         recipients = [d.recipient for d in chunk]
         if isinstance(route, Unroutable):
-            return {r: route.answer for r in recipients}, None
+            return {r: route.answer for r in recipients}, {}
         if message.size is None:
-            return {r: SmtpAnswer.ours(results.MESSAGE_MISSING) for r in recipients}, None
+            return {r: SmtpAnswer.ours(results.MESSAGE_MISSING) for r in recipients}, {}
         if message.raw is not None:
             return await self._send(message, route, chunk, signed)
         async with self._large_messages:  # read now, and only a few at a time: a memory bound
@@ -313,32 +314,32 @@ class ClaimPipeline:
         route: Route,
         chunk: Sequence[ClaimedDelivery],
         signed: dict[UUID, asyncio.Future[bytes | None]],
-    ) -> tuple[Answers, str | None]:
+    ) -> tuple[Answers, RemoteHosts]:
         recipients = [d.recipient for d in chunk]
         if message.email_id not in signed:  # once per email per claim, shared by its groups
             signed[message.email_id] = asyncio.ensure_future(self._sign(message))
         content = await signed[message.email_id]
         if content is None:
-            return {r: SmtpAnswer.ours(results.MESSAGE_MISSING) for r in recipients}, None
+            return {r: SmtpAnswer.ours(results.MESSAGE_MISSING) for r in recipients}, {}
         if self._tokens is None or message.reply_domain is None:
-            return await self._transact(route, message.sender, recipients, content)
+            return await transact(self._smtp, route, message.sender, recipients, content)
         # VERP: each recipient gets its own envelope sender, so a DSN names its delivery even
         # when the DSN itself is mangled; one transaction per recipient, on pooled sessions.
         answers: Answers = {}
-        remote_host = None
+        hosts: RemoteHosts = {}
         for delivery in chunk:
             sender = bounce_address(
                 self._tokens, message.tenant_id, delivery.id, message.reply_domain
             )
             try:
-                one, host = await self._transact(route, sender, [delivery.recipient], content)
+                one, by = await transact(self._smtp, route, sender, [delivery.recipient], content)
             except PoolClosed:
                 if not answers:
                     raise  # nothing sent: the whole chunk is given back
-                break  # the answers so far are recorded; the rest given back (_deliver_group)
+                break  # the answers so far are recorded; the rest given back (_deliver_chunk)
             answers.update(one)
-            remote_host = host or remote_host
-        return answers, remote_host
+            hosts.update(by)
+        return answers, hosts
 
     async def _sign(self, message: OutboundMessage) -> bytes | None:
         raw = await queue.content(self._pool, message)
@@ -350,57 +351,6 @@ class ClaimPipeline:
             selector=message.dkim_selector,
             private_key=message.dkim_private_key,
         )
-
-    async def _transact(
-        self, route: Route, sender: str, recipients: list[str], content: bytes
-    ) -> tuple[Answers, str | None]:
-        """Try the route's hops in order until one holds a transaction (RFC 5321 section 5.1:
-        a host that cannot be reached or will not talk is skipped, the next one tried, and it
-        goes last for a while: SmtpPool.unreachable). The recipients a host deferred go to the
-        next host too, in at most MX_SESSION_LIMIT sessions (`another_host_may_take`)."""
-        answers: Answers = {}
-        pending = recipients
-        remote_host = None
-        sessions = 0
-        last = SmtpAnswer.ours(results.NO_ANSWER, Stage.CONNECT)
-        # Hosts that just failed to connect go last, the others keep their order (sort is
-        # stable): still tried, in case every host of the route is down.
-        for hop in sorted(route.hops, key=self._smtp.unreachable):
-            held = await self._transact_on(hop, sender, pending, content)
-            if isinstance(held, SmtpAnswer):  # no session with this host: the next one
-                last = held
-                continue
-            one, remote_host = held
-            answers.update(one)
-            sessions += 1
-            pending = [r for r in pending if another_host_may_take(one[r])]
-            if not pending or sessions >= MX_SESSION_LIMIT:
-                return answers, remote_host
-        for recipient in pending:  # a deferral from a host beats "the next one was down"
-            answers.setdefault(recipient, last)
-        return answers, remote_host
-
-    async def _transact_on(
-        self, hop: Hop, sender: str, recipients: list[str], content: bytes
-    ) -> tuple[Answers, str | None] | SmtpAnswer:
-        """One host's answers, or why no session with it held a transaction."""
-        failure = SmtpAnswer.ours(results.NO_ANSWER, Stage.CONNECT)
-        for _ in range(2):  # a reused session found dead before any reply: once more, fresh
-            try:
-                session, reused = await self._smtp.acquire(hop)
-            except SessionFailed as failed:
-                metrics.DELIVERY_CONNECTIONS.labels("failed").inc()
-                return failed.answer
-            metrics.DELIVERY_CONNECTIONS.labels("reused" if reused else "opened").inc()
-            try:
-                answers = await session.send(sender, recipients, content)
-            finally:
-                await self._smtp.release(session)
-            if reused and all(not a.remote and a.stage is Stage.MAIL for a in answers.values()):
-                failure = next(iter(answers.values()))
-                continue
-            return answers, session.remote_host
-        return failure
 
     def _outcome(
         self,

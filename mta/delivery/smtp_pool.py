@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 
 from mta.delivery.routes import Hop
 from mta.delivery.smtp_client import SessionFailed, SmtpSession, Timeouts
@@ -26,7 +27,7 @@ MAX_SESSION_SECONDS = 300.0
 # hosts for this long (as Exim's per-host retry records do): every message to a domain whose
 # primary MX is down would otherwise wait out a connect timeout before reaching the backup.
 UNREACHABLE_SECONDS = 60.0
-UNREACHABLE_REMEMBERED = 10_000  # hosts; past it, those whose time is up are forgotten
+UNREACHABLE_REMEMBERED = 10_000  # hosts at most; past it, the oldest is forgotten
 
 Key = tuple[str, int]
 
@@ -49,6 +50,7 @@ class SmtpPool:
         total: int = TOTAL_CONNECTIONS,
         idle_seconds: float = IDLE_SECONDS,
         unreachable_seconds: float = UNREACHABLE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._helo = helo
         self._timeouts = timeouts or Timeouts()
@@ -65,7 +67,9 @@ class SmtpPool:
         self._closing = False
         self.connections_made = 0
         self._unreachable_seconds = unreachable_seconds
+        # One time-to-live for all, so insertion order is expiry order: the oldest go first.
         self._unreachable_until: dict[Key, float] = {}
+        self._clock = clock
 
     def open_count(self, key: Key) -> int:
         return self._open.get(key, 0)
@@ -98,20 +102,18 @@ class SmtpPool:
     def unreachable(self, hop: Hop) -> bool:
         """Whether a recent connection to `hop` failed: try it after the route's others."""
         until = self._unreachable_until.get(hop.key)
-        if until is None:
-            return False
-        if until > time.monotonic():
-            return True
-        del self._unreachable_until[hop.key]
-        return False
+        return until is not None and until > self._clock()
 
     def _remember_unreachable(self, key: Key) -> None:
-        now = time.monotonic()
-        if len(self._unreachable_until) >= UNREACHABLE_REMEMBERED:
-            self._unreachable_until = {
-                k: until for k, until in self._unreachable_until.items() if until > now
-            }
-        self._unreachable_until[key] = now + self._unreachable_seconds
+        now = self._clock()
+        self._unreachable_until.pop(key, None)  # re-inserted last, in expiry order
+        remembered = self._unreachable_until
+        while remembered:
+            oldest = next(iter(remembered))
+            if remembered[oldest] > now and len(remembered) < UNREACHABLE_REMEMBERED:
+                break
+            del remembered[oldest]
+        remembered[key] = now + self._unreachable_seconds
 
     async def release(self, session: SmtpSession) -> None:
         """To a task waiting for its host, or the idle list, if it can carry another message;

@@ -76,6 +76,7 @@ WHERE lease_token = ANY($1::uuid[]) AND status = 'sending'
 MARK_ATTEMPT_BEGAN = """
 UPDATE deliveries SET attempt_began = true
 WHERE id = ANY($1::uuid[]) AND lease_token = $2 AND status = 'sending'
+RETURNING id
 """
 # Claimed rows a stopping worker never started: due again at once, for any worker.
 RELEASE = """
@@ -277,9 +278,11 @@ async def renew_leases(pool: Pool, tokens: Sequence[UUID], lease_seconds: float)
         await pool.execute(RENEW_LEASES, list(tokens), float(lease_seconds))
 
 
-async def mark_attempt_began(pool: Pool, token: UUID, delivery_ids: Sequence[UUID]) -> None:
+async def mark_attempt_began(pool: Pool, token: UUID, delivery_ids: Sequence[UUID]) -> set[UUID]:
+    """The ids marked: those still leased under `token`."""
     async with storage_errors():
-        await pool.execute(MARK_ATTEMPT_BEGAN, list(delivery_ids), token)
+        rows = await pool.fetch(MARK_ATTEMPT_BEGAN, list(delivery_ids), token)
+    return {row["id"] for row in rows}
 
 
 async def release(pool: Pool, token: UUID, delivery_ids: Sequence[UUID]) -> None:

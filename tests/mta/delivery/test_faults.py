@@ -14,6 +14,8 @@ import signal
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
+from uuid import UUID
 
 import aiohttp
 import pytest
@@ -213,33 +215,47 @@ async def test_a_stop_between_the_per_recipient_transactions_records_those_sent(
         await pool.execute(CANCEL_LEFTOVERS)
 
 
-async def test_a_worker_marks_a_reclaimed_rows_attempt_as_begun_before_it_sends(
+async def test_reclaimed_rows_go_after_the_rest_of_their_claim_each_marked_as_it_begins(
     queue: Queue, sender: Sender, sink: Sink, tmp_path: Path
 ) -> None:
-    """So that a crash during it counts against that row (migration 0022); a row never
-    reclaimed is sent without the extra write."""
+    """Rows reclaimed before wait for the rest of their claim and go one group at a time, each
+    marked begun just before its attempt, so that a crash counts against what was in flight
+    (migration 0022); a row never reclaimed is sent without the extra write."""
     url, pool = queue
     sink.handler.gate = asyncio.Event()
-    suspect = await sender.queue(["suspect@example.net"])
+    suspects = [await sender.queue([f"suspect{n}@example.net"]) for n in range(2)]
     fresh = await sender.queue(["fresh@example.net"])
     await pool.execute(
         "UPDATE deliveries SET status = 'sending', lease_until = now() - interval '1 second', "
-        "lease_token = gen_random_uuid(), reclaims = 1 WHERE email_id = $1",
-        suspect,
+        "lease_token = gen_random_uuid(), reclaims = 1 WHERE email_id = ANY($1::uuid[])",
+        suspects,
     )
     env = {"OPENSEND_TRANSPORTS": f"example.net=127.0.0.1:{sink.port}"}
     async with delivery_workers(pool, url, tmp_path, **env):
         async with asyncio.timeout(30):
-            for _ in range(2):  # both are in DATA, held at the gate
+            first = await sink.handler.arrivals.get()  # held at the gate
+        assert first == ["fresh@example.net"]
+        with pytest.raises(TimeoutError):  # the reclaimed rows wait for it
+            async with asyncio.timeout(0.5):
                 await sink.handler.arrivals.get()
-        rows = {**await deliveries(pool, suspect), **await deliveries(pool, fresh)}
-        assert rows["suspect@example.net"]["attempt_began"] is True
-        assert rows["fresh@example.net"]["attempt_began"] is False
-        assert {row["status"] for row in rows.values()} == {"sending"}
+        rows = await deliveries_of(pool, [*suspects, fresh])
+        assert not any(row["attempt_began"] for row in rows.values())
         sink.handler.gate.set()
-        await wait_until_final(pool, suspect, statuses=("delivered",))
-        await wait_until_final(pool, fresh, statuses=("delivered",))
-    assert (await deliveries(pool, suspect))["suspect@example.net"]["reclaims"] == 0
+        for email_id in [*suspects, fresh]:
+            await wait_until_final(pool, email_id, statuses=("delivered",))
+    rows = await deliveries_of(pool, [*suspects, fresh])
+    assert {name: row["attempt_began"] for name, row in rows.items()} == {
+        "suspect0@example.net": True,
+        "suspect1@example.net": True,
+        "fresh@example.net": False,
+    }
+    assert {row["reclaims"] for row in rows.values()} == {0}
+
+
+async def deliveries_of(pool: Pool, email_ids: list[UUID]) -> dict[str, dict[str, Any]]:
+    return {
+        r: row for email_id in email_ids for r, row in (await deliveries(pool, email_id)).items()
+    }
 
 
 REFUSE_ONE_OUTCOME = """

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from mta.delivery.routes import Hop
+from mta.delivery import smtp_pool
+from mta.delivery.hops import transact
+from mta.delivery.routes import DestinationClass, Hop, Route
 from mta.delivery.smtp_client import SessionFailed
 from mta.delivery.smtp_pool import SmtpPool
 from storage.database import Pool
@@ -20,6 +23,7 @@ from tests.support.tls import ServerCertificate, server_certificate
 
 Queue = tuple[str, Pool]
 HELO = "mx.opensend.test"  # tests.conftest.make_settings's OPENSEND_HOSTNAME
+MESSAGE = b"From: a@b.example\r\nTo: erin@x.example\r\nSubject: hi\r\n\r\nhello\r\n"
 
 
 @pytest.fixture(scope="module")
@@ -247,6 +251,22 @@ async def test_the_total_connection_cap_holds_across_hosts(
             await sink.stop()
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: connections to it are refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
 async def test_a_host_that_failed_to_connect_is_remembered_for_a_while_then_tried_first_again() -> (
     None
 ):
@@ -256,13 +276,14 @@ async def test_a_host_that_failed_to_connect_is_remembered_for_a_while_then_trie
     port = sink.port
     await sink.stop()  # nothing listens on the port now: connections are refused
     hop = Hop("gone.example", "127.0.0.1", port)
-    smtp = SmtpPool(helo=HELO, unreachable_seconds=0.3)
+    clock = Clock()
+    smtp = SmtpPool(helo=HELO, unreachable_seconds=60.0, clock=clock)
     try:
         assert not smtp.unreachable(hop)
         with pytest.raises(SessionFailed):
             await smtp.acquire(hop)
         assert smtp.unreachable(hop)
-        await asyncio.sleep(0.4)
+        clock.now += 61.0
         assert not smtp.unreachable(hop)
         with pytest.raises(SessionFailed):
             await smtp.acquire(hop)
@@ -276,3 +297,51 @@ async def test_a_host_that_failed_to_connect_is_remembered_for_a_while_then_trie
             await back.stop()
     finally:
         await smtp.close()
+
+
+async def test_the_hosts_remembered_as_unreachable_are_bounded_oldest_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(smtp_pool, "UNREACHABLE_REMEMBERED", 3)
+    smtp = SmtpPool(helo=HELO, clock=Clock())
+    hops = [Hop(f"h{n}.example", "127.0.0.1", closed_port()) for n in range(5)]
+    try:
+        for hop in hops:
+            with pytest.raises(SessionFailed):
+                await smtp.acquire(hop)
+        assert [smtp.unreachable(hop) for hop in hops] == [False, False, True, True, True]
+    finally:
+        await smtp.close()
+
+
+async def test_a_stop_while_the_backup_is_due_keeps_the_primarys_answers() -> None:
+    """The primary took one recipient and deferred the other; the pool closes before the
+    backup is asked. The accepted recipient must keep its 250 (given back, it would be sent
+    twice), the deferred one its 4xx."""
+    primary, backup = await Sink.start(), await Sink.start()
+    primary.handler.rcpt_replies = {"frank@x.example": "452 4.2.2 Mailbox full"}
+    primary.handler.gate = asyncio.Event()
+    route = Route(
+        DestinationClass.MX,
+        (
+            Hop("mx1.x.example", "127.0.0.1", primary.port),
+            Hop("mx2.x.example", "127.0.0.1", backup.port),
+        ),
+    )
+    smtp = SmtpPool(helo=HELO)
+    try:
+        sending = asyncio.create_task(
+            transact(smtp, route, "a@b.example", ["erin@x.example", "frank@x.example"], MESSAGE)
+        )
+        async with asyncio.timeout(30):
+            await primary.handler.arrivals.get()
+        await smtp.stop_waiting()  # stopping: no session is handed out any more
+        primary.handler.gate.set()
+        answers, hosts = await sending
+        assert (answers["erin@x.example"].code, answers["frank@x.example"].code) == (250, 452)
+        assert set(hosts.values()) == {f"mx1.x.example[127.0.0.1]:{primary.port}"}
+        assert backup.connections == 0
+    finally:
+        await smtp.close()
+        await primary.stop()
+        await backup.stop()

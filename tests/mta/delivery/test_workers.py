@@ -139,6 +139,8 @@ async def test_recipients_the_primary_mx_defers_go_to_the_backup_in_the_same_att
         row = rows[recipient]
         assert (row["status"], row["attempts"]) == ("delivered", 1)
     assert rows["frank@backup.example"]["remote_host"].startswith("mx2.backup.example[")
+    first_host = "mx1" if primary_says == "some_recipients" else "mx2"
+    assert rows["erin@backup.example"]["remote_host"].startswith(f"{first_host}.backup.example[")
 
 
 async def test_a_lost_end_of_data_is_not_sent_to_the_backup_and_two_hosts_at_most_are_asked(
