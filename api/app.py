@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -171,35 +170,6 @@ async def sweep_idempotency_keys(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
-# The collector's first threshold: net new container objects (allocations less deallocations)
-# between two young collections. CPython's 700 is less than what 50 requests in flight hold at
-# once, so it collected about every request and promoted their live objects to older
-# generations, whose full collections then walked the whole heap: 9% of the API process's CPU
-# under bench_api.py (tests/perf/README.md, the API section). At 10,000 a collection is rare,
-# as a request frees what it allocates; cycles still go, just in larger batches.
-GC_YOUNG_THRESHOLD = 10_000
-
-
-async def settle_heap(app: web.Application) -> None:
-    """Once the application has started (modules imported, routes and templates built), its
-    objects live as long as the process: moved out of the collector's sight (`gc.freeze`), so a
-    full collection walks only what came after; and young collections made rarer. The process's
-    other listeners (`opensend serve` runs the MX beside the API) share these settings. Once
-    per process: a process that starts several applications (the tests) freezes only the
-    first's."""
-    global _heap_settled
-    if _heap_settled:
-        return
-    _heap_settled = True
-    gc.collect()
-    gc.freeze()
-    young, middle, old = gc.get_threshold()
-    gc.set_threshold(max(young, GC_YOUNG_THRESHOLD), middle, old)
-
-
-_heap_settled = False
-
-
 def make_ops_app(pool: Pool) -> web.Application:
     """Only /healthz and /metrics: what `opensend serve --only mta` exposes."""
     app = web.Application(middlewares=[json_errors])
@@ -219,7 +189,6 @@ def make_app(
     app = web.Application(middlewares=[api_edge], client_max_size=max_body)
     app[POOL] = pool
     install_state(app, pool)
-    app.on_startup.append(settle_heap)
     app[SETTINGS] = settings
     app[TOKENS] = tokens
     app[DNS] = dns

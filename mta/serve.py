@@ -28,6 +28,7 @@ from pathlib import Path
 from aiohttp import web
 
 from api.http_client import LookupResolver
+from mta import memory
 from mta.authcheck.checks import Authenticator
 from mta.authcheck.worker import AuthCheckWorkers
 from mta.delivery.workers import DeliveryWorkers
@@ -157,6 +158,7 @@ async def serve(
         else:
             runners.append(await _start_http(make_ops_app(pool), settings.metrics_listen))
         log.info("OpenSend ready", extra={"parts": only or "all", "env": settings.env.value})
+        memory.settle_heap()
         await stop.wait()
         log.info("stopping: finishing transactions in flight")
     finally:
@@ -286,6 +288,7 @@ def auth_check_main(settings: Settings, url: str, parent_pid: int) -> None:
             authserv_id=settings.hostname,
         )
         await checkers.start()
+        memory.settle_heap()
         try:
             await until_stopped_or_orphaned(stop, parent_pid)
         finally:
@@ -331,6 +334,7 @@ def mx_worker_main(settings: Settings, url: str, parent_pid: int) -> None:
         stop = stop_on_signals(settings.shutdown_drain)
         pool = await open_pool(url, max_size=_pool_size(settings))
         listener = await start_mx(settings, pool, reply_tokens(settings), reuse_port=True)
+        memory.settle_heap()
         try:
             await until_stopped_or_orphaned(stop, parent_pid)
         finally:
@@ -393,6 +397,7 @@ def webhook_process_main(settings: Settings, url: str, parent_pid: int) -> None:
         )
         workers = webhook_workers(settings, pool, url)
         await workers.start()
+        memory.settle_heap()
         try:
             await until_stopped_or_orphaned(stop, parent_pid)
         finally:

@@ -13,7 +13,6 @@ Decisions stay with the handler (`mta.mx.handler`).
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import re
 import ssl
@@ -74,6 +73,21 @@ def _handler_hooks(handler: Any) -> dict[str, Any]:
         }
         handler._opensend_hooks = hooks
     return hooks
+
+
+# Replies as written, by what the engine or the handler passed to `push`.
+_WIRE_LINES: dict[Any, bytes] = {}
+_FIXED_REPLIES = frozenset(replies.ENGINE_REPLIES) | frozenset(
+    str(reply) for reply in replies.CATALOGUE.values()
+)
+
+
+class _CommandSizeLimits(dict[str, int]):
+    """aiosmtpd's per-command line limits: RFC 5321 section 4.5.3.1.4's 512 octets unless an
+    extension raised a command's (SIZE, SMTPUTF8 on MAIL)."""
+
+    def __missing__(self, command: str) -> int:
+        return SMTP.command_size_limit
 
 
 class _BoundCommands(Mapping[str, Any]):
@@ -141,7 +155,9 @@ class MXProtocol(SMTP):
         # `offers_smtputf8`, and what a non-ASCII address gets is policy's (address_refusal).
         self.enable_SMTPUTF8 = True
         self._decode_data = False
-        self.command_size_limits = collections.defaultdict(lambda: self.command_size_limit)
+        # aiosmtpd's defaultdict closes over the protocol: a reference cycle per connection,
+        # which only the cyclic collector frees.
+        self.command_size_limits = _CommandSizeLimits()
         self.hostname = hostname
         self.tls_context = tls_context
         self.require_starttls = False
@@ -162,7 +178,6 @@ class MXProtocol(SMTP):
         self._auth_methods = {}  # the MX offers no AUTH (RFC 6409: that is submission's job)
         self._handle_hooks = _handler_hooks(handler)
         self._ehlo_hook_ver = None
-        self._smtp_methods = _BoundCommands(self)  # type: ignore[assignment]  # read-only use
         self._enforce_call_limit = False
 
         self._gate = gate
@@ -172,6 +187,12 @@ class MXProtocol(SMTP):
         self._data_budget = data_budget
         self._admitted = False
         self.in_data = False  # between DATA and its final reply: never cut off in a drain
+
+    @property
+    def _smtp_methods(self) -> Mapping[str, Any]:  # type: ignore[override]
+        """aiosmtpd's command table; made on each lookup, as a stored one pointing back at
+        this protocol would be another reference cycle per connection."""
+        return _BoundCommands(self)
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -267,12 +288,29 @@ class MXProtocol(SMTP):
             # The client is gone (a cut connection, a failed TLS session): nobody to answer,
             # and asyncio's TLS transport raises on a write after its close.
             return
+        line = _WIRE_LINES.get(status)
+        if line is None:
+            line = self._wire_line(status)
+        transport.write(line)
+        # asyncio's FlowControlMixin: paused while the client is not reading our replies; then
+        # wait, as StreamWriter.drain() would (which also raises once the connection is lost).
+        if self._paused:  # type: ignore[attr-defined]
+            await self._drain_helper()  # type: ignore[attr-defined]
+
+    def _wire_line(self, status: AnyStr) -> bytes:
         text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
-        if text == f"250 {self.hostname}":  # aiosmtpd's answer to HELO
+        greeting = text.startswith(f"220 {self.hostname} ")
+        helo = text == f"250 {self.hostname}"  # aiosmtpd's answer to HELO
+        if helo:
             text = str(replies.S250_HELO.format(hostname=self.hostname))
-        elif not text.startswith(f"220 {self.hostname} "):  # RFC 2034 section 3: not the greeting
+        elif not greeting:  # RFC 2034 section 3: every reply but the greeting has a code
             text = replies.engine_reply(text)
-        await super().push(text)
+        line = f"{text}\r\n".encode()
+        # Fixed replies are kept as bytes (a few dozen, and a greeting and a HELO answer per
+        # listener); a reply that quotes the client is made each time.
+        if (greeting or helo or status in _FIXED_REPLIES) and len(_WIRE_LINES) < 256:
+            _WIRE_LINES[status] = line
+        return line
 
     # -- commands -----------------------------------------------------------------------------
 
