@@ -52,7 +52,8 @@ def settle_heap() -> None:
     """Once a process has started (modules imported, listeners and applications built), its
     objects live as long as it does: moved out of the collector's sight (`gc.freeze`), so a
     full collection walks only what came after; and young collections made rarer. Once per
-    process: a process that starts several applications (the tests) freezes only the first's.
+    process. A frozen object is never collected: what is open at that moment and closed later
+    (a session under way, a pool connection replaced) stays, once, a bounded cost.
     """
     global _heap_settled
     if _heap_settled:

@@ -83,11 +83,15 @@ _FIXED_REPLIES = frozenset(replies.ENGINE_REPLIES) | frozenset(
 
 
 class _CommandSizeLimits(dict[str, int]):
-    """aiosmtpd's per-command line limits: RFC 5321 section 4.5.3.1.4's 512 octets unless an
-    extension raised a command's (SIZE, SMTPUTF8 on MAIL)."""
+    """aiosmtpd's per-command line limits: the protocol's default (RFC 5321 section 4.5.3.1.4's
+    512 octets) unless an extension raised a command's (SIZE, SMTPUTF8 on MAIL)."""
+
+    def __init__(self, default: int) -> None:
+        super().__init__()
+        self._default = default
 
     def __missing__(self, command: str) -> int:
-        return SMTP.command_size_limit
+        return self._default
 
 
 class _BoundCommands(Mapping[str, Any]):
@@ -155,9 +159,9 @@ class MXProtocol(SMTP):
         # `offers_smtputf8`, and what a non-ASCII address gets is policy's (address_refusal).
         self.enable_SMTPUTF8 = True
         self._decode_data = False
-        # aiosmtpd's defaultdict closes over the protocol: a reference cycle per connection,
-        # which only the cyclic collector frees.
-        self.command_size_limits = _CommandSizeLimits()
+        # aiosmtpd's defaultdict closes over the protocol: one of the reference cycles that
+        # leave a closed session to the cyclic collector (others remain: the stream writer).
+        self.command_size_limits = _CommandSizeLimits(self.command_size_limit)
         self.hostname = hostname
         self.tls_context = tls_context
         self.require_starttls = False
@@ -191,7 +195,7 @@ class MXProtocol(SMTP):
     @property
     def _smtp_methods(self) -> Mapping[str, Any]:  # type: ignore[override]
         """aiosmtpd's command table; made on each lookup, as a stored one pointing back at
-        this protocol would be another reference cycle per connection."""
+        this protocol would be one more reference cycle per connection."""
         return _BoundCommands(self)
 
     # -- connection ---------------------------------------------------------------------------

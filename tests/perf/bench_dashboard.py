@@ -32,6 +32,7 @@ from aiohttp import web  # noqa: E402
 from smtp_load import quantile  # noqa: E402
 
 from api.app import make_app  # noqa: E402
+from mta import memory  # noqa: E402
 from mta.dns import Resolver  # noqa: E402
 from mta.listeners import start_mx  # noqa: E402
 from policy.dashboard.passwords import hash_password  # noqa: E402
@@ -58,6 +59,7 @@ async def run(args: argparse.Namespace, url: str, work: Path) -> dict[str, float
     runner = web.AppRunner(make_app(pool, settings, tokens, Resolver(settings.dns_servers)))
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
+    memory.settle_heap()  # as `opensend serve` does once it has started
     base = f"http://127.0.0.1:{runner.addresses[0][1]}"
     try:
         tenant = await directory.create_tenant(pool, "bench")
