@@ -781,6 +781,18 @@ async def test_starttls_is_advertised_with_a_certificate_and_the_message_is_stor
     assert f"with ESMTPS ({negotiated})" in row["received_header"]  # RFC 3848
 
 
+async def test_quit_ends_the_session_and_commands_pipelined_after_it_are_not_read(
+    mx: MXListener,
+) -> None:
+    """RFC 5321 section 4.1.1.10: the server sends 221 and closes; a MAIL sent after QUIT in
+    the same write gets no reply."""
+    async with raw_session(mx.port) as client:
+        await client.send_raw(b"QUIT\r\nMAIL FROM:<after@example.net>\r\n")
+        bye = await client.read_reply(REPLY_TIMEOUT)
+        assert_reply(bye, replies.S221_BYE)
+        assert await closed_by_server(client)
+
+
 async def test_commands_pipelined_after_starttls_in_the_clear_are_discarded(
     tls_mx: tuple[MXListener, ServerCertificate],
 ) -> None:
