@@ -128,6 +128,19 @@ DELIVERY_CONNECTIONS = Counter(
     "Outbound SMTP sessions, by result (opened, reused, failed)",
     ["result"],
 )
+DELIVERY_BACKUP_RECIPIENTS = Counter(
+    "opensend_delivery_backup_recipients_total",
+    "Recipients answered by a next host of the route, in the same attempt, after a host "
+    "deferred them (mta/delivery/hops.py)",
+)
+DELIVERY_UNREACHABLE_HOSTS = Counter(
+    "opensend_delivery_unreachable_hosts_total",
+    "Failed connections that put their host after its route's others for a while",
+)
+DELIVERY_RECLAIMS_GIVEN_UP = Counter(
+    "opensend_delivery_reclaims_given_up_total",
+    "Deliveries failed because their lease ran out mid-attempt too many times in a row",
+)
 
 # Authentication checks of received mail (mta/authcheck/worker.py), in a process of their own;
 # its samples reach /metrics through the multiprocess directory (mta/cli.py).

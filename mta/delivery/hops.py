@@ -46,6 +46,8 @@ async def transact(
             last = held
             continue
         one, host = held
+        if sessions:  # a host after one that deferred these recipients
+            metrics.DELIVERY_BACKUP_RECIPIENTS.inc(len(one))
         answers.update(one)
         hosts.update(dict.fromkeys(one, host))
         sessions += 1

@@ -105,6 +105,7 @@ class ClaimPipeline:
                 route = routes[delivery.recipient_domain]
                 if delivery.reclaims >= MAX_RECLAIMS:
                     route = GIVEN_UP
+                    metrics.DELIVERY_RECLAIMS_GIVEN_UP.inc()
                 key = (delivery.email_id, _route_key(route))
                 groups[key].append(delivery)
                 group_routes[key] = route

@@ -14,6 +14,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 
+from mta import metrics
 from mta.delivery.routes import Hop
 from mta.delivery.smtp_client import SessionFailed, SmtpSession, Timeouts
 from policy.delivery.result import Stage
@@ -114,6 +115,7 @@ class SmtpPool:
                 break
             del remembered[oldest]
         remembered[key] = now + self._unreachable_seconds
+        metrics.DELIVERY_UNREACHABLE_HOSTS.inc()
 
     async def release(self, session: SmtpSession) -> None:
         """To a task waiting for its host, or the idle list, if it can carry another message;

@@ -20,6 +20,7 @@ from uuid import UUID
 import aiohttp
 import pytest
 
+from mta import metrics
 from mta.delivery.smtp_pool import SmtpPool
 from mta.delivery.workers import DeliveryWorkers
 from policy.tokens import ReplyTokens
@@ -333,8 +334,10 @@ async def test_a_row_whose_attempts_are_cut_off_five_times_is_failed_not_retried
         cut_off_before,
     )
     env = {"OPENSEND_TRANSPORTS": f"example.net=127.0.0.1:{sink.port}"}
+    given_up = metrics.DELIVERY_RECLAIMS_GIVEN_UP._value.get()
     async with delivery_workers(pool, url, tmp_path, **env):
         rows = await wait_until_final(pool, email_id, statuses=(status,))
+    assert metrics.DELIVERY_RECLAIMS_GIVEN_UP._value.get() - given_up == (status == "bounced")
     row = rows["cursed@example.net"]
     assert row["reclaims"] == 0  # every recorded outcome starts the count again
     if status == "delivered":

@@ -124,10 +124,12 @@ async def test_recipients_the_primary_mx_defers_go_to_the_backup_in_the_same_att
         dns.zone.add("mx1.backup.example", "A", "127.0.0.8")
         dns.zone.add("mx2.backup.example", "A", "127.0.0.9")
         env = {"OPENSEND_DNS_SERVERS": dns.address, "OPENSEND_SMTP_PORT": str(primary.port)}
+        handed_on = metrics.DELIVERY_BACKUP_RECIPIENTS._value.get()
         async with delivery_workers(pool, url, tmp_path, **env):
             email_id = await sender.queue(recipients)
             rows = await wait_until_final(pool, email_id)
         on_backup = {r for m in backup.messages for r in m.rcpt_tos}
+        assert metrics.DELIVERY_BACKUP_RECIPIENTS._value.get() - handed_on == len(on_backup)
         on_primary = {r for m in primary.messages for r in m.rcpt_tos}
     if primary_says == "some_recipients":
         assert (on_primary, on_backup) == ({"erin@backup.example"}, {"frank@backup.example"})
@@ -191,12 +193,14 @@ async def test_a_primary_that_would_not_greet_goes_last_for_the_next_messages(
             dns.zone.add("mx1.down.example", "A", "127.0.0.13")
             dns.zone.add("mx2.down.example", "A", "127.0.0.14")
             env = {"OPENSEND_DNS_SERVERS": dns.address, "OPENSEND_SMTP_PORT": str(backup.port)}
+            marked = metrics.DELIVERY_UNREACHABLE_HOSTS._value.get()
             async with delivery_workers(pool, url, tmp_path, **env):
                 for n in range(3):
                     email_id = await sender.queue([f"ivy{n}@down.example"])
                     await wait_until_final(pool, email_id)
         assert len(backup.messages) == 3
     assert len(accepted) == 1
+    assert metrics.DELIVERY_UNREACHABLE_HOSTS._value.get() - marked == 1
 
 
 async def test_a_domain_without_mx_gets_mail_at_its_address_record(
