@@ -56,6 +56,17 @@ def event_types(rows: list[dict[str, object]]) -> list[object]:
     return [row["type"] for row in rows]
 
 
+def primary_and_backup(
+    dns: LoopbackDNSServer, domain: str, primary: str, backup: str, port: int
+) -> dict[str, str]:
+    """`domain` with two MX hosts, mx1 (preference 10) at `primary` and mx2 (20) at `backup`,
+    both listening on `port`; the workers' environment that reaches them."""
+    dns.zone.add(domain, "MX", f"10 mx1.{domain}.", f"20 mx2.{domain}.")
+    dns.zone.add(f"mx1.{domain}", "A", primary)
+    dns.zone.add(f"mx2.{domain}", "A", backup)
+    return {"OPENSEND_DNS_SERVERS": dns.address, "OPENSEND_SMTP_PORT": str(port)}
+
+
 # -- MX routing through DNS (RFC 5321 section 5.1, RFC 7505) --------------------------------
 
 
@@ -120,10 +131,7 @@ async def test_recipients_the_primary_mx_defers_go_to_the_backup_in_the_same_att
             primary.handler.data_replies = ["451 4.3.0 Queue full, try later"]
         else:
             primary.handler.rcpt_replies = {"frank@backup.example": "452 4.2.2 Mailbox full"}
-        dns.zone.add("backup.example", "MX", "10 mx1.backup.example.", "20 mx2.backup.example.")
-        dns.zone.add("mx1.backup.example", "A", "127.0.0.8")
-        dns.zone.add("mx2.backup.example", "A", "127.0.0.9")
-        env = {"OPENSEND_DNS_SERVERS": dns.address, "OPENSEND_SMTP_PORT": str(primary.port)}
+        env = primary_and_backup(dns, "backup.example", "127.0.0.8", "127.0.0.9", primary.port)
         handed_on = metrics.DELIVERY_BACKUP_RECIPIENTS._value.get()
         async with delivery_workers(pool, url, tmp_path, **env):
             email_id = await sender.queue(recipients)
@@ -189,10 +197,7 @@ async def test_a_primary_that_would_not_greet_goes_last_for_the_next_messages(
     async with sinks_on_one_port("127.0.0.14") as (backup,):
         primary = await asyncio.start_server(hang_up, "127.0.0.13", backup.port)
         async with primary:
-            dns.zone.add("down.example", "MX", "10 mx1.down.example.", "20 mx2.down.example.")
-            dns.zone.add("mx1.down.example", "A", "127.0.0.13")
-            dns.zone.add("mx2.down.example", "A", "127.0.0.14")
-            env = {"OPENSEND_DNS_SERVERS": dns.address, "OPENSEND_SMTP_PORT": str(backup.port)}
+            env = primary_and_backup(dns, "down.example", "127.0.0.13", "127.0.0.14", backup.port)
             marked = metrics.DELIVERY_UNREACHABLE_HOSTS._value.get()
             async with delivery_workers(pool, url, tmp_path, **env):
                 for n in range(3):
