@@ -24,6 +24,7 @@ from api.pagination import list_body, page_request, query_datetime, query_uuid, 
 from policy.authcheck.verdicts import header_field, obscure_forged_results
 from policy.inbound.attachments import (
     attachment_id,
+    image_type,
     part_path,
     referenced_images,
     with_data_uris,
@@ -276,11 +277,14 @@ async def _inline_images(
     parts = await mime_parts.extract_many(stored.raw, [path for path, _ in wanted.values()])
     # The media type as mime_parts cleaned it: a part may declare anything, quotes included,
     # and this one is written into an HTML attribute.
-    images = {
-        content_id: (parts[path].content_type, parts[path].payload)
-        for content_id, (path, _declared) in wanted.items()
-        if path in parts and parts[path].content_type.startswith("image/")
-    }
+    images: dict[str, tuple[str, bytes]] = {}
+    for content_id, (path, _declared) in wanted.items():
+        part = parts.get(path)
+        if part is None:
+            continue
+        media_type = image_type(part.content_type, part.payload)
+        if media_type is not None:
+            images[content_id] = (media_type, part.payload)
     return with_data_uris(html, images), stripped and with_data_uris(stripped, images)
 
 

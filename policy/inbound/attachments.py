@@ -51,7 +51,7 @@ def referenced_images(
         content_id = str(entry.get("content_id") or "").strip("<>").lower()
         size = int(entry.get("size") or 0)
         content_type = str(entry.get("content_type") or "")
-        if content_id not in named or not content_type.startswith("image/"):
+        if content_id not in named or not may_be_image(content_type):
             continue
         if size > MAX_INLINE_IMAGE_BYTES or total + size > MAX_INLINE_TOTAL_BYTES:
             continue
@@ -60,6 +60,34 @@ def referenced_images(
         if len(chosen) == MAX_INLINE_IMAGES:
             break
     return chosen
+
+
+# Mail clients label an inline image application/octet-stream often enough (Outlook, some
+# mailers' attachments pasted into HTML) that the HTML names it by cid: all the same. Such a part
+# is written as a data: URI only when its bytes are one of these raster images, by signature.
+_IMAGE_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+
+
+def may_be_image(content_type: str) -> bool:
+    """A part whose media type lets it be an inline image: image/*, or unlabelled bytes."""
+    return content_type.startswith("image/") or content_type == "application/octet-stream"
+
+
+def image_type(content_type: str, payload: bytes) -> str | None:
+    """The media type to write a part's data: URI with, or None when it is not an image: its
+    own image/* type, or for unlabelled bytes the raster type its signature shows."""
+    if content_type.startswith("image/"):
+        return content_type
+    if content_type != "application/octet-stream":
+        return None
+    if payload[:4] == b"RIFF" and payload[8:12] == b"WEBP":
+        return "image/webp"
+    return next((kind for magic, kind in _IMAGE_SIGNATURES if payload.startswith(magic)), None)
 
 
 def with_data_uris(html: str, images: Mapping[str, tuple[str, bytes]]) -> str:

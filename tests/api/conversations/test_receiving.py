@@ -7,6 +7,7 @@ tenant isolation, and mail the parser could only partly read.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -513,3 +514,28 @@ async def test_a_message_without_subject_or_message_id_and_an_inline_part_reads_
     assert (detail["subject"], detail["message_id"]) == ("", "")
     assert [item["subject"] for item in listed["data"] if item["id"] == str(received_id)] == [""]
     assert (image["content_id"], image["content_disposition"]) == ("logo@x", "inline")
+
+
+async def test_an_inline_image_labelled_as_bytes_is_shown_by_what_its_bytes_are(
+    api: ApiServer, mx: MXListener, make_tenant: MakeTenant
+) -> None:
+    """Outlook and others label inline images application/octet-stream; the HTML names them by
+    cid: all the same. A PNG so labelled becomes a data:image/png URI; bytes that are no image
+    keep their cid: reference."""
+    acme = await make_tenant(catch_all=True)
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR").decode()
+    not_an_image = base64.b64encode(b"<svg onload=alert(1)>").decode()
+    content = (
+        f"From: customer@example.net\r\nTo: x@{acme.name}\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/related; boundary="b"\r\n\r\n'
+        '--b\r\nContent-Type: text/html\r\n\r\n<img src="cid:logo@x"><img src="cid:svg@x">\r\n'
+        "--b\r\nContent-Type: application/octet-stream\r\nContent-ID: <logo@x>\r\n"
+        f"Content-Transfer-Encoding: base64\r\n\r\n{png}\r\n"
+        "--b\r\nContent-Type: application/octet-stream\r\nContent-ID: <svg@x>\r\n"
+        f"Content-Transfer-Encoding: base64\r\n\r\n{not_an_image}\r\n--b--\r\n"
+    ).encode()
+    received_id = await deliver(mx, acme, content, rcpt=f"x@{acme.name}")
+    async with client(api, await acme.api_key()) as http:
+        detail = await get_json(http, f"/emails/receiving/{received_id}")
+    assert f'<img src="data:image/png;base64,{png}">' in detail["html"]
+    assert '<img src="cid:svg@x">' in detail["html"]

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from policy.inbound.attachments import MAX_INLINE_TOTAL_BYTES, referenced_images, with_data_uris
+from policy.inbound.attachments import (
+    MAX_INLINE_TOTAL_BYTES,
+    image_type,
+    referenced_images,
+    with_data_uris,
+)
 
 
 def test_only_images_the_html_names_by_cid_and_within_the_bounds_become_data_uris() -> None:
@@ -47,3 +52,25 @@ def test_an_image_named_ten_thousand_times_is_written_only_within_the_budget() -
 def test_a_cid_url_is_found_where_a_url_starts(html: str, replaced: bool) -> None:
     written = with_data_uris(html, {"a@b": ("image/png", b"\x89PNG")})
     assert ("data:image/png;base64,iVBORw==" in written) is replaced
+
+
+@pytest.mark.parametrize(
+    ("content_type", "payload", "written_as"),
+    [
+        ("image/png", b"anything", "image/png"),  # its own label is kept
+        ("application/octet-stream", b"\x89PNG\r\n\x1a\n...", "image/png"),
+        ("application/octet-stream", b"\xff\xd8\xff\xe0...", "image/jpeg"),
+        ("application/octet-stream", b"GIF89a...", "image/gif"),
+        ("application/octet-stream", b"RIFF\x00\x00\x00\x00WEBPVP8 ", "image/webp"),
+        ("application/octet-stream", b"<svg onload=alert(1)>", None),  # not by signature
+        ("application/octet-stream", b"%PDF-1.7", None),
+        ("application/pdf", b"\x89PNG\r\n\x1a\n", None),  # labelled as something else
+    ],
+)
+def test_an_inline_part_labelled_as_bytes_is_written_as_an_image_only_by_its_signature(
+    content_type: str, payload: bytes, written_as: str | None
+) -> None:
+    assert image_type(content_type, payload) == written_as
+    entries = [{"part": "2", "content_id": "a@b", "content_type": content_type, "size": 9}]
+    named = referenced_images('<img src="cid:a@b">', entries)
+    assert bool(named) is (content_type != "application/pdf")
