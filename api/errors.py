@@ -136,6 +136,9 @@ SNS_UNTRUSTED = ErrorKind(
 SES_NOTIFICATION_UNUSABLE = ErrorKind(
     422, "unusable_ses_notification", "The SES notification does not name a stored email."
 )
+SES_BUCKET_NOT_ALLOWED = ErrorKind(
+    403, "s3_bucket_not_allowed", "The S3 bucket named in the SES notification is not read here."
+)
 SES_OBJECT_MISSING = ErrorKind(
     422, "s3_object_missing", "The S3 object named in the SES notification does not exist."
 )

@@ -98,10 +98,19 @@ class SesIngester:
     max_age: int
     s3_region: str | None  # None: botocore's own (AWS_REGION, the config file)
     s3_endpoint: str | None  # None: AWS's endpoint for the region
+    # The buckets a notification may name; empty: any the credentials can read.
+    s3_buckets: frozenset[str] = frozenset()
 
     @property
     def enabled(self) -> bool:
         return bool(self.topic_arns)
+
+    def reads_bucket(self, bucket: str) -> bool:
+        """Whether an object of `bucket` may be read. A notification that passed every check
+        of its topic still names the bucket and key: with the list, a topic that takes other
+        accounts' SES rules (a policy without aws:SourceAccount) cannot have the server read
+        any other object its credentials reach into a tenant's mail."""
+        return not self.s3_buckets or bucket in self.s3_buckets
 
 
 @dataclass(frozen=True, slots=True)
@@ -436,6 +445,9 @@ def _secret(name: str, raw: str) -> bytes:
 # An SNS topic ARN (arn:aws:sns:us-east-1:123456789012:ses-inbound), in any AWS partition.
 _TOPIC_ARN = re.compile(r"arn:aws(-[a-z]+)*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}")
 DEFAULT_SES_MAX_AGE = "75m"
+# Amazon S3's bucket naming rules: 3 to 63 characters, lowercase letters, digits, dots, hyphens,
+# starting and ending with a letter or digit.
+_S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
 # Resend's schedule (resend.com/docs/webhooks/retries-and-replays): after the first attempt.
@@ -502,6 +514,15 @@ def _ses_ingester(env: Mapping[str, str]) -> SesIngester:
             f"OPENSEND_SES_S3_ENDPOINT: {endpoint!r} is not http(s)://host[:port] "
             "(for example https://s3.eu-west-1.amazonaws.com)"
         )
+    buckets = frozenset(
+        item.strip() for item in env.get("OPENSEND_SES_S3_BUCKETS", "").split(",") if item.strip()
+    )
+    for bucket in sorted(buckets):
+        if _S3_BUCKET.fullmatch(bucket) is None:
+            raise SettingsError(
+                f"OPENSEND_SES_S3_BUCKETS: {bucket!r} is not an S3 bucket name "
+                "(3 to 63 lowercase letters, digits, dots and hyphens)"
+            )
     return SesIngester(
         topic_arns=topics,
         cert_host=cert_host,
@@ -512,6 +533,7 @@ def _ses_ingester(env: Mapping[str, str]) -> SesIngester:
         ),
         s3_region=region,
         s3_endpoint=endpoint,
+        s3_buckets=buckets,
     )
 
 

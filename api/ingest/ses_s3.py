@@ -46,6 +46,7 @@ _REFUSED = {
 _OUTCOMES = {
     errors.SNS_INVALID_MESSAGE: "invalid",
     errors.SNS_UNTRUSTED: "untrusted",
+    errors.SES_BUCKET_NOT_ALLOWED: "untrusted",
     errors.SES_NOTIFICATION_UNUSABLE: "invalid",
     errors.SNS_CONFIRMATION_REFUSED: "invalid",
     errors.SES_OBJECT_MISSING: "s3_missing",
@@ -93,6 +94,14 @@ async def receive(request: web.Request) -> web.StreamResponse:
                     "notification_type": receipt.notification_type,
                     "stored": False,
                 }
+            )
+        if not request.app[SETTINGS].ses.reads_bucket(receipt.bucket):
+            log.warning(
+                "SES notification names a bucket not allowed", extra={"bucket": receipt.bucket}
+            )
+            raise ApiError(
+                errors.SES_BUCKET_NOT_ALLOWED,
+                f"s3://{receipt.bucket} is not in OPENSEND_SES_S3_BUCKETS; nothing was read.",
             )
         raw = await clients.objects.read(
             receipt.bucket, receipt.key, request.app[SETTINGS].max_message_size
@@ -195,4 +204,9 @@ def install(app: web.Application) -> None:
     config = app[SETTINGS].ses
     if config.enabled:
         log.info("SES ingester accepts SNS topics", extra={"topics": sorted(config.topic_arns)})
+        if not config.s3_buckets:
+            log.warning(
+                "SES ingester reads any S3 bucket a notification names: "
+                "set OPENSEND_SES_S3_BUCKETS to the bucket of your receipt rule"
+            )
         app.cleanup_ctx.append(aws_clients)

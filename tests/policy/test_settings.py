@@ -306,6 +306,8 @@ MALFORMED = [
     pytest.param("OPENSEND_SES_MAX_AGE", "forever", id="ses_max_age_word"),
     pytest.param("OPENSEND_SES_S3_REGION", "US East", id="ses_region_words"),
     pytest.param("OPENSEND_SES_S3_ENDPOINT", "s3.example.test", id="ses_endpoint_no_scheme"),
+    pytest.param("OPENSEND_SES_S3_BUCKETS", "mail,Inbound_Mail", id="ses_bucket_uppercase"),
+    pytest.param("OPENSEND_SES_S3_BUCKETS", "s3://mail", id="ses_bucket_as_url"),
     pytest.param(
         "OPENSEND_SES_S3_ENDPOINT", "https://s3.example.test/bucket", id="ses_endpoint_path"
     ),
@@ -392,8 +394,11 @@ def test_the_ses_ingester_reads_its_topics_and_s3_endpoint(tmp_path: Path) -> No
         OPENSEND_SES_MAX_AGE="2h",
         OPENSEND_SES_S3_REGION="eu-west-1",
         OPENSEND_SES_S3_ENDPOINT="http://127.0.0.1:9000",
+        OPENSEND_SES_S3_BUCKETS=" inbound-mail , mail.example.com",
     ).ses
     assert ses.enabled
+    assert ses.s3_buckets == {"inbound-mail", "mail.example.com"}
+    assert ses.reads_bucket("inbound-mail") and not ses.reads_bucket("private-reports")
     assert ses.topic_arns == {
         "arn:aws:sns:eu-west-1:123456789012:ses-inbound",
         "arn:aws-cn:sns:cn-north-1:123456789012:inbound_cn",

@@ -615,3 +615,35 @@ async def test_storage_down_is_503_and_the_retry_after_it_is_stored_once(
         assert retry_status == 202, retry
         assert retry["duplicate"] is False
         assert len(await rows_of_event(api.pool, event_id_of(notification))) == 1
+
+
+async def test_a_bucket_not_in_the_allow_list_is_refused_403_without_reading_it(
+    start_test_api: StartApi,
+    dns: LoopbackDNSServer,
+    sns_host: SnsHost,
+    aws: MotoAws,
+    signer: SnsSigner,
+    aws_credentials: None,
+) -> None:
+    """A notification from an allowed topic still names the object to read: with
+    OPENSEND_SES_S3_BUCKETS, an object of any other bucket the credentials reach (here, one
+    holding something that is not mail) is never read into a tenant's mail."""
+    await aws.create_bucket("private-reports")
+    await aws.put_object("private-reports", "q4.csv", message())
+    env = ses_env(dns, sns_host, aws) | {"OPENSEND_SES_S3_BUCKETS": BUCKET}
+    sns = Sns((await start_test_api(**env)).url, signer, sns_host, aws)
+    elsewhere = sns.signer.notification(
+        ses_receipt(
+            bucket="private-reports", key="q4.csv", recipients=["a@example.com"], message_id="m"
+        ),
+        cert_url=sns.host.cert_url,
+    )
+    status, body = await sns.post(elsewhere)
+    assert (status, body["name"], body["message"]) == (
+        403,
+        "s3_bucket_not_allowed",
+        "s3://private-reports is not in OPENSEND_SES_S3_BUCKETS; nothing was read.",
+    )
+    # The allowed bucket is read as before: this one reaches routing (a@example.com has none).
+    status, body = await sns.post(await sns.email_in_s3(message(), ["a@example.com"]))
+    assert (status, body["name"]) == (422, "recipients_refused")
