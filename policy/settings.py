@@ -488,16 +488,25 @@ def _webhook_settings(env: Mapping[str, str], environment: Environment) -> Webho
     return settings
 
 
+def _names(
+    env: Mapping[str, str], name: str, form: re.Pattern[str], not_one: str
+) -> frozenset[str]:
+    """A comma-separated list of names, each of `form`; SettingsError naming the first that
+    is not (`not_one` says what it should be)."""
+    names = frozenset(item.strip() for item in env.get(name, "").split(",") if item.strip())
+    for item in sorted(names):
+        if form.fullmatch(item) is None:
+            raise SettingsError(f"{name}: {item!r} {not_one}")
+    return names
+
+
 def _ses_ingester(env: Mapping[str, str]) -> SesIngester:
-    topics = frozenset(
-        item.strip() for item in env.get("OPENSEND_SES_TOPIC_ARNS", "").split(",") if item.strip()
+    topics = _names(
+        env,
+        "OPENSEND_SES_TOPIC_ARNS",
+        _TOPIC_ARN,
+        "is not an SNS topic ARN (for example arn:aws:sns:eu-west-1:123456789012:ses-inbound)",
     )
-    for topic in sorted(topics):
-        if _TOPIC_ARN.fullmatch(topic) is None:
-            raise SettingsError(
-                f"OPENSEND_SES_TOPIC_ARNS: {topic!r} is not an SNS topic ARN "
-                "(for example arn:aws:sns:eu-west-1:123456789012:ses-inbound)"
-            )
     pattern = env.get("OPENSEND_SES_CERT_HOST_PATTERN", "").strip() or DEFAULT_CERT_HOST_PATTERN
     try:
         cert_host = re.compile(pattern)
@@ -514,15 +523,12 @@ def _ses_ingester(env: Mapping[str, str]) -> SesIngester:
             f"OPENSEND_SES_S3_ENDPOINT: {endpoint!r} is not http(s)://host[:port] "
             "(for example https://s3.eu-west-1.amazonaws.com)"
         )
-    buckets = frozenset(
-        item.strip() for item in env.get("OPENSEND_SES_S3_BUCKETS", "").split(",") if item.strip()
+    buckets = _names(
+        env,
+        "OPENSEND_SES_S3_BUCKETS",
+        _S3_BUCKET,
+        "is not an S3 bucket name (3 to 63 lowercase letters, digits, dots and hyphens)",
     )
-    for bucket in sorted(buckets):
-        if _S3_BUCKET.fullmatch(bucket) is None:
-            raise SettingsError(
-                f"OPENSEND_SES_S3_BUCKETS: {bucket!r} is not an S3 bucket name "
-                "(3 to 63 lowercase letters, digits, dots and hyphens)"
-            )
     return SesIngester(
         topic_arns=topics,
         cert_host=cert_host,

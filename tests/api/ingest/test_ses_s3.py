@@ -12,7 +12,7 @@ import base64
 import json
 import re
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -140,17 +140,30 @@ class Sns:
         return sum(1 for request in self.host.requests if request == f"GET {CERT_PATH}")
 
 
+StartSns = Callable[..., Awaitable[Sns]]
+
+
 @pytest.fixture
-async def sns(
+def start_sns(
     start_test_api: StartApi,
     dns: LoopbackDNSServer,
     sns_host: SnsHost,
     aws: MotoAws,
     signer: SnsSigner,
     aws_credentials: None,
-) -> Sns:
-    api = await start_test_api(**ses_env(dns, sns_host, aws))
-    return Sns(api.url, signer, sns_host, aws)
+) -> StartSns:
+    """An API with the SES ingester set up as `ses_env` writes it, and `env` on top."""
+
+    async def start(**env: str) -> Sns:
+        api = await start_test_api(**(ses_env(dns, sns_host, aws) | env))
+        return Sns(api.url, signer, sns_host, aws)
+
+    return start
+
+
+@pytest.fixture
+async def sns(start_sns: StartSns) -> Sns:
+    return await start_sns()
 
 
 def stored_ids(body: dict[str, Any]) -> list[UUID]:
@@ -493,16 +506,8 @@ async def test_an_unrouted_recipient_is_refused_422_missing_domain(sns: Sns) -> 
     ]
 
 
-async def test_an_email_larger_than_the_limit_is_refused_413_unread(
-    start_test_api: StartApi,
-    dns: LoopbackDNSServer,
-    sns_host: SnsHost,
-    aws: MotoAws,
-    signer: SnsSigner,
-    aws_credentials: None,
-) -> None:
-    api = await start_test_api(**ses_env(dns, sns_host, aws), OPENSEND_MAX_MESSAGE_SIZE="2000")
-    big = Sns(api.url, signer, sns_host, aws)
+async def test_an_email_larger_than_the_limit_is_refused_413_unread(start_sns: StartSns) -> None:
+    big = await start_sns(OPENSEND_MAX_MESSAGE_SIZE="2000")
     notification = await big.email_in_s3(message(body="x" * 5000), ["a@example.com"])
     status, body = await big.post(notification)
     assert status == 413, body
@@ -618,20 +623,14 @@ async def test_storage_down_is_503_and_the_retry_after_it_is_stored_once(
 
 
 async def test_a_bucket_not_in_the_allow_list_is_refused_403_without_reading_it(
-    start_test_api: StartApi,
-    dns: LoopbackDNSServer,
-    sns_host: SnsHost,
-    aws: MotoAws,
-    signer: SnsSigner,
-    aws_credentials: None,
+    start_sns: StartSns, aws: MotoAws
 ) -> None:
     """A notification from an allowed topic still names the object to read: with
     OPENSEND_SES_S3_BUCKETS, an object of any other bucket the credentials reach (here, one
     holding something that is not mail) is never read into a tenant's mail."""
     await aws.create_bucket("private-reports")
     await aws.put_object("private-reports", "q4.csv", message())
-    env = ses_env(dns, sns_host, aws) | {"OPENSEND_SES_S3_BUCKETS": BUCKET}
-    sns = Sns((await start_test_api(**env)).url, signer, sns_host, aws)
+    sns = await start_sns(OPENSEND_SES_S3_BUCKETS=BUCKET)
     elsewhere = sns.signer.notification(
         ses_receipt(
             bucket="private-reports", key="q4.csv", recipients=["a@example.com"], message_id="m"
