@@ -4,16 +4,19 @@ locked out per client address by the same rules as submission AUTH (policy.submi
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
 from api.context import POOL, client_ip
 from api.dashboard.context import PREFIX, SESSION, PageNotFound, path_id, render, see_other
+from policy.dashboard import account_limits, totp
 from policy.dashboard import sessions as rules
-from policy.dashboard import totp
+from policy.dashboard.account_limits import AccountFailures
 from policy.dashboard.passwords import verify_password
 from policy.submission import throttle as auth_throttle
 from policy.submission.throttle import AuthLimits, FailureRecord, Outcome
@@ -23,15 +26,18 @@ routes = web.RouteTableDef()
 
 
 class LoginThrottle:
-    """Failures remembered per client address (an IPv6 /64 counts as one), in this process."""
+    """Failures remembered per client address (an IPv6 /64 counts as one) and per account
+    (policy.dashboard.account_limits), in this process."""
 
-    MAX_ADDRESSES = 100_000
+    MAX_ADDRESSES = 100_000  # and as many accounts
 
     def __init__(self, limits: AuthLimits, clock: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits
         self._clock = clock
         self._failures: OrderedDict[str, FailureRecord] = OrderedDict()
         self._checking: dict[str, int] = {}  # sign-ins being checked now, per address
+        self._accounts: OrderedDict[str, AccountFailures] = OrderedDict()
+        self._accounts_checking: set[str] = set()  # slowed accounts: one check at a time
 
     def locked_out(self, ip: str | None) -> bool:
         key = auth_throttle.client_key(ip)
@@ -40,38 +46,63 @@ class LoginThrottle:
             is not None
         )
 
-    def begin(self, ip: str | None) -> str | None:
-        """None when a sign-in from `ip` may be checked now (then `end` it), else what to tell
-        the person. Not while locked out,
-        nor past as many at once as failures are left before a lockout: a password check takes
-        a while (argon2), and sign-ins sent together would otherwise all be checked before the
-        first failure is counted, however low the limit."""
+    def begin(self, ip: str | None, email: str) -> str | None:
+        """None when a sign-in from `ip` for `email` may be checked now (then `end` it), else
+        what to tell the person. Not while the address is locked out, nor past as many at once
+        as failures are left before a lockout: a password check takes a while (argon2), and
+        sign-ins sent together would otherwise all be checked before the first failure is
+        counted, however low the limit. Nor before an account slowed down may be tried again,
+        nor beside another check of it."""
         key = auth_throttle.client_key(ip)
-        record = auth_throttle.current(self._failures.get(key), self._clock(), self.limits)
-        if auth_throttle.before_login(record, self._clock(), self.limits) is not None:
+        now = self._clock()
+        record = auth_throttle.current(self._failures.get(key), now, self.limits)
+        if auth_throttle.before_login(record, now, self.limits) is not None:
             return LOCKED_OUT_TEXT
         failed = record.failures if record is not None else 0
         if failed + self._checking.get(key, 0) >= self.limits.max_failures:
             return BUSY_TEXT
+        account = account_limits.account_key(email)
+        past = self._accounts.get(account)
+        wait = account_limits.wait_before_check(past, now)
+        slowed = account_limits.slowed(past, now)
+        if wait > 0 or (slowed and account in self._accounts_checking):
+            return ACCOUNT_SLOWED_TEXT.format(seconds=max(1, math.ceil(wait)))
         self._checking[key] = self._checking.get(key, 0) + 1
+        if slowed:
+            self._accounts_checking.add(account)
         return None
 
-    def end(self, ip: str | None) -> None:
+    def end(self, ip: str | None, email: str) -> None:
         key = auth_throttle.client_key(ip)
         left = self._checking.pop(key, 1) - 1
         if left:
             self._checking[key] = left
+        self._accounts_checking.discard(account_limits.account_key(email))
 
-    def failed(self, ip: str | None) -> tuple[Outcome, float]:
-        """Remember a failure: the outcome, and how long to wait before answering."""
+    def failed(self, ip: str | None, email: str) -> tuple[Outcome, float]:
+        """Remember a failure, of the address and of the account: the outcome, and how long
+        to wait before answering."""
         key = auth_throttle.client_key(ip)
-        verdict = auth_throttle.after_failure(self._failures.get(key), self._clock(), self.limits)
+        now = self._clock()
+        verdict = auth_throttle.after_failure(self._failures.get(key), now, self.limits)
         if verdict.record is not None:
-            self._failures[key] = verdict.record
-            self._failures.move_to_end(key)
-            while len(self._failures) > self.MAX_ADDRESSES:
-                self._failures.popitem(last=False)
+            _remember(self._failures, key, verdict.record, self.MAX_ADDRESSES)
+        account = account_limits.account_key(email)
+        counted = account_limits.after_failure(self._accounts.get(account), now)
+        _remember(self._accounts, account, counted, self.MAX_ADDRESSES)
         return verdict.outcome, verdict.delay
+
+    def succeeded(self, email: str) -> None:
+        """The account's own user signed in: its failures are forgotten."""
+        self._accounts.pop(account_limits.account_key(email), None)
+
+
+def _remember(records: OrderedDict[str, Any], key: str, record: Any, most: int) -> None:
+    """The newest record last; past `most`, the oldest forgotten."""
+    records[key] = record
+    records.move_to_end(key)
+    while len(records) > most:
+        records.popitem(last=False)
 
 
 THROTTLE = web.AppKey("dashboard_login_throttle", LoginThrottle)
@@ -81,6 +112,9 @@ LOCKED_OUT_TEXT = (
 )
 WRONG_TEXT = "Wrong email address, password or code."
 BUSY_TEXT = "Too many sign-ins from your address at once. Wait a moment and try again."
+ACCOUNT_SLOWED_TEXT = (
+    "Too many failed sign-ins for this account. Wait {seconds} seconds and try again."
+)
 
 
 def _next_path(value: str | None) -> str:
@@ -102,7 +136,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     next_path = _next_path(str(form.get("next", "")))
     throttle = request.app[THROTTLE]
     ip = client_ip(request)
-    refusal = throttle.begin(ip)
+    refusal = throttle.begin(ip, email)
     if refusal is not None:
         page = {"error": refusal, "email": email, "next": next_path}
         return render(request, "login.html", page, status=429)
@@ -118,7 +152,7 @@ async def login(request: web.Request) -> web.StreamResponse:
             step = totp.matching_step(user.totp_secret, str(form.get("code", "")))
             valid = step is not None and await users.use_totp_step(pool, user.id, step)
         if user is None or not valid:
-            outcome, delay = throttle.failed(ip)
+            outcome, delay = throttle.failed(ip, email)
             await asyncio.sleep(delay)  # RFC 4954 section 4's advice for AUTH, applied here too
             locked = outcome is Outcome.LOCKOUT
             return render(
@@ -135,7 +169,8 @@ async def login(request: web.Request) -> web.StreamResponse:
             page = {"error": LOCKED_OUT_TEXT, "email": email, "next": next_path}
             return render(request, "login.html", page, status=429)
     finally:
-        throttle.end(ip)
+        throttle.end(ip, email)
+    throttle.succeeded(email)
     secret = rules.new_secret()
     await sessions.create_session(
         pool,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+from policy.dashboard.account_limits import FIRST_WAIT_SECONDS, FREE_FAILURES
 from tests.api.dashboard.support import PASSWORD, make_user, reader, session
 from tests.conftest import ApiServer, MakeTenant, StartApi
 
@@ -193,3 +194,42 @@ async def test_behind_a_trusted_proxy_each_client_has_its_own_lockout(
         signed_in_page = await colleague.post("/dashboard/login", right)
     assert [a.status for a in answers] == [401, 429, 429]
     assert signed_in_page.status == 303
+
+
+async def test_guesses_from_many_addresses_slow_the_account_down_without_locking_it_out(
+    start_test_api: StartApi, make_tenant: MakeTenant
+) -> None:
+    """Each address stays under its own lockout; the account, guessed from all of them, is
+    checked only once its wait has passed: then its user signs in as before."""
+    api = await start_test_api(
+        OPENSEND_AUTH_FAILURE_DELAY="0", OPENSEND_TRUSTED_PROXIES="127.0.0.1"
+    )
+    email = await make_user(await make_tenant())
+    other = await make_user(await make_tenant())
+    wrong = {"email": email.upper(), "password": "not the password"}
+    async with session() as http:
+        guesser = reader(api.url, http)
+        answers = []
+        for n in range(FREE_FAILURES + 1):
+            guesser.forwarded_for = f"198.51.100.{n + 1}"
+            answers.append(await guesser.post("/dashboard/login", wrong))
+        guesser.forwarded_for = "198.51.100.200"
+        right_too_soon = await guesser.post(
+            "/dashboard/login", {"email": email, "password": PASSWORD}
+        )
+    async with session() as http:
+        colleague = reader(api.url, http)
+        colleague.forwarded_for = "192.0.2.44"
+        other_account = await colleague.post(
+            "/dashboard/login", {"email": other, "password": PASSWORD}
+        )
+    assert [a.status for a in answers] == [401] * FREE_FAILURES + [429]
+    assert "for this account" in answers[-1].text
+    assert right_too_soon.status == 429 and "for this account" in right_too_soon.text
+    assert other_account.status == 303
+    await asyncio.sleep(FIRST_WAIT_SECONDS + 0.5)  # the account's wait, and no more
+    async with session() as http:
+        owner = reader(api.url, http)
+        owner.forwarded_for = "192.0.2.45"
+        signed_in = await owner.post("/dashboard/login", {"email": email, "password": PASSWORD})
+    assert signed_in.status == 303
