@@ -37,7 +37,7 @@ class LoginThrottle:
         self._failures: OrderedDict[str, FailureRecord] = OrderedDict()
         self._checking: dict[str, int] = {}  # sign-ins being checked now, per address
         self._accounts: OrderedDict[str, AccountFailures] = OrderedDict()
-        self._accounts_checking: set[str] = set()  # slowed accounts: one check at a time
+        self._accounts_checking: dict[str, int] = {}  # sign-ins being checked, per account
 
     def locked_out(self, ip: str | None) -> bool:
         key = auth_throttle.client_key(ip)
@@ -65,11 +65,10 @@ class LoginThrottle:
         past = self._accounts.get(account)
         wait = account_limits.wait_before_check(past, now)
         slowed = account_limits.slowed(past, now)
-        if wait > 0 or (slowed and account in self._accounts_checking):
+        if wait > 0 or (slowed and self._accounts_checking.get(account, 0)):
             return ACCOUNT_SLOWED_TEXT.format(seconds=max(1, math.ceil(wait)))
         self._checking[key] = self._checking.get(key, 0) + 1
-        if slowed:
-            self._accounts_checking.add(account)
+        self._accounts_checking[account] = self._accounts_checking.get(account, 0) + 1
         return None
 
     def end(self, ip: str | None, email: str) -> None:
@@ -77,7 +76,10 @@ class LoginThrottle:
         left = self._checking.pop(key, 1) - 1
         if left:
             self._checking[key] = left
-        self._accounts_checking.discard(account_limits.account_key(email))
+        account = account_limits.account_key(email)
+        left = self._accounts_checking.pop(account, 1) - 1
+        if left:
+            self._accounts_checking[account] = left
 
     def failed(self, ip: str | None, email: str) -> tuple[Outcome, float]:
         """Remember a failure, of the address and of the account: the outcome, and how long

@@ -229,6 +229,16 @@ async def test_guesses_from_many_addresses_slow_the_account_down_without_locking
     assert other_account.status == 303
     await asyncio.sleep(FIRST_WAIT_SECONDS + 0.5)  # the account's wait, and no more
     async with session() as http:
+        # Guesses sent together once the wait is over: one is checked, the others refused.
+        together = []
+        for n in range(3):
+            guess = reader(api.url, http)
+            guess.forwarded_for = f"203.0.113.{n + 1}"
+            together.append(guess.post("/dashboard/login", wrong))
+        pages = await asyncio.gather(*together)
+    assert sorted(page.status for page in pages) == [401, 429, 429]
+    await asyncio.sleep(2 * FIRST_WAIT_SECONDS + 0.5)  # the doubled wait after that failure
+    async with session() as http:
         owner = reader(api.url, http)
         owner.forwarded_for = "192.0.2.45"
         signed_in = await owner.post("/dashboard/login", {"email": email, "password": PASSWORD})
