@@ -4,6 +4,7 @@ locked out per client address by the same rules as submission AUTH (policy.submi
 from __future__ import annotations
 
 import asyncio
+import hmac
 import math
 import time
 from collections import OrderedDict
@@ -27,9 +28,11 @@ routes = web.RouteTableDef()
 
 class LoginThrottle:
     """Failures remembered per client address (an IPv6 /64 counts as one) and per account
-    (policy.dashboard.account_limits), in this process."""
+    (policy.dashboard.account_limits, with the device tokens of browsers that signed in), in
+    this process."""
 
     MAX_ADDRESSES = 100_000  # and as many accounts
+    DEVICES_PER_ACCOUNT = 5
 
     def __init__(self, limits: AuthLimits, clock: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits
@@ -38,6 +41,7 @@ class LoginThrottle:
         self._checking: dict[str, int] = {}  # sign-ins being checked now, per address
         self._accounts: OrderedDict[str, AccountFailures] = OrderedDict()
         self._accounts_checking: dict[str, int] = {}  # sign-ins being checked, per account
+        self._devices: OrderedDict[str, list[str]] = OrderedDict()  # per account, newest last
 
     def locked_out(self, ip: str | None) -> bool:
         key = auth_throttle.client_key(ip)
@@ -46,13 +50,13 @@ class LoginThrottle:
             is not None
         )
 
-    def begin(self, ip: str | None, email: str) -> str | None:
-        """None when a sign-in from `ip` for `email` may be checked now (then `end` it), else
-        what to tell the person. Not while the address is locked out, nor past as many at once
-        as failures are left before a lockout: a password check takes a while (argon2), and
-        sign-ins sent together would otherwise all be checked before the first failure is
-        counted, however low the limit. Nor before an account slowed down may be tried again,
-        nor beside another check of it."""
+    def begin(self, ip: str | None, account: str, device: str | None) -> str | None:
+        """None when a sign-in from `ip` for `account` (account_limits.account_key) may be
+        checked now (then `end` it), else what to tell the person. Not while the address is
+        locked out, nor past as many at once as failures are left before a lockout: a password
+        check takes a while (argon2), and sign-ins sent together would otherwise all be checked
+        before the first failure is counted, however low the limit. The same per account
+        (account_limits.refusal_wait), except from a browser that signed in to it before."""
         key = auth_throttle.client_key(ip)
         now = self._clock()
         record = auth_throttle.current(self._failures.get(key), now, self.limits)
@@ -61,27 +65,20 @@ class LoginThrottle:
         failed = record.failures if record is not None else 0
         if failed + self._checking.get(key, 0) >= self.limits.max_failures:
             return BUSY_TEXT
-        account = account_limits.account_key(email)
-        past = self._accounts.get(account)
-        wait = account_limits.wait_before_check(past, now)
-        slowed = account_limits.slowed(past, now)
-        if wait > 0 or (slowed and self._accounts_checking.get(account, 0)):
-            return ACCOUNT_SLOWED_TEXT.format(seconds=max(1, math.ceil(wait)))
+        if not self._known_device(account, device):
+            in_flight = self._accounts_checking.get(account, 0)
+            wait = account_limits.refusal_wait(self._accounts.get(account), in_flight, now)
+            if wait is not None:
+                return ACCOUNT_SLOWED_TEXT.format(seconds=math.ceil(wait))
         self._checking[key] = self._checking.get(key, 0) + 1
         self._accounts_checking[account] = self._accounts_checking.get(account, 0) + 1
         return None
 
-    def end(self, ip: str | None, email: str) -> None:
-        key = auth_throttle.client_key(ip)
-        left = self._checking.pop(key, 1) - 1
-        if left:
-            self._checking[key] = left
-        account = account_limits.account_key(email)
-        left = self._accounts_checking.pop(account, 1) - 1
-        if left:
-            self._accounts_checking[account] = left
+    def end(self, ip: str | None, account: str) -> None:
+        _count_down(self._checking, auth_throttle.client_key(ip))
+        _count_down(self._accounts_checking, account)
 
-    def failed(self, ip: str | None, email: str) -> tuple[Outcome, float]:
+    def failed(self, ip: str | None, account: str) -> tuple[Outcome, float]:
         """Remember a failure, of the address and of the account: the outcome, and how long
         to wait before answering."""
         key = auth_throttle.client_key(ip)
@@ -89,14 +86,28 @@ class LoginThrottle:
         verdict = auth_throttle.after_failure(self._failures.get(key), now, self.limits)
         if verdict.record is not None:
             _remember(self._failures, key, verdict.record, self.MAX_ADDRESSES)
-        account = account_limits.account_key(email)
         counted = account_limits.after_failure(self._accounts.get(account), now)
         _remember(self._accounts, account, counted, self.MAX_ADDRESSES)
         return verdict.outcome, verdict.delay
 
-    def succeeded(self, email: str) -> None:
-        """The account's own user signed in: its failures are forgotten."""
-        self._accounts.pop(account_limits.account_key(email), None)
+    def succeeded(self, account: str) -> str:
+        """The account's user signed in: this browser gets a device token (returned, for its
+        cookie) that spares it the account's slowdown. The failures stay until they expire:
+        they may be someone else's, whose count a sign-in of the owner must not start again."""
+        device = rules.new_secret()
+        devices = [*self._devices.get(account, [])[-(self.DEVICES_PER_ACCOUNT - 1) :], device]
+        _remember(self._devices, account, devices, self.MAX_ADDRESSES)
+        return device
+
+    def _known_device(self, account: str, device: str | None) -> bool:
+        known = self._devices.get(account, [])
+        return device is not None and any(hmac.compare_digest(device, d) for d in known)
+
+
+def _count_down(counts: dict[str, int], key: str) -> None:
+    left = counts.pop(key, 1) - 1
+    if left:
+        counts[key] = left
 
 
 def _remember(records: OrderedDict[str, Any], key: str, record: Any, most: int) -> None:
@@ -114,6 +125,11 @@ LOCKED_OUT_TEXT = (
 )
 WRONG_TEXT = "Wrong email address, password or code."
 BUSY_TEXT = "Too many sign-ins from your address at once. Wait a moment and try again."
+# RFC 5321 section 4.5.3.1.3's longest path, less its brackets: no account has a longer address.
+MAX_EMAIL_LENGTH = 254
+# The browser's proof that its user signed in to an account here before (account_limits).
+DEVICE_COOKIE = "__Host-opensend_device"
+DEVICE_COOKIE_ATTRIBUTES = {**rules.cookie_attributes(), "max_age": 180 * 86400}
 ACCOUNT_SLOWED_TEXT = (
     "Too many failed sign-ins for this account. Wait {seconds} seconds and try again."
 )
@@ -138,12 +154,16 @@ async def login(request: web.Request) -> web.StreamResponse:
     next_path = _next_path(str(form.get("next", "")))
     throttle = request.app[THROTTLE]
     ip = client_ip(request)
-    refusal = throttle.begin(ip, email)
+    pool = request.app[POOL]
+    if len(email) > MAX_EMAIL_LENGTH:  # no account has one: refused unchecked, unremembered
+        page = {"error": WRONG_TEXT, "email": "", "next": next_path}
+        return render(request, "login.html", page, status=401)
+    account = account_limits.account_key(await users.compared_email(pool, email))
+    refusal = throttle.begin(ip, account, request.cookies.get(DEVICE_COOKIE))
     if refusal is not None:
         page = {"error": refusal, "email": email, "next": next_path}
         return render(request, "login.html", page, status=429)
     try:
-        pool = request.app[POOL]
         user = await users.find_user(pool, email) if email else None
         loop = asyncio.get_running_loop()
         valid = await loop.run_in_executor(
@@ -154,7 +174,7 @@ async def login(request: web.Request) -> web.StreamResponse:
             step = totp.matching_step(user.totp_secret, str(form.get("code", "")))
             valid = step is not None and await users.use_totp_step(pool, user.id, step)
         if user is None or not valid:
-            outcome, delay = throttle.failed(ip, email)
+            outcome, delay = throttle.failed(ip, account)
             await asyncio.sleep(delay)  # RFC 4954 section 4's advice for AUTH, applied here too
             locked = outcome is Outcome.LOCKOUT
             return render(
@@ -171,8 +191,8 @@ async def login(request: web.Request) -> web.StreamResponse:
             page = {"error": LOCKED_OUT_TEXT, "email": email, "next": next_path}
             return render(request, "login.html", page, status=429)
     finally:
-        throttle.end(ip, email)
-    throttle.succeeded(email)
+        throttle.end(ip, account)
+    device = throttle.succeeded(account)
     secret = rules.new_secret()
     await sessions.create_session(
         pool,
@@ -186,6 +206,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     )
     response = see_other(next_path)
     response.set_cookie(rules.COOKIE_NAME, secret, **rules.cookie_attributes())  # type: ignore[arg-type]
+    response.set_cookie(DEVICE_COOKIE, device, **DEVICE_COOKIE_ATTRIBUTES)  # type: ignore[arg-type]
     raise response
 
 

@@ -5,7 +5,11 @@ addresses. Locking the account out instead would let anyone lock a user out of t
 by failing on purpose, so an account is slowed down: past FREE_FAILURES failures, a sign-in for
 it is checked only once a wait has passed since its last failure, the wait doubling with each
 further failure up to MAX_WAIT_SECONDS. A sign-in sooner is refused without its password being
-looked at. A success, or FORGET_AFTER_SECONDS without a failure, forgets them.
+looked at. FORGET_AFTER_SECONDS without a failure forgets them; a success does not, as they
+may be someone else's.
+
+A browser its user signed in from before carries a device token (OWASP's "device cookies"),
+and is not slowed: so guessing from elsewhere cannot keep a user out of their own dashboard.
 
 Pure decisions over an `AccountFailures` the caller keeps per account (`account_key`), on the
 caller's monotonic clock. Unknown accounts are counted the same way, so the answers do not tell
@@ -14,6 +18,7 @@ which addresses have an account.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 # Above the address lockout's default (OPENSEND_AUTH_MAX_FAILURES, 5): a person mistyping from
@@ -32,9 +37,11 @@ class AccountFailures:
     last_failure: float
 
 
-def account_key(email: str) -> str:
-    """The account a sign-in names, as the sign-in looks it up (case does not matter)."""
-    return email.strip().lower()
+def account_key(compared_email: str) -> str:
+    """The account a sign-in names: its address as the user lookup compares it (the caller
+    gets that from the database: PostgreSQL's lower() and Python's differ beyond ASCII), hashed
+    to a fixed size whatever was sent."""
+    return hashlib.sha256(compared_email.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def current(record: AccountFailures | None, now: float) -> AccountFailures | None:
@@ -54,10 +61,19 @@ def wait_before_check(record: AccountFailures | None, now: float) -> float:
     return max(0.0, record.last_failure + wait - now)
 
 
-def slowed(record: AccountFailures | None, now: float) -> bool:
-    """Past its free failures: then its sign-ins are checked one at a time."""
+def refusal_wait(record: AccountFailures | None, in_flight: int, now: float) -> float | None:
+    """None when a sign-in for the account may be checked now; else the seconds to tell the
+    person to wait. Beside checks under way, only as many as failures are left before the
+    slowdown (a password check takes a while: sign-ins sent together would otherwise all be
+    checked before the failures that should have stopped them are counted)."""
+    wait = wait_before_check(record, now)
+    if wait > 0:
+        return wait
     record = current(record, now)
-    return record is not None and record.failures >= FREE_FAILURES
+    failed = record.failures if record is not None else 0
+    if in_flight and failed + in_flight >= FREE_FAILURES:
+        return 1.0
+    return None
 
 
 def after_failure(record: AccountFailures | None, now: float) -> AccountFailures:

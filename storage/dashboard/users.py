@@ -48,6 +48,17 @@ async def create_user(pool: Pool, tenant_id: UUID, email: str, password_hash: st
     return User(**dict(row))
 
 
+COMPARED_EMAIL = "SELECT lower($1)"
+
+
+async def compared_email(pool: Pool, email: str) -> str:
+    """`email` as find_user compares it: PostgreSQL's lower(), which differs from Python's
+    beyond ASCII (policy.dashboard.account_limits counts failures by it)."""
+    async with storage_errors():
+        compared: str = await pool.fetchval(COMPARED_EMAIL, email)
+    return compared
+
+
 async def find_user(pool: Pool, email: str) -> User | None:
     async with storage_errors():
         row = await pool.fetchrow(SELECT_BY_EMAIL, email)

@@ -15,6 +15,7 @@ from uuid import UUID, uuid4
 
 import aiohttp
 
+from api.dashboard.signin import DEVICE_COOKIE
 from policy.dashboard.passwords import hash_password
 from policy.dashboard.sessions import COOKIE_NAME
 from storage.dashboard import users
@@ -52,6 +53,7 @@ class Reader:
     cookie: str | None = None
     last_set_cookie: list[str] = field(default_factory=list)
     forwarded_for: str | None = None  # as a reverse proxy in front would send it
+    device: str | None = None  # the device token a sign-in gave this browser
 
     @property
     def origin(self) -> str:
@@ -59,8 +61,11 @@ class Reader:
 
     def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         headers = dict(extra or {})
-        if self.cookie:
-            headers["Cookie"] = f"{COOKIE_NAME}={self.cookie}"
+        cookies = [f"{COOKIE_NAME}={self.cookie}"] if self.cookie else []
+        if self.device:
+            cookies.append(f"{DEVICE_COOKIE}={self.device}")
+        if cookies:
+            headers["Cookie"] = "; ".join(cookies)
         if self.forwarded_for:
             headers["X-Forwarded-For"] = self.forwarded_for
         return headers
@@ -72,6 +77,8 @@ class Reader:
             parsed.load(raw)
             if COOKIE_NAME in parsed:
                 self.cookie = parsed[COOKIE_NAME].value or None
+            if DEVICE_COOKIE in parsed:
+                self.device = parsed[DEVICE_COOKIE].value or None
         return Page(
             response.status,
             await response.text(),

@@ -25,12 +25,14 @@ async def test_signing_in_sets_a_host_only_secure_httponly_lax_cookie(
         me = reader(api.url, http)
         page = await me.sign_in(email)
         assert page.location == "/dashboard/emails"
-        [set_cookie] = me.last_set_cookie
-        attributes = {part.strip().split("=")[0].lower() for part in set_cookie.split(";")}
-        assert set_cookie.startswith("__Host-opensend_session=")
-        assert {"secure", "httponly", "samesite", "path"} <= attributes
-        assert "domain" not in attributes
-        assert "SameSite=Lax" in set_cookie and "Path=/" in set_cookie
+        session_cookie, device_cookie = me.last_set_cookie
+        assert session_cookie.startswith("__Host-opensend_session=")
+        assert device_cookie.startswith("__Host-opensend_device=")
+        for set_cookie in (session_cookie, device_cookie):
+            attributes = {part.strip().split("=")[0].lower() for part in set_cookie.split(";")}
+            assert {"secure", "httponly", "samesite", "path"} <= attributes
+            assert "domain" not in attributes
+            assert "SameSite=Lax" in set_cookie and "Path=/" in set_cookie
         emails = await me.get("/dashboard/emails")
     assert emails.status == 200
     assert email in emails.text
@@ -200,13 +202,18 @@ async def test_guesses_from_many_addresses_slow_the_account_down_without_locking
     start_test_api: StartApi, make_tenant: MakeTenant
 ) -> None:
     """Each address stays under its own lockout; the account, guessed from all of them, is
-    checked only once its wait has passed: then its user signs in as before."""
+    checked only once its wait has passed, except from a browser its user signed in from
+    before (its device cookie)."""
     api = await start_test_api(
         OPENSEND_AUTH_FAILURE_DELAY="0", OPENSEND_TRUSTED_PROXIES="127.0.0.1"
     )
     email = await make_user(await make_tenant())
     other = await make_user(await make_tenant())
     wrong = {"email": email.upper(), "password": "not the password"}
+    async with session() as http:
+        laptop = reader(api.url, http)  # where the owner signed in before the guessing
+        laptop.forwarded_for = "192.0.2.46"
+        await laptop.sign_in(email)
     async with session() as http:
         guesser = reader(api.url, http)
         answers = []
@@ -223,10 +230,17 @@ async def test_guesses_from_many_addresses_slow_the_account_down_without_locking
         other_account = await colleague.post(
             "/dashboard/login", {"email": other, "password": PASSWORD}
         )
+    async with session() as http:
+        laptop.http = http
+        from_the_laptop = await laptop.post(
+            "/dashboard/login", {"email": email, "password": PASSWORD}
+        )
     assert [a.status for a in answers] == [401] * FREE_FAILURES + [429]
     assert "for this account" in answers[-1].text
     assert right_too_soon.status == 429 and "for this account" in right_too_soon.text
     assert other_account.status == 303
+    # Its device token spares the owner's own browser: guessing cannot keep them out.
+    assert from_the_laptop.status == 303
     await asyncio.sleep(FIRST_WAIT_SECONDS + 0.5)  # the account's wait, and no more
     async with session() as http:
         # Guesses sent together once the wait is over: one is checked, the others refused.

@@ -10,7 +10,7 @@ from policy.dashboard.account_limits import (
     AccountFailures,
     account_key,
     after_failure,
-    slowed,
+    refusal_wait,
     wait_before_check,
 )
 
@@ -26,21 +26,31 @@ def failures(count: int, at: float = 100.0) -> AccountFailures:
 def test_the_free_failures_cost_no_wait_and_the_next_wait_doubles_up_to_a_minute() -> None:
     assert wait_before_check(None, 100.0) == 0.0
     assert wait_before_check(failures(FREE_FAILURES - 1), 100.0) == 0.0
-    assert not slowed(failures(FREE_FAILURES - 1), 100.0)
     assert wait_before_check(failures(FREE_FAILURES), 100.0) == FIRST_WAIT_SECONDS
     assert wait_before_check(failures(FREE_FAILURES + 1), 100.0) == 2 * FIRST_WAIT_SECONDS
     assert wait_before_check(failures(FREE_FAILURES + 1), 101.0) == 2 * FIRST_WAIT_SECONDS - 1
     assert wait_before_check(failures(FREE_FAILURES + 50), 100.0) == MAX_WAIT_SECONDS
     assert wait_before_check(failures(FREE_FAILURES + 50), 100.0 + MAX_WAIT_SECONDS) == 0.0
-    assert slowed(failures(FREE_FAILURES), 100.0)
 
 
 def test_failures_are_forgotten_after_a_quiet_quarter_hour() -> None:
     record = failures(FREE_FAILURES + 3)
     later = 100.0 + FORGET_AFTER_SECONDS + 1
-    assert wait_before_check(record, later) == 0.0 and not slowed(record, later)
+    assert wait_before_check(record, later) == 0.0 and refusal_wait(record, 1, later) is None
     assert after_failure(record, later).failures == 1
 
 
-def test_an_account_is_its_address_in_any_case() -> None:
-    assert account_key("  Ann@Example.COM ") == account_key("ann@example.com")
+def test_checks_under_way_count_against_the_failures_left() -> None:
+    """Sign-ins sent together: no more are checked at once than failures are left."""
+    assert refusal_wait(None, 0, 100.0) is None
+    assert refusal_wait(None, FREE_FAILURES - 1, 100.0) is None
+    assert refusal_wait(None, FREE_FAILURES, 100.0) == 1.0
+    assert refusal_wait(failures(FREE_FAILURES - 2), 1, 100.0) is None
+    assert refusal_wait(failures(FREE_FAILURES - 1), 1, 100.0) == 1.0
+    assert refusal_wait(failures(FREE_FAILURES), 0, 100.0) == FIRST_WAIT_SECONDS
+
+
+def test_an_account_key_is_a_fixed_size_digest_of_the_address_as_compared() -> None:
+    assert account_key("ann@example.com") == account_key("ann@example.com")
+    assert account_key("ann@example.com") != account_key("ann@example.org")
+    assert len(account_key("x" * 10_000)) == 64
