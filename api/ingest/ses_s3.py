@@ -46,7 +46,7 @@ _REFUSED = {
 _OUTCOMES = {
     errors.SNS_INVALID_MESSAGE: "invalid",
     errors.SNS_UNTRUSTED: "untrusted",
-    errors.SES_BUCKET_NOT_ALLOWED: "untrusted",
+    errors.SES_BUCKET_NOT_ALLOWED: "bucket_not_allowed",
     errors.SES_NOTIFICATION_UNUSABLE: "invalid",
     errors.SNS_CONFIRMATION_REFUSED: "invalid",
     errors.SES_OBJECT_MISSING: "s3_missing",
@@ -96,12 +96,15 @@ async def receive(request: web.Request) -> web.StreamResponse:
                 }
             )
         if not request.app[SETTINGS].ses.reads_bucket(receipt.bucket):
+            # SNS does not retry a 4xx: what an operator needs to fetch the mail by hand, should
+            # the list be wrong, goes to the log.
             log.warning(
-                "SES notification names a bucket not allowed", extra={"bucket": receipt.bucket}
+                "SES notification names a bucket not in OPENSEND_SES_S3_BUCKETS",
+                extra={"bucket": receipt.bucket, "key": receipt.key, "event": receipt.event_id},
             )
             raise ApiError(
                 errors.SES_BUCKET_NOT_ALLOWED,
-                f"s3://{receipt.bucket} is not in OPENSEND_SES_S3_BUCKETS; nothing was read.",
+                f"s3://{receipt.bucket} is not a bucket this server reads; nothing was read.",
             )
         raw = await clients.objects.read(
             receipt.bucket, receipt.key, request.app[SETTINGS].max_message_size

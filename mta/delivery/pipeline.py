@@ -105,7 +105,6 @@ class ClaimPipeline:
                 route = routes[delivery.recipient_domain]
                 if delivery.reclaims >= MAX_RECLAIMS:
                     route = GIVEN_UP
-                    metrics.DELIVERY_RECLAIMS_GIVEN_UP.inc()
                 key = (delivery.email_id, _route_key(route))
                 groups[key].append(delivery)
                 group_routes[key] = route
@@ -227,6 +226,8 @@ class ClaimPipeline:
         await self._writer.write(outcomes)  # committed before the group moves on
         for outcome in outcomes:
             metrics.DELIVERY_ATTEMPTS.labels(outcome.status).inc()
+        if route is GIVEN_UP:  # counted once recorded: a row given back comes again
+            metrics.DELIVERY_RECLAIMS_GIVEN_UP.inc(len(outcomes))
 
     def _with_dsn(
         self,

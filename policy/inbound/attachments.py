@@ -47,7 +47,13 @@ def referenced_images(
     named = {_content_id(match) for match in _CID_REFERENCE.finditer(html)}
     chosen: dict[str, tuple[str, str]] = {}
     total = 0
-    for index, entry in enumerate(entries):
+    # Parts labelled as images first: unlabelled bytes, which may prove to be no image once
+    # read, take what of the bounds is left.
+    ordered = sorted(
+        enumerate(entries),
+        key=lambda item: not str(item[1].get("content_type") or "").startswith("image/"),
+    )
+    for index, entry in ordered:
         content_id = str(entry.get("content_id") or "").strip("<>").lower()
         size = int(entry.get("size") or 0)
         content_type = str(entry.get("content_type") or "")
@@ -63,8 +69,9 @@ def referenced_images(
 
 
 # Mail clients label an inline image application/octet-stream often enough (Outlook, some
-# mailers' attachments pasted into HTML) that the HTML names it by cid: all the same. Such a part
-# is written as a data: URI only when its bytes are one of these raster images, by signature.
+# mailers' attachments pasted into HTML) that the HTML names it by cid: all the same. A part,
+# labelled an image or not, is written as a data: URI only when its bytes are one of these
+# raster images, by signature.
 _IMAGE_SIGNATURES = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
     (b"\xff\xd8\xff", "image/jpeg"),
@@ -79,11 +86,11 @@ def may_be_image(content_type: str) -> bool:
 
 
 def image_type(content_type: str, payload: bytes) -> str | None:
-    """The media type to write a part's data: URI with, or None when it is not an image: its
-    own image/* type, or for unlabelled bytes the raster type its signature shows."""
-    if content_type.startswith("image/"):
-        return content_type
-    if content_type != "application/octet-stream":
+    """The media type to write a part's data: URI with, or None: the raster type the part's
+    bytes show by their signature, whatever its label says (image/* or unlabelled bytes). Only
+    these four: an image/svg+xml can carry script, and a cid: may be named by an iframe or an
+    object as well as an img."""
+    if not may_be_image(content_type):
         return None
     if payload[:4] == b"RIFF" and payload[8:12] == b"WEBP":
         return "image/webp"

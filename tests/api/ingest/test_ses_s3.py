@@ -641,7 +641,7 @@ async def test_a_bucket_not_in_the_allow_list_is_refused_403_without_reading_it(
     assert (status, body["name"], body["message"]) == (
         403,
         "s3_bucket_not_allowed",
-        "s3://private-reports is not in OPENSEND_SES_S3_BUCKETS; nothing was read.",
+        "s3://private-reports is not a bucket this server reads; nothing was read.",
     )
     # The allowed bucket is read as before: this one reaches routing (a@example.com has none).
     status, body = await sns.post(await sns.email_in_s3(message(), ["a@example.com"]))

@@ -57,7 +57,10 @@ def test_a_cid_url_is_found_where_a_url_starts(html: str, replaced: bool) -> Non
 @pytest.mark.parametrize(
     ("content_type", "payload", "written_as"),
     [
-        ("image/png", b"anything", "image/png"),  # its own label is kept
+        ("image/png", b"\x89PNG\r\n\x1a\n...", "image/png"),
+        ("image/jpeg", b"\x89PNG\r\n\x1a\n...", "image/png"),  # by its bytes, not its label
+        ("image/svg+xml", b"<svg onload=alert(1)>", None),  # labelled an image, can script
+        ("image/png", b"<html><script>", None),
         ("application/octet-stream", b"\x89PNG\r\n\x1a\n...", "image/png"),
         ("application/octet-stream", b"\xff\xd8\xff\xe0...", "image/jpeg"),
         ("application/octet-stream", b"GIF89a...", "image/gif"),
@@ -74,3 +77,20 @@ def test_an_inline_part_labelled_as_bytes_is_written_as_an_image_only_by_its_sig
     entries = [{"part": "2", "content_id": "a@b", "content_type": content_type, "size": 9}]
     named = referenced_images('<img src="cid:a@b">', entries)
     assert bool(named) is (content_type != "application/pdf")
+
+
+def test_parts_labelled_as_images_come_first_in_the_bounds() -> None:
+    """Unlabelled bytes may prove to be no image once read: they cannot crowd out one that
+    says it is."""
+    entries = [
+        {
+            "part": str(n),
+            "content_id": f"blob{n}@x",
+            "content_type": "application/octet-stream",
+            "size": 2 << 20,
+        }
+        for n in range(5)
+    ] + [{"part": "9", "content_id": "logo@x", "content_type": "image/png", "size": 10}]
+    html = "".join(f'<img src="cid:blob{n}@x">' for n in range(5)) + '<img src="cid:logo@x">'
+    wanted = referenced_images(html, entries)
+    assert wanted["logo@x"] == ("9", "image/png")
