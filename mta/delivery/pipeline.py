@@ -115,9 +115,9 @@ class ClaimPipeline:
                 return self._deliver_group(claim, message, group_routes[key], groups[key], signed)
 
             suspect = [key for key, rows in groups.items() if any(d.reclaims for d in rows)]
-            done = await asyncio.gather(
-                *(job(key) for key in groups if key not in suspect), return_exceptions=True
-            )
+            suspected = set(suspect)
+            ordinary = [key for key in groups if key not in suspected]  # in claim order
+            done = await asyncio.gather(*map(job, ordinary), return_exceptions=True)
             # Rows whose lease ran out before go one group at a time, after the rest of the
             # claim: if one of them brings the worker down again, as little as can be is in
             # flight beside it, and only its own attempt was marked begun (_mark_suspects).

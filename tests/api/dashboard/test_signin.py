@@ -9,6 +9,13 @@ from policy.dashboard.account_limits import FIRST_WAIT_SECONDS, FREE_FAILURES
 from tests.api.dashboard.support import PASSWORD, make_user, reader, session
 from tests.conftest import ApiServer, MakeTenant, StartApi
 
+# An API of its own for each lockout test: the failures it counts must not lock others out.
+THIRD_FAILURE_LOCKS_OUT = {
+    "OPENSEND_AUTH_MAX_FAILURES": "3",
+    "OPENSEND_AUTH_FAILURE_DELAY": "0",
+    "OPENSEND_AUTH_LOCKOUT": "15m",
+}
+
 
 async def test_a_page_without_a_session_sends_the_reader_to_sign_in(api: ApiServer) -> None:
     async with session() as http:
@@ -134,9 +141,7 @@ async def test_signing_out_ends_the_session(api: ApiServer, make_tenant: MakeTen
 async def test_failed_sign_ins_lock_the_address_out_even_for_the_right_password(
     start_test_api: StartApi, make_tenant: MakeTenant
 ) -> None:
-    api = await start_test_api(
-        OPENSEND_AUTH_MAX_FAILURES="3", OPENSEND_AUTH_FAILURE_DELAY="0", OPENSEND_AUTH_LOCKOUT="15m"
-    )
+    api = await start_test_api(**THIRD_FAILURE_LOCKS_OUT)
     email = await make_user(await make_tenant())
     async with session() as http:
         me = reader(api.url, http)
@@ -156,9 +161,7 @@ async def test_sign_ins_sent_together_are_checked_no_more_than_the_failures_allo
 ) -> None:
     """A password check takes a while (argon2): without a count of those under way, thirty
     guesses sent at once were all checked before the first failure counted."""
-    api = await start_test_api(
-        OPENSEND_AUTH_MAX_FAILURES="3", OPENSEND_AUTH_FAILURE_DELAY="0", OPENSEND_AUTH_LOCKOUT="15m"
-    )
+    api = await start_test_api(**THIRD_FAILURE_LOCKS_OUT)
     email = await make_user(await make_tenant())
     async with session() as http:
         me = reader(api.url, http)
