@@ -2,7 +2,8 @@
 
 Workers on any number of machines share `webhook_deliveries` through row locks only. A claim
 takes due rows FOR UPDATE SKIP LOCKED, at most `per_endpoint` in flight per endpoint across all
-workers (rows under a live lease count), so one slow endpoint cannot hold every worker. It leases
+workers (rows under a live lease count), one while the endpoint is failing, so one slow endpoint
+cannot hold every worker. It leases
 the rows: if the worker dies mid-POST a row is due again when its lease runs out, for any worker,
 under the same id. A worker records the outcomes of its finished requests and claims again in
 one statement (a cycle).
@@ -70,8 +71,8 @@ _ASYNC_COMMIT = "SELECT set_config('synchronous_commit', 'off', true) AS async_c
 # failing it is disabled, for the tenant to see.
 #
 # The claim: each endpoint's queue in due order, and its first `{per_endpoint}` rows (the
-# concurrency cap, written into the statement: see cycle_statement)
-# are the ones that may be in flight. Those under a live lease are (another worker's, or ours);
+# concurrency cap, written into the statement: see cycle_statement), or its first row alone
+# while the endpoint is failing, are the ones that may be in flight. Those under a live lease are (another worker's, or ours);
 # the others in that head are claimed, FOR UPDATE SKIP LOCKED (one a concurrent claim is taking
 # is skipped, not taken past: the head stays that long, so the cap holds across workers). A
 # claim sets the lease only (`$14` seconds, `$15` its token), no indexed column, so the row can
@@ -135,15 +136,23 @@ WITH async_commit AS ({_ASYNC_COMMIT}), u AS (
            OR s.failing_since < now() - make_interval(secs => $12))
     RETURNING w.id, w.status
 ), head AS (
+    -- An endpoint in a failing streak (refusing, erring or timing out since its last 2xx) is
+    -- sent one request at a time until one succeeds: a hanging endpoint then holds one of a
+    -- worker's slots, not the whole cap, for each timeout. The cap stays a number (LIMIT);
+    -- the one-at-a-time rule is a filter on the head's places. Both read the endpoint as this
+    -- statement's snapshot has it: the outcomes recorded above count from the next cycle.
     SELECT x.id, x.next_attempt_at FROM webhooks w
     CROSS JOIN LATERAL (
-        SELECT x.id, x.lease_until, x.next_attempt_at FROM webhook_deliveries x
+        SELECT x.id, x.lease_until, x.next_attempt_at,
+               row_number() OVER (ORDER BY x.next_attempt_at) AS place
+        FROM webhook_deliveries x
         WHERE x.webhook_id = w.id AND x.status IN ('pending', 'attempting')
           AND x.next_attempt_at <= now() AND x.id <> ALL ($1::uuid[])
         ORDER BY x.next_attempt_at
         LIMIT {{per_endpoint}}
     ) x
     WHERE w.status = 'enabled' AND (x.lease_until IS NULL OR x.lease_until <= now())
+      AND (x.place = 1 OR w.failing_since IS NULL)
       AND w.id NOT IN (SELECT id FROM endpoint WHERE status = 'disabled')
 ), picked AS (
     -- Checked again on the row as it is now when a concurrent claim or outcome committed

@@ -66,14 +66,14 @@ Claimed = tuple[ClaimedDelivery, UUID]  # a delivery and its lease token
 
 
 async def cycle(
-    pool: Pool, webhook_id: UUID, done: list[AttemptOutcome], *, lease: int = 60
+    pool: Pool, webhook_id: UUID, done: list[AttemptOutcome], *, lease: int = 60, cap: int = CAP
 ) -> list[Claimed]:
     """A worker's cycle, seen for one endpoint (other tests' endpoints share the database)."""
     result: Cycle = await outbox.cycle(
         pool,
         done,
         limit=100,
-        per_endpoint=CAP,
+        per_endpoint=cap,
         lease_seconds=lease,
         disable_after_seconds=FIVE_DAYS,
     )
@@ -127,6 +127,24 @@ async def test_an_outcome_frees_its_slot_for_the_claim_in_the_same_cycle(queue: 
         "SELECT count(*) FROM webhook_attempts WHERE delivery_id = $1", done
     )
     assert attempts == 1
+
+
+async def test_a_failing_endpoint_gets_one_request_at_a_time_until_one_succeeds(
+    queue: Queue,
+) -> None:
+    _, pool = queue
+    webhook_id = await endpoint_with_events(pool, 8)
+    # What an error or a timeout leaves (test_a_cycle_counts_its_attempts_in_order_...).
+    await pool.execute("UPDATE webhooks SET failing_since = now() WHERE id = $1", webhook_id)
+    (probe,) = await cycle(pool, webhook_id, [], cap=4)  # one, not the cap's four
+    assert not await cycle(pool, webhook_id, [], cap=4)  # it is still under way
+    # Its success is recorded; the claim beside it still reads the endpoint as failing.
+    (second,) = await cycle(pool, webhook_id, [succeeded(probe)], cap=4)
+    failing = await pool.fetchval("SELECT failing_since FROM webhooks WHERE id = $1", webhook_id)
+    assert failing is None
+    more = await cycle(pool, webhook_id, [], cap=4)  # healthy again: the cap, less the one out
+    assert len(more) == 3
+    assert len({d.id for d, _ in [probe, second, *more]}) == 5
 
 
 async def test_a_lease_run_out_goes_to_another_worker_and_the_late_outcome_is_only_listed(
