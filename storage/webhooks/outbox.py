@@ -71,14 +71,14 @@ _ASYNC_COMMIT = "SELECT set_config('synchronous_commit', 'off', true) AS async_c
 # failing it is disabled, for the tenant to see.
 #
 # The claim: each endpoint's queue in due order, and its first `{per_endpoint}` rows (the
-# concurrency cap, written into the statement: see cycle_statement), or its first row alone
-# while the endpoint is failing, are the ones that may be in flight. Those under a live lease are (another worker's, or ours);
-# the others in that head are claimed, FOR UPDATE SKIP LOCKED (one a concurrent claim is taking
-# is skipped, not taken past: the head stays that long, so the cap holds across workers). A
-# claim sets the lease only (`$14` seconds, `$15` its token), no indexed column, so the row can
-# be updated in place (HOT) and a claim reads only the head of each queue, however long the
-# queue: a worker that dies mid-POST leaves its row at the head, due again when the lease runs
-# out, for any worker, under the same id.
+# concurrency cap, written into the statement: see cycle_statement), or its first row alone while
+# the endpoint is failing, are the ones that may be in flight. Those under a live lease are (another
+# worker's, or ours); the others in that head are claimed, FOR UPDATE SKIP LOCKED (one a concurrent
+# claim is taking is skipped, not taken past: the head stays that long, so the cap holds across
+# workers). A claim sets the lease only (`$14` seconds, `$15` its token), no indexed column, so the
+# row can be updated in place (HOT) and a claim reads only the head of each queue, however long the
+# queue: a worker that dies mid-POST leaves its row at the head, due again when the lease runs out,
+# for any worker, under the same id.
 #
 # Every part of one statement reads the same snapshot, so the claim does not see what this cycle
 # recorded: the deliveries recorded here are left out of the heads (they are no longer in
