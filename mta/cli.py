@@ -25,6 +25,7 @@ from policy.dashboard import totp
 from policy.dashboard.passwords import WeakPassword, hash_password
 from policy.domains import dkim_keys
 from policy.domains.names import DomainNameError, normalize_domain
+from policy.domains.public import DomainView
 from policy.domains.records import Status, records_to_publish, setup_of, with_last_results
 from policy.settings import Settings, SettingsError, check_serve, load_settings
 from storage.account import directory, domains
@@ -212,11 +213,12 @@ async def cmd_domain_verify(settings: Settings, args: argparse.Namespace) -> Non
         if not claims:
             raise CommandError(f"no domain named {name}; add it with `opensend domain add`")
         resolver = Resolver(settings.dns_servers)
+        view = DomainView(settings.hostname)
         # Several tenants may have claimed the name: the one whose DKIM key is published is
         # verified (each claim has its own key); the verified one, if any, is checked first.
         for claim in claims:
             try:
-                domain, check = await verify_domain(pool, resolver, settings.hostname, claim)
+                domain, check = await verify_domain(pool, resolver, view, claim)
             except Conflict as refused:
                 raise CommandError(f"{name}: {refused}") from None
             if check.status is not Status.FAILED:

@@ -22,6 +22,7 @@ from mta.dns import Resolver
 from mta.listeners import MXListener, SubmissionListeners, start_mx, start_submission
 from mta.smtp.tls import submission_tls_context
 from policy.domains.dkim_keys import DkimKeyPair, generate_key_pair
+from policy.domains.public import DomainView
 from policy.settings import Settings, load_settings
 from policy.tokens import ReplyToken, ReplyTokens
 from storage.account import directory
@@ -33,13 +34,16 @@ from tests.support.postgres import session_database
 from tests.support.tls import ServerCertificate, server_certificate
 
 TEST_SECRET = "test-secret-" + "0123456789abcdef" * 3
+HOSTNAME = "mx.opensend.test"
+# How the server of make_settings shows domains.
+DOMAIN_VIEW = DomainView(HOSTNAME)
 
 
 def make_settings(tmp: Path, **env: str) -> Settings:
     """Settings as the server reads them, from an environment the test writes."""
     base = {
         "OPENSEND_DATA_DIR": str(tmp),
-        "OPENSEND_HOSTNAME": "mx.opensend.test",
+        "OPENSEND_HOSTNAME": HOSTNAME,
         "OPENSEND_REPLY_TOKEN_SECRET": TEST_SECRET,
         "OPENSEND_MX_LISTEN": "127.0.0.1:0",
         "OPENSEND_LOG_LEVEL": "WARNING",

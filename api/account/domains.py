@@ -1,8 +1,9 @@
 """Domains over HTTP, in Resend's shapes: POST/GET /domains, GET/PATCH/DELETE /domains/{id},
-POST /domains/{id}/verify. Handlers translate; `policy.domains.records` decides; SQL is in
-`storage.account.domains`. `create_key_if_missing` and `verify_domain` are shared with the command
-line. A domain without a DKIM key (made before keys existed, or by `directory.add_domain` without
-one) gets one the first time it is read, changed or verified here.
+POST /domains/{id}/verify. Handlers translate; `policy.domains.records` decides; the domain's
+shape is `policy.domains.public`'s; SQL is in `storage.account.domains`. `create_key_if_missing`
+and `verify_domain` are shared with the command line and the dashboard. A domain without a DKIM
+key (made before keys existed, or by `directory.add_domain` without one) gets one the first time
+it is read, changed or verified here.
 
 Where one self-hosted server differs from Resend's hosted service, on purpose:
 - verify checks DNS at once through OPENSEND_DNS_SERVERS and answers 200 with the whole domain
@@ -48,13 +49,8 @@ from policy.dns import DnsLookup
 from policy.domains import dkim_keys
 from policy.domains.check import DomainCheck, check_domain
 from policy.domains.names import DomainNameError, is_subdomain, normalize_domain
-from policy.domains.records import (
-    Purpose,
-    Status,
-    records_to_publish,
-    setup_of,
-    with_last_results,
-)
+from policy.domains.public import DomainView
+from policy.domains.records import Status, records_to_publish, setup_of
 from storage.account import domains
 from storage.account.domains import DomainDetails
 from storage.database import Pool
@@ -97,11 +93,11 @@ async def generate_key() -> dkim_keys.DkimKeyPair:
 
 
 async def verify_domain(
-    pool: Pool, dns: DnsLookup, hostname: str, domain: DomainDetails
+    pool: Pool, dns: DnsLookup, view: DomainView, domain: DomainDetails
 ) -> tuple[DomainDetails, DomainCheck]:
     """Check the domain's records in DNS and store the result, per record and overall."""
     domain = await create_key_if_missing(pool, domain)
-    specs = records_to_publish(setup_of(domain), hostname)
+    specs = records_to_publish(setup_of(domain), view.hostname)
     check = await check_domain(dns, domain.name, specs)
     # A definite answer sets `verified`; an unanswered lookup leaves it as it was.
     verified = {Status.VERIFIED: True, Status.FAILED: False}.get(check.status)
@@ -117,38 +113,8 @@ async def verify_domain(
     return stored or domain, check
 
 
-def domain_json(domain: DomainDetails, hostname: str) -> dict[str, Any]:
-    """Resend's domain object; the private key is not in DomainDetails, so never in here."""
-    checks = with_last_results(records_to_publish(setup_of(domain), hostname), domain.records)
-    return {
-        "object": "domain",
-        "id": str(domain.id),
-        "name": domain.name,
-        "status": domain.status,
-        "created_at": domain.created_at.isoformat(),
-        "region": domain.region,
-        "open_tracking": False,
-        "click_tracking": False,
-        "capabilities": _capabilities(domain),
-        "reply_domain": domain.reply_domain,
-        "last_checked_at": domain.last_checked_at.isoformat() if domain.last_checked_at else None,
-        "records": [_resend_record(c.as_json()) for c in checks if c.spec.required],
-        "suggested_records": [c.as_json() for c in checks if not c.spec.required],
-        "deleted": False,  # Resend's Python SDK types it as always present
-    }
-
-
-# Our record labels (policy.domains.records.Purpose) that Resend's SDK names otherwise.
-RESEND_LABELS = {Purpose.RECEIVING.value: "Receiving"}
-
-
-def _resend_record(record: dict[str, Any]) -> dict[str, Any]:
-    return {**record, "record": RESEND_LABELS.get(record["record"], record["record"])}
-
-
-def _capabilities(domain: DomainDetails) -> dict[str, str]:
-    receiving = "enabled" if domain.receiving_enabled else "disabled"
-    return {"sending": "enabled", "receiving": receiving}
+def _view(request: web.Request) -> DomainView:
+    return DomainView(request.app[SETTINGS].hostname)
 
 
 # -- request fields ------------------------------------------------------------------------------
@@ -248,6 +214,7 @@ async def create_domain(request: web.Request) -> web.Response:
     receiving = _receiving(body) or False
     reply_domain = _reply_domain(body.get("reply_domain"), name, receiving)
     key = await generate_key()
+    view = _view(request)
     try:
         domain = await domains.insert_domain(
             request.app[POOL],
@@ -261,7 +228,7 @@ async def create_domain(request: web.Request) -> web.Response:
     except Conflict as error:
         raise ApiError(errors.FORBIDDEN, f"{error}.") from None
     log.info("domain added", extra={"domain": name, "tenant": str(caller.tenant_id)})
-    return web.json_response(domain_json(domain, request.app[SETTINGS].hostname), status=201)
+    return web.json_response(view.public(domain), status=201)
 
 
 @routes.get("/domains")
@@ -278,26 +245,27 @@ async def list_domains(request: web.Request) -> web.Response:
     )
     # The whole domain, records included: Resend's Python SDK types each item as its `Domain`
     # (records and `deleted` required); the Node SDK's narrower item is a part of it.
-    hostname = request.app[SETTINGS].hostname
-    data = [domain_json(d, hostname) for d in found.domains]
+    view = _view(request)
+    data = [view.public(d) for d in found.domains]
     return web.json_response(list_body(data, found.has_more))
 
 
 @routes.get("/domains/{id}")
 async def get_domain(request: web.Request) -> web.Response:
+    view = _view(request)
     domain = await create_key_if_missing(request.app[POOL], await _owned_domain(request))
-    return web.json_response(domain_json(domain, request.app[SETTINGS].hostname))
+    return web.json_response(view.public(domain))
 
 
 @routes.post("/domains/{id}/verify")
 async def verify(request: web.Request) -> web.Response:
     domain = await _owned_domain(request)
-    hostname = request.app[SETTINGS].hostname
+    view = _view(request)
     try:
-        domain, _check = await verify_domain(request.app[POOL], request.app[DNS], hostname, domain)
+        domain, _check = await verify_domain(request.app[POOL], request.app[DNS], view, domain)
     except Conflict as error:
         raise ApiError(errors.FORBIDDEN, f"{domain.name}: {error}.") from None
-    return web.json_response(domain_json(domain, hostname))
+    return web.json_response(view.public(domain))
 
 
 @routes.patch("/domains/{id}")
@@ -313,6 +281,7 @@ async def update_domain(request: web.Request) -> web.Response:
     if "reply_domain" in body:
         reply_domain = _reply_domain(body["reply_domain"], domain.name, wants_receiving)
     pool = request.app[POOL]
+    view = _view(request)
     if (wants_receiving, reply_domain) != (domain.receiving_enabled, domain.reply_domain):
         try:
             changed = await domains.update_receiving(
@@ -328,15 +297,15 @@ async def update_domain(request: web.Request) -> web.Response:
             raise ApiError(errors.NOT_FOUND, "Domain not found.")
         domain = changed
     domain = await create_key_if_missing(pool, domain)
-    return web.json_response(domain_json(domain, request.app[SETTINGS].hostname))
+    return web.json_response(view.public(domain))
 
 
 @routes.delete("/domains/{id}")
 async def delete_domain(request: web.Request) -> web.Response:
     domain = await _owned_domain(request)
+    view = _view(request)
     if not await domains.delete_domain(request.app[POOL], domain.tenant_id, domain.id):
         raise ApiError(errors.NOT_FOUND, "Domain not found.")
     log.info("domain deleted", extra={"domain": domain.name})
     # What was deleted, as Resend's Python SDK types the answer (its `Domain`).
-    gone = {**domain_json(domain, request.app[SETTINGS].hostname), "deleted": True}
-    return web.json_response(gone)
+    return web.json_response({**view.public(domain), "deleted": True})

@@ -8,9 +8,10 @@ from uuid import UUID
 
 from aiohttp import web
 
-from api.account.domains import domain_json, verify_domain
+from api.account.domains import verify_domain
 from api.context import DNS, POOL, SETTINGS
 from api.dashboard.context import PREFIX, SESSION, PageNotFound, path_id, render, see_other
+from policy.domains.public import DomainView
 from storage.account import directory, domains
 from storage.conversations import contacts
 from storage.dashboard.contact_threads import threads_of_contact
@@ -25,10 +26,8 @@ PAGE_SIZE = 100
 async def list_domains(request: web.Request) -> web.Response:
     tenant_id = request[SESSION].tenant_id
     page = await domains.list_domains(request.app[POOL], tenant_id, limit=PAGE_SIZE)
-    hostname = request.config_dict[SETTINGS].hostname
-    return render(
-        request, "domains.html", {"domains": [domain_json(d, hostname) for d in page.domains]}
-    )
+    view = DomainView(request.config_dict[SETTINGS].hostname)
+    return render(request, "domains.html", {"domains": [view.public(d) for d in page.domains]})
 
 
 @routes.post("/domains/{id}/verify")
@@ -37,11 +36,11 @@ async def check_domain(request: web.Request) -> web.StreamResponse:
     domain = await domains.get_domain(pool, request[SESSION].tenant_id, path_id(request))
     if domain is None:
         raise PageNotFound()
-    hostname = request.config_dict[SETTINGS].hostname
+    view = DomainView(request.config_dict[SETTINGS].hostname)
     # Verified by another account meanwhile (storage.account.domains.record_check): nothing is
     # stored, so the domain stays as it was, unverified here, its page showing its last check.
     with contextlib.suppress(Conflict):
-        await verify_domain(pool, request.config_dict[DNS], hostname, domain)
+        await verify_domain(pool, request.config_dict[DNS], view, domain)
     raise see_other(f"{PREFIX}/domains#domain-{domain.id}")
 
 

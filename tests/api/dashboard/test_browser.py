@@ -19,7 +19,6 @@ import pytest
 from aiohttp import web
 from playwright.async_api import Browser, BrowserContext, Dialog, Page, expect
 
-from api.account.domains import domain_json
 from mta.listeners import MXListener
 from storage.account import directory, domains
 from storage.suppressions import store as suppressions
@@ -34,7 +33,15 @@ from tests.api.dashboard.support import (
     make_user,
     reply_through_mx,
 )
-from tests.conftest import ApiServer, MakeTenant, StartApi, TenantWorld, message, smtp_send
+from tests.conftest import (
+    DOMAIN_VIEW,
+    ApiServer,
+    MakeTenant,
+    StartApi,
+    TenantWorld,
+    message,
+    smtp_send,
+)
 from tests.support.dns_server import LoopbackDNSServer
 from tests.webhooks.receiver import Receiver
 from tests.webhooks.world import webhook_workers
@@ -412,7 +419,7 @@ async def test_check_a_domain_against_the_loopback_dns_server(
     acme = await make_tenant(verified=False)
     details = await domains.get_domain(acme.pool, acme.id, acme.domain.id)
     assert details is not None
-    publish(dns.zone, domain_json(details, HOST))
+    publish(dns.zone, DOMAIN_VIEW.public(details))
     page = await signed_in_page(context, api, acme)
     await page.get_by_role("link", name="Domains").click()
     card = page.locator(f"#domain-{acme.domain.id}")
