@@ -186,6 +186,7 @@ async def cmd_domain_add(settings: Settings, args: argparse.Namespace) -> None:
                 reply_domain=reply_domain,
                 verified=args.verified,
                 dkim=dkim_keys.generate_key_pair(),  # the private key stays in the database
+                event_data=DomainView(settings.hostname).event_data,
             )
         except StorageError as error:
             raise CommandError(f"domain {name} not added: {error}") from error

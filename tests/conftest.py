@@ -35,7 +35,7 @@ from tests.support.tls import ServerCertificate, server_certificate
 
 TEST_SECRET = "test-secret-" + "0123456789abcdef" * 3
 HOSTNAME = "mx.opensend.test"
-# How the server of make_settings shows domains.
+# How the server of make_settings shows domains: what storage writes domain.* events with.
 DOMAIN_VIEW = DomainView(HOSTNAME)
 
 
@@ -312,6 +312,7 @@ def make_tenant(pool: Pool, tokens: ReplyTokens, dkim_key: DkimKeyPair) -> MakeT
             reply_domain=f"inbound.{name}" if reply_subdomain else None,
             verified=verified,
             dkim=dkim_key,
+            event_data=DOMAIN_VIEW.event_data,
         )
         world = TenantWorld(pool, tokens, tenant, domain)
         if catch_all:

@@ -1,9 +1,10 @@
 """Domains over HTTP, in Resend's shapes: POST/GET /domains, GET/PATCH/DELETE /domains/{id},
 POST /domains/{id}/verify. Handlers translate; `policy.domains.records` decides; the domain's
-shape is `policy.domains.public`'s; SQL is in `storage.account.domains`. `create_key_if_missing`
-and `verify_domain` are shared with the command line and the dashboard. A domain without a DKIM
-key (made before keys existed, or by `directory.add_domain` without one) gets one the first time
-it is read, changed or verified here.
+shape is `policy.domains.public`'s (shared with its webhook events); SQL, which writes those
+events, is in `storage.account.domains`. `create_key_if_missing` and `verify_domain` are shared
+with the command line and the dashboard. A domain without a DKIM key (made before keys existed,
+or by `directory.add_domain` without one) gets one the first time it is read, changed or
+verified here.
 
 Where one self-hosted server differs from Resend's hosted service, on purpose:
 - verify checks DNS at once through OPENSEND_DNS_SERVERS and answers 200 with the whole domain
@@ -79,12 +80,14 @@ ONLY_VALUE: dict[str, tuple[object, str]] = {
 # -- shared with `opensend domain` ---------------------------------------------------------------
 
 
-async def create_key_if_missing(pool: Pool, domain: DomainDetails) -> DomainDetails:
+async def create_key_if_missing(
+    pool: Pool, view: DomainView, domain: DomainDetails
+) -> DomainDetails:
     """Domains made before keys existed (or by `add_domain` without one) get one now."""
     if domain.dkim_public_key:
         return domain
     key = await generate_key()
-    return await domains.set_dkim_key(pool, domain.id, key) or domain
+    return await domains.set_dkim_key(pool, domain.id, key, event_data=view.event_data) or domain
 
 
 async def generate_key() -> dkim_keys.DkimKeyPair:
@@ -96,7 +99,7 @@ async def verify_domain(
     pool: Pool, dns: DnsLookup, view: DomainView, domain: DomainDetails
 ) -> tuple[DomainDetails, DomainCheck]:
     """Check the domain's records in DNS and store the result, per record and overall."""
-    domain = await create_key_if_missing(pool, domain)
+    domain = await create_key_if_missing(pool, view, domain)
     specs = records_to_publish(setup_of(domain), view.hostname)
     check = await check_domain(dns, domain.name, specs)
     # A definite answer sets `verified`; an unanswered lookup leaves it as it was.
@@ -108,6 +111,7 @@ async def verify_domain(
         status=check.status.value,
         verified=verified,
         records=[record.as_json() for record in check.records],
+        event_data=view.event_data,
     )
     log.info("domain checked", extra={"domain": domain.name, "status": check.status.value})
     return stored or domain, check
@@ -224,6 +228,7 @@ async def create_domain(request: web.Request) -> web.Response:
             reply_domain=reply_domain,
             region=region,
             dkim=key,
+            event_data=view.event_data,
         )
     except Conflict as error:
         raise ApiError(errors.FORBIDDEN, f"{error}.") from None
@@ -253,7 +258,7 @@ async def list_domains(request: web.Request) -> web.Response:
 @routes.get("/domains/{id}")
 async def get_domain(request: web.Request) -> web.Response:
     view = _view(request)
-    domain = await create_key_if_missing(request.app[POOL], await _owned_domain(request))
+    domain = await create_key_if_missing(request.app[POOL], view, await _owned_domain(request))
     return web.json_response(view.public(domain))
 
 
@@ -290,13 +295,14 @@ async def update_domain(request: web.Request) -> web.Response:
                 domain.id,
                 receiving=wants_receiving,
                 reply_domain=reply_domain,
+                event_data=view.event_data,
             )
         except Conflict as error:
             raise ApiError(errors.FORBIDDEN, f"{error}.") from None
         if changed is None:  # deleted meanwhile
             raise ApiError(errors.NOT_FOUND, "Domain not found.")
         domain = changed
-    domain = await create_key_if_missing(pool, domain)
+    domain = await create_key_if_missing(pool, view, domain)
     return web.json_response(view.public(domain))
 
 
@@ -304,7 +310,9 @@ async def update_domain(request: web.Request) -> web.Response:
 async def delete_domain(request: web.Request) -> web.Response:
     domain = await _owned_domain(request)
     view = _view(request)
-    if not await domains.delete_domain(request.app[POOL], domain.tenant_id, domain.id):
+    if not await domains.delete_domain(
+        request.app[POOL], domain.tenant_id, domain.id, event_data=view.event_data
+    ):
         raise ApiError(errors.NOT_FOUND, "Domain not found.")
     log.info("domain deleted", extra={"domain": domain.name})
     # What was deleted, as Resend's Python SDK types the answer (its `Domain`).

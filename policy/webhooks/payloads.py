@@ -1,5 +1,7 @@
 """Webhook payloads in Resend's shapes (resend/webhooks/_webhook_event.py), from the snapshot
-the outbox took at the change (storage/migrations/0013_webhooks.sql), capped in size.
+the outbox took at the change (storage/migrations/0013_webhooks.sql), capped in size. domain.*
+events are stored already shaped (policy.domains.public: the domain as GET /domains/{id} shows
+it) and go out as stored.
 
 email.received adds what makes this server worth using: the reply match (`reply_match_status`,
 `reply_to_email_id`, `thread_id`, `contact_id`), the evidence that matched (`matched_by`) and why
@@ -136,6 +138,11 @@ def _attachment(email_id: Any, index: int, entry: Mapping[str, Any]) -> dict[str
 
 
 def _domain(_kind: str, snap: Mapping[str, Any]) -> dict[str, Any]:
+    """As stored, since migration 0023. An event written before it holds the trigger's snapshot
+    of the row (with `receiving_enabled`, which the stored shape does not have): it goes out in
+    the shape it was written for, so an upgrade changes no event already in the outbox."""
+    if "receiving_enabled" not in snap:
+        return dict(snap)
     return {
         "id": snap.get("id"),
         "name": snap.get("name"),

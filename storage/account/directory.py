@@ -163,6 +163,7 @@ async def add_domain(
     reply_domain: str | None,
     verified: bool,
     dkim: domains.DkimKey | None = None,
+    event_data: domains.EventData,
 ) -> Domain:
     """Claim a domain for a tenant (storage.account.domains.insert_domain, in the MX's terms)."""
     added = await domains.insert_domain(
@@ -173,6 +174,7 @@ async def add_domain(
         reply_domain=reply_domain,
         verified=verified,
         dkim=dkim,
+        event_data=event_data,
     )
     return Domain(
         id=added.id,

@@ -1,8 +1,10 @@
-"""The hook for email events that other parts report: suppressions, complaints, failures.
+"""The hooks for events that no trigger writes: email events that other parts report
+(suppressions, complaints, failures), and events whose data is shaped in Python (domain.*).
 
-Call `record_email_event` inside the transaction that makes the change (pass its connection):
-the row goes to `email_events`, and the outbox trigger (migration 0013) turns it into a
-webhook event for every subscribed endpoint, in the same transaction.
+Call them inside the transaction that makes the change (pass its connection): `record_email_event`
+writes the row to `email_events`, and the outbox trigger (migration 0013) turns it into a
+webhook event for every subscribed endpoint; `record_event` writes the webhook event itself,
+through the same SQL functions as the triggers. Either way in the same transaction.
 """
 
 from __future__ import annotations
@@ -16,6 +18,12 @@ import asyncpg
 from storage.errors import storage_errors
 from storage.ids import uuid7
 
+# Migration 0013's functions, which the triggers use too: nothing is written unless the tenant
+# has an enabled webhook subscribed to the type; then the event, one delivery per such webhook,
+# and the workers' wake-up at COMMIT.
+INSERT_EVENT = """
+SELECT opensend_webhook_event($1, $2, $3::jsonb) WHERE opensend_webhook_subscribed($1, $2)
+"""
 INSERT_EMAIL_EVENT = """
 INSERT INTO email_events (id, tenant_id, email_id, type, recipient, data)
 VALUES ($1, $2, $3, $4, $5, $6)
@@ -46,3 +54,12 @@ async def record_email_event(
             dict(data or {}),
         )
     return event_id
+
+
+async def record_event(
+    conn: asyncpg.Connection, tenant_id: UUID, kind: str, data: Mapping[str, Any]
+) -> None:
+    """A webhook event of `kind` with `data` as its payload's `data`, already in its final
+    shape, if the tenant subscribed to it."""
+    async with storage_errors():
+        await conn.execute(INSERT_EVENT, tenant_id, kind, dict(data))

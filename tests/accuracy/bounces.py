@@ -42,7 +42,7 @@ from policy.tokens import ReplyTokens
 from storage.account import directory
 from storage.database import open_pool
 from storage.migrate import migrate
-from tests.conftest import TEST_SECRET, make_settings
+from tests.conftest import DOMAIN_VIEW, TEST_SECRET, make_settings
 from tests.support.postgres import session_database
 
 BOUNCE_KINDS = ("hard", "soft", "undetermined")
@@ -89,6 +89,7 @@ async def measure(corpus: Path, show_failures: bool) -> dict[str, Any]:
             reply_domain=None,
             verified=True,
             dkim=generate_key_pair(),
+            event_data=DOMAIN_VIEW.event_data,
         )
         await directory.add_route(pool, tenant.id, f"*@{name}", None)
         _, key = await directory.create_api_key(pool, tenant.id, "accuracy", "full_access")

@@ -21,7 +21,7 @@ from policy.tokens import ReplyTokens
 from storage.account import directory
 from storage.database import Pool
 from storage.local_secret import SECRET_FILE, load_or_create_secret
-from tests.conftest import MakeTenant, message, received_rows, smtp_send
+from tests.conftest import DOMAIN_VIEW, MakeTenant, message, received_rows, smtp_send
 from tests.support.opensend_cli import (
     Completed,
     opensend_env,
@@ -166,7 +166,13 @@ async def tenant_with_domain(pool: Pool) -> tuple[directory.Tenant, directory.Do
     tenant = await directory.create_tenant(pool, unique("acme"))
     name = f"{unique('acme')}.test"
     domain = await directory.add_domain(
-        pool, tenant.id, name, receiving=True, reply_domain=f"inbound.{name}", verified=True
+        pool,
+        tenant.id,
+        name,
+        receiving=True,
+        reply_domain=f"inbound.{name}",
+        verified=True,
+        event_data=DOMAIN_VIEW.event_data,
     )
     return tenant, domain
 

@@ -14,6 +14,7 @@ import pytest
 from policy.domains import dkim_keys
 from storage.account import directory
 from storage.database import Pool
+from tests.conftest import DOMAIN_VIEW
 from tests.support.dns_server import LoopbackDNSServer, ZoneData
 from tests.support.opensend_cli import Completed, opensend_env, run_opensend
 
@@ -203,7 +204,13 @@ async def test_verify_gives_a_keyless_domain_a_key(
 ) -> None:
     name = new_name()
     await directory.add_domain(
-        pool, tenant.id, name, receiving=False, reply_domain=None, verified=False
+        pool,
+        tenant.id,
+        name,
+        receiving=False,
+        reply_domain=None,
+        verified=False,
+        event_data=DOMAIN_VIEW.event_data,
     )
 
     result = await run_opensend("domain", "verify", name, "--json", env=env)

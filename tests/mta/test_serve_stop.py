@@ -24,7 +24,7 @@ from mta.stopping import EXIT_FORCED, drain_within
 from storage.account import directory
 from storage.database import open_pool
 from storage.migrate import migrate
-from tests.conftest import TEST_SECRET, message, smtp_send
+from tests.conftest import DOMAIN_VIEW, TEST_SECRET, message, smtp_send
 from tests.mta.mx.test_faults import data_block, open_transaction
 from tests.support.databases import Cluster, disposable_cluster
 from tests.support.opensend_cli import OpenSendServer, opensend_server, server_env
@@ -43,7 +43,13 @@ async def cluster() -> AsyncIterator[Cluster]:
         try:
             tenant = await directory.create_tenant(pool, "stop")
             await directory.add_domain(
-                pool, tenant.id, DOMAIN, receiving=True, reply_domain=None, verified=True
+                pool,
+                tenant.id,
+                DOMAIN,
+                receiving=True,
+                reply_domain=None,
+                verified=True,
+                event_data=DOMAIN_VIEW.event_data,
             )
             await directory.add_route(pool, tenant.id, f"*@{DOMAIN}", None)
         finally:

@@ -43,7 +43,7 @@ from storage.database import open_pool  # noqa: E402
 from storage.migrate import migrate  # noqa: E402
 from storage.sending.outbound import insert_tracked_email, new_email_id  # noqa: E402
 from tests.api.dashboard.support import reply_message  # noqa: E402
-from tests.conftest import TEST_SECRET, make_settings, smtp_send  # noqa: E402
+from tests.conftest import DOMAIN_VIEW, TEST_SECRET, make_settings, smtp_send  # noqa: E402
 from tests.support.postgres import session_database  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -65,7 +65,7 @@ async def run(args: argparse.Namespace, url: str, work: Path) -> dict[str, float
         tenant = await directory.create_tenant(pool, "bench")
         domain = await directory.add_domain(
             pool, tenant.id, "bench.test", receiving=True, reply_domain="inbound.bench.test",
-            verified=True,
+            verified=True, event_data=DOMAIN_VIEW.event_data,
         )  # fmt: skip
         email_id = new_email_id()
         token = tokens.mint(tenant.id, email_id, domain.effective_reply_domain)

@@ -66,6 +66,7 @@ from storage.account.domains import set_dkim_key
 from storage.database import open_pool
 from storage.ids import uuid7
 from storage.sending.emails import NewEmail, insert_emails
+from tests.conftest import DOMAIN_VIEW
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SMTP_SINK = shutil.which("smtp-sink", path="/usr/sbin:/usr/bin") or "/usr/sbin/smtp-sink"
@@ -219,10 +220,12 @@ async def queue_messages(url: str, count: int, size: int, dkim: bool) -> list[An
         tenant = await directory.create_tenant(pool, f"bench-{suffix}")
         domain = await directory.add_domain(
             pool, tenant.id, f"s{suffix}.{DOMAIN}", receiving=False, reply_domain=None,
-            verified=True,
+            verified=True, event_data=DOMAIN_VIEW.event_data,
         )  # fmt: skip
         if dkim:
-            await set_dkim_key(pool, domain.id, generate_key_pair())
+            await set_dkim_key(
+                pool, domain.id, generate_key_pair(), event_data=DOMAIN_VIEW.event_data
+            )
         sender = f"bench@{domain.name}"
         emails = []
         for number in range(count):

@@ -20,7 +20,7 @@ from policy.tokens import ReplyTokens
 from storage.account import directory
 from storage.database import Pool, open_pool
 from storage.migrate import migrate
-from tests.conftest import TenantWorld, make_settings
+from tests.conftest import DOMAIN_VIEW, TenantWorld, make_settings
 from tests.support.databases import Cluster, disposable_cluster
 
 
@@ -47,7 +47,13 @@ async def api_on_own_cluster(
             suffix = secrets.token_hex(4)
             tenant = await directory.create_tenant(pool, f"t-{suffix}")
             domain = await directory.add_domain(
-                pool, tenant.id, f"t{suffix}.test", receiving=True, reply_domain=None, verified=True
+                pool,
+                tenant.id,
+                f"t{suffix}.test",
+                receiving=True,
+                reply_domain=None,
+                verified=True,
+                event_data=DOMAIN_VIEW.event_data,
             )
             world = TenantWorld(pool, tokens, tenant, domain)
             await world.route(f"*@{world.name}")

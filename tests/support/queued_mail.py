@@ -24,6 +24,7 @@ from storage.account.domains import set_dkim_key
 from storage.database import Pool
 from storage.ids import uuid7
 from storage.sending.emails import NewEmail, insert_emails
+from tests.conftest import DOMAIN_VIEW
 
 # Only stops a hung test; no assertion depends on it.
 WAIT_SECONDS = 30.0
@@ -105,12 +106,20 @@ async def make_sender(pool: Pool, *, dkim: bool = True) -> Sender:
     suffix = secrets.token_hex(4)
     tenant = await directory.create_tenant(pool, f"sender-{suffix}")
     domain = await directory.add_domain(
-        pool, tenant.id, f"s{suffix}.test", receiving=False, reply_domain=None, verified=True
+        pool,
+        tenant.id,
+        f"s{suffix}.test",
+        receiving=False,
+        reply_domain=None,
+        verified=True,
+        event_data=DOMAIN_VIEW.event_data,
     )
     key = None
     if dkim:
         key = await asyncio.to_thread(generate_key_pair, "os202611")
-        assert await set_dkim_key(pool, domain.id, key) is not None
+        assert (
+            await set_dkim_key(pool, domain.id, key, event_data=DOMAIN_VIEW.event_data) is not None
+        )
     return Sender(pool, tenant, domain, key)
 
 

@@ -16,12 +16,13 @@ from policy.domains.dkim_keys import DkimKeyPair
 from policy.tokens import ReplyTokens
 from policy.webhooks.events import EmailEvent
 from policy.webhooks.signing import new_secret
+from storage.account import domains
 from storage.conversations import contacts
 from storage.database import Pool
 from storage.sending.outbound import insert_tracked_email, new_email_id
 from storage.webhooks.events import record_email_event
 from tests.api.ingest.test_raw import post as ingest_post
-from tests.conftest import ApiServer, MakeTenant, message
+from tests.conftest import DOMAIN_VIEW, ApiServer, MakeTenant, message
 from tests.support.dns_server import LoopbackDNSServer
 from tests.webhooks.conftest import Queue
 from tests.webhooks.receiver import WAIT_SECONDS, Receiver, verified
@@ -288,22 +289,30 @@ async def test_events_are_written_only_for_subscribed_types_in_the_changing_tran
     await new_contact(pool, domain.tenant_id)
     await new_contact(pool, quiet.tenant_id)
     assert await _types(pool, domain.tenant_id) == []
+    found = await contacts.list_contacts(pool, domain.tenant_id, limit=1)
+    contact_id = found[0][0].id
     # A rolled-back change leaves no event behind.
     async with pool.acquire() as conn:
         tx = conn.transaction()
         await tx.start()
-        await conn.execute("UPDATE domains SET region = 'eu-west-1' WHERE id = $1", domain.id)
+        await conn.execute("DELETE FROM contacts WHERE id = $1", contact_id)
         await tx.rollback()
     assert await _types(pool, domain.tenant_id) == []
-    await pool.execute("UPDATE domains SET region = 'eu-west-1' WHERE id = $1", domain.id)
-    found = await contacts.list_contacts(pool, domain.tenant_id, limit=1)
-    await contacts.delete_contact(pool, domain.tenant_id, found[0][0].id)
+    await domains.update_receiving(
+        pool,
+        domain.tenant_id,
+        domain.id,
+        receiving=False,
+        reply_domain=None,
+        event_data=DOMAIN_VIEW.event_data,
+    )
+    await contacts.delete_contact(pool, domain.tenant_id, contact_id)
     assert await _types(pool, domain.tenant_id) == ["domain.updated", "contact.deleted"]
     data = await pool.fetchval(
         "SELECT data FROM webhook_events WHERE tenant_id = $1 AND type = 'domain.updated'",
         domain.tenant_id,
     )
-    assert (data["name"], data["region"]) == (domain.name, "eu-west-1")
+    assert (data["name"], data["capabilities"]["receiving"]) == (domain.name, "disabled")
 
 
 async def test_the_hook_for_suppressions_and_complaints_writes_their_events(

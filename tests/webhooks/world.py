@@ -20,7 +20,7 @@ from policy.domains.dkim_keys import DkimKeyPair
 from policy.tokens import ReplyTokens
 from storage.account import directory
 from storage.database import Pool
-from tests.conftest import make_settings
+from tests.conftest import DOMAIN_VIEW, make_settings
 from tests.support.loopback_http import served_on_loopback
 
 T = TypeVar("T")
@@ -73,6 +73,7 @@ async def tenant_with_key(pool: Pool, dkim: DkimKeyPair) -> tuple[directory.Doma
         reply_domain=f"inbound.t{suffix}.test",
         verified=True,
         dkim=dkim,
+        event_data=DOMAIN_VIEW.event_data,
     )
     _, key = await directory.create_api_key(pool, tenant.id, "test", "full_access")
     return domain, key

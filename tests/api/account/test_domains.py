@@ -22,7 +22,7 @@ from tests.api.account.domains_client import (
     publish,
     record,
 )
-from tests.conftest import ApiServer, MakeTenant, StartApi
+from tests.conftest import DOMAIN_VIEW, ApiServer, MakeTenant, StartApi
 from tests.support.dns_server import LoopbackDNSServer
 
 RECORD_FIELDS = {"record", "name", "type", "ttl", "status", "value"}
@@ -311,13 +311,24 @@ async def test_two_tenants_verifying_one_name_at_once_leave_it_verified_for_one(
     ids = []
     for tenant in (first, second):
         claim = await domains.insert_domain(
-            pool, tenant.id, name, receiving=False, reply_domain=None
+            pool,
+            tenant.id,
+            name,
+            receiving=False,
+            reply_domain=None,
+            event_data=DOMAIN_VIEW.event_data,
         )
         ids.append((tenant.id, claim.id))
     outcomes = await asyncio.gather(
         *(
             domains.record_check(
-                pool, tenant_id, domain_id, status="verified", verified=True, records=[]
+                pool,
+                tenant_id,
+                domain_id,
+                status="verified",
+                verified=True,
+                records=[],
+                event_data=DOMAIN_VIEW.event_data,
             )
             for tenant_id, domain_id in ids
         ),

@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 
 from storage.account import directory
-from tests.conftest import message
+from tests.conftest import DOMAIN_VIEW, message
 from tests.support.delivery_world import queue_database
 from tests.support.opensend_cli import OPENSEND, free_loopback_port, server_env
 
@@ -24,7 +24,13 @@ async def test_events_answered_202_are_there_after_the_api_is_killed(
         tenant = await directory.create_tenant(pool, f"crash-{secrets.token_hex(3)}")
         domain = f"crash{secrets.token_hex(3)}.test"
         await directory.add_domain(
-            pool, tenant.id, domain, receiving=True, reply_domain=None, verified=True
+            pool,
+            tenant.id,
+            domain,
+            receiving=True,
+            reply_domain=None,
+            verified=True,
+            event_data=DOMAIN_VIEW.event_data,
         )
         await directory.add_route(pool, tenant.id, f"*@{domain}", None)
         port = free_loopback_port()

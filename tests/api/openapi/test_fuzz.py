@@ -33,7 +33,7 @@ from tests.api.openapi.fuzz import (
     fuzz,
     undocumented,
 )
-from tests.conftest import ApiServer, MakeTenant
+from tests.conftest import DOMAIN_VIEW, ApiServer, MakeTenant
 
 # Generated requests per operation and mode (valid, invalid): the whole file stays well under a
 # minute on two busy cores, and derandomized runs make a finding reproducible. A deeper run:
@@ -176,7 +176,13 @@ async def make_world(api: ApiServer, make_tenant: MakeTenant) -> World:
     acme = await make_tenant(catch_all=True)
     key = await acme.api_key()
     spare = await directory.add_domain(
-        acme.pool, acme.id, f"spare.{acme.name}", receiving=False, reply_domain=None, verified=False
+        acme.pool,
+        acme.id,
+        f"spare.{acme.name}",
+        receiving=False,
+        reply_domain=None,
+        verified=False,
+        event_data=DOMAIN_VIEW.event_data,
     )
     spare_keys = [
         str((await directory.create_api_key(acme.pool, acme.id, f"spare {n}", "full_access"))[0].id)

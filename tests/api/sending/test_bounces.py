@@ -24,7 +24,7 @@ from policy.tokens import ReplyTokens
 from storage.account import directory
 from storage.database import Pool
 from tests.api.sending.emails_client import EmailsApi, emails_api, events
-from tests.conftest import make_settings, smtp_send
+from tests.conftest import DOMAIN_VIEW, make_settings, smtp_send
 from tests.support.delivery_world import delivery_workers, queue_database
 from tests.support.queued_mail import poll_until
 from tests.support.smtp_sink import Received, Sink
@@ -76,6 +76,7 @@ async def make_tenant(pool: Pool, dkim_key: DkimKeyPair) -> tuple[Any, str, str,
         reply_domain=f"inbound.{name}",
         verified=True,
         dkim=dkim_key,
+        event_data=DOMAIN_VIEW.event_data,
     )
     _, key = await directory.create_api_key(pool, tenant.id, "test", "full_access")
     return tenant.id, name, f"inbound.{name}", key

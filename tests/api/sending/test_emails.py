@@ -27,7 +27,7 @@ from tests.api.sending.emails_client import (
     emails_api,
     events,
 )
-from tests.conftest import ApiServer, MakeTenant
+from tests.conftest import DOMAIN_VIEW, ApiServer, MakeTenant
 
 
 def parsed(raw: bytes) -> EmailMessage:
@@ -324,7 +324,13 @@ async def test_domain_limited_sending_key_sends_only_from_its_domain(
 ) -> None:
     acme = await make_tenant()
     other = await directory.add_domain(
-        pool, acme.id, f"other-{acme.name}", receiving=False, reply_domain=None, verified=True
+        pool,
+        acme.id,
+        f"other-{acme.name}",
+        receiving=False,
+        reply_domain=None,
+        verified=True,
+        event_data=DOMAIN_VIEW.event_data,
     )
     _, key = await directory.create_api_key(pool, acme.id, "limited", "sending_access", other.id)
     async with emails_api(api, key) as client:

@@ -23,7 +23,7 @@ from storage.account import directory
 from storage.database import Pool
 from tests.api.sending.emails_client import EmailsApi, emails_api
 from tests.api.sending.test_emails import parsed, text_of
-from tests.conftest import make_settings, message, received_rows, smtp_send
+from tests.conftest import DOMAIN_VIEW, make_settings, message, received_rows, smtp_send
 from tests.support.delivery_world import delivery_workers, queue_database
 from tests.support.queued_mail import poll_until
 from tests.support.smtp_sink import Sink
@@ -77,6 +77,7 @@ async def running(
         reply_domain=f"inbound.t{suffix}.test",
         verified=True,
         dkim=dkim_key,
+        event_data=DOMAIN_VIEW.event_data,
     )
     _, key = await directory.create_api_key(pool, tenant.id, "test", "full_access")
     await directory.add_route(pool, tenant.id, f"support@{domain.name}", None)

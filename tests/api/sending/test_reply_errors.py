@@ -25,7 +25,7 @@ from storage.errors import StorageUnavailable
 from storage.sending import replies
 from tests.api.sending.emails_client import count_emails, email, emails_api
 from tests.api.sending.reply_client import inbound_error, post_reply, received_email, reply_body
-from tests.conftest import ApiServer, MakeTenant
+from tests.conftest import DOMAIN_VIEW, ApiServer, MakeTenant
 
 
 @pytest.mark.parametrize("v2", [False, True], ids=["emails-path", "api-v2-path"])
@@ -234,7 +234,13 @@ async def test_sending_from_an_unverified_domain_is_403(
     received = await received_email(acme, mx)
     pending = f"pending-{acme.name}"
     await directory.add_domain(
-        pool, acme.id, pending, receiving=False, reply_domain=None, verified=False
+        pool,
+        acme.id,
+        pending,
+        receiving=False,
+        reply_domain=None,
+        verified=False,
+        event_data=DOMAIN_VIEW.event_data,
     )
     async with emails_api(api, await acme.api_key()) as client:
         answer = await post_reply(client, received, reply_body(acme, sender=f"a@{pending}"))

@@ -19,7 +19,7 @@ from mta.serve import WEBHOOK_PROCESS_NAME
 from policy.domains.dkim_keys import DkimKeyPair
 from storage.account import directory
 from storage.database import Pool
-from tests.conftest import smtp_send
+from tests.conftest import DOMAIN_VIEW, smtp_send
 from tests.support.delivery_world import queue_database
 from tests.support.dns_server import LoopbackDNSServer
 from tests.support.mail_auth import AuthSender, mail
@@ -38,7 +38,13 @@ async def own_database(database_url: str) -> AsyncIterator[tuple[str, Pool]]:
 async def receiving_domain(pool: Pool) -> str:
     tenant = await directory.create_tenant(pool, "serve-authcheck")
     await directory.add_domain(
-        pool, tenant.id, "receiver.test", receiving=True, reply_domain=None, verified=True
+        pool,
+        tenant.id,
+        "receiver.test",
+        receiving=True,
+        reply_domain=None,
+        verified=True,
+        event_data=DOMAIN_VIEW.event_data,
     )
     await directory.add_route(pool, tenant.id, "*@receiver.test", None)
     return "receiver.test"

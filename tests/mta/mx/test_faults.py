@@ -28,6 +28,7 @@ from storage.account import directory
 from storage.database import Pool, open_pool
 from storage.migrate import migrate
 from tests.conftest import (
+    DOMAIN_VIEW,
     TEST_SECRET,
     MakeTenant,
     TenantWorld,
@@ -119,6 +120,7 @@ class IsolatedMX:
             receiving=True,
             reply_domain=f"inbound.{name}",
             verified=True,
+            event_data=DOMAIN_VIEW.event_data,
         )
         world = TenantWorld(self.pool, self.tokens, tenant, domain)
         if catch_all:

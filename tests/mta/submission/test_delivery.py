@@ -20,7 +20,7 @@ from policy.domains.dkim_keys import DkimKeyPair, record_name, record_value
 from policy.tokens import ReplyTokens
 from storage.account import directory
 from storage.database import Pool
-from tests.conftest import StartSubmission, TenantWorld, message
+from tests.conftest import DOMAIN_VIEW, StartSubmission, TenantWorld, message
 from tests.mta.delivery.test_dkim import signature_tags, txt_from
 from tests.mta.submission.test_pipeline import submit
 from tests.mta.submission.test_swaks import login, swaks, verified_tls
@@ -58,6 +58,7 @@ async def tenant_on(pool: Pool, tokens: ReplyTokens, key: DkimKeyPair) -> Tenant
         reply_domain=f"inbound.{name}",
         verified=True,
         dkim=key,
+        event_data=DOMAIN_VIEW.event_data,
     )
     return TenantWorld(pool, tokens, tenant, domain)
 

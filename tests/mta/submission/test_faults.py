@@ -17,7 +17,14 @@ from policy.tokens import ReplyTokens
 from storage.account import directory
 from storage.database import Pool, open_pool
 from storage.migrate import migrate
-from tests.conftest import SUBMISSION_HOST, StartSubmission, SubmissionServer, TenantWorld, message
+from tests.conftest import (
+    DOMAIN_VIEW,
+    SUBMISSION_HOST,
+    StartSubmission,
+    SubmissionServer,
+    TenantWorld,
+    message,
+)
 from tests.mta.mx.test_faults import assert_reply, data_block
 from tests.mta.submission.test_pipeline import submit
 from tests.support.databases import Cluster, disposable_cluster
@@ -60,6 +67,7 @@ async def isolated(
                 receiving=True,
                 reply_domain=f"inbound.t{suffix}.test",
                 verified=True,
+                event_data=DOMAIN_VIEW.event_data,
             )
             acme = TenantWorld(pool, tokens, tenant, domain)
             server = await start_test_submission(on=pool, OPENSEND_AUTH_MAX_FAILURES="1")

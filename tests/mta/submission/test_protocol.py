@@ -23,6 +23,7 @@ from storage.account import directory
 from storage.account_caches import KeyCache
 from storage.database import Pool
 from tests.conftest import (
+    DOMAIN_VIEW,
     SUBMISSION_HOST,
     MakeTenant,
     StartSubmission,
@@ -559,7 +560,13 @@ async def acme_second_domain(acme: TenantWorld) -> str:
 
     name = f"news.{acme.name}"
     await directory.add_domain(
-        acme.pool, acme.id, name, receiving=False, reply_domain=None, verified=True
+        acme.pool,
+        acme.id,
+        name,
+        receiving=False,
+        reply_domain=None,
+        verified=True,
+        event_data=DOMAIN_VIEW.event_data,
     )
     return name
 

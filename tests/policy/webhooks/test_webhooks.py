@@ -184,6 +184,35 @@ def test_a_message_without_a_message_id_or_a_tag_value_gives_strings_as_the_sdk_
         assert data["tags"] == {"plan": ""}
 
 
+def test_a_domain_event_goes_out_as_stored_and_one_the_trigger_wrote_keeps_its_shape() -> None:
+    """domain.* data is stored in its final shape (policy.domains.public); an event written by
+    migration 0013's trigger, before 0023, still in the outbox, is sent as it always was."""
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    mx = {"name": "a.test", "type": "MX", "ttl": "Auto", "status": "failed", "value": "mx.test"}
+    stored = {
+        "id": "d1",
+        "name": "a.test",
+        "capabilities": {"sending": "enabled", "receiving": "enabled"},
+        "records": [{"record": "Receiving", **mx, "priority": 10, "reason": "no MX"}],
+    }
+    assert payloads.shape("domain.updated", at, stored)["data"] == stored
+    by_trigger = {
+        "id": "d1",
+        "name": "a.test",
+        "status": "failed",
+        "receiving_enabled": True,
+        "records": [{"record": "MX", **mx, "priority": 10, "reason": "no MX"}],
+    }
+    assert payloads.shape("domain.updated", at, by_trigger)["data"] == {
+        "id": "d1",
+        "name": "a.test",
+        "status": "failed",
+        "created_at": None,
+        "region": None,
+        "records": [{"record": "MX", **mx, "priority": 10}],
+    }
+
+
 def test_an_oversized_payload_loses_attachments_first_then_all_but_its_ids() -> None:
     snap = {
         "email_id": EMAIL_ID,
