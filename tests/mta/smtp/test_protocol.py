@@ -1112,3 +1112,65 @@ async def test_after_a_data_hook_fails_451_the_next_mail_starts_a_new_transactio
         client.close()
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        # Within the reader's line limit, past RFC 5321 section 4.5.3.1.4's 512 octets.
+        pytest.param(b"NOOP " + b"x" * 700, id="past_512_octets"),
+        # Past the reader's own limit: dropped as it comes, in several reads.
+        pytest.param(b"NOOP " + b"x" * 300_000, id="far_past_the_reader_limit"),
+        pytest.param(b"MAIL FROM:<" + b"a" * 2000 + b"@example.net>", id="mail_past_its_limit"),
+    ],
+)
+async def test_an_over_long_command_line_is_refused_500_5_5_2_and_the_session_goes_on(
+    mx: MXListener, line: bytes
+) -> None:
+    async with raw_session(mx.port) as client:
+        await client.send_raw(line + b"\r\n")
+        assert_reply(await client.read_reply(), replies.S500_COMMAND_TOO_LONG)
+        assert_reply(await client.command("NOOP"), replies.S250_OK)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b"\xc3\x89HLO client.example", id="verb_not_ascii"),
+        pytest.param(b" NOOP", id="leading_space"),
+    ],
+)
+async def test_an_unreadable_command_line_is_refused_500_5_5_2_and_the_session_goes_on(
+    mx: MXListener, line: bytes
+) -> None:
+    async with raw_session(mx.port) as client:
+        await client.send_raw(line + b"\r\n")
+        assert_reply(await client.read_reply(), replies.S500_SYNTAX_ERROR)
+        assert_reply(await client.command("NOOP"), replies.S250_OK)
+
+
+async def test_the_fifth_unknown_command_closes_the_session_with_502_5_5_1(
+    mx: MXListener,
+) -> None:
+    async with raw_session(mx.port) as client:
+        for _ in range(4):
+            assert_reply(await client.command("XYZZY"), replies.S500_UNKNOWN_COMMAND)
+        await client.send_raw(b"XYZZY\r\nNOOP\r\n")  # what follows the fifth is not read
+        assert_reply(await client.read_reply(), replies.S502_TOO_MANY_UNKNOWN)
+        assert await closed_by_server(client)
+
+
+async def test_commands_in_lower_case_with_arguments_in_utf8_are_read(mx: MXListener) -> None:
+    async with raw_session(mx.port) as client:
+        assert_reply(await client.command("noop"), replies.S250_OK)
+        assert (await client.command("vrfy <jürgen@example.net>")).code == 252
+
+
+async def test_a_client_that_hangs_up_mid_line_ends_its_session_without_a_fault(
+    mx: MXListener, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with raw_session(mx.port) as client:
+        await client.send_raw(b"MAIL FROM:<half")
+    await poll_until(lambda: not mx.protocols)
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
