@@ -1,7 +1,8 @@
 """The SMTP protocol engine of the MX: aiosmtpd's state machine with a modern MX's edges.
 
 aiosmtpd (pinned in pyproject.toml: this subclass relies on its internals) keeps RFC order and
-parsing. This subclass adds what an internet-facing MX needs: a connection cap answered with 421,
+the verbs' parsing; the loop that reads command lines and dispatches them is this class's own.
+This subclass adds what an internet-facing MX needs: a connection cap answered with 421,
 an EHLO that advertises PIPELINING and ENHANCEDSTATUSCODES, enhanced codes on every reply, a
 DATA reader that takes the message in blocks instead of line by line, ends DATA at CRLF.CRLF
 only, refuses a message with a bare LF or CR in it (or, if so configured, normalises them as
