@@ -62,12 +62,16 @@ def client_session(
     allow_private: bool,
     connect_timeout: float,
     timeout: float,
-    per_host: int,
 ) -> aiohttp.ClientSession:
+    # No limit of connections, in all or per host: how many requests are in flight is the
+    # claim's to decide (storage/webhooks/outbox.py: per endpoint, and MAX_IN_FLIGHT per
+    # worker). aiohttp counts per host and port, not per endpoint: with a per-host limit, a
+    # hanging endpoint held another tenant's endpoint on the same host waiting for a
+    # connection, until that request timed out and began a failing streak of its own.
     connector = aiohttp.TCPConnector(
         resolver=GuardedResolver(resolver, allow_private=allow_private),
         limit=0,
-        limit_per_host=per_host,
+        limit_per_host=0,
         use_dns_cache=False,  # every new connection resolves, and is checked, again
     )
     return aiohttp.ClientSession(

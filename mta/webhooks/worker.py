@@ -102,7 +102,6 @@ class WebhookWorkers:
             allow_private=self._settings.allow_private,
             connect_timeout=self._settings.connect_timeout,
             timeout=self._settings.timeout,
-            per_host=self._settings.endpoint_concurrency,
         )
         loop = asyncio.get_running_loop()
         self._services = [

@@ -3,10 +3,9 @@
 Workers on any number of machines share `webhook_deliveries` through row locks only. A claim
 takes due rows FOR UPDATE SKIP LOCKED, at most `per_endpoint` in flight per endpoint across all
 workers (rows under a live lease count), one while the endpoint is failing, so one slow endpoint
-cannot hold every worker. It leases
-the rows: if the worker dies mid-POST a row is due again when its lease runs out, for any worker,
-under the same id. A worker records the outcomes of its finished requests and claims again in
-one statement (a cycle).
+cannot hold every worker. It leases the rows: if the worker dies mid-POST a row is due again
+when its lease runs out, for any worker, under the same id. A worker records the outcomes of its
+finished requests and claims again in one statement (a cycle).
 """
 
 from __future__ import annotations
@@ -70,7 +69,7 @@ _ASYNC_COMMIT = "SELECT set_config('synchronous_commit', 'off', true) AS async_c
 # and ends at a success (the attempts of a cycle count in their order); past `$12` seconds of
 # failing it is disabled, for the tenant to see.
 #
-# The claim: each endpoint's queue in due order, and its first `{per_endpoint}` rows (the
+# The claim: each endpoint's queue in due order (then id), and its first `{per_endpoint}` rows (the
 # concurrency cap, written into the statement: see cycle_statement), or its first row alone while
 # the endpoint is failing, are the ones that may be in flight. Those under a live lease are (another
 # worker's, or ours); the others in that head are claimed, FOR UPDATE SKIP LOCKED (one a concurrent
@@ -82,7 +81,8 @@ _ASYNC_COMMIT = "SELECT set_config('synchronous_commit', 'off', true) AS async_c
 #
 # Every part of one statement reads the same snapshot, so the claim does not see what this cycle
 # recorded: the deliveries recorded here are left out of the heads (they are no longer in
-# flight), and an endpoint this cycle disabled is not claimed for.
+# flight), an endpoint this cycle disabled is not claimed for, and one whose streak this cycle
+# began or ended is read through `streak`.
 _CYCLE = f"""
 WITH async_commit AS ({_ASYNC_COMMIT}), u AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::float8[], $5::uuid[],
@@ -136,23 +136,30 @@ WITH async_commit AS ({_ASYNC_COMMIT}), u AS (
            OR s.failing_since < now() - make_interval(secs => $12))
     RETURNING w.id, w.status
 ), head AS (
-    -- An endpoint in a failing streak (refusing, erring or timing out since its last 2xx) is
-    -- sent one request at a time until one succeeds: a hanging endpoint then holds one of a
+    -- An endpoint in a failing streak (any attempt without a 2xx since its last 2xx) is sent
+    -- one request at a time until one succeeds: a hanging endpoint then holds one of a
     -- worker's slots, not the whole cap, for each timeout. The cap stays a number (LIMIT);
-    -- the one-at-a-time rule is a filter on the head's places. Both read the endpoint as this
-    -- statement's snapshot has it: the outcomes recorded above count from the next cycle.
+    -- the one-at-a-time rule is a filter on the head's places. The streak is as this cycle's
+    -- outcomes leave it (`streak`), else as the endpoint's row has it: the cycle that records
+    -- the first timeouts claims one more, not another cap's worth. Deliveries written in one
+    -- transaction share their due time, so the queue's order ends with the id, as the due
+    -- index does: with ties, the head and its places would follow wherever an update moved a
+    -- row in the heap, and a leased row could drop out of the head while another took it.
     SELECT x.id, x.next_attempt_at FROM webhooks w
     CROSS JOIN LATERAL (
         SELECT x.id, x.lease_until, x.next_attempt_at,
-               row_number() OVER (ORDER BY x.next_attempt_at) AS place
+               row_number() OVER (ORDER BY x.next_attempt_at, x.id) AS place
         FROM webhook_deliveries x
         WHERE x.webhook_id = w.id AND x.status IN ('pending', 'attempting')
           AND x.next_attempt_at <= now() AND x.id <> ALL ($1::uuid[])
-        ORDER BY x.next_attempt_at
+        ORDER BY x.next_attempt_at, x.id
         LIMIT {{per_endpoint}}
     ) x
+    LEFT JOIN streak s ON s.webhook_id = w.id
     WHERE w.status = 'enabled' AND (x.lease_until IS NULL OR x.lease_until <= now())
-      AND (x.place = 1 OR w.failing_since IS NULL)
+      AND (x.place = 1
+           OR (CASE WHEN s.webhook_id IS NULL THEN w.failing_since ELSE s.failing_since END)
+              IS NULL)
       AND w.id NOT IN (SELECT id FROM endpoint WHERE status = 'disabled')
 ), picked AS (
     -- Checked again on the row as it is now when a concurrent claim or outcome committed
@@ -163,9 +170,9 @@ WITH async_commit AS ({_ASYNC_COMMIT}), u AS (
     -- entries of every delivery finished since the last VACUUM. Such a plan, chosen after an
     -- ANALYZE saw a backlog, made cycles of 20 to 200 ms (tests/perf/README.md, webhooks).
     SELECT d.id FROM head h JOIN webhook_deliveries d ON d.id = h.id
-    WHERE d.status NOT IN ('success', 'failed')
+    WHERE d.status NOT IN ('success', 'failed') AND d.next_attempt_at <= now()
       AND (d.lease_until IS NULL OR d.lease_until <= now())
-    ORDER BY h.next_attempt_at
+    ORDER BY h.next_attempt_at, h.id
     LIMIT $13
     FOR UPDATE OF d SKIP LOCKED
 ), claimed AS (

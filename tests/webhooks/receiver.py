@@ -21,6 +21,7 @@ WAIT_SECONDS = 60.0
 class Post:
     headers: dict[str, str]
     body: bytes
+    path: str = "/hook"
 
     @property
     def id(self) -> str:
@@ -37,6 +38,7 @@ class Receiver:
     posts: list[Post] = field(default_factory=list)
     answers: list[int] = field(default_factory=list)  # status codes to give, in order; then 200
     hang: bool = False  # never answer (until the server stops)
+    hang_paths: set[str] = field(default_factory=set)  # never answer requests to these paths
     gate: asyncio.Event | None = None  # when given, answer only once it is set
     location: str | None = None  # a Location header for every answer (redirects)
     arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -53,19 +55,23 @@ class Receiver:
 
     @property
     def url(self) -> str:
+        return self.url_of("/hook")
+
+    def url_of(self, path: str) -> str:
         assert self.runner is not None
-        return f"http://127.0.0.1:{self.runner.addresses[0][1]}/hook"
+        return f"http://127.0.0.1:{self.runner.addresses[0][1]}{path}"
 
     async def stop(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.Response:
-        post = Post({k.lower(): v for k, v in request.headers.items()}, await request.read())
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        post = Post(headers, await request.read(), request.path)
         async with self.arrived:
             self.posts.append(post)
             self.arrived.notify_all()
-        if self.hang:
+        if self.hang or request.path in self.hang_paths:
             await asyncio.Event().wait()
         if self.gate is not None:
             await self.gate.wait()
@@ -77,6 +83,14 @@ class Receiver:
         async with asyncio.timeout(WAIT_SECONDS), self.arrived:
             await self.arrived.wait_for(lambda: len(self.posts) >= count)
         return self.posts[:count]
+
+    async def wait_for_path(self, path: str) -> Post:
+        def to_path() -> list[Post]:
+            return [p for p in self.posts if p.path == path]
+
+        async with asyncio.timeout(WAIT_SECONDS), self.arrived:
+            await self.arrived.wait_for(to_path)
+        return to_path()[0]
 
     async def wait_for_type(self, kind: str, count: int = 1) -> list[Post]:
         def of_type() -> list[Post]:

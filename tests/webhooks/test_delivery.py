@@ -132,6 +132,45 @@ async def test_a_hanging_endpoint_is_timed_out_and_does_not_hold_up_another(
         assert await delivery_status(pool, hung[0].id) == "attempting"
 
 
+async def test_a_hanging_endpoint_does_not_hold_up_another_on_the_same_host(
+    queue: Queue,
+    receiver: Receiver,
+    tokens: ReplyTokens,
+    dkim_key: DkimKeyPair,
+    tmp_path: Path,
+) -> None:
+    """Two tenants' endpoints behind one host (a hosted receiver): the cap is per endpoint, not
+    per host. With the client's connections capped per host, the quick endpoint's request
+    waited for one of the slow endpoint's and timed out, which began a failing streak."""
+    url, pool = queue
+    slow, slow_key = await tenant_with_key(pool, dkim_key)
+    quick, quick_key = await tenant_with_key(pool, dkim_key)
+    receiver.hang_paths.add("/slow")
+    async with (
+        api_server(pool, tokens, tmp_path) as api_url,
+        webhook_workers(
+            pool,
+            url,
+            tmp_path,
+            OPENSEND_WEBHOOK_TIMEOUT="2s",
+            OPENSEND_WEBHOOK_CONNECT_TIMEOUT="1s",
+            OPENSEND_WEBHOOK_ENDPOINT_CONCURRENCY="2",
+        ),
+    ):
+        with sdk_as(slow_key, api_url):
+            await create_webhook(receiver.url_of("/slow"), ["contact.created"])
+        with sdk_as(quick_key, api_url):
+            _, quick_secret = await create_webhook(receiver.url_of("/quick"), ["contact.created"])
+        for _ in range(5):
+            await new_contact(pool, slow.tenant_id)
+        await receiver.wait_for(2)  # the slow endpoint holds its two requests
+        await new_contact(pool, quick.tenant_id)
+        post = await receiver.wait_for_path("/quick")
+        verified(post, quick_secret)
+        [attempt] = await attempts_of(pool, post.id, 1)
+        assert attempt["status_code"] == 200
+
+
 async def test_after_a_rotation_both_secrets_sign_until_the_grace_ends(
     queue: Queue,
     receiver: Receiver,

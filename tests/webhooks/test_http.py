@@ -23,7 +23,6 @@ async def post_once(tmp_path: Path, url: str) -> http.Answer:
         allow_private=True,
         connect_timeout=5,
         timeout=10,
-        per_host=1,
     )
     try:
         return await http.post(session, url, b"{}", {})

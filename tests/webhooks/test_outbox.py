@@ -129,22 +129,50 @@ async def test_an_outcome_frees_its_slot_for_the_claim_in_the_same_cycle(queue: 
     assert attempts == 1
 
 
+async def live_leases(pool: Pool, webhook_id: UUID) -> int:
+    """Deliveries of the endpoint in flight now, whoever claimed them."""
+    count: int = await pool.fetchval(
+        "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = $1 AND lease_until > now()",
+        webhook_id,
+    )
+    return count
+
+
+async def test_deliveries_written_together_never_put_more_than_the_cap_in_flight(
+    queue: Queue,
+) -> None:
+    """Written in one statement, the deliveries share their due time. With the queue ordered by
+    due time alone, each claim's update could move a leased row out of the head in the index's
+    order of ties, and the next cycle took another in its place: 35 in flight for a cap of 16."""
+    _, pool = queue
+    webhook_id = await endpoint_with_events(pool, 0)
+    await add_events(pool, webhook_id, 400)
+    for _ in range(12):
+        await cycle(pool, webhook_id, [], cap=16)
+        assert await live_leases(pool, webhook_id) == 16
+
+
 async def test_a_failing_endpoint_gets_one_request_at_a_time_until_one_succeeds(
     queue: Queue,
 ) -> None:
     _, pool = queue
-    webhook_id = await endpoint_with_events(pool, 8)
-    # What an error or a timeout leaves (test_a_cycle_counts_its_attempts_in_order_...).
-    await pool.execute("UPDATE webhooks SET failing_since = now() WHERE id = $1", webhook_id)
-    (probe,) = await cycle(pool, webhook_id, [], cap=4)  # one, not the cap's four
-    assert not await cycle(pool, webhook_id, [], cap=4)  # it is still under way
-    # Its success is recorded; the claim beside it still reads the endpoint as failing.
-    (second,) = await cycle(pool, webhook_id, [succeeded(probe)], cap=4)
+    webhook_id = await endpoint_with_events(pool, 0)
+    await add_events(pool, webhook_id, 400)  # in one statement: one due time for all
+    claimed = await cycle(pool, webhook_id, [], cap=4)
+    assert len(claimed) == 4
+    # All four fail (retried later): the cycle that records them starts the endpoint's streak,
+    # and claims one more, not another four.
+    now = datetime.now(UTC)
+    (probe,) = await cycle(pool, webhook_id, [attempted(c, now, ok=False) for c in claimed], cap=4)
+    for _ in range(6):
+        assert not await cycle(pool, webhook_id, [], cap=4)  # the probe is still under way
+        assert await live_leases(pool, webhook_id) == 1
+    # It succeeds: the streak ends, and the claim beside the outcome takes the cap's four.
+    more = await cycle(pool, webhook_id, [succeeded(probe)], cap=4)
+    assert len(more) == 4
     failing = await pool.fetchval("SELECT failing_since FROM webhooks WHERE id = $1", webhook_id)
     assert failing is None
-    more = await cycle(pool, webhook_id, [], cap=4)  # healthy again: the cap, less the one out
-    assert len(more) == 3
-    assert len({d.id for d, _ in [probe, second, *more]}) == 5
+    assert await live_leases(pool, webhook_id) == 4
 
 
 async def test_a_lease_run_out_goes_to_another_worker_and_the_late_outcome_is_only_listed(
