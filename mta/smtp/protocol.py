@@ -274,6 +274,7 @@ class MXProtocol(SMTP):
             if verb not in verbs:
                 unknown_allowed -= 1
                 if unknown_allowed < 0:
+                    log.info("too many unknown commands", extra=self.client_facts())
                     await self.push(str(replies.S502_TOO_MANY_UNKNOWN))
                     assert self.transport is not None
                     self.transport.close()
@@ -286,10 +287,21 @@ class MXProtocol(SMTP):
             self._reset_timeout()
             try:
                 await getattr(self, f"smtp_{verb}")(arg)
-            except ConnectionError:
-                return  # the client is gone
             except Exception as error:  # one command's fault ends no session
-                await self.push(await self.handle_exception(error))
+                if isinstance(error, ConnectionError) and not self._open():
+                    return  # the client is gone
+                await self.push(await self._answer_to(error))
+
+    async def _answer_to(self, error: Exception) -> str:
+        """The reply to a command that raised: the handler's (it logs, and answers 451); if
+        that raises too, 451 all the same, never the exception's text."""
+        try:
+            return await self.handle_exception(error)
+        except asyncio.CancelledError:
+            raise  # the session was closed under the command: nobody to answer
+        except Exception:
+            log.exception("unexpected error answering an SMTP session's error")
+            return str(replies.S451_LOCAL_ERROR)
 
     async def _command_line(self) -> bytes | None:
         """The next command line without its CRLF, or None once the client has hung up. A line

@@ -1074,13 +1074,14 @@ class _DataHookFails:
         return str(replies.S451_TEMP_STORAGE)
 
 
-async def test_after_a_data_hook_fails_451_the_next_mail_starts_a_new_transaction() -> None:
-    """Not "503 nested MAIL": the failed transaction is over, as after any DATA reply."""
+@contextlib.asynccontextmanager
+async def engine_serving(handler: object) -> AsyncIterator[int]:
+    """The protocol engine on loopback with `handler` (one of these tests' own); its port."""
     loop = asyncio.get_running_loop()
     protocols: set[MXProtocol] = set()
     server = await loop.create_server(
         lambda: MXProtocol(
-            _DataHookFails(),
+            handler,
             gate=ConnectionGate(10),
             registry=protocols,
             data_timeout=30.0,
@@ -1096,22 +1097,72 @@ async def test_after_a_data_hook_fails_451_the_next_mail_starts_a_new_transactio
         host="127.0.0.1",
         port=0,
     )
-    port = server.sockets[0].getsockname()[1]
-    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=30, start_tls=False)
     try:
-        await client.connect()
-        await client.ehlo(hostname="client.example.net")
-        for _ in range(2):
-            assert (await client.mail("a@example.net")).code == 250
-            assert (await client.rcpt("x@example.com")).code == 250
-            with pytest.raises(aiosmtplib.SMTPDataError) as refused:
-                await client.data(message())
-            assert refused.value.code == replies.S451_TEMP_STORAGE.code
-        await client.quit()
+        yield server.sockets[0].getsockname()[1]
     finally:
-        client.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_after_a_data_hook_fails_451_the_next_mail_starts_a_new_transaction() -> None:
+    """Not "503 nested MAIL": the failed transaction is over, as after any DATA reply."""
+    async with engine_serving(_DataHookFails()) as port:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=30, start_tls=False)
+        try:
+            await client.connect()
+            await client.ehlo(hostname="client.example.net")
+            for _ in range(2):
+                assert (await client.mail("a@example.net")).code == 250
+                assert (await client.rcpt("x@example.com")).code == 250
+                with pytest.raises(aiosmtplib.SMTPDataError) as refused:
+                    await client.data(message())
+                assert refused.value.code == replies.S451_TEMP_STORAGE.code
+            await client.quit()
+        finally:
+            client.close()
+
+
+class _RcptHookFails:
+    """A RCPT hook that raises `error`, and an exception hook that raises too when told."""
+
+    def __init__(self, error: Exception, *, exception_hook_fails: bool = False) -> None:
+        self.error = error
+        self.exception_hook_fails = exception_hook_fails
+
+    async def handle_RCPT(
+        self, server: object, session: object, envelope: object, address: str, options: object
+    ) -> str:
+        raise self.error
+
+    async def handle_exception(self, error: Exception) -> str:
+        if self.exception_hook_fails:
+            raise RuntimeError("a bug in the exception hook")
+        return str(replies.S451_TEMP_STORAGE)
+
+
+@pytest.mark.parametrize(
+    ("handler", "expected"),
+    [
+        # A service the hook uses refused it: the client is still here, and is answered.
+        pytest.param(
+            _RcptHookFails(ConnectionRefusedError("a service refused")),
+            replies.S451_TEMP_STORAGE,
+            id="connection_refused_inside_the_hook",
+        ),
+        pytest.param(
+            _RcptHookFails(RuntimeError("a bug"), exception_hook_fails=True),
+            replies.S451_LOCAL_ERROR,
+            id="the_exception_hook_raises_too",
+        ),
+    ],
+)
+async def test_a_command_whose_hook_raises_is_answered_451_and_the_session_goes_on(
+    handler: _RcptHookFails, expected: Reply
+) -> None:
+    async with engine_serving(handler) as port, raw_session(port) as client:
+        assert (await client.command("MAIL FROM:<a@example.net>")).code == 250
+        assert_reply(await client.command("RCPT TO:<x@example.com>"), expected)
+        assert_reply(await client.command("NOOP"), replies.S250_OK)
 
 
 @pytest.mark.parametrize(
