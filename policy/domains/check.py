@@ -47,11 +47,16 @@ async def check_domain(dns: DnsLookup, domain: str, specs: Sequence[RecordSpec])
 
 
 async def _answer(dns: DnsLookup, spec: RecordSpec) -> Answer:
+    # In a fixed order: name servers rotate the records of an answer (RFC 1794), and a check
+    # that found the same records in another order must not read as a change of the domain
+    # (a domain.updated event for nothing).
     try:
         if spec.type == "MX":
-            records = await dns.mx(spec.name)
+            records = sorted(
+                await dns.mx(spec.name) or (), key=lambda r: (r.preference, r.exchange)
+            )
             # A null MX comes back as exchange "", shown as "." the way it is published.
-            return Answer(tuple(f"{r.preference} {r.exchange or '.'}" for r in records or ()))
-        return Answer(tuple(await dns.txt(spec.name)))
+            return Answer(tuple(f"{r.preference} {r.exchange or '.'}" for r in records))
+        return Answer(tuple(sorted(await dns.txt(spec.name))))
     except DnsTemporaryError:
         return Answer(temporary=True)

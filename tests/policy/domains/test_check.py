@@ -92,3 +92,19 @@ async def test_a_null_mx_is_shown_as_published() -> None:
     [mx] = [c for c in check.records if c.spec.purpose is Purpose.RECEIVING]
     assert (mx.status, mx.found) == (Status.FAILED, ("0 .",))
     assert check.problems == [mx]
+
+
+async def test_records_found_are_listed_in_one_order_however_the_name_server_rotates_them() -> None:
+    """Round-robin answers (RFC 1794) must not make a check that found the same records look
+    like a change (the domain.updated event compares what was found)."""
+    dns = published()
+    spf = next(spec.name for spec in SPECS if spec.purpose is Purpose.SPF)
+    dns.mx_records["inbound.example.com"] = [MxRecord(20, "b.example"), MxRecord(10, HOST)]
+    dns.txt_records[spf] = ["v=other", *dns.txt_records[spf]]
+    first = await check_domain(dns, "example.com", SPECS)
+    dns.mx_records["inbound.example.com"].reverse()
+    dns.txt_records[spf].reverse()
+    second = await check_domain(dns, "example.com", SPECS)
+    assert [c.found for c in first.records] == [c.found for c in second.records]
+    [mx] = [c for c in second.records if c.spec.purpose is Purpose.RECEIVING]
+    assert mx.found == (f"10 {HOST}", "20 b.example")
