@@ -26,7 +26,6 @@ import asyncio
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,10 +34,11 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from bench_mx import HOST, RESULTS_DIR, _end, log
+import dns_stub
+import psutil
+from bench_mx import HOST, RESULTS_DIR, log
 from bench_report import bounded, machine_facts
 from opensend_peer import REPO_ROOT, OpenSendError, OpenSendPeer
-from postfix_peer import free_loopback_port
 from smtp_load import Load, Mode, run_smtp_source
 
 COUNT = """
@@ -58,8 +58,25 @@ async def counts(url: str) -> dict[str, int]:
     return dict(row)
 
 
+def cpu_seconds(peer: OpenSendPeer) -> dict[str, float]:
+    """CPU time so far of the server's main process (the MX) and of its children (the auth
+    checker, and the webhook process, idle here: no endpoint is subscribed)."""
+    assert peer.pid is not None
+    main = psutil.Process(peer.pid)
+    times = main.cpu_times()
+    children = 0.0
+    for child in main.children(recursive=True):
+        try:
+            child_times = child.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        children += child_times.user + child_times.system
+    return {"mx": times.user + times.system, "children": children}
+
+
 def drain_round(peer: OpenSendPeer, url: str, load: Load, timeout: float) -> dict[str, Any]:
     before = asyncio.run(counts(url))
+    cpu_before = cpu_seconds(peer)
     run = run_smtp_source(HOST, peer.mx_port, load, Mode.REUSE, timeout)
     at_end = asyncio.run(counts(url))
     started = time.perf_counter()
@@ -69,6 +86,7 @@ def drain_round(peer: OpenSendPeer, url: str, load: Load, timeout: float) -> dic
         time.sleep(0.05)  # the checks write rows; nothing announces the last one
         latest = asyncio.run(counts(url))
     seconds = time.perf_counter() - started
+    cpu_after = cpu_seconds(peer)
     stored = at_end["stored"] - before["stored"]
     problems = []
     if not run.ok:
@@ -87,6 +105,11 @@ def drain_round(peer: OpenSendPeer, url: str, load: Load, timeout: float) -> dic
         "backlog_at_end": backlog,
         "drain_seconds": round(seconds, 3),
         "checks_per_s": round(backlog / seconds, 1) if backlog and seconds else None,
+        # Through the burst and the drain, per message stored.
+        "cpu_ms_per_msg": {
+            name: round(1000 * (cpu_after[name] - cpu_before[name]) / max(stored, 1), 3)
+            for name in cpu_after
+        },
         "problems": problems,
     }
 
@@ -108,22 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     started_at = datetime.now(UTC)
     rounds: list[dict[str, Any]] = []
     failure: str | None = None
-    dns_port = free_loopback_port()
-    stub = Path(__file__).with_name("dns_stub.py")
-    dns = subprocess.Popen(
-        [
-            sys.executable,
-            str(stub),
-            "--port",
-            str(dns_port),
-            "--seconds",
-            str(args.max_seconds + 60),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
     setup = OpenSendPeer(workdir / "opensend-data")
     try:
-        with bounded(args.max_seconds):
+        with bounded(args.max_seconds), dns_stub.running(args.max_seconds + 60) as dns_port:
             setup.setup_routing("bench.test", "bench")
             peer = OpenSendPeer(workdir / "opensend-data", dns_server=f"{HOST}:{dns_port}")
             with peer:
@@ -137,14 +147,15 @@ def main(argv: list[str] | None = None) -> int:
                         f"round {number}: MX {result['mx_msgs_per_s']:,.0f} msg/s; "
                         f"{result['checked_during_burst']} checked during the burst, "
                         f"{result['backlog_at_end']} left, drained in {result['drain_seconds']}s "
-                        f"= {result['checks_per_s'] or 0:,.0f} checks/s"
+                        f"= {result['checks_per_s'] or 0:,.0f} checks/s; CPU ms a message: "
+                        f"MX {result['cpu_ms_per_msg']['mx']}, "
+                        f"checker {result['cpu_ms_per_msg']['children']}"
                         + (f"  PROBLEMS: {result['problems']}" if result["problems"] else "")
                     )
     except (OpenSendError, TimeoutError, OSError) as exc:
         failure = str(exc)
         log(f"failed: {exc}")
     finally:
-        _end(dns)
         setup.stop_embedded_postgres()
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
