@@ -1,4 +1,4 @@
-"""A loopback DNS server that answers every query at once with NXDOMAIN.
+"""A loopback DNS server that answers every query with NXDOMAIN, at once or `--delay-ms` later.
 
 The benchmark's network is loopback only, and it measures the MX, not a resolver: OpenSend's
 lookups (reverse DNS of the client, SPF, DMARC) get a fast, definite "no such name", as from a warm
@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import heapq
+import itertools
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import dns.exception
 import dns.flags
@@ -35,19 +38,31 @@ def answer(query_bytes: bytes) -> bytes | None:
     return response.to_wire()
 
 
-def serve(port: int, seconds: float) -> None:
+def serve(port: int, seconds: float, delay: float = 0.0) -> None:
+    """Answer until `seconds` have passed, each reply `delay` seconds after its query (what a
+    resolver's round trips to name servers elsewhere take), every query on its own clock."""
     deadline = time.monotonic() + seconds
+    due: list[tuple[float, int, bytes, Any]] = []  # (when, arrival order, reply, peer)
+    order = itertools.count()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", port))
-        sock.settimeout(1.0)
         print(f"dns stub on 127.0.0.1:{port}", flush=True)
         while time.monotonic() < deadline:
+            now = time.monotonic()
+            while due and due[0][0] <= now:
+                _, _, reply, peer = heapq.heappop(due)
+                sock.sendto(reply, peer)
+            sock.settimeout(min(1.0, max(0.0, due[0][0] - now)) if due else 1.0)
             try:
                 data, peer = sock.recvfrom(4096)
             except TimeoutError:
                 continue
             reply = answer(data)
-            if reply is not None:
+            if reply is None:
+                continue
+            if delay:
+                heapq.heappush(due, (time.monotonic() + delay, next(order), reply, peer))
+            else:
                 sock.sendto(reply, peer)
 
 
@@ -75,8 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="loopback DNS server: NXDOMAIN for everything")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--seconds", type=float, default=3600.0, help="exit after this long")
+    parser.add_argument("--delay-ms", type=float, default=0.0, help="answer this much later")
     args = parser.parse_args(argv)
-    serve(args.port, args.seconds)
+    serve(args.port, args.seconds, args.delay_ms / 1000)
     return 0
 
 
